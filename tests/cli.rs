@@ -1,0 +1,214 @@
+//! Behaviour every tool shares: one-line errors for bad input, and nothing left attached after
+//! tracer exits however it is stopped.
+
+use std::time::{Duration, Instant};
+
+use tracer_tests::{BpfObjects, Scratch, Tracer, run_tracer, tracer_bin};
+
+/// Asserts tracer refused with exactly one line on stderr mentioning `expected`.
+fn assert_refused(
+    args: &[&str],
+    configure: impl FnOnce(&mut std::process::Command),
+    expected: &str,
+) {
+    let finished = run_tracer(args, configure);
+    assert!(
+        !finished.status.success(),
+        "{args:?} succeeded: {finished:#?}"
+    );
+    assert!(
+        finished.status.code().is_some(),
+        "{args:?} died of a signal: {finished:#?}"
+    );
+    let stderr = finished.stderr.trim_end();
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?} printed more than one line:\n{stderr}"
+    );
+    assert!(stderr.starts_with("tracer: "), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        finished.stdout.is_empty(),
+        "{args:?} printed to stdout: {}",
+        finished.stdout
+    );
+}
+
+fn as_is(_: &mut std::process::Command) {}
+
+#[test]
+fn bad_input_gets_one_line_and_a_nonzero_exit() {
+    let tool = "direct-reclaim";
+    assert_refused(&[tool, "-p", "4194304"], as_is, "no such process: 4194304");
+    assert_refused(
+        &[tool, "-c", "/sys/fs/cgroup/memory/no-such-cgroup"],
+        as_is,
+        "no such cgroup",
+    );
+    assert_refused(&[tool, "-c", "/tmp"], as_is, "not in a cgroup filesystem");
+    assert_refused(
+        &[tool, "--comm", "a-name-longer-than-15"],
+        as_is,
+        "--comm must be 1 to 15 bytes",
+    );
+    assert_refused(&[tool, "--events", "5"], as_is, "cannot be used with");
+    assert_refused(&[tool, "-d", "5", "1", "3"], as_is, "cannot be used with");
+    assert_refused(&[tool, "--min-us", "100"], as_is, "--events");
+    assert_refused(&[tool, "0"], as_is, "expected a positive number of seconds");
+    assert_refused(
+        &[tool, "soon"],
+        as_is,
+        "expected a positive number of seconds",
+    );
+    assert_refused(&["no-such-tool"], as_is, "unrecognized subcommand");
+}
+
+#[test]
+fn usage_errors_exit_2_runtime_errors_exit_1() {
+    assert_eq!(
+        run_tracer(&["direct-reclaim", "--bogus"], as_is)
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run_tracer(&["direct-reclaim", "-p", "4194304"], as_is)
+            .status
+            .code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn refuses_without_privileges() {
+    // A copy that user nobody may run, wherever the checkout lives.
+    let scratch = Scratch::new("unprivileged");
+    let copy = scratch.dir.join("tracer");
+    std::fs::copy(tracer_bin(), &copy).unwrap();
+    for path in [&scratch.dir, &copy] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    // As user nobody: setpriv drops every capability along with root.
+    assert_refused(
+        &["direct-reclaim"],
+        |command| {
+            let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+            *command = std::process::Command::new("setpriv");
+            command
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(&copy)
+                .args(args);
+        },
+        "needs root (or CAP_BPF and CAP_PERFMON)",
+    );
+}
+
+#[test]
+fn refuses_a_kernel_without_btf() {
+    assert_refused(
+        &["direct-reclaim"],
+        |command| {
+            command.env("TRACER_BTF", "/nonexistent/vmlinux");
+        },
+        "this kernel has no BTF (/nonexistent/vmlinux is missing)",
+    );
+}
+
+#[test]
+fn refuses_without_tracefs() {
+    assert_refused(
+        &["direct-reclaim"],
+        |command| {
+            command.env("TRACER_TRACEFS", "/nonexistent/tracing");
+        },
+        "tracefs is not available at /nonexistent/tracing",
+    );
+}
+
+#[test]
+fn refuses_a_kernel_lacking_a_tracepoint() {
+    // A tracefs whose kernel has no vmscan tracepoints.
+    let scratch = Scratch::new("tracefs");
+    std::fs::create_dir_all(scratch.dir.join("events/sched")).unwrap();
+    assert_refused(
+        &["direct-reclaim"],
+        |command| {
+            command.env("TRACER_TRACEFS", &scratch.dir);
+        },
+        "this kernel has no tracepoint vmscan:mm_vmscan_direct_reclaim_begin",
+    );
+}
+
+/// Stops tracer with `signal` and checks every program and link it loaded is gone.
+fn assert_detaches_on(signal: libc::c_int) {
+    let before = BpfObjects::now();
+    let tracer = Tracer::start(&["direct-reclaim"]);
+    let attached = BpfObjects::since(&before);
+    let ours: Vec<_> = attached
+        .programs
+        .iter()
+        .filter(|(_, name)| name.contains("reclaim"))
+        .collect();
+    assert!(
+        ours.len() >= 4,
+        "tracer's programs are not loaded: {attached:?}"
+    );
+    assert!(
+        attached.links.len() >= 4,
+        "tracer's links are not there: {attached:?}"
+    );
+
+    let finished = tracer.stop_with(signal);
+    if signal == libc::SIGKILL {
+        assert!(!finished.status.success());
+    } else {
+        finished.assert_success();
+        assert!(
+            finished.stdout.contains("reclaim stalls"),
+            "no final summary: {finished:#?}"
+        );
+    }
+
+    // The kernel frees programs after an RCU grace period: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = BpfObjects::now();
+        let left = BpfObjects {
+            programs: attached
+                .programs
+                .intersection(&now.programs)
+                .cloned()
+                .collect(),
+            links: attached.links.intersection(&now.links).copied().collect(),
+        };
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still loaded after signal {signal}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigint_detaches_everything() {
+    assert_detaches_on(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_detaches_everything() {
+    assert_detaches_on(libc::SIGTERM);
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    assert_detaches_on(libc::SIGKILL);
+}

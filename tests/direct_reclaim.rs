@@ -1,0 +1,268 @@
+//! `tracer direct-reclaim` against reclaim caused on purpose, checked with the kernel's own
+//! counters.
+
+use std::process::Command;
+
+use tracer_tests::{
+    Cgroup, Finished, Json, Scratch, Sysctl, Tracer, run, sh_in, vmstat, vmstat_sum,
+};
+
+/// The last summary object of a `--json` run.
+fn summary(finished: &Finished) -> Json {
+    finished.assert_success();
+    let summaries = finished.json_of_type("summary");
+    assert_eq!(summaries.len(), 1, "one summary expected: {finished:#?}");
+    summaries[0].clone()
+}
+
+fn meminfo_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/meminfo"))
+}
+
+/// Global direct reclaim, caused by reading a sparse file (page cache, no disk I/O) while huge
+/// pages hold all but 2 GiB of memory: the reader must reclaim page cache to go on.
+#[test]
+fn global_stalls_match_allocstall_and_pgsteal_direct() {
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let free_kib = meminfo_kib("MemFree:");
+    let huge_pages = free_kib.saturating_sub(2 << 20) / 2048;
+    let _reserved = Sysctl::set("vm.nr_hugepages", &huge_pages.to_string());
+    let scratch = Scratch::new("sparse");
+    let sparse = scratch.file("sparse");
+    run(Command::new("truncate").args(["-s", "5G", &sparse]));
+
+    let tracer = Tracer::start(&["direct-reclaim", "--json"]);
+    let before = vmstat();
+    let mut reader = Command::new("sh")
+        .args(["-c", &format!("exec cat {sparse} > /dev/null")])
+        .spawn()
+        .unwrap();
+    let reader_pid = reader.id();
+    assert!(reader.wait().unwrap().success());
+    let after = vmstat();
+    let summary = summary(&tracer.stop());
+
+    let allocstalls = vmstat_sum(&after, "allocstall_") - vmstat_sum(&before, "allocstall_");
+    let pgsteal_direct = after["pgsteal_direct"] - before["pgsteal_direct"];
+    let stalls = summary["global"]["stalls"].as_u64().unwrap();
+    let pages = summary["global"]["pages_reclaimed"].as_u64().unwrap();
+    eprintln!(
+        "tracer: {stalls} stalls, {pages} pages; vmstat: {allocstalls} allocstalls, {pgsteal_direct} pgsteal_direct"
+    );
+    assert!(
+        allocstalls > 0,
+        "the workload caused no direct reclaim; vmstat before {before:?}"
+    );
+    // try_to_free_pages() counts one allocstall per begin/end pair it traces.
+    assert_eq!(stalls, allocstalls, "{summary:#}");
+    // nr_reclaimed also counts slab pages that shrinkers freed during the stall, which no
+    // pgsteal counter sees; with a page-cache workload they are few.
+    assert!(pages >= pgsteal_direct, "{pages} < {pgsteal_direct}");
+    assert!(
+        pages - pgsteal_direct <= pages / 20 + 1024,
+        "{pages} vs {pgsteal_direct}"
+    );
+    let reader_row = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["pid"] == reader_pid)
+        .unwrap_or_else(|| panic!("reader {reader_pid} not among {summary:#}"));
+    assert_eq!(reader_row["comm"], "cat");
+    assert!(reader_row["stalls"].as_u64().unwrap() >= 1);
+}
+
+/// Memory-cgroup reclaim inside a v1 memory cgroup of the test's own, seen by several tracers
+/// at once: unfiltered (text and JSON), filtered to that cgroup (v1, v2, events, classic
+/// tracepoints) and filtered to an empty cgroup.
+#[test]
+fn memcg_stalls_are_attributed_and_filtered_by_cgroup() {
+    let memcg = Cgroup::create("memory", "tracer-memcg");
+    memcg.set("memory.limit_in_bytes", "256M");
+    let other = Cgroup::create("memory", "tracer-other");
+    let unified = Cgroup::create("unified", "tracer-v2");
+    let scratch = Scratch::new("memcg");
+    let file = scratch.file("data");
+
+    let text = Tracer::start(&["direct-reclaim", "--top", "50"]);
+    let json = Tracer::start(&["direct-reclaim", "--json", "--top", "50"]);
+    let filtered = Tracer::start(&["direct-reclaim", "--json", "-c", memcg.path_str()]);
+    let elsewhere = Tracer::start(&["direct-reclaim", "--json", "-c", other.path_str()]);
+    let by_v2 = Tracer::start(&["direct-reclaim", "--json", "-c", unified.path_str()]);
+    let events = Tracer::start(&[
+        "direct-reclaim",
+        "--json",
+        "--events",
+        "-c",
+        memcg.path_str(),
+    ]);
+    let classic = Tracer::start(&[
+        "direct-reclaim",
+        "--json",
+        "--attach",
+        "classic",
+        "-v",
+        "-c",
+        memcg.path_str(),
+    ]);
+    let before = vmstat();
+    run(&mut sh_in(
+        &[&memcg, &unified],
+        &format!(
+            "dd if=/dev/zero of={file} bs=1M count=1024 status=none && cat {file} > /dev/null"
+        ),
+    ));
+    let after = vmstat();
+    let (text, json) = (text.stop(), summary(&json.stop()));
+    let (filtered, elsewhere, by_v2) = (
+        summary(&filtered.stop()),
+        summary(&elsewhere.stop()),
+        summary(&by_v2.stop()),
+    );
+    let (events, classic) = (events.stop(), classic.stop());
+
+    let stalls = filtered["memcg"]["stalls"].as_u64().unwrap();
+    let pages = filtered["memcg"]["pages_reclaimed"].as_u64().unwrap();
+    eprintln!("memcg: {stalls} stalls, {pages} pages reclaimed");
+    assert!(
+        stalls > 0,
+        "no memcg reclaim under a 256M limit: {filtered:#}"
+    );
+    assert_eq!(filtered["global"]["stalls"], 0);
+
+    // Every stall is charged to the test's cgroup, by id and by path.
+    let cgroups = filtered["cgroups"].as_array().unwrap();
+    assert_eq!(cgroups.len(), 1, "{filtered:#}");
+    assert_eq!(cgroups[0]["cgroup_id"], memcg.id());
+    assert_eq!(cgroups[0]["cgroup"], memcg.relative());
+    assert_eq!(cgroups[0]["stalls"], stalls);
+
+    // pgsteal_anon/file count every reclaimer; the per-reclaimer pgsteal_* counters skip
+    // memcg reclaim, so the difference is what memcg reclaim took.
+    let rise = |name: &str| after[name] - before[name];
+    let memcg_pgsteal = rise("pgsteal_anon") + rise("pgsteal_file")
+        - [
+            "pgsteal_kswapd",
+            "pgsteal_direct",
+            "pgsteal_khugepaged",
+            "pgsteal_proactive",
+        ]
+        .iter()
+        .filter(|name| after.contains_key(**name))
+        .map(|name| rise(name))
+        .sum::<u64>();
+    assert_eq!(pages, memcg_pgsteal, "tracer's pages vs vmstat");
+
+    // Unfiltered, the same stalls show up under the same cgroup.
+    let row = json["cgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["cgroup_id"] == memcg.id())
+        .unwrap_or_else(|| panic!("{} missing: {json:#}", memcg.relative()));
+    assert_eq!(row["stalls"], stalls);
+    assert_eq!(row["pages_reclaimed"], pages);
+
+    // Filters: an empty cgroup sees nothing; the v2 cgroup the workload also sat in sees all.
+    assert_eq!(elsewhere["memcg"]["stalls"], 0, "{elsewhere:#}");
+    assert_eq!(by_v2["memcg"]["stalls"], stalls, "{by_v2:#}");
+    assert_eq!(by_v2["cgroups"][0]["cgroup_id"], unified.id());
+
+    // One event per stall, each in the cgroup.
+    events.assert_success();
+    let stall_events = events.json_of_type("stall");
+    assert_eq!(stall_events.len() as u64, stalls);
+    assert!(
+        stall_events
+            .iter()
+            .all(|e| e["kind"] == "memcg" && e["cgroup"] == memcg.relative())
+    );
+    assert!(
+        stall_events
+            .iter()
+            .all(|e| e["gfp"].as_str().unwrap().starts_with("GFP_")),
+        "{:#}",
+        stall_events[0]
+    );
+    let event_pages: u64 = stall_events
+        .iter()
+        .map(|e| e["pages_reclaimed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(event_pages, pages);
+
+    // Classic tracepoints see exactly what BTF tracepoints see.
+    assert_eq!(summary(&classic)["memcg"]["stalls"], stalls);
+    assert!(
+        classic
+            .stderr
+            .contains("vmscan:mm_vmscan_memcg_reclaim_begin: classic tracepoint"),
+        "{}",
+        classic.stderr
+    );
+
+    // The text table carries the JSON's counts.
+    text.assert_success();
+    for (title, counts) in [
+        ("Global direct reclaim", &json["global"]),
+        ("Memory-cgroup reclaim", &json["memcg"]),
+    ] {
+        let expected = match counts["stalls"].as_u64().unwrap() {
+            0 => format!("{title}: no stalls"),
+            n => format!("{title}: {n} stalls, "),
+        };
+        assert!(
+            text.stdout.contains(&expected),
+            "{expected:?} not in:\n{}",
+            text.stdout
+        );
+    }
+    let table_row = text
+        .stdout
+        .lines()
+        .find(|line| line.ends_with(&format!(" {}", memcg.relative())))
+        .unwrap_or_else(|| panic!("no table row for the cgroup:\n{}", text.stdout));
+    let columns: Vec<&str> = table_row.split_whitespace().collect();
+    assert_eq!(columns[0], memcg.id().to_string());
+    assert_eq!(columns[1], stalls.to_string());
+    assert_eq!(columns[4], pages.to_string());
+}
+
+#[test]
+fn an_idle_window_says_no_stall_happened() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let finished = tracer_tests::run_tracer(&["direct-reclaim", "-p", &pid, "-d", "1"], |_| {});
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    finished.assert_success();
+    assert!(
+        finished
+            .stdout
+            .contains("no reclaim stalls (global or memory-cgroup) in 1.0s; lost: 0"),
+        "{finished:#?}"
+    );
+}
+
+#[test]
+fn intervals_print_count_summaries_then_stop() {
+    let finished =
+        tracer_tests::run_tracer(&["direct-reclaim", "--json", "-p", "1", "0.3", "3"], |_| {});
+    let summaries = finished.assert_success().json_of_type("summary");
+    assert_eq!(summaries.len(), 3, "{finished:#?}");
+    for summary in summaries {
+        let secs = summary["interval_s"].as_f64().unwrap();
+        assert!((0.25..0.6).contains(&secs), "{summary:#}");
+        assert_eq!(summary["lost"], 0);
+    }
+}

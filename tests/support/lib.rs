@@ -1,0 +1,355 @@
+//! Helpers for tracer's end-to-end tests: run tracer, cause real kernel events, read the kernel's
+//! own counters. Everything a test changes on the machine is put back when its guard drops.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value as Json;
+
+/// The tracer binary under test: `TRACER_BIN` (set by `cargo xtask test`), else the debug build.
+pub fn tracer_bin() -> PathBuf {
+    std::env::var_os("TRACER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tracer"))
+}
+
+pub fn tracer() -> Command {
+    Command::new(tracer_bin())
+}
+
+/// A tracer started in the background, attached once it has said so on stderr.
+pub struct Tracer {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    /// Lines printed on stderr up to and including the "Tracing..." banner.
+    startup: Vec<String>,
+}
+
+/// What a stopped tracer printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Tracer {
+    /// Starts `tracer ARGS` and waits until its probes are attached.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = tracer()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let mut tracer = Self {
+            child,
+            stdout,
+            stderr,
+            startup: Vec::new(),
+        };
+        tracer.wait_until_attached(args);
+        tracer
+    }
+
+    fn wait_until_attached(&mut self, args: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match self.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let attached = line.starts_with("Tracing");
+                    self.startup.push(line);
+                    if attached {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = self.child.kill();
+        panic!("tracer {args:?} did not attach: {:?}", self.startup);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` and collects everything tracer printed.
+    pub fn stop_with(mut self, signal: libc::c_int) -> Finished {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30));
+        Finished {
+            status,
+            stdout: self.stdout.iter().collect::<Vec<_>>().join("\n"),
+            stderr: std::mem::take(&mut self.startup)
+                .into_iter()
+                .chain(self.stderr.iter())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    /// Ctrl-C.
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for tracer") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tracer did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Finished {
+    /// Asserts tracer exited by itself with status 0.
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.status.success(), "tracer failed: {self:#?}");
+        self
+    }
+
+    /// Every stdout line parsed as JSON.
+    pub fn json_lines(&self) -> Vec<Json> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("not JSON ({err}): {line:?}\n{self:#?}"))
+            })
+            .collect()
+    }
+
+    /// The JSON lines whose `type` is `kind`.
+    pub fn json_of_type(&self, kind: &str) -> Vec<Json> {
+        self.json_lines()
+            .into_iter()
+            .filter(|line| line["type"] == kind)
+            .collect()
+    }
+}
+
+/// Runs tracer to completion (for inputs it must reject).
+pub fn run_tracer(args: &[&str], configure: impl FnOnce(&mut Command)) -> Finished {
+    let mut command = tracer();
+    command.args(args);
+    configure(&mut command);
+    let output = command.output().expect("run tracer");
+    Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// /proc/vmstat counters.
+pub fn vmstat() -> HashMap<String, u64> {
+    std::fs::read_to_string("/proc/vmstat")
+        .expect("read /proc/vmstat")
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the counters whose name starts with `prefix`, e.g. `allocstall_`.
+pub fn vmstat_sum(counters: &HashMap<String, u64>, prefix: &str) -> u64 {
+    counters
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// A cgroup the test owns, removed (after its tasks are killed) on drop.
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    /// `/sys/fs/cgroup/<controller>/<name>` in a cgroup v1 hierarchy, or in the v2 hierarchy
+    /// with `controller = "unified"`.
+    pub fn create(controller: &str, name: &str) -> Self {
+        let root = Path::new("/sys/fs/cgroup").join(controller);
+        assert!(root.is_dir(), "no cgroup hierarchy at {}", root.display());
+        let path = root.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        Self { path }
+    }
+
+    pub fn set(&self, file: &str, value: &str) {
+        std::fs::write(self.path.join(file), value)
+            .unwrap_or_else(|err| panic!("write {value} to {file}: {err}"));
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path.join(file)).unwrap_or_default()
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// The id tracer reports for it: its directory's inode number.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).unwrap().ino()
+    }
+
+    /// Its path as tracer prints it: relative to the hierarchy's mount.
+    pub fn relative(&self) -> String {
+        format!("/{}", self.path.file_name().unwrap().to_str().unwrap())
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for pid in self.read("cgroup.procs").lines() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("could not remove {}", self.path.display());
+    }
+}
+
+/// Runs `sh -c SCRIPT` inside the given cgroups (it joins them before running the script).
+pub fn sh_in(cgroups: &[&Cgroup], script: &str) -> Command {
+    let joins: String = cgroups
+        .iter()
+        .map(|cgroup| format!("echo $$ > {}/cgroup.procs; ", cgroup.path.display()))
+        .collect();
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!("{joins}{script}"));
+    command
+}
+
+/// Runs to completion, failing the test unless it exits 0.
+pub fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("{command:?}: {err}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// A scratch directory on a disk-backed filesystem, removed on drop.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tracer-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Self { dir }
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A sysctl set for the test's duration and restored on drop.
+pub struct Sysctl {
+    path: PathBuf,
+    saved: String,
+}
+
+impl Sysctl {
+    pub fn set(name: &str, value: &str) -> Self {
+        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+        let saved = std::fs::read_to_string(&path).expect("read sysctl");
+        std::fs::write(&path, value).unwrap_or_else(|err| panic!("set {name}={value}: {err}"));
+        Self { path, saved }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, self.saved.trim());
+    }
+}
+
+/// Ids of the BPF programs and links loaded in the kernel right now.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BpfObjects {
+    pub programs: BTreeSet<(u32, String)>,
+    pub links: BTreeSet<u32>,
+}
+
+impl BpfObjects {
+    pub fn now() -> Self {
+        Self {
+            programs: aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .map(|info| (info.id(), info.name_as_str().unwrap_or("").to_owned()))
+                .collect(),
+            links: aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .map(|info| info.id())
+                .collect(),
+        }
+    }
+
+    /// What is loaded now and was not in `before`.
+    pub fn since(before: &Self) -> Self {
+        let now = Self::now();
+        Self {
+            programs: now.programs.difference(&before.programs).cloned().collect(),
+            links: now.links.difference(&before.links).copied().collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty() && self.links.is_empty()
+    }
+}

@@ -1,0 +1,41 @@
+//! Delivery of records to userspace through one ring buffer, counting what does not fit.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
+};
+
+/// Userspace sizes it at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Records that found the ring buffer full, per CPU; userspace sums and reports them.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Room for one record, or `None` (counted as lost) when the buffer is full.
+#[inline(always)]
+pub fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count_lost();
+    }
+    entry
+}
+
+/// Sends one record, or counts it as lost.
+#[inline(always)]
+pub fn emit<T: 'static>(record: T) {
+    if let Some(mut entry) = reserve::<T>() {
+        entry.write(record);
+        entry.submit(0);
+    }
+}
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(lost) = LOST.get_ptr_mut(0) {
+        // Per-CPU slot: no other writer can race this increment.
+        unsafe { *lost += 1 };
+    }
+}

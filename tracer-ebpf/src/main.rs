@@ -1,0 +1,19 @@
+//! tracer's kernel programs: one module per tool, plus the machinery they share.
+#![no_std]
+#![no_main]
+
+mod events;
+mod task;
+
+mod direct_reclaim;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible, as the probe-read and ring-buffer helpers require.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,425 @@
+//! `tracer direct-reclaim`: tasks stalled in global direct reclaim and memory-cgroup reclaim.
+
+use std::{collections::HashMap, io::Write};
+
+use anyhow::Result;
+use serde::Serialize;
+use tracer_common::direct_reclaim::{ReclaimKind, Stall};
+
+use crate::{
+    cgroup,
+    event_loop::{self, Tool, Window, read_record},
+    flags::Names,
+    histogram::{Latencies, LatencySummary, human_ns},
+    loader::Tracepoint,
+    options::TraceOptions,
+    output::{self, Align, Output, Table},
+    session::Session,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub trace: TraceOptions,
+    /// Print one line per stall instead of summaries
+    #[arg(long, conflicts_with = "interval")]
+    pub events: bool,
+    /// With --events, only stalls of at least US microseconds
+    #[arg(long, value_name = "US", requires = "events")]
+    pub min_us: Option<u64>,
+    /// Rows in the top processes and top cgroups tables
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+}
+
+const BEGIN_FIELDS: &[(&str, usize, usize)] = &[("order", 8, 4), ("gfp_flags", 16, 8)];
+const END_FIELDS: &[(&str, usize, usize)] = &[("nr_reclaimed", 8, 8)];
+
+const TRACEPOINTS: &[Tracepoint] = &[
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_direct_reclaim_begin",
+        program: "direct_reclaim_begin",
+        fields: BEGIN_FIELDS,
+    },
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_direct_reclaim_end",
+        program: "direct_reclaim_end",
+        fields: END_FIELDS,
+    },
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_memcg_reclaim_begin",
+        program: "memcg_reclaim_begin",
+        fields: BEGIN_FIELDS,
+    },
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_memcg_reclaim_end",
+        program: "memcg_reclaim_end",
+        fields: END_FIELDS,
+    },
+];
+
+pub fn run(args: Args) -> Result<()> {
+    let mut session = Session::start(&args.trace, TRACEPOINTS)?;
+    let begin = session
+        .kernel
+        .tracefs
+        .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
+    let mut out = Output::new(args.trace.json);
+    let mut tool = DirectReclaim {
+        gfp: Names::from_print_fmt(&begin.print_fmt, "__print_flags", "gfp_flags"),
+        cgroups: session.cgroups,
+        min_ns: args.min_us.unwrap_or(0) * 1000,
+        events: args.events,
+        top: args.top,
+        window: Default::default(),
+        printed_events: 0,
+    };
+    eprintln!("Tracing direct and memory-cgroup reclaim stalls... Hit Ctrl-C to end.");
+    if tool.events && !out.json {
+        writeln!(
+            out,
+            "{:<8} {:<16} {:>7} {:>7} {:<6} {:>10} {:>7} {:>5} {:<24} CGROUP",
+            "TIME", "COMM", "PID", "TID", "KIND", "LAT(us)", "PAGES", "ORDER", "GFP"
+        )?;
+        out.flush()?;
+    }
+    event_loop::run(
+        &mut session.probes,
+        &mut tool,
+        args.trace.timing(),
+        args.events,
+        &mut out,
+    )
+}
+
+struct DirectReclaim {
+    gfp: Names,
+    cgroups: cgroup::Names,
+    min_ns: u64,
+    events: bool,
+    top: usize,
+    window: Totals,
+    printed_events: u64,
+}
+
+/// Everything one summary reports.
+#[derive(Default)]
+struct Totals {
+    global: KindTotals,
+    memcg: KindTotals,
+    processes: HashMap<u32, Usage>,
+    cgroups: HashMap<u64, Usage>,
+}
+
+#[derive(Default)]
+struct KindTotals {
+    latencies: Latencies,
+    pages: u64,
+}
+
+/// Stall time charged to one process or cgroup.
+#[derive(Default)]
+struct Usage {
+    name: String,
+    stalls: u64,
+    total_ns: u64,
+    max_ns: u64,
+    pages: u64,
+}
+
+impl Usage {
+    fn add(&mut self, stall: &Stall) {
+        self.stalls += 1;
+        self.total_ns += stall.latency_ns;
+        self.max_ns = self.max_ns.max(stall.latency_ns);
+        self.pages += stall.nr_reclaimed;
+    }
+}
+
+fn kind_name(kind: u32) -> &'static str {
+    if kind == ReclaimKind::Memcg as u32 {
+        "memcg"
+    } else {
+        "global"
+    }
+}
+
+impl Tool for DirectReclaim {
+    fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
+        let stall: Stall = read_record(data)?;
+        let totals = &mut self.window;
+        let kind = if stall.kind == ReclaimKind::Memcg as u32 {
+            &mut totals.memcg
+        } else {
+            &mut totals.global
+        };
+        kind.latencies.record(stall.latency_ns);
+        kind.pages += stall.nr_reclaimed;
+        let comm = output::comm(&stall.task.comm);
+        let process = totals.processes.entry(stall.task.pid).or_default();
+        process.name.clone_from(&comm);
+        process.add(&stall);
+        totals
+            .cgroups
+            .entry(stall.task.cgroup_id)
+            .or_default()
+            .add(&stall);
+
+        if self.events && stall.latency_ns >= self.min_ns {
+            self.printed_events += 1;
+            self.print_event(&stall, &comm, out)?;
+        }
+        Ok(())
+    }
+
+    fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
+        let mut totals = std::mem::take(&mut self.window);
+        for (&id, usage) in &mut totals.cgroups {
+            usage.name = self.cgroups.path(id);
+        }
+        if self.events {
+            let stalls = totals.global.latencies.count() + totals.memcg.latencies.count();
+            eprintln!(
+                "tracer: {stalls} stalls ({} global, {} memcg), {} printed; lost: {}",
+                totals.global.latencies.count(),
+                totals.memcg.latencies.count(),
+                self.printed_events,
+                window.lost
+            );
+            return Ok(());
+        }
+        if out.json {
+            return Ok(out.json_line(&SummaryJson::new(&totals, window))?);
+        }
+        self.print_summary(&totals, window, out)
+    }
+}
+
+impl DirectReclaim {
+    fn print_event(&mut self, stall: &Stall, comm: &str, out: &mut Output) -> Result<()> {
+        let time = out.clock().wall(stall.start_ns + stall.latency_ns);
+        let cgroup = self.cgroups.path(stall.task.cgroup_id);
+        let gfp = self.gfp.flags(stall.gfp_flags);
+        if out.json {
+            out.json_line(&StallJson {
+                r#type: "stall",
+                time: output::rfc3339(time),
+                kind: kind_name(stall.kind),
+                pid: stall.task.pid,
+                tid: stall.task.tid,
+                comm,
+                cgroup_id: stall.task.cgroup_id,
+                cgroup: &cgroup,
+                order: stall.order,
+                gfp: &gfp,
+                gfp_flags: format!("{:#x}", stall.gfp_flags),
+                latency_us: stall.latency_ns as f64 / 1000.0,
+                pages_reclaimed: stall.nr_reclaimed,
+            })?;
+        } else {
+            writeln!(
+                out,
+                "{:<8} {:<16} {:>7} {:>7} {:<6} {:>10.1} {:>7} {:>5} {:<24} {}",
+                output::clock_time(time),
+                comm,
+                stall.task.pid,
+                stall.task.tid,
+                kind_name(stall.kind),
+                stall.latency_ns as f64 / 1000.0,
+                stall.nr_reclaimed,
+                stall.order,
+                gfp,
+                cgroup
+            )?;
+        }
+        Ok(())
+    }
+
+    fn print_summary(&self, totals: &Totals, window: &Window, out: &mut Output) -> Result<()> {
+        let time = output::clock_time(window.end);
+        let secs = window.length.as_secs_f64();
+        if totals.global.latencies.count() + totals.memcg.latencies.count() == 0 {
+            writeln!(
+                out,
+                "{time}  no reclaim stalls (global or memory-cgroup) in {secs:.1}s; lost: {}",
+                window.lost
+            )?;
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "{time}  reclaim stalls in {secs:.1}s; lost: {}",
+            window.lost
+        )?;
+        for (title, kind) in [
+            ("Global direct reclaim", &totals.global),
+            ("Memory-cgroup reclaim", &totals.memcg),
+        ] {
+            let latencies = &kind.latencies;
+            if latencies.count() == 0 {
+                writeln!(out, "\n{title}: no stalls")?;
+                continue;
+            }
+            writeln!(
+                out,
+                "\n{title}: {} stalls, {} stalled, {} pages reclaimed",
+                latencies.count(),
+                human_ns(latencies.total_ns()),
+                kind.pages
+            )?;
+            write!(out, "{}", latencies.render_log2())?;
+            writeln!(out, "     {}", latencies.percentiles_line())?;
+        }
+        let processes = top(&totals.processes, self.top)
+            .into_iter()
+            .map(|(pid, u)| (pid.to_string(), u));
+        write!(
+            out,
+            "\nTop processes by stall time:\n{}",
+            usage_table("PID", "COMM", processes)
+        )?;
+        let cgroups = top(&totals.cgroups, self.top)
+            .into_iter()
+            .map(|(id, u)| (id.to_string(), u));
+        write!(
+            out,
+            "\nTop cgroups by stall time:\n{}",
+            usage_table("CGROUP ID", "CGROUP", cgroups)
+        )?;
+        Ok(())
+    }
+}
+
+fn usage_table<'a>(
+    key: &'static str,
+    name: &'static str,
+    rows: impl Iterator<Item = (String, &'a Usage)>,
+) -> String {
+    let mut table = Table::new(&[
+        (key, Align::Right),
+        ("STALLS", Align::Right),
+        ("TOTAL", Align::Right),
+        ("MAX", Align::Right),
+        ("PAGES", Align::Right),
+        (name, Align::Left),
+    ]);
+    for (key, usage) in rows {
+        table.row(vec![
+            key,
+            usage.stalls.to_string(),
+            human_ns(usage.total_ns),
+            human_ns(usage.max_ns),
+            usage.pages.to_string(),
+            usage.name.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// The `n` entries with the most stall time.
+fn top<K: Copy + Ord>(usages: &HashMap<K, Usage>, n: usize) -> Vec<(K, &Usage)> {
+    let mut sorted: Vec<(K, &Usage)> = usages.iter().map(|(&k, u)| (k, u)).collect();
+    sorted.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns).then(a.0.cmp(&b.0)));
+    sorted.truncate(n);
+    sorted
+}
+
+#[derive(Serialize)]
+struct StallJson<'a> {
+    r#type: &'static str,
+    time: String,
+    kind: &'static str,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    cgroup_id: u64,
+    cgroup: &'a str,
+    order: i32,
+    gfp: &'a str,
+    gfp_flags: String,
+    latency_us: f64,
+    pages_reclaimed: u64,
+}
+
+#[derive(Serialize)]
+struct SummaryJson {
+    r#type: &'static str,
+    time: String,
+    interval_s: f64,
+    lost: u64,
+    global: KindJson,
+    memcg: KindJson,
+    processes: Vec<UsageJson>,
+    cgroups: Vec<UsageJson>,
+}
+
+#[derive(Serialize)]
+struct KindJson {
+    stalls: u64,
+    pages_reclaimed: u64,
+    latency: LatencySummary,
+}
+
+#[derive(Serialize)]
+struct UsageJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cgroup: Option<String>,
+    stalls: u64,
+    total_us: f64,
+    max_us: f64,
+    pages_reclaimed: u64,
+}
+
+impl SummaryJson {
+    fn new(totals: &Totals, window: &Window) -> Self {
+        let kind = |kind: &KindTotals| KindJson {
+            stalls: kind.latencies.count(),
+            pages_reclaimed: kind.pages,
+            latency: kind.latencies.summary(),
+        };
+        let usage = |usage: &Usage| UsageJson {
+            pid: None,
+            comm: None,
+            cgroup_id: None,
+            cgroup: None,
+            stalls: usage.stalls,
+            total_us: usage.total_ns as f64 / 1000.0,
+            max_us: usage.max_ns as f64 / 1000.0,
+            pages_reclaimed: usage.pages,
+        };
+        Self {
+            r#type: "summary",
+            time: output::rfc3339(window.end),
+            interval_s: window.length.as_secs_f64(),
+            lost: window.lost,
+            global: kind(&totals.global),
+            memcg: kind(&totals.memcg),
+            processes: top(&totals.processes, usize::MAX)
+                .into_iter()
+                .map(|(pid, u)| UsageJson {
+                    pid: Some(pid),
+                    comm: Some(u.name.clone()),
+                    ..usage(u)
+                })
+                .collect(),
+            cgroups: top(&totals.cgroups, usize::MAX)
+                .into_iter()
+                .map(|(id, u)| UsageJson {
+                    cgroup_id: Some(id),
+                    cgroup: Some(u.name.clone()),
+                    ..usage(u)
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The loop every tool runs: drain the ring buffer on tokio, print a summary per interval, stop on
+//! the deadline, the count, Ctrl-C or SIGTERM, and report records the kernel could not deliver.
+
+use std::{
+    io::Write as _,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+    time::{Interval, MissedTickBehavior, interval_at, sleep_until},
+};
+
+use crate::{loader::Probes, options::Timing, output::Output};
+
+/// A tool's userspace half.
+pub trait Tool {
+    /// Handles one ring-buffer record.
+    fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()>;
+    /// Prints the summary of the window that just ended and starts a new one.
+    fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()>;
+}
+
+/// A ring-buffer record as the kernel side wrote it.
+pub fn read_record<T: aya::Pod>(data: &[u8]) -> Result<T> {
+    if data.len() < size_of::<T>() {
+        bail!(
+            "short record: {} bytes, expected {}",
+            data.len(),
+            size_of::<T>()
+        );
+    }
+    // SAFETY: `T` is plain data and the slice is long enough; the ring buffer does not promise
+    // alignment beyond 8 bytes, hence the unaligned read.
+    Ok(unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
+}
+
+/// The stretch of time a summary covers.
+pub struct Window {
+    /// When it ended.
+    pub end: SystemTime,
+    pub length: Duration,
+    /// Records the kernel side dropped in it because the ring buffer was full.
+    pub lost: u64,
+}
+
+/// Records handled per wake-up before timers and signals get a look in.
+const BATCH: usize = 4096;
+
+/// Runs `tool` until the timing says stop or a signal arrives; the final summary is printed
+/// either way. With `event_mode`, lost records are also reported as they happen.
+pub fn run(
+    probes: &mut Probes,
+    tool: &mut dyn Tool,
+    timing: Timing,
+    event_mode: bool,
+    out: &mut Output,
+) -> Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(drive(probes, tool, timing, event_mode, out))
+}
+
+async fn drive(
+    probes: &mut Probes,
+    tool: &mut dyn Tool,
+    timing: Timing,
+    event_mode: bool,
+    out: &mut Output,
+) -> Result<()> {
+    // SAFETY: the ring buffer owns its map fd and keeps it open for as long as it lives.
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
+            .map_err(|err| err.into_parts().1)?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let start = tokio::time::Instant::now();
+    let deadline = timing.duration.map(|duration| start + duration);
+    let mut intervals = timing.interval.map(|every| {
+        let mut ticks = interval_at(start + every, every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticks
+    });
+    let mut lost_checks = tokio::time::interval(Duration::from_secs(1));
+    let mut window_start = Instant::now();
+    let mut lost_before = 0;
+    let mut lost_reported = 0;
+    let mut summaries = 0;
+
+    loop {
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard?;
+                let ring = guard.get_inner_mut();
+                let mut handled = 0;
+                while handled < BATCH {
+                    let Some(record) = ring.next() else { break };
+                    tool.record(&record, out)?;
+                    handled += 1;
+                }
+                if handled < BATCH {
+                    guard.clear_ready();
+                }
+                out.flush()?;
+            }
+            _ = tick(&mut intervals) => {
+                drain(&mut events, tool, out)?;
+                let lost = probes.lost()?;
+                tool.summary(&window(window_start, lost - lost_before), out)?;
+                out.flush()?;
+                (window_start, lost_before) = (Instant::now(), lost);
+                summaries += 1;
+                if timing.count.is_some_and(|count| summaries >= count) {
+                    return Ok(());
+                }
+            }
+            _ = lost_checks.tick(), if event_mode => {
+                let lost = probes.lost()?;
+                if lost > lost_reported {
+                    report_lost(lost - lost_reported, out)?;
+                    lost_reported = lost;
+                }
+            }
+            _ = until(deadline) => break,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    drain(&mut events, tool, out)?;
+    let lost = probes.lost()?;
+    if event_mode && lost > lost_reported {
+        report_lost(lost - lost_reported, out)?;
+    }
+    tool.summary(&window(window_start, lost - lost_before), out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn drain(
+    events: &mut AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    tool: &mut dyn Tool,
+    out: &mut Output,
+) -> Result<()> {
+    while let Some(record) = events.get_mut().next() {
+        tool.record(&record, out)?;
+    }
+    Ok(())
+}
+
+fn window(start: Instant, lost: u64) -> Window {
+    Window {
+        end: SystemTime::now(),
+        length: start.elapsed(),
+        lost,
+    }
+}
+
+async fn tick(intervals: &mut Option<Interval>) {
+    match intervals {
+        Some(intervals) => {
+            intervals.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Serialize)]
+struct LostRecord {
+    r#type: &'static str,
+    count: u64,
+}
+
+fn report_lost(count: u64, out: &mut Output) -> Result<()> {
+    if out.json {
+        out.json_line(&LostRecord {
+            r#type: "lost",
+            count,
+        })?;
+    } else {
+        eprintln!("tracer: lost {count} events: the ring buffer was full");
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Loading tracer's kernel programs and attaching them, with errors a person can act on.
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
+};
+use tracer_common::task::{CgroupLayout, Filter};
+
+use crate::{kernel_btf::KernelBtf, tracefs::Tracefs};
+
+/// The kernel programs of every tool, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// What tracer reads about the running kernel before loading anything.
+pub struct Kernel {
+    pub btf: KernelBtf,
+    pub tracefs: Tracefs,
+}
+
+impl Kernel {
+    pub fn inspect() -> Result<Self> {
+        let btf = KernelBtf::open(&crate::kernel_btf::default_path())?;
+        let tracefs = Tracefs::locate()?;
+        Ok(Self { btf, tracefs })
+    }
+}
+
+/// How tracepoints are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// BTF tracepoints where the kernel has them, else classic ones.
+    #[default]
+    Auto,
+    /// BTF tracepoints (`tp_btf`) only.
+    Btf,
+    /// Classic tracepoints only.
+    Classic,
+}
+
+/// A tracepoint a tool attaches to. Its kernel program exists twice: `program` as a BTF
+/// tracepoint and `<program>_tp` as a classic one.
+pub struct Tracepoint {
+    pub category: &'static str,
+    pub name: &'static str,
+    pub program: &'static str,
+    /// Record fields the classic program reads at fixed offsets: (name, offset, size). They are
+    /// checked against the kernel's format before attaching.
+    pub fields: &'static [(&'static str, usize, usize)],
+}
+
+/// What the kernel programs are told at load time.
+pub struct Settings {
+    pub filter: Filter,
+    pub cgroup_layout: CgroupLayout,
+}
+
+/// Loaded kernel programs. Dropping it detaches and unloads everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    verbose: bool,
+}
+
+/// Fails unless this process may load tracing programs.
+pub fn require_privileges() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        bail!(
+            "tracer needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo"
+        )
+    }
+}
+
+impl Probes {
+    pub fn load(settings: &Settings, verbose: bool) -> Result<Self> {
+        let load = || {
+            EbpfLoader::new()
+                // Our programs have no CO-RE relocations: nothing needs the kernel's full BTF.
+                .btf(None)
+                .override_global("FILTER", &settings.filter, true)
+                .override_global("CGROUP_LAYOUT", &settings.cgroup_layout, true)
+                .load(OBJECT)
+        };
+        let ebpf = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    if let Err(err) = hide_kernel_btf_from_this_thread()
+                        && verbose
+                    {
+                        eprintln!("tracer: loading the slow way: {err}");
+                    }
+                    load()
+                })
+                .join()
+                .expect("the loading thread does not panic")
+        })
+        .map_err(|err| anyhow!("cannot load tracer's eBPF object: {err}"))?;
+        Ok(Self { ebpf, verbose })
+    }
+
+    /// Attaches each tracepoint, as a BTF tracepoint when `mode` allows and the kernel has it,
+    /// else as a classic one.
+    pub fn attach_tracepoints(
+        &mut self,
+        kernel: &Kernel,
+        tracepoints: &[Tracepoint],
+        mode: AttachMode,
+    ) -> Result<()> {
+        let formats = tracepoints
+            .iter()
+            .map(|tp| kernel.tracefs.format(tp.category, tp.name))
+            .collect::<Result<Vec<_>>>()?;
+        let index = match mode {
+            AttachMode::Classic => None,
+            _ => {
+                let names: Vec<&str> = tracepoints.iter().map(|tp| tp.name).collect();
+                Some(kernel.btf.tracepoint_index(&names)?)
+            }
+        };
+        for (tp, format) in tracepoints.iter().zip(&formats) {
+            let btf_result = match &index {
+                Some(index) if kernel.btf.has_btf_tracepoint(tp.name) => self.attach_btf(tp, index),
+                Some(_) => Err(anyhow!("the kernel's BTF has no btf_trace_{}", tp.name)),
+                None => Err(anyhow!("--attach classic")),
+            };
+            let why_not_btf = match btf_result {
+                Ok(()) => {
+                    self.say(format_args!("{}:{}: BTF tracepoint", tp.category, tp.name));
+                    continue;
+                }
+                Err(err) if mode == AttachMode::Btf => {
+                    return Err(err.context(format!(
+                        "cannot attach {}:{} as a BTF tracepoint",
+                        tp.category, tp.name
+                    )));
+                }
+                Err(err) => err,
+            };
+            format
+                .expect_fields(tp.fields)
+                .with_context(|| format!("cannot attach {}:{}", tp.category, tp.name))?;
+            self.attach_classic(tp)?;
+            self.say(format_args!(
+                "{}:{}: classic tracepoint (not BTF: {why_not_btf:#})",
+                tp.category, tp.name
+            ));
+        }
+        Ok(())
+    }
+
+    fn attach_btf(&mut self, tp: &Tracepoint, index: &aya::Btf) -> Result<()> {
+        let verbose = self.verbose;
+        let program: &mut BtfTracePoint = self.program(tp.program)?;
+        program
+            .load(tp.name, index)
+            .map_err(|err| rejected(tp.program, err, verbose))?;
+        program.attach()?;
+        Ok(())
+    }
+
+    fn attach_classic(&mut self, tp: &Tracepoint) -> Result<()> {
+        let name = format!("{}_tp", tp.program);
+        let verbose = self.verbose;
+        let program: &mut TracePoint = self.program(&name)?;
+        program
+            .load()
+            .map_err(|err| rejected(&name, err, verbose))?;
+        program
+            .attach(tp.category, tp.name)
+            .with_context(|| format!("cannot attach {}:{}", tp.category, tp.name))?;
+        Ok(())
+    }
+
+    fn program<'a, P>(&'a mut self, name: &str) -> Result<&'a mut P>
+    where
+        &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("tracer's eBPF object has no program {name}"))?;
+        Ok(program.try_into()?)
+    }
+
+    /// Records the kernel side could not deliver since loading (ring buffer full).
+    pub fn lost(&self) -> Result<u64> {
+        let lost: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("LOST")
+                .context("eBPF object has no LOST map")?,
+        )?;
+        Ok(lost.get(&0, 0)?.iter().sum())
+    }
+
+    /// The ring buffer every tool's kernel side writes its records to.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("eBPF object has no EVENTS map")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    fn say(&self, message: std::fmt::Arguments) {
+        if self.verbose {
+            eprintln!("tracer: {message}");
+        }
+    }
+}
+
+/// aya 0.14's `EbpfLoader::new()` reads and parses all of the kernel's BTF (~30 ms and ~19 MB at
+/// every start) even for objects like ours that have no CO-RE relocations to resolve with it;
+/// aya after 0.14 parses it lazily. Until tracer can move to such a release, the loader is
+/// built in a thread with a mount namespace of its own in which that file reads empty, so the
+/// eager parse fails at once and is dropped, as `.btf(None)` would drop it anyway. Where this
+/// is not permitted (no CAP_SYS_ADMIN), loading works as before, only slower.
+fn hide_kernel_btf_from_this_thread() -> std::io::Result<()> {
+    let cstr = |s: &str| std::ffi::CString::new(s).expect("no NUL in constant");
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let (root, null, btf) = (
+        cstr("/"),
+        cstr("/dev/null"),
+        cstr("/sys/kernel/btf/vmlinux"),
+    );
+    // SAFETY: plain syscalls on NUL-terminated strings; they change only this thread's view of
+    // the mounts (unshare gives it a private copy of the mount namespace).
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        let none = std::ptr::null();
+        check(libc::mount(
+            none,
+            root.as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            none.cast(),
+        ))?;
+        check(libc::mount(
+            null.as_ptr(),
+            btf.as_ptr(),
+            none,
+            libc::MS_BIND,
+            none.cast(),
+        ))
+    }
+}
+
+/// A load error without the verifier's log, which is only printed with `-v`.
+fn rejected(program: &str, err: ProgramError, verbose: bool) -> anyhow::Error {
+    match err {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if verbose {
+                eprintln!("tracer: verifier log for {program}:\n{verifier_log}");
+            }
+            let hint = if verbose {
+                ""
+            } else {
+                " (-v shows the verifier log)"
+            };
+            anyhow!("the kernel rejected program {program}: {io_error}{hint}")
+        }
+        err => anyhow!("cannot load program {program}: {err}"),
+    }
+}

@@ -1,0 +1,203 @@
+//! Output formats: plain text tables and NDJSON, on a buffered stdout, with wall-clock times for
+//! kernel timestamps.
+
+use std::{
+    fmt::Write as _,
+    io::{self, BufWriter, Stdout, Write},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+/// Buffered stdout: tools write freely, the run loop flushes once per batch of records.
+pub struct Output {
+    out: BufWriter<Stdout>,
+    pub json: bool,
+    clock: Clock,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Self {
+            out: BufWriter::with_capacity(64 * 1024, io::stdout()),
+            json,
+            clock: Clock::new(),
+        }
+    }
+
+    /// One NDJSON line.
+    pub fn json_line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Turns `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) into wall-clock time.
+pub struct Clock {
+    boot_realtime_ns: i128,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let realtime = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i128;
+        Self {
+            boot_realtime_ns: realtime - monotonic_ns() as i128,
+        }
+    }
+
+    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
+        let ns = (self.boot_realtime_ns + ktime_ns as i128).max(0) as u64;
+        UNIX_EPOCH + Duration::from_nanos(ns)
+    }
+}
+
+/// The kernel's CLOCK_MONOTONIC, which `bpf_ktime_get_ns()` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `HH:MM:SS` in local time, as bcc tools print it.
+pub fn clock_time(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&secs, &mut tm) };
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// RFC 3339 in UTC with microseconds, for NDJSON.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as libc::time_t;
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::gmtime_r(&secs, &mut tm) };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        since.subsec_micros()
+    )
+}
+
+/// A task's comm as text.
+pub fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// A text table: left-aligned text columns, right-aligned numbers, widths fitted to the cells.
+pub struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+impl Table {
+    pub fn new(columns: &[(&'static str, Align)]) -> Self {
+        Self {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.columns.len());
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let widths: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (header, _))| {
+                self.rows
+                    .iter()
+                    .map(|row| row[i].chars().count())
+                    .chain([header.len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        let headers = self.columns.iter().map(|(header, _)| header.to_string());
+        for cells in std::iter::once(headers.collect::<Vec<_>>()).chain(self.rows.iter().cloned()) {
+            let mut line = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                let width = widths[i];
+                let last = i + 1 == cells.len();
+                let _ = match self.columns[i].1 {
+                    Align::Right => write!(line, "{cell:>width$}"),
+                    Align::Left if last => write!(line, "{cell}"),
+                    Align::Left => write!(line, "{cell:<width$}"),
+                };
+                if !last {
+                    line.push_str("  ");
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_columns() {
+        let mut table = Table::new(&[
+            ("PID", Align::Right),
+            ("COMM", Align::Left),
+            ("MS", Align::Right),
+        ]);
+        table.row(vec!["7".into(), "postgres".into(), "12.5".into()]);
+        table.row(vec!["12345".into(), "cat".into(), "3.0".into()]);
+        assert_eq!(
+            table.render(),
+            "  PID  COMM        MS\n    7  postgres  12.5\n12345  cat        3.0\n"
+        );
+    }
+
+    #[test]
+    fn formats_times() {
+        let time = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(rfc3339(time), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(comm(b"cat\0\0\0"), "cat");
+    }
+}

@@ -1,0 +1,173 @@
+//! Benchmarks that measure tracer beside its peers and print ratios.
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::process::ExitStatusExt as _,
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Time from exec until attached, and peak RSS: tracer direct-reclaim beside libbpf-tools
+    /// drsnoop and a bpftrace one-liner on the same tracepoints.
+    Startup {
+        /// Runs of each tool, alternating between them; medians are reported.
+        #[arg(long, default_value_t = 15)]
+        runs: usize,
+    },
+}
+
+impl Bench {
+    pub fn run(self, tracer: &Path) -> Result<()> {
+        match self {
+            Bench::Startup { runs } => startup(tracer, runs),
+        }
+    }
+}
+
+/// A tool under measurement and the line it prints once its probes are attached.
+struct Contender {
+    name: &'static str,
+    command: Vec<String>,
+    ready: &'static str,
+}
+
+const BPFTRACE_RECLAIM: &str = "
+tracepoint:vmscan:mm_vmscan_direct_reclaim_begin,
+tracepoint:vmscan:mm_vmscan_memcg_reclaim_begin { @start[tid] = nsecs; }
+tracepoint:vmscan:mm_vmscan_direct_reclaim_end,
+tracepoint:vmscan:mm_vmscan_memcg_reclaim_end /@start[tid]/ {
+    @usecs = hist((nsecs - @start[tid]) / 1000); delete(@start[tid]);
+}
+BEGIN { printf(\"ready\\n\"); }";
+
+fn startup(tracer: &Path, runs: usize) -> Result<()> {
+    let contenders = [
+        Contender {
+            name: "tracer direct-reclaim",
+            command: vec![tracer.display().to_string(), "direct-reclaim".into()],
+            ready: "Tracing",
+        },
+        Contender {
+            name: "drsnoop (libbpf-tools)",
+            // Line-buffered, so its header shows up when it is printed: right after attaching.
+            command: ["stdbuf", "-oL", "drsnoop"].map(String::from).to_vec(),
+            ready: "TIME",
+        },
+        Contender {
+            name: "bpftrace one-liner",
+            command: ["stdbuf", "-oL", "bpftrace", "-e", BPFTRACE_RECLAIM]
+                .map(String::from)
+                .to_vec(),
+            ready: "ready",
+        },
+    ];
+    let mut samples: Vec<Vec<(Duration, u64)>> = vec![Vec::new(); contenders.len()];
+    // One warm-up round so every tool's binary and libraries are in the page cache.
+    for round in 0..=runs {
+        for (contender, samples) in contenders.iter().zip(&mut samples) {
+            let sample =
+                measure(contender).with_context(|| format!("measuring {}", contender.name))?;
+            if round > 0 {
+                samples.push(sample);
+            }
+        }
+    }
+
+    println!(
+        "startup: time from exec until attached, and peak RSS; median of {runs} alternating runs"
+    );
+    println!(
+        "{:<24} {:>10} {:>14}",
+        "tool", "ready (ms)", "peak RSS (MB)"
+    );
+    let medians: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|samples| {
+            let ms = median(samples.iter().map(|(time, _)| time.as_secs_f64() * 1e3));
+            let mb = median(samples.iter().map(|(_, kib)| *kib as f64 / 1024.0));
+            (ms, mb)
+        })
+        .collect();
+    for (contender, (ms, mb)) in contenders.iter().zip(&medians) {
+        println!("{:<24} {ms:>10.1} {mb:>14.1}", contender.name);
+    }
+    let (tracer_ms, tracer_mb) = medians[0];
+    for (contender, (ms, mb)) in contenders.iter().zip(&medians).skip(1) {
+        println!(
+            "tracer / {:<22} time {:.2}x  RSS {:.2}x",
+            contender.name,
+            tracer_ms / ms,
+            tracer_mb / mb
+        );
+    }
+    let (drsnoop_ms, drsnoop_mb) = medians[1];
+    let met = tracer_ms <= drsnoop_ms && tracer_mb <= drsnoop_mb;
+    println!(
+        "goal (tracer <= drsnoop on both): {}",
+        if met { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Starts the tool, waits for its ready line, stops it with SIGINT and returns the time to
+/// ready and its peak RSS in KiB.
+fn measure(contender: &Contender) -> Result<(Duration, u64)> {
+    let (reader, writer) = std::io::pipe()?;
+    let start = Instant::now();
+    let mut child = Command::new(&contender.command[0])
+        .args(&contender.command[1..])
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .spawn()?;
+    // Lines arrive on a thread so that a tool that never gets ready cannot hang the benchmark.
+    let (lines, received) = mpsc::channel();
+    let marker = contender.ready;
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            let ready = line.contains(marker);
+            if lines.send((line, start.elapsed())).is_err() || ready {
+                break;
+            }
+        }
+    });
+    let mut ready = None;
+    let mut seen = Vec::new();
+    while let Ok((line, at)) = received.recv_timeout(READY_TIMEOUT) {
+        if line.contains(marker) {
+            ready = Some(at);
+            break;
+        }
+        seen.push(line);
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) } < 0 {
+        let _ = child.kill();
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let Some(ready) = ready else {
+        bail!(
+            "never became ready ({}): {}",
+            std::process::ExitStatus::from_raw(status),
+            seen.join(" | ")
+        );
+    };
+    Ok((ready, usage.ru_maxrss as u64))
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}

@@ -1,0 +1,137 @@
+//! `cargo xtask`: everything tracer needs to be set up, built, tested and measured on a fresh
+//! machine, done by the project itself.
+
+mod bench;
+mod setup;
+mod shell;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Set up, build, test and benchmark tracer")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (rust-src, bpf-linker, Debian packages); idempotent.
+    Setup {
+        /// Also what the end-to-end tests need.
+        #[arg(long)]
+        test: bool,
+        /// Also the peers the benchmarks compare against.
+        #[arg(long)]
+        bench: bool,
+    },
+    /// Set up and build tracer (its kernel programs are embedded in the binary).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build and run tracer with the given arguments, e.g. `cargo xtask run -- direct-reclaim`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then check formatting and lints and run every test (end-to-end tests need root).
+    Test {
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Set up and run a benchmark against peer tools.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
+    },
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse().task) {
+        eprintln!("xtask: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
+        Task::Setup { test, bench } => setup::run(setup::Needs { test, bench }),
+        Task::Build { release } => {
+            setup::run(setup::Needs::default())?;
+            build(release).map(drop)
+        }
+        Task::Run { release, args } => {
+            setup::run(setup::Needs::default())?;
+            let tracer = build(release)?;
+            shell::exec(shell::cmd(tracer).args(args))
+        }
+        Task::Test { filter } => test(filter),
+        Task::Bench { bench } => {
+            setup::run(setup::Needs {
+                bench: true,
+                ..Default::default()
+            })?;
+            let tracer = build(true)?;
+            bench.run(&tracer)
+        }
+    }
+}
+
+/// Builds tracer and returns the path of its binary.
+fn build(release: bool) -> Result<PathBuf> {
+    let mut cargo = shell::cargo();
+    cargo.args(["build", "--package", "tracer"]);
+    if release {
+        cargo.arg("--release");
+    }
+    shell::run(&mut cargo)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(shell::workspace_root()
+        .join("target")
+        .join(profile)
+        .join("tracer"))
+}
+
+fn test(filter: Option<String>) -> Result<()> {
+    setup::run(setup::Needs {
+        test: true,
+        ..Default::default()
+    })?;
+    shell::run(shell::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    shell::run(shell::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The kernel programs only build for the BPF target.
+    shell::run(shell::cargo().env("RUSTC_BOOTSTRAP", "1").args([
+        "clippy",
+        "--package",
+        "tracer-ebpf",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let tracer = build(false)?;
+    if !shell::is_root() {
+        anyhow::bail!("the end-to-end tests load eBPF programs: run `sudo cargo xtask test`");
+    }
+    // The end-to-end tests share the machine's memory and counters: one at a time.
+    let mut cargo = shell::cargo();
+    cargo.env("TRACER_BIN", &tracer).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--",
+    ]);
+    cargo.args(filter).arg("--test-threads=1");
+    shell::run(&mut cargo)
+}

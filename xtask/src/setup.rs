@@ -1,0 +1,138 @@
+//! Installs what tracer's build and tests need, once: each step checks before it acts, so a set-up
+//! machine passes through in well under a second.
+
+use std::{fs, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::shell;
+
+/// The bpf-linker release known to link our programs; built against the toolchain's own LLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Default)]
+pub struct Needs {
+    pub test: bool,
+    pub bench: bool,
+}
+
+/// Debian packages the end-to-end tests drive.
+const TEST_PACKAGES: &[&str] = &[];
+/// Peer tools the benchmarks measure tracer against.
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools"];
+
+pub fn run(needs: Needs) -> Result<()> {
+    let sysroot = sysroot()?;
+    rust_src(&sysroot)?;
+    bpf_linker(&sysroot)?;
+    let mut packages = Vec::new();
+    if needs.test {
+        packages.extend_from_slice(TEST_PACKAGES);
+    }
+    if needs.bench {
+        packages.extend_from_slice(BENCH_PACKAGES);
+    }
+    debian_packages(&packages)
+}
+
+/// The active toolchain's sysroot: the one that builds both tracer and its kernel programs.
+fn sysroot() -> Result<PathBuf> {
+    let out = shell::output(
+        shell::cmd("rustc")
+            .current_dir(shell::workspace_root())
+            .args(["--print", "sysroot"]),
+    )?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+/// `-Z build-std=core` compiles `core` for bpfel-unknown-none from source.
+fn rust_src(sysroot: &std::path::Path) -> Result<()> {
+    if sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .exists()
+    {
+        return Ok(());
+    }
+    shell::run(
+        shell::cmd("rustup")
+            .current_dir(shell::workspace_root())
+            .args(["component", "add", "rust-src"]),
+    )
+}
+
+/// bpf-linker must read the bitcode rustc writes, so it is built against the very libLLVM of the
+/// active toolchain (Debian has no LLVM 22); a linker built against another one is rebuilt.
+fn bpf_linker(sysroot: &std::path::Path) -> Result<()> {
+    let lib = sysroot.join("lib");
+    let linked_here = shell::output(shell::cmd("ldd").arg(installed_bpf_linker()))
+        .is_ok_and(|ldd| ldd.contains(&*lib.to_string_lossy()) && !ldd.contains("not found"));
+    if linked_here {
+        return Ok(());
+    }
+    let llvm = fs::read_dir(&lib)?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .find_map(|name| Some(name.strip_prefix("lib")?.strip_suffix(".so")?.to_owned()))
+        .filter(|name| name.starts_with("LLVM-"))
+        .with_context(|| format!("no libLLVM-*.so in {}", lib.display()))?;
+    let Some(major) = llvm
+        .strip_prefix("LLVM-")
+        .and_then(|rest| rest.split('-').next())
+    else {
+        bail!("cannot tell the LLVM version of {llvm}");
+    };
+    let rustflags = format!(
+        "-L native={lib} -l dylib={llvm} -C link-arg=-Wl,-rpath,{lib}",
+        lib = lib.display()
+    );
+    shell::run(
+        shell::cmd(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(std::env::temp_dir())
+            .env("RUSTFLAGS", rustflags)
+            .args([
+                "install",
+                "bpf-linker",
+                "--force",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major},no-llvm-linking")),
+    )
+}
+
+fn installed_bpf_linker() -> PathBuf {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        });
+    cargo_home.join("bin/bpf-linker")
+}
+
+fn debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| {
+            !shell::output(shell::cmd("dpkg-query").args(["-W", "-f=${Status}", package]))
+                .is_ok_and(|status| status == "install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !shell::is_root() {
+        bail!(
+            "missing Debian packages {}: run as root to install them",
+            missing.join(" ")
+        );
+    }
+    shell::run(shell::cmd("apt-get").args(["update", "-q"]))?;
+    shell::run(
+        shell::cmd("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
