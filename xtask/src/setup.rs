@@ -71,8 +71,10 @@ fn bpf_linker(sysroot: &std::path::Path) -> Result<()> {
     }
     let llvm = fs::read_dir(&lib)?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .find_map(|name| Some(name.strip_prefix("lib")?.strip_suffix(".so")?.to_owned()))
-        .filter(|name| name.starts_with("LLVM-"))
+        .find_map(|name| {
+            let stem = name.strip_prefix("lib")?.strip_suffix(".so")?;
+            stem.starts_with("LLVM-").then(|| stem.to_owned())
+        })
         .with_context(|| format!("no libLLVM-*.so in {}", lib.display()))?;
     let Some(major) = llvm
         .strip_prefix("LLVM-")
