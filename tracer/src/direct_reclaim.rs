@@ -78,15 +78,6 @@ pub fn run(args: Args) -> Result<()> {
         window: Default::default(),
         printed_events: 0,
     };
-    eprintln!("Tracing direct and memory-cgroup reclaim stalls... Hit Ctrl-C to end.");
-    if tool.events && !out.json {
-        writeln!(
-            out,
-            "{:<8} {:<16} {:>7} {:>7} {:<6} {:>10} {:>7} {:>5} {:<24} CGROUP",
-            "TIME", "COMM", "PID", "TID", "KIND", "LAT(us)", "PAGES", "ORDER", "GFP"
-        )?;
-        out.flush()?;
-    }
     event_loop::run(
         &mut session.probes,
         &mut tool,
@@ -149,6 +140,18 @@ fn kind_name(kind: u32) -> &'static str {
 }
 
 impl Tool for DirectReclaim {
+    fn start(&mut self, out: &mut Output) -> Result<()> {
+        eprintln!("Tracing direct and memory-cgroup reclaim stalls... Hit Ctrl-C to end.");
+        if self.events && !out.json {
+            writeln!(
+                out,
+                "{:<8} {:<16} {:>7} {:>7} {:<6} {:>10} {:>7} {:>5} {:<24} CGROUP",
+                "TIME", "COMM", "PID", "TID", "KIND", "LAT(us)", "PAGES", "ORDER", "GFP"
+            )?;
+        }
+        Ok(())
+    }
+
     fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
         let stall: Stall = read_record(data)?;
         let totals = &mut self.window;

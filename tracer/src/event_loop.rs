@@ -18,6 +18,9 @@ use crate::{loader::Probes, options::Timing, output::Output};
 
 /// A tool's userspace half.
 pub trait Tool {
+    /// Says tracing has begun (tests and scripts wait for the "Tracing" line on stderr) and
+    /// prints column headers; called once signals are handled.
+    fn start(&mut self, out: &mut Output) -> Result<()>;
     /// Handles one ring-buffer record.
     fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()>;
     /// Prints the summary of the window that just ended and starts a new one.
@@ -78,6 +81,8 @@ async fn drive(
             .map_err(|err| err.into_parts().1)?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
+    tool.start(out)?;
+    out.flush()?;
     let start = tokio::time::Instant::now();
     let deadline = timing.duration.map(|duration| start + duration);
     let mut intervals = timing.interval.map(|every| {
