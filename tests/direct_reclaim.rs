@@ -80,7 +80,7 @@ fn global_stalls_match_allocstall_and_pgsteal_direct() {
         .find(|row| row["pid"] == reader_pid)
         .unwrap_or_else(|| panic!("reader {reader_pid} not among {summary:#}"));
     assert_eq!(reader_row["comm"], "cat");
-    assert!(reader_row["stalls"].as_u64().unwrap() >= 1);
+    assert!(reader_row["count"].as_u64().unwrap() >= 1);
 }
 
 /// Memory-cgroup reclaim inside a v1 memory cgroup of the test's own, seen by several tracers
@@ -146,7 +146,7 @@ fn memcg_stalls_are_attributed_and_filtered_by_cgroup() {
     assert_eq!(cgroups.len(), 1, "{filtered:#}");
     assert_eq!(cgroups[0]["cgroup_id"], memcg.id());
     assert_eq!(cgroups[0]["cgroup"], memcg.relative());
-    assert_eq!(cgroups[0]["stalls"], stalls);
+    assert_eq!(cgroups[0]["count"], stalls);
 
     // pgsteal_anon/file count every reclaimer; the per-reclaimer pgsteal_* counters skip
     // memcg reclaim, so the difference is what memcg reclaim took.
@@ -171,8 +171,8 @@ fn memcg_stalls_are_attributed_and_filtered_by_cgroup() {
         .iter()
         .find(|row| row["cgroup_id"] == memcg.id())
         .unwrap_or_else(|| panic!("{} missing: {json:#}", memcg.relative()));
-    assert_eq!(row["stalls"], stalls);
-    assert_eq!(row["pages_reclaimed"], pages);
+    assert_eq!(row["count"], stalls);
+    assert_eq!(row["pages"], pages);
 
     // Filters: an empty cgroup sees nothing; the v2 cgroup the workload also sat in sees all.
     assert_eq!(elsewhere["memcg"]["stalls"], 0, "{elsewhere:#}");

@@ -16,4 +16,6 @@ macro_rules! plain_old_data {
 }
 
 pub mod direct_reclaim;
+pub mod oom;
 pub mod task;
+pub mod writeback;

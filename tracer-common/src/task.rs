@@ -28,13 +28,19 @@ pub struct Filter {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Where the running kernel keeps a task's cgroup: struct member offsets read from its BTF at
-/// load time, so the kernel programs need no compiled-in kernel layout.
+/// Where the running kernel keeps a task's identity and cgroup: struct member offsets read from
+/// its BTF at load time, so the kernel programs need no compiled-in kernel layout.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CgroupLayout {
-    /// Subsystem id of the cgroup v1 hierarchy to use, or [`CgroupLayout::UNIFIED`].
+pub struct TaskLayout {
+    /// Subsystem id of the cgroup v1 hierarchy to use, or [`TaskLayout::UNIFIED`].
     pub v1_subsys: u32,
+    /// `task_struct.pid` (the thread id)
+    pub task_pid: u32,
+    /// `task_struct.tgid` (the process id)
+    pub task_tgid: u32,
+    /// `task_struct.comm`
+    pub task_comm: u32,
     /// `task_struct.cgroups`
     pub task_cgroups: u32,
     /// `css_set.dfl_cgrp`
@@ -51,12 +57,11 @@ pub struct CgroupLayout {
     pub cgroup_kn: u32,
     /// `kernfs_node.id`
     pub kernfs_node_id: u32,
-    pub _pad: u32,
 }
 
-impl CgroupLayout {
+impl TaskLayout {
     /// Use the cgroup v2 (unified) hierarchy.
     pub const UNIFIED: u32 = u32::MAX;
 }
 
-plain_old_data!(Task, Filter, CgroupLayout);
+plain_old_data!(Task, Filter, TaskLayout);

@@ -3,9 +3,12 @@
 #![no_main]
 
 mod events;
+mod kernel;
 mod task;
 
 mod direct_reclaim;
+mod oom;
+mod writeback;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,34 +1,18 @@
-//! The current task: who it is, which cgroup it is in, and whether the user's filters keep it.
+//! Tasks: who they are, which cgroup they are in, and whether the user's filters keep them.
 
 use aya_ebpf::{
     Global,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task},
 };
-use tracer_common::task::{CgroupLayout, Filter, Task};
+use tracer_common::task::{COMM_LEN, Filter, Task, TaskLayout};
+
+use crate::kernel::{read, read_bytes, read_ptr};
 
 #[unsafe(no_mangle)]
-static FILTER: Global<Filter> = Global::new(Filter {
-    pid: 0,
-    _pad: 0,
-    cgroup_id: 0,
-    comm: [0; 16],
-});
+static FILTER: Global<Filter> = Global::new(unsafe { core::mem::zeroed() });
 
 #[unsafe(no_mangle)]
-static CGROUP_LAYOUT: Global<CgroupLayout> = Global::new(CgroupLayout {
-    v1_subsys: CgroupLayout::UNIFIED,
-    task_cgroups: 0,
-    css_set_dfl_cgrp: 0,
-    css_set_subsys: 0,
-    css_cgroup: 0,
-    cgroup_parent: 0,
-    cgroup_self: 0,
-    cgroup_kn: 0,
-    kernfs_node_id: 0,
-    _pad: 0,
-});
+static TASK_LAYOUT: Global<TaskLayout> = Global::new(unsafe { core::mem::zeroed() });
 
 /// Deeper cgroup trees than this are not searched by the `--cgroup` filter.
 const MAX_CGROUP_DEPTH: usize = 16;
@@ -36,27 +20,32 @@ const MAX_CGROUP_DEPTH: usize = 16;
 /// The current task, or `None` when the user's filters exclude it.
 #[inline(always)]
 pub fn current() -> Option<Task> {
-    let filter = FILTER.load();
     let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
-    if filter.pid != 0 && filter.pid != pid {
-        return None;
-    }
-    let comm = bpf_get_current_comm().unwrap_or_default();
-    if filter.comm[0] != 0 && filter.comm != comm {
-        return None;
-    }
-    let layout = CGROUP_LAYOUT.load();
-    let cgroup = current_cgroup(&layout);
-    let cgroup_id = cgroup.map_or(0, |cgroup| cgroup_id(&layout, cgroup));
-    if filter.cgroup_id != 0 && !is_under(&layout, cgroup, cgroup_id, filter.cgroup_id) {
-        return None;
-    }
-    Some(Task {
-        pid,
-        tid: pid_tgid as u32,
-        cgroup_id,
-        comm,
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    identify((pid_tgid >> 32) as u32, pid_tgid as u32, task, true, || {
+        bpf_get_current_comm().unwrap_or_default()
+    })
+}
+
+/// The current task, whatever the filters say.
+#[inline(always)]
+pub fn current_unfiltered() -> Task {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let comm = || bpf_get_current_comm().unwrap_or_default();
+    identify((pid_tgid >> 32) as u32, pid_tgid as u32, task, false, comm).unwrap_or_default()
+}
+
+/// The task at `task` (a `struct task_struct *`), or `None` when the filters exclude it.
+#[inline(always)]
+pub fn of(task: *const u8) -> Option<Task> {
+    let layout = TASK_LAYOUT.load();
+    let pid = read::<u32>(task, layout.task_tgid)?;
+    let tid = read::<u32>(task, layout.task_pid)?;
+    identify(pid, tid, task, true, || {
+        let mut comm = [0u8; COMM_LEN];
+        read_bytes(task, layout.task_comm, &mut comm);
+        comm
     })
 }
 
@@ -66,21 +55,64 @@ pub fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
-/// `struct cgroup *` of the current task in the configured hierarchy.
 #[inline(always)]
-fn current_cgroup(layout: &CgroupLayout) -> Option<*const u8> {
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+fn identify(
+    pid: u32,
+    tid: u32,
+    task: *const u8,
+    filtered: bool,
+    comm: impl FnOnce() -> [u8; COMM_LEN],
+) -> Option<Task> {
+    let filter = FILTER.load();
+    if filtered && filter.pid != 0 && filter.pid != pid {
+        return None;
+    }
+    let comm = comm();
+    if filtered && filter.comm[0] != 0 && filter.comm != comm {
+        return None;
+    }
+    let layout = TASK_LAYOUT.load();
+    let cgroup = cgroup_of(&layout, task);
+    let cgroup_id = cgroup.map_or(0, |cgroup| cgroup_id(&layout, cgroup));
+    if filtered && filter.cgroup_id != 0 && !is_under(&layout, cgroup, cgroup_id, filter.cgroup_id)
+    {
+        return None;
+    }
+    Some(Task {
+        pid,
+        tid,
+        cgroup_id,
+        comm,
+    })
+}
+
+/// `struct cgroup *` of `task` in the configured hierarchy.
+#[inline(always)]
+fn cgroup_of(layout: &TaskLayout, task: *const u8) -> Option<*const u8> {
     let css_set = read_ptr(task, layout.task_cgroups)?;
-    if layout.v1_subsys == CgroupLayout::UNIFIED {
+    if layout.v1_subsys == TaskLayout::UNIFIED {
         read_ptr(css_set, layout.css_set_dfl_cgrp)
     } else {
-        let css = read_ptr(css_set, layout.css_set_subsys + 8 * layout.v1_subsys)?;
+        let css = subsys_state(layout, task, layout.v1_subsys)?;
         read_ptr(css, layout.css_cgroup)
     }
 }
 
+/// `task->cgroups->subsys[subsys]`: the task's state in one controller (for the memory
+/// controller, its `struct mem_cgroup *`).
 #[inline(always)]
-fn cgroup_id(layout: &CgroupLayout, cgroup: *const u8) -> u64 {
+pub fn subsys_state(layout: &TaskLayout, task: *const u8, subsys: u32) -> Option<*const u8> {
+    let css_set = read_ptr(task, layout.task_cgroups)?;
+    read_ptr(css_set, layout.css_set_subsys + 8 * subsys)
+}
+
+pub fn layout() -> TaskLayout {
+    TASK_LAYOUT.load()
+}
+
+/// The id (kernfs inode number) of a `struct cgroup *`.
+#[inline(always)]
+pub fn cgroup_id(layout: &TaskLayout, cgroup: *const u8) -> u64 {
     read_ptr(cgroup, layout.cgroup_kn)
         .and_then(|kn| read::<u64>(kn, layout.kernfs_node_id))
         .unwrap_or(0)
@@ -88,7 +120,7 @@ fn cgroup_id(layout: &CgroupLayout, cgroup: *const u8) -> u64 {
 
 /// Whether `cgroup` (whose id is `id`) is `target` or one of its descendants.
 #[inline(always)]
-fn is_under(layout: &CgroupLayout, cgroup: Option<*const u8>, id: u64, target: u64) -> bool {
+fn is_under(layout: &TaskLayout, cgroup: Option<*const u8>, id: u64, target: u64) -> bool {
     if id == target {
         return true;
     }
@@ -106,14 +138,4 @@ fn is_under(layout: &CgroupLayout, cgroup: Option<*const u8>, id: u64, target: u
         }
     }
     false
-}
-
-#[inline(always)]
-fn read<T>(base: *const u8, offset: u32) -> Option<T> {
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }.ok()
-}
-
-#[inline(always)]
-fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
-    read::<*const u8>(base, offset).filter(|ptr| !ptr.is_null())
 }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use tracer_common::task::CgroupLayout;
+use tracer_common::task::TaskLayout;
 
 use crate::kernel_btf::KernelBtf;
 
@@ -20,7 +20,7 @@ use crate::kernel_btf::KernelBtf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hierarchy {
     pub mount: PathBuf,
-    /// Subsystem id of a v1 hierarchy's first controller, or [`CgroupLayout::UNIFIED`].
+    /// Subsystem id of a v1 hierarchy's first controller, or [`TaskLayout::UNIFIED`].
     pub v1_subsys: u32,
 }
 
@@ -50,11 +50,15 @@ impl Hierarchy {
             .hierarchy(&subsys)
     }
 
-    /// Offsets the kernel programs need to read a task's cgroup in this hierarchy.
-    pub fn layout(&self, btf: &KernelBtf) -> Result<CgroupLayout> {
+    /// Offsets the kernel programs need to read a task's identity and its cgroup in this
+    /// hierarchy.
+    pub fn task_layout(&self, btf: &KernelBtf) -> Result<TaskLayout> {
         let cgroup_self = btf.member_offset("cgroup", "self")?;
-        Ok(CgroupLayout {
+        Ok(TaskLayout {
             v1_subsys: self.v1_subsys,
+            task_pid: btf.member_offset("task_struct", "pid")?,
+            task_tgid: btf.member_offset("task_struct", "tgid")?,
+            task_comm: btf.member_offset("task_struct", "comm")?,
             task_cgroups: btf.member_offset("task_struct", "cgroups")?,
             css_set_dfl_cgrp: btf.member_offset("css_set", "dfl_cgrp")?,
             css_set_subsys: btf.member_offset("css_set", "subsys")?,
@@ -63,7 +67,6 @@ impl Hierarchy {
             cgroup_self,
             cgroup_kn: btf.member_offset("cgroup", "kn")?,
             kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
-            _pad: 0,
         })
     }
 }
@@ -98,7 +101,7 @@ struct Mount {
 impl Mount {
     fn hierarchy(&self, subsystems: &[String]) -> Result<Hierarchy> {
         let v1_subsys = if self.unified {
-            CgroupLayout::UNIFIED
+            TaskLayout::UNIFIED
         } else {
             let controller = self.v1_controllers.first().with_context(|| {
                 format!(
@@ -188,6 +191,15 @@ fn unescape(field: &str) -> PathBuf {
     ))
 }
 
+/// The subsystem id of a controller, e.g. `memory`.
+pub fn subsystem_id(controller: &str) -> Result<u32> {
+    v1_subsystems()?
+        .iter()
+        .position(|name| name == controller)
+        .map(|id| id as u32)
+        .with_context(|| format!("this kernel has no {controller} cgroup controller"))
+}
+
 /// Controller names in subsystem-id order: /proc/cgroups lists them that way.
 fn v1_subsystems() -> Result<Vec<String>> {
     let text = std::fs::read_to_string("/proc/cgroups")?;
@@ -254,6 +266,16 @@ impl Names {
     }
 }
 
+/// The container id in a cgroup path, as Docker, containerd, CRI-O and Kubernetes write them
+/// (`/docker/<64 hex>`, `.../cri-containerd-<64 hex>.scope`, `.../crio-<64 hex>.scope`).
+pub fn container_id(path: &str) -> Option<&str> {
+    path.rsplit('/').find_map(|part| {
+        let part = part.strip_suffix(".scope").unwrap_or(part);
+        let id = part.rsplit(['-', ':']).next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +306,21 @@ mod tests {
         assert!(parse_mountinfo_line("22 1 0:5 / /proc rw - proc proc rw").is_none());
         let spaced = parse_mountinfo_line("1 2 0:3 / /a\\040b rw - cgroup2 cgroup2 rw").unwrap();
         assert_eq!(spaced.mount_point, Path::new("/a b"));
+    }
+
+    #[test]
+    fn finds_container_ids() {
+        let id = "4f1a8b3c9d2e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a";
+        assert_eq!(container_id(&format!("/docker/{id}")), Some(id));
+        let kubepods = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice";
+        assert_eq!(
+            container_id(&format!("{kubepods}/cri-containerd-{id}.scope")),
+            Some(id)
+        );
+        assert_eq!(
+            container_id(&format!("/kubepods/besteffort/pod1/crio-{id}.scope")),
+            Some(id)
+        );
+        assert_eq!(container_id("/system.slice/postgresql.service"), None);
     }
 }

@@ -13,8 +13,9 @@ use crate::{
     histogram::{Latencies, LatencySummary, human_ns},
     loader::Tracepoint,
     options::TraceOptions,
-    output::{self, Align, Output, Table},
+    output::{self, Output},
     session::Session,
+    tally::{self, CgroupKey, ProcessKey, Tally, TallyJson},
 };
 
 #[derive(clap::Args, Debug)]
@@ -32,6 +33,8 @@ pub struct Args {
     pub top: usize,
 }
 
+const BEGIN_ARGS: &[&str] = &["int", "gfp_t"];
+const END_ARGS: &[&str] = &["long unsigned int"];
 const BEGIN_FIELDS: &[(&str, usize, usize)] = &[("order", 8, 4), ("gfp_flags", 16, 8)];
 const END_FIELDS: &[(&str, usize, usize)] = &[("nr_reclaimed", 8, 8)];
 
@@ -40,30 +43,34 @@ const TRACEPOINTS: &[Tracepoint] = &[
         category: "vmscan",
         name: "mm_vmscan_direct_reclaim_begin",
         program: "direct_reclaim_begin",
+        args: BEGIN_ARGS,
         fields: BEGIN_FIELDS,
     },
     Tracepoint {
         category: "vmscan",
         name: "mm_vmscan_direct_reclaim_end",
         program: "direct_reclaim_end",
+        args: END_ARGS,
         fields: END_FIELDS,
     },
     Tracepoint {
         category: "vmscan",
         name: "mm_vmscan_memcg_reclaim_begin",
         program: "memcg_reclaim_begin",
+        args: BEGIN_ARGS,
         fields: BEGIN_FIELDS,
     },
     Tracepoint {
         category: "vmscan",
         name: "mm_vmscan_memcg_reclaim_end",
         program: "memcg_reclaim_end",
+        args: END_ARGS,
         fields: END_FIELDS,
     },
 ];
 
 pub fn run(args: Args) -> Result<()> {
-    let mut session = Session::start(&args.trace, TRACEPOINTS)?;
+    let mut session = Session::start(&args.trace, TRACEPOINTS, |_| Ok(Vec::new()))?;
     let begin = session
         .kernel
         .tracefs
@@ -102,33 +109,14 @@ struct DirectReclaim {
 struct Totals {
     global: KindTotals,
     memcg: KindTotals,
-    processes: HashMap<u32, Usage>,
-    cgroups: HashMap<u64, Usage>,
+    processes: HashMap<u32, Tally>,
+    cgroups: HashMap<u64, Tally>,
 }
 
 #[derive(Default)]
 struct KindTotals {
     latencies: Latencies,
     pages: u64,
-}
-
-/// Stall time charged to one process or cgroup.
-#[derive(Default)]
-struct Usage {
-    name: String,
-    stalls: u64,
-    total_ns: u64,
-    max_ns: u64,
-    pages: u64,
-}
-
-impl Usage {
-    fn add(&mut self, stall: &Stall) {
-        self.stalls += 1;
-        self.total_ns += stall.latency_ns;
-        self.max_ns = self.max_ns.max(stall.latency_ns);
-        self.pages += stall.nr_reclaimed;
-    }
 }
 
 fn kind_name(kind: u32) -> &'static str {
@@ -165,12 +153,9 @@ impl Tool for DirectReclaim {
         let comm = output::comm(&stall.task.comm);
         let process = totals.processes.entry(stall.task.pid).or_default();
         process.name.clone_from(&comm);
-        process.add(&stall);
-        totals
-            .cgroups
-            .entry(stall.task.cgroup_id)
-            .or_default()
-            .add(&stall);
+        process.add(stall.latency_ns, stall.nr_reclaimed);
+        let cgroup = totals.cgroups.entry(stall.task.cgroup_id).or_default();
+        cgroup.add(stall.latency_ns, stall.nr_reclaimed);
 
         if self.events && stall.latency_ns >= self.min_ns {
             self.printed_events += 1;
@@ -181,8 +166,8 @@ impl Tool for DirectReclaim {
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
         let mut totals = std::mem::take(&mut self.window);
-        for (&id, usage) in &mut totals.cgroups {
-            usage.name = self.cgroups.path(id);
+        for (&id, tally) in &mut totals.cgroups {
+            tally.name = self.cgroups.path(id);
         }
         if self.events {
             let stalls = totals.global.latencies.count() + totals.memcg.latencies.count();
@@ -277,58 +262,24 @@ impl DirectReclaim {
             write!(out, "{}", latencies.render_log2())?;
             writeln!(out, "     {}", latencies.percentiles_line())?;
         }
-        let processes = top(&totals.processes, self.top)
-            .into_iter()
-            .map(|(pid, u)| (pid.to_string(), u));
+        let columns = |key, name| tally::Columns {
+            key,
+            count: "STALLS",
+            pages: Some("PAGES"),
+            name,
+        };
+        let processes = tally::top(&totals.processes, self.top);
+        let cgroups = tally::top(&totals.cgroups, self.top);
+        writeln!(out, "\nTop processes by stall time:")?;
+        write!(out, "{}", tally::table(&columns("PID", "COMM"), &processes))?;
+        writeln!(out, "\nTop cgroups by stall time:")?;
         write!(
             out,
-            "\nTop processes by stall time:\n{}",
-            usage_table("PID", "COMM", processes)
-        )?;
-        let cgroups = top(&totals.cgroups, self.top)
-            .into_iter()
-            .map(|(id, u)| (id.to_string(), u));
-        write!(
-            out,
-            "\nTop cgroups by stall time:\n{}",
-            usage_table("CGROUP ID", "CGROUP", cgroups)
+            "{}",
+            tally::table(&columns("CGROUP ID", "CGROUP"), &cgroups)
         )?;
         Ok(())
     }
-}
-
-fn usage_table<'a>(
-    key: &'static str,
-    name: &'static str,
-    rows: impl Iterator<Item = (String, &'a Usage)>,
-) -> String {
-    let mut table = Table::new(&[
-        (key, Align::Right),
-        ("STALLS", Align::Right),
-        ("TOTAL", Align::Right),
-        ("MAX", Align::Right),
-        ("PAGES", Align::Right),
-        (name, Align::Left),
-    ]);
-    for (key, usage) in rows {
-        table.row(vec![
-            key,
-            usage.stalls.to_string(),
-            human_ns(usage.total_ns),
-            human_ns(usage.max_ns),
-            usage.pages.to_string(),
-            usage.name.clone(),
-        ]);
-    }
-    table.render()
-}
-
-/// The `n` entries with the most stall time.
-fn top<K: Copy + Ord>(usages: &HashMap<K, Usage>, n: usize) -> Vec<(K, &Usage)> {
-    let mut sorted: Vec<(K, &Usage)> = usages.iter().map(|(&k, u)| (k, u)).collect();
-    sorted.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns).then(a.0.cmp(&b.0)));
-    sorted.truncate(n);
-    sorted
 }
 
 #[derive(Serialize)]
@@ -356,8 +307,8 @@ struct SummaryJson {
     lost: u64,
     global: KindJson,
     memcg: KindJson,
-    processes: Vec<UsageJson>,
-    cgroups: Vec<UsageJson>,
+    processes: Vec<TallyJson<ProcessKey>>,
+    cgroups: Vec<TallyJson<CgroupKey>>,
 }
 
 #[derive(Serialize)]
@@ -367,38 +318,12 @@ struct KindJson {
     latency: LatencySummary,
 }
 
-#[derive(Serialize)]
-struct UsageJson {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    comm: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cgroup_id: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cgroup: Option<String>,
-    stalls: u64,
-    total_us: f64,
-    max_us: f64,
-    pages_reclaimed: u64,
-}
-
 impl SummaryJson {
     fn new(totals: &Totals, window: &Window) -> Self {
         let kind = |kind: &KindTotals| KindJson {
             stalls: kind.latencies.count(),
             pages_reclaimed: kind.pages,
             latency: kind.latencies.summary(),
-        };
-        let usage = |usage: &Usage| UsageJson {
-            pid: None,
-            comm: None,
-            cgroup_id: None,
-            cgroup: None,
-            stalls: usage.stalls,
-            total_us: usage.total_ns as f64 / 1000.0,
-            max_us: usage.max_ns as f64 / 1000.0,
-            pages_reclaimed: usage.pages,
         };
         Self {
             r#type: "summary",
@@ -407,22 +332,8 @@ impl SummaryJson {
             lost: window.lost,
             global: kind(&totals.global),
             memcg: kind(&totals.memcg),
-            processes: top(&totals.processes, usize::MAX)
-                .into_iter()
-                .map(|(pid, u)| UsageJson {
-                    pid: Some(pid),
-                    comm: Some(u.name.clone()),
-                    ..usage(u)
-                })
-                .collect(),
-            cgroups: top(&totals.cgroups, usize::MAX)
-                .into_iter()
-                .map(|(id, u)| UsageJson {
-                    cgroup_id: Some(id),
-                    cgroup: Some(u.name.clone()),
-                    ..usage(u)
-                })
-                .collect(),
+            processes: tally::process_rows(&totals.processes, true),
+            cgroups: tally::cgroup_rows(&totals.cgroups, true),
         }
     }
 }

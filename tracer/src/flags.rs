@@ -42,6 +42,14 @@ impl Names {
         }
         names.join("|")
     }
+
+    /// The name of one value, as `__print_symbolic` prints it, or the number itself.
+    pub fn symbol(&self, value: u64) -> String {
+        self.table
+            .iter()
+            .find(|(known, _)| *known == value)
+            .map_or_else(|| value.to_string(), |(_, name)| name.clone())
+    }
 }
 
 /// Parses `"|", {expr, "NAME"}, ..., { 0, ((void *)0) } )` (the delimiter is absent for
@@ -236,6 +244,27 @@ mod tests {
         // Bits without a name are kept, in hex.
         assert_eq!(names.flags(0xcc0 | 1 << 30), "GFP_KERNEL|0x40000000");
         assert_eq!(names.flags(0), "none");
+    }
+
+    #[test]
+    fn decodes_writeback_reasons() {
+        let fmt = r#""bdi %s: sb_dev %d:%d nr_pages=%ld sync_mode=%d kupdate=%d range_cyclic=%d background=%d reason=%s cgroup_ino=%lu", REC->name, ((unsigned int) ((REC->sb_dev) >> 20)), ((unsigned int) ((REC->sb_dev) & ((1U << 20) - 1))), REC->nr_pages, REC->sync_mode, REC->for_kupdate, REC->range_cyclic, REC->for_background, __print_symbolic(REC->reason, { 0, "background" }, { 1, "vmscan" }, { 2, "sync" }, { 3, "periodic" }, { 4, "laptop_timer" }, { 5, "fs_free_space" }, { 6, "forker_thread" }, { 7, "foreign_flush" }), (unsigned long)REC->cgroup_ino"#;
+        let names = Names::from_print_fmt(fmt, "__print_symbolic", "reason");
+        let decoded: Vec<String> = (0..9).map(|reason| names.symbol(reason)).collect();
+        assert_eq!(
+            decoded,
+            [
+                "background",
+                "vmscan",
+                "sync",
+                "periodic",
+                "laptop_timer",
+                "fs_free_space",
+                "forker_thread",
+                "foreign_flush",
+                "8"
+            ]
+        );
     }
 
     #[test]

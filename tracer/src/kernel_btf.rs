@@ -192,21 +192,22 @@ impl KernelBtf {
         })
     }
 
-    /// Whether the kernel has the BTF tracepoint `name` (its `btf_trace_<name>` typedef).
-    pub fn has_btf_tracepoint(&self, name: &str) -> bool {
-        self.find(Kind::Typedef, &format!("btf_trace_{name}"))
-            .next()
-            .is_some()
-    }
-
     /// Byte offset of `path` (`"self.parent"`, members separated by dots) inside `struct name`,
     /// looking through anonymous structs and unions as C does.
     pub fn member_offset(&self, name: &str, path: &str) -> Result<u32> {
-        let id = self
+        let (_, offset_bits) = self.member_path(name, path)?;
+        if offset_bits % 8 != 0 {
+            bail!("{name}.{path} is a bit field");
+        }
+        Ok(offset_bits / 8)
+    }
+
+    /// (type id, bit offset) of `path` in `struct name`.
+    fn member_path(&self, name: &str, path: &str) -> Result<(u32, u32)> {
+        let mut ty = self
             .find(Kind::Struct, name)
             .find(|&id| self.ty(id).is_some_and(|ty| ty.vlen() > 0))
             .with_context(|| format!("struct {name} is not in the kernel's BTF"))?;
-        let mut ty = id;
         let mut offset_bits = 0;
         for member in path.split('.') {
             let (member_ty, bits) = self.member(self.resolve(ty), member).with_context(|| {
@@ -215,10 +216,84 @@ impl KernelBtf {
             offset_bits += bits;
             ty = member_ty;
         }
-        if offset_bits % 8 != 0 {
-            bail!("{name}.{path} is a bit field");
+        Ok((ty, offset_bits))
+    }
+
+    /// Bytes between the elements of the array member `path` of `struct name`.
+    pub fn array_stride(&self, name: &str, path: &str) -> Result<u32> {
+        let (ty, _) = self.member_path(name, path)?;
+        let array = self
+            .ty(self.resolve(ty))
+            .filter(|ty| ty.kind == Kind::Array)
+            .with_context(|| format!("{name}.{path} is not an array"))?;
+        self.size(array.word(0))
+            .with_context(|| format!("cannot size the elements of {name}.{path}"))
+    }
+
+    /// Value of the enumerator `name` in any enum.
+    pub fn enum_value(&self, name: &str) -> Option<i64> {
+        (1..=self.types.len() as u32).find_map(|id| {
+            let ty = self.ty(id)?;
+            let stride = match ty.kind {
+                Kind::Enum => 2,
+                Kind::Enum64 => 3,
+                _ => return None,
+            };
+            (0..ty.vlen()).find_map(|i| {
+                (self.name(ty.word(i * stride)) == name.as_bytes()).then(|| match ty.kind {
+                    Kind::Enum => ty.word(i * 2 + 1) as i32 as i64,
+                    _ => (ty.word(i * 3 + 1) as u64 | (ty.word(i * 3 + 2) as u64) << 32) as i64,
+                })
+            })
+        })
+    }
+
+    /// The C types of a BTF tracepoint's arguments (without the leading `void *__data`), e.g.
+    /// `["struct task_struct *", "uid_t"]`; `None` when the kernel has no such tracepoint.
+    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+        let typedef = self
+            .find(Kind::Typedef, &format!("btf_trace_{name}"))
+            .next()?;
+        let pointer = self.ty(self.ty(typedef)?.size_or_type)?;
+        let proto = self
+            .ty(pointer.size_or_type)
+            .filter(|ty| ty.kind == Kind::FuncProto)?;
+        Some(
+            (1..proto.vlen())
+                .map(|i| self.type_name(proto.word(i * 2 + 1)))
+                .collect(),
+        )
+    }
+
+    /// A type as C spells it, as far as tracepoint arguments need.
+    fn type_name(&self, id: u32) -> String {
+        let Some(ty) = self.ty(id) else {
+            return "void".into();
+        };
+        let name = String::from_utf8_lossy(self.name(ty.name_off)).into_owned();
+        match ty.kind {
+            Kind::Ptr => format!("{} *", self.type_name(ty.size_or_type)),
+            Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => {
+                self.type_name(ty.size_or_type)
+            }
+            Kind::Struct => format!("struct {name}"),
+            Kind::Union => format!("union {name}"),
+            Kind::Enum | Kind::Enum64 => format!("enum {name}"),
+            _ => name,
         }
-        Ok(offset_bits / 8)
+    }
+
+    /// Size in bytes of a type.
+    fn size(&self, id: u32) -> Option<u32> {
+        let ty = self.ty(self.resolve(id))?;
+        match ty.kind {
+            Kind::Int | Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::Float => {
+                Some(ty.size_or_type)
+            }
+            Kind::Ptr => Some(8),
+            Kind::Array => Some(self.size(ty.word(0))? * ty.word(2)),
+            _ => None,
+        }
     }
 
     /// (type id, bit offset) of member `name` of the struct or union `id`, searching anonymous
@@ -336,10 +411,18 @@ mod tests {
     }
 
     #[test]
-    fn finds_tracepoints() {
+    fn finds_arrays_enums_and_tracepoint_arguments() {
         let btf = kernel();
-        assert!(btf.has_btf_tracepoint("sched_switch"));
-        assert!(!btf.has_btf_tracepoint("no_such_tracepoint"));
+        assert_eq!(btf.array_stride("task_struct", "comm").unwrap(), 1);
+        assert_eq!(btf.array_stride("css_set", "subsys").unwrap(), 8);
+        assert!(btf.array_stride("task_struct", "pid").is_err());
+        assert_eq!(btf.enum_value("cpuset_cgrp_id"), Some(0));
+        assert_eq!(btf.enum_value("no_such_enumerator"), None);
+        assert_eq!(
+            btf.tracepoint_args("sched_process_exec").unwrap(),
+            ["struct task_struct *", "pid_t", "struct linux_binprm *"]
+        );
+        assert_eq!(btf.tracepoint_args("no_such_tracepoint"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, TracePoint},
 };
-use tracer_common::task::{CgroupLayout, Filter};
+use tracer_common::task::{Filter, TaskLayout};
 
 use crate::{kernel_btf::KernelBtf, tracefs::Tracefs};
 
@@ -40,20 +40,42 @@ pub enum AttachMode {
 }
 
 /// A tracepoint a tool attaches to. Its kernel program exists twice: `program` as a BTF
-/// tracepoint and `<program>_tp` as a classic one.
+/// tracepoint and `<program>_tp` as a classic one. What each expects of the kernel is checked
+/// before it is attached.
 pub struct Tracepoint {
     pub category: &'static str,
     pub name: &'static str,
     pub program: &'static str,
-    /// Record fields the classic program reads at fixed offsets: (name, offset, size). They are
-    /// checked against the kernel's format before attaching.
+    /// The C types of the arguments the BTF program reads, as the kernel's BTF spells them.
+    pub args: &'static [&'static str],
+    /// Record fields the classic program reads at fixed offsets: (name, offset, size).
     pub fields: &'static [(&'static str, usize, usize)],
+}
+
+/// A read-only global of the kernel programs, set at load time.
+pub struct Global {
+    name: &'static str,
+    bytes: Vec<u8>,
+}
+
+impl Global {
+    pub fn new<T: aya::Pod>(name: &'static str, value: &T) -> Self {
+        // SAFETY: `Pod` types are plain bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) };
+        Self {
+            name,
+            bytes: bytes.to_vec(),
+        }
+    }
 }
 
 /// What the kernel programs are told at load time.
 pub struct Settings {
     pub filter: Filter,
-    pub cgroup_layout: CgroupLayout,
+    pub task_layout: TaskLayout,
+    /// The tool's own globals.
+    pub globals: Vec<Global>,
 }
 
 /// Loaded kernel programs. Dropping it detaches and unloads everything.
@@ -86,12 +108,16 @@ pub fn require_privileges() -> Result<()> {
 impl Probes {
     pub fn load(settings: &Settings, verbose: bool) -> Result<Self> {
         let load = || {
-            EbpfLoader::new()
-                // Our programs have no CO-RE relocations: nothing needs the kernel's full BTF.
+            let mut loader = EbpfLoader::new();
+            // Our programs have no CO-RE relocations: nothing needs the kernel's full BTF.
+            loader
                 .btf(None)
                 .override_global("FILTER", &settings.filter, true)
-                .override_global("CGROUP_LAYOUT", &settings.cgroup_layout, true)
-                .load(OBJECT)
+                .override_global("TASK_LAYOUT", &settings.task_layout, true);
+            for global in &settings.globals {
+                loader.override_global(global.name, global.bytes.as_slice(), true);
+            }
+            loader.load(OBJECT)
         };
         let ebpf = std::thread::scope(|scope| {
             scope
@@ -131,8 +157,14 @@ impl Probes {
         };
         for (tp, format) in tracepoints.iter().zip(&formats) {
             let btf_result = match &index {
-                Some(index) if kernel.btf.has_btf_tracepoint(tp.name) => self.attach_btf(tp, index),
-                Some(_) => Err(anyhow!("the kernel's BTF has no btf_trace_{}", tp.name)),
+                Some(index) => match kernel.btf.tracepoint_args(tp.name) {
+                    Some(args) if args == tp.args => self.attach_btf(tp, index),
+                    Some(args) => Err(anyhow!(
+                        "its arguments are ({}) on this kernel",
+                        args.join(", ")
+                    )),
+                    None => Err(anyhow!("the kernel's BTF has no btf_trace_{}", tp.name)),
+                },
                 None => Err(anyhow!("--attach classic")),
             };
             let why_not_btf = match btf_result {

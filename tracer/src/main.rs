@@ -9,9 +9,12 @@ mod loader;
 mod options;
 mod output;
 mod session;
+mod tally;
 mod tracefs;
 
 mod direct_reclaim;
+mod oom;
+mod writeback;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,10 @@ struct Cli {
 enum ToolCommand {
     /// Stalls in global direct reclaim and memory-cgroup reclaim: who, how long, how much
     DirectReclaim(direct_reclaim::Args),
+    /// Dirty-page writeback by reason and device, and writers throttled for dirtying pages
+    Writeback(writeback::Args),
+    /// OOM kills: victim, cgroup, memory, trigger, memcg or global, and the reaper's work
+    Oom(oom::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +52,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.tool {
         ToolCommand::DirectReclaim(args) => direct_reclaim::run(args),
+        ToolCommand::Writeback(args) => writeback::run(args),
+        ToolCommand::Oom(args) => oom::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,8 +90,10 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<direct_reclaim::Args, clap::Error> {
         let cli = Cli::try_parse_from(["tracer", "direct-reclaim"].iter().chain(args))?;
-        let ToolCommand::DirectReclaim(args) = cli.tool;
-        Ok(args)
+        match cli.tool {
+            ToolCommand::DirectReclaim(args) => Ok(args),
+            _ => unreachable!("parsed direct-reclaim"),
+        }
     }
 
     fn rejected(args: &[&str]) -> ErrorKind {

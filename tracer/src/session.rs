@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{
     cgroup,
-    loader::{self, Kernel, Probes, Settings, Tracepoint},
+    loader::{self, Global, Kernel, Probes, Settings, Tracepoint},
     options::TraceOptions,
 };
 
@@ -17,13 +17,20 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(options: &TraceOptions, tracepoints: &[Tracepoint]) -> Result<Self> {
+    /// Checks, loads and attaches. `globals` computes the tool's own load-time settings from
+    /// the kernel.
+    pub fn start(
+        options: &TraceOptions,
+        tracepoints: &[Tracepoint],
+        globals: impl FnOnce(&Kernel) -> Result<Vec<Global>>,
+    ) -> Result<Self> {
         let scope = options.scope()?;
         loader::require_privileges()?;
         let kernel = Kernel::inspect()?;
         let settings = Settings {
             filter: scope.filter,
-            cgroup_layout: scope.hierarchy.layout(&kernel.btf)?,
+            task_layout: scope.hierarchy.task_layout(&kernel.btf)?,
+            globals: globals(&kernel)?,
         };
         let mut probes = Probes::load(&settings, options.verbose)?;
         probes.attach_tracepoints(&kernel, tracepoints, options.attach)?;

@@ -1,0 +1,308 @@
+//! `tracer oom`: OOM kills (`oom:mark_victim`) and the OOM reaper's work.
+
+use aya_ebpf::{
+    Global,
+    helpers::{bpf_get_current_task, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::LruHashMap,
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    oom::{MEMCG_OOM_MARGIN_PAGES, OomLayout, Reaping, SIGKILL, Victim, kind},
+    task::{Task, TaskLayout},
+};
+
+use crate::{
+    events,
+    kernel::{read, read_ptr},
+    task,
+};
+
+#[unsafe(no_mangle)]
+static OOM_LAYOUT: Global<OomLayout> = Global::new(unsafe { core::mem::zeroed() });
+
+/// The thread each thread last sent SIGKILL to. The OOM killer sends the victim SIGKILL right
+/// before marking it; a victim marked without one was already exiting and is not killed.
+#[map]
+static SIGKILL_SENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// Victims not gone yet: process id -> the victim thread's id (as the reaper names it).
+#[map]
+static VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
+
+/// Memory cgroups nested deeper than this are not searched for the one at its limit.
+const MAX_MEMCG_DEPTH: usize = 16;
+/// `page_counter.max` of a memory cgroup without a limit is `LONG_MAX / PAGE_SIZE`.
+const UNLIMITED_PAGES: u64 = 1 << 50;
+
+/// Memory counters as `mark_victim` records them, in KiB.
+struct Memory {
+    total_vm_kb: u64,
+    anon_rss_kb: u64,
+    file_rss_kb: u64,
+    shmem_rss_kb: u64,
+    pgtables_kb: u64,
+    oom_score_adj: i16,
+}
+
+/// Whether the current task has just sent SIGKILL to thread `tid`; forgets it either way.
+#[inline(always)]
+fn sent_sigkill_to(tid: u32) -> bool {
+    let sender = task::current_tid();
+    let target = unsafe { SIGKILL_SENT.get(sender) }.copied();
+    let _ = SIGKILL_SENT.remove(sender);
+    target == Some(tid)
+}
+
+#[inline(always)]
+fn sigkill_generated(sig: i32, target_tid: u32) {
+    if sig == SIGKILL {
+        let _ = SIGKILL_SENT.insert(task::current_tid(), target_tid, 0);
+    }
+}
+
+#[inline(always)]
+fn emit_victim(victim: Task, uid: u32, memory: Memory) {
+    let killed = sent_sigkill_to(victim.tid);
+    if victim.pid != 0 {
+        let _ = VICTIMS.insert(victim.pid, victim.tid, 0);
+    }
+    let Some(mut entry) = events::reserve::<Victim>() else {
+        return;
+    };
+    let layout = OOM_LAYOUT.load();
+    let task_layout = task::layout();
+    entry.write(Victim {
+        kind: kind::VICTIM,
+        uid,
+        time_ns: unsafe { bpf_ktime_get_ns() },
+        victim,
+        trigger: task::current_unfiltered(),
+        total_vm_kb: memory.total_vm_kb,
+        anon_rss_kb: memory.anon_rss_kb,
+        file_rss_kb: memory.file_rss_kb,
+        shmem_rss_kb: memory.shmem_rss_kb,
+        pgtables_kb: memory.pgtables_kb,
+        oom_memcg: memcg_at_limit(&layout, &task_layout),
+        oom_score_adj: memory.oom_score_adj,
+        killed: killed as u8,
+        _pad: [0; 5],
+    });
+    entry.submit(0);
+}
+
+/// The id of the memory cgroup, from the allocating task's up to the root, whose usage has
+/// reached its limit: a memcg OOM charges there and fails. 0 when none has: a global OOM.
+#[inline(always)]
+fn memcg_at_limit(layout: &OomLayout, task_layout: &TaskLayout) -> u64 {
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    // A `struct mem_cgroup` begins with its css, so the css pointer is the memcg pointer.
+    let Some(mut memcg) = task::subsys_state(task_layout, current, layout.memory_subsys) else {
+        return 0;
+    };
+    for _ in 0..MAX_MEMCG_DEPTH {
+        let usage: u64 = read(memcg, layout.memcg_usage).unwrap_or(0);
+        let max: u64 = read(memcg, layout.memcg_max).unwrap_or(u64::MAX);
+        if max < UNLIMITED_PAGES && usage + MEMCG_OOM_MARGIN_PAGES >= max {
+            return read_ptr(memcg, task_layout.css_cgroup)
+                .map_or(0, |cgroup| task::cgroup_id(task_layout, cgroup));
+        }
+        match read_ptr(memcg, layout.css_parent) {
+            Some(parent) => memcg = parent,
+            None => return 0,
+        }
+    }
+    0
+}
+
+/// Reads what the classic record carries from the task itself.
+#[inline(always)]
+fn memory_of(layout: &OomLayout, victim: *const u8) -> Memory {
+    let kb = |pages: i64| pages.max(0) as u64 * layout.page_kb as u64;
+    let signal = read_ptr(victim, layout.task_signal);
+    let oom_score_adj = signal
+        .and_then(|signal| read(signal, layout.signal_oom_score_adj))
+        .unwrap_or(0);
+    let Some(mm) = read_ptr(victim, layout.task_mm) else {
+        return Memory {
+            total_vm_kb: 0,
+            anon_rss_kb: 0,
+            file_rss_kb: 0,
+            shmem_rss_kb: 0,
+            pgtables_kb: 0,
+            oom_score_adj,
+        };
+    };
+    let rss = |index: u32| -> u64 {
+        let at = layout.mm_rss_stat + index * layout.rss_stat_stride + layout.rss_stat_count;
+        kb(read(mm, at).unwrap_or(0))
+    };
+    Memory {
+        total_vm_kb: kb(read(mm, layout.mm_total_vm).unwrap_or(0)),
+        anon_rss_kb: rss(layout.mm_anonpages),
+        file_rss_kb: rss(layout.mm_filepages),
+        shmem_rss_kb: rss(layout.mm_shmempages),
+        pgtables_kb: read::<i64>(mm, layout.mm_pgtables_bytes)
+            .unwrap_or(0)
+            .max(0) as u64
+            / 1024,
+        oom_score_adj,
+    }
+}
+
+/// Arguments: the victim's `struct task_struct *` and its uid.
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
+    let victim_ptr: *const u8 = ctx.arg(0);
+    let Some(victim) = task::of(victim_ptr) else {
+        return 0;
+    };
+    emit_victim(
+        victim,
+        ctx.arg(1),
+        memory_of(&OOM_LAYOUT.load(), victim_ptr),
+    );
+    0
+}
+
+// Classic record (Linux 6.4+): pid, comm, and the counters, in KiB.
+const PID: usize = 8;
+const TOTAL_VM: usize = 16;
+const ANON_RSS: usize = 24;
+const FILE_RSS: usize = 32;
+const SHMEM_RSS: usize = 40;
+const UID: usize = 48;
+const PGTABLES: usize = 56;
+const OOM_SCORE_ADJ: usize = 64;
+
+/// The classic record names the victim by thread id only. Most often the victim is the task
+/// that ran out of memory, the current one, and is described as such; otherwise its process
+/// and comm are left for userspace to find in /proc (pid 0 says so).
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
+    let field = |offset: usize| -> u64 { unsafe { ctx.read_at(offset) }.unwrap_or(0) };
+    let tid = unsafe { ctx.read_at::<i32>(PID) }.unwrap_or(0) as u32;
+    let victim = if tid == task::current_tid() {
+        match task::current() {
+            Some(current) => current,
+            None => return 0,
+        }
+    } else {
+        Task {
+            pid: 0,
+            tid,
+            cgroup_id: 0,
+            comm: [0; 16],
+        }
+    };
+    let memory = Memory {
+        total_vm_kb: field(TOTAL_VM),
+        anon_rss_kb: field(ANON_RSS),
+        file_rss_kb: field(FILE_RSS),
+        shmem_rss_kb: field(SHMEM_RSS),
+        pgtables_kb: field(PGTABLES),
+        oom_score_adj: unsafe { ctx.read_at(OOM_SCORE_ADJ) }.unwrap_or(0),
+    };
+    let uid = unsafe { ctx.read_at(UID) }.unwrap_or(0);
+    emit_victim(victim, uid, memory);
+    0
+}
+
+/// Arguments: sig, info, the target `struct task_struct *`, group, result.
+#[btf_tracepoint(function = "signal_generate")]
+pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
+    let sig: i32 = ctx.arg(0);
+    if sig == SIGKILL {
+        let target: *const u8 = ctx.arg(2);
+        sigkill_generated(sig, read(target, task::layout().task_pid).unwrap_or(0));
+    }
+    0
+}
+
+const SIG: usize = 8;
+const TARGET_PID: usize = 36;
+
+#[tracepoint(category = "signal", name = "signal_generate")]
+pub fn signal_generate_tp(ctx: TracePointContext) -> u32 {
+    let sig: i32 = unsafe { ctx.read_at(SIG) }.unwrap_or(0);
+    if sig == SIGKILL {
+        sigkill_generated(
+            sig,
+            unsafe { ctx.read_at::<i32>(TARGET_PID) }.unwrap_or(0) as u32,
+        );
+    }
+    0
+}
+
+#[inline(always)]
+fn reaping(kind: u32, pid: i32) {
+    events::emit(Reaping {
+        kind,
+        pid: pid as u32,
+        time_ns: unsafe { bpf_ktime_get_ns() },
+    });
+}
+
+/// The exit of a victim's last thread, which gives its memory back.
+#[inline(always)]
+fn exited(group_dead: bool) {
+    if !group_dead {
+        return;
+    }
+    let pid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(&tid) = unsafe { VICTIMS.get(pid) } {
+        let _ = VICTIMS.remove(pid);
+        reaping(kind::EXITED, tid as i32);
+    }
+}
+
+/// Arguments: the exiting task (current) and whether its thread group is now dead.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    exited(ctx.arg::<u8>(1) != 0);
+    0
+}
+
+const GROUP_DEAD: usize = 32;
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit_tp(ctx: TracePointContext) -> u32 {
+    exited(unsafe { ctx.read_at::<u8>(GROUP_DEAD) }.unwrap_or(0) != 0);
+    0
+}
+
+#[btf_tracepoint(function = "start_task_reaping")]
+pub fn start_task_reaping(ctx: BtfTracePointContext) -> i32 {
+    reaping(kind::REAP_START, ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "finish_task_reaping")]
+pub fn finish_task_reaping(ctx: BtfTracePointContext) -> i32 {
+    reaping(kind::REAP_FINISH, ctx.arg(0));
+    0
+}
+
+#[btf_tracepoint(function = "skip_task_reaping")]
+pub fn skip_task_reaping(ctx: BtfTracePointContext) -> i32 {
+    reaping(kind::REAP_SKIP, ctx.arg(0));
+    0
+}
+
+#[tracepoint(category = "oom", name = "start_task_reaping")]
+pub fn start_task_reaping_tp(ctx: TracePointContext) -> u32 {
+    reaping(kind::REAP_START, unsafe { ctx.read_at(PID) }.unwrap_or(0));
+    0
+}
+
+#[tracepoint(category = "oom", name = "finish_task_reaping")]
+pub fn finish_task_reaping_tp(ctx: TracePointContext) -> u32 {
+    reaping(kind::REAP_FINISH, unsafe { ctx.read_at(PID) }.unwrap_or(0));
+    0
+}
+
+#[tracepoint(category = "oom", name = "skip_task_reaping")]
+pub fn skip_task_reaping_tp(ctx: TracePointContext) -> u32 {
+    reaping(kind::REAP_SKIP, unsafe { ctx.read_at(PID) }.unwrap_or(0));
+    0
+}
