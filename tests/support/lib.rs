@@ -353,3 +353,200 @@ impl BpfObjects {
         self.programs.is_empty() && self.links.is_empty()
     }
 }
+
+/// A PostgreSQL server of the test's own: a fresh cluster on a private port and socket
+/// directory, with pg_stat_statements, stopped and removed on drop.
+pub struct Postgres {
+    pub dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    /// The newest PostgreSQL installed from Debian's packages.
+    pub fn bin_dir() -> PathBuf {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (cargo xtask setup --test)")
+            .flatten()
+            .map(|entry| entry.path().join("bin"))
+            .filter(|bin| bin.join("postgres").exists())
+            .collect();
+        versions.sort();
+        versions.pop().expect("a PostgreSQL server binary")
+    }
+
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tracer-pg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        run(Command::new("chown").arg("postgres").arg(&dir));
+        let port = 40000 + (std::process::id() % 10000) as u16 + name.len() as u16;
+        let bin = Self::bin_dir();
+        let server = Self { dir, port, bin };
+        server.as_postgres(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "-D", &server.data()],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses='' -c shared_preload_libraries=pg_stat_statements -c fsync=off",
+            server.dir.display()
+        );
+        let log = server.dir.join("log");
+        let data = server.data();
+        server.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+        server.psql("CREATE EXTENSION pg_stat_statements");
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").to_str().unwrap().to_owned()
+    }
+
+    fn as_postgres(&self, program: &str, args: &[&str]) {
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(program))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The postmaster's pid.
+    pub fn pid(&self) -> u32 {
+        let pidfile = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();
+        pidfile.lines().next().unwrap().trim().parse().unwrap()
+    }
+
+    pub fn binary(&self) -> PathBuf {
+        self.bin.join("postgres")
+    }
+
+    /// Connection arguments for psql and pgbench.
+    pub fn connection(&self) -> Vec<String> {
+        [
+            "-h",
+            self.dir.to_str().unwrap(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// Runs SQL through psql in a session of its own (simple protocol); returns its output rows.
+    pub fn psql(&self, sql: &str) -> String {
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(self.connection())
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// pgbench with the given arguments.
+    pub fn pgbench(&self, args: &[&str]) -> String {
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pgbench"))
+            .args(args)
+            .args(self.connection())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pgbench {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// A psql session kept open, for queries that must share a backend.
+    pub fn session(&self) -> PsqlSession {
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(self.connection())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        PsqlSession {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// `calls` of pg_stat_statements entries whose query text matches `pattern` (LIKE).
+    pub fn statement_calls(&self, pattern: &str) -> u64 {
+        let sql = format!(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '{}'",
+            pattern.replace('\'', "''")
+        );
+        self.psql(&sql).parse().unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One psql connection: one backend.
+pub struct PsqlSession {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl PsqlSession {
+    /// Runs one statement returning one row, and returns that row.
+    pub fn query(&mut self, sql: &str) -> String {
+        use std::io::Write;
+        writeln!(self.stdin, "{sql};").unwrap();
+        self.stdin.flush().unwrap();
+        self.stdout
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+    }
+}
+
+impl Drop for PsqlSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

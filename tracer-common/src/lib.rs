@@ -17,5 +17,7 @@ macro_rules! plain_old_data {
 
 pub mod direct_reclaim;
 pub mod oom;
+pub mod pg;
 pub mod task;
+pub mod usdt;
 pub mod writeback;

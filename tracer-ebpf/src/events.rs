@@ -1,6 +1,7 @@
 //! Delivery of records to userspace through one ring buffer, counting what does not fit.
 
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     macros::map,
     maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
@@ -29,6 +30,19 @@ pub fn emit<T: 'static>(record: T) {
     if let Some(mut entry) = reserve::<T>() {
         entry.write(record);
         entry.submit(0);
+    }
+}
+
+/// Sends a record of variable length without waking userspace, which drains the buffer on a
+/// timer (hot paths: a wake-up per record would cost more than the record), or counts it as
+/// lost.
+#[inline(always)]
+pub fn emit_bytes_quietly(record: &[u8]) {
+    if EVENTS
+        .output::<[u8]>(record, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count_lost();
     }
 }
 

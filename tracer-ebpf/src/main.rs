@@ -5,9 +5,11 @@
 mod events;
 mod kernel;
 mod task;
+mod usdt;
 
 mod direct_reclaim;
 mod oom;
+mod pg;
 mod writeback;
 
 #[cfg(not(test))]

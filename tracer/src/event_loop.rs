@@ -25,6 +25,10 @@ pub trait Tool {
     fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()>;
     /// Prints the summary of the window that just ended and starts a new one.
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()>;
+    /// Runs after each batch of records, with the probes at hand (to update maps).
+    fn after_batch(&mut self, _probes: &mut Probes) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A ring-buffer record as the kernel side wrote it.
@@ -52,6 +56,9 @@ pub struct Window {
 
 /// Records handled per wake-up before timers and signals get a look in.
 const BATCH: usize = 4096;
+/// How often the ring buffer is drained without a wake-up: hot paths submit records without
+/// waking us (a wake-up per record would cost more than the record).
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 /// Runs `tool` until the timing says stop or a signal arrives; the final summary is printed
 /// either way. With `event_mode`, lost records are also reported as they happen.
@@ -91,6 +98,8 @@ async fn drive(
         ticks
     });
     let mut lost_checks = tokio::time::interval(Duration::from_secs(1));
+    let mut drains = tokio::time::interval(DRAIN_EVERY);
+    drains.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut window_start = Instant::now();
     let mut lost_before = 0;
     let mut lost_reported = 0;
@@ -110,6 +119,12 @@ async fn drive(
                 if handled < BATCH {
                     guard.clear_ready();
                 }
+                tool.after_batch(probes)?;
+                out.flush()?;
+            }
+            _ = drains.tick() => {
+                drain(&mut events, tool, out)?;
+                tool.after_batch(probes)?;
                 out.flush()?;
             }
             _ = tick(&mut intervals) => {

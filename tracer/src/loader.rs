@@ -1,14 +1,16 @@
 //! Loading tracer's kernel programs and attaching them, with errors a person can act on.
 
+use std::{os::fd::AsFd, path::Path};
+
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::{BtfTracePoint, ProgramError, TracePoint, UProbe},
 };
 use tracer_common::task::{Filter, TaskLayout};
 
-use crate::{kernel_btf::KernelBtf, tracefs::Tracefs};
+use crate::{kernel_btf::KernelBtf, perf, tracefs::Tracefs};
 
 /// The kernel programs of every tool, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -52,18 +54,28 @@ pub struct Tracepoint {
     pub fields: &'static [(&'static str, usize, usize)],
 }
 
-/// A read-only global of the kernel programs, set at load time.
-pub struct Global {
-    name: &'static str,
-    bytes: Vec<u8>,
+/// A tool's own load-time setting of the kernel programs.
+pub enum Setting {
+    /// A read-only global.
+    Global { name: &'static str, bytes: Vec<u8> },
+    /// The size of a map: entries, or bytes for a ring buffer.
+    MapSize { name: &'static str, size: u32 },
+    /// A map the tool created itself, to be used in place of the object's: for a perf event
+    /// array with more slots than CPUs, which aya would cap. It needs a private mount
+    /// namespace (see [`private_mounts`]); without one, the object's map is created as usual
+    /// and [`Probes::own_maps`] says so.
+    OwnMap {
+        name: &'static str,
+        map: std::os::fd::OwnedFd,
+    },
 }
 
-impl Global {
-    pub fn new<T: aya::Pod>(name: &'static str, value: &T) -> Self {
+impl Setting {
+    pub fn global<T: aya::Pod>(name: &'static str, value: &T) -> Self {
         // SAFETY: `Pod` types are plain bytes.
         let bytes =
             unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) };
-        Self {
+        Self::Global {
             name,
             bytes: bytes.to_vec(),
         }
@@ -74,14 +86,17 @@ impl Global {
 pub struct Settings {
     pub filter: Filter,
     pub task_layout: TaskLayout,
-    /// The tool's own globals.
-    pub globals: Vec<Global>,
+    pub tool: Vec<Setting>,
 }
 
 /// Loaded kernel programs. Dropping it detaches and unloads everything.
 pub struct Probes {
     ebpf: Ebpf,
     verbose: bool,
+    /// Uprobes attached outside aya, and their links.
+    uprobes: Vec<std::os::fd::OwnedFd>,
+    /// Whether [`Setting::OwnMap`]s replaced the object's maps.
+    pub own_maps: bool,
 }
 
 /// Fails unless this process may load tracing programs.
@@ -107,33 +122,62 @@ pub fn require_privileges() -> Result<()> {
 
 impl Probes {
     pub fn load(settings: &Settings, verbose: bool) -> Result<Self> {
-        let load = || {
+        let load = |own_maps: bool| {
             let mut loader = EbpfLoader::new();
             // Our programs have no CO-RE relocations: nothing needs the kernel's full BTF.
             loader
                 .btf(None)
                 .override_global("FILTER", &settings.filter, true)
                 .override_global("TASK_LAYOUT", &settings.task_layout, true);
-            for global in &settings.globals {
-                loader.override_global(global.name, global.bytes.as_slice(), true);
+            let mut pins = Vec::new();
+            for setting in &settings.tool {
+                match setting {
+                    Setting::Global { name, bytes } => {
+                        loader.override_global(name, bytes.as_slice(), true);
+                    }
+                    Setting::MapSize { name, size } => {
+                        loader.map_max_entries(name, *size);
+                    }
+                    Setting::OwnMap { name, map } if own_maps => {
+                        // aya reuses a map pinned where it would pin one.
+                        let path = Path::new(PRIVATE_BPFFS).join(name);
+                        perf::pin(map, &path)?;
+                        pins.push((*name, path));
+                    }
+                    Setting::OwnMap { .. } => {}
+                }
             }
-            loader.load(OBJECT)
+            for (name, path) in &pins {
+                loader.map_pin_path(name, path.as_path());
+            }
+            Ok::<_, anyhow::Error>(loader.load(OBJECT)?)
         };
-        let ebpf = std::thread::scope(|scope| {
+        let wants_own_maps = settings
+            .tool
+            .iter()
+            .any(|s| matches!(s, Setting::OwnMap { .. }));
+        let (ebpf, own_maps) = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    if let Err(err) = hide_kernel_btf_from_this_thread()
+                    let private = private_mounts(wants_own_maps);
+                    if let Err(err) = &private
                         && verbose
                     {
-                        eprintln!("tracer: loading the slow way: {err}");
+                        eprintln!("tracer: loading without a private mount namespace: {err}");
                     }
-                    load()
+                    let own_maps = wants_own_maps && private.is_ok();
+                    load(own_maps).map(|ebpf| (ebpf, own_maps))
                 })
                 .join()
                 .expect("the loading thread does not panic")
         })
-        .map_err(|err| anyhow!("cannot load tracer's eBPF object: {err}"))?;
-        Ok(Self { ebpf, verbose })
+        .map_err(|err| anyhow!("cannot load tracer's eBPF object: {err:#}"))?;
+        Ok(Self {
+            ebpf,
+            verbose,
+            uprobes: Vec::new(),
+            own_maps,
+        })
     }
 
     /// Attaches each tracepoint, as a BTF tracepoint when `mode` allows and the kernel has it,
@@ -215,6 +259,39 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches the uprobe program `program` (loading it first) at `uprobe`, with `cookie` for
+    /// `bpf_get_attach_cookie()`.
+    pub fn attach_uprobe(
+        &mut self,
+        program: &str,
+        uprobe: &perf::Uprobe,
+        cookie: u64,
+    ) -> Result<()> {
+        let verbose = self.verbose;
+        let loaded: &mut UProbe = self.program(program)?;
+        if loaded.fd().is_err() {
+            loaded
+                .load()
+                .map_err(|err| rejected(program, err, verbose))?;
+        }
+        let event = perf::open_uprobe(uprobe)?;
+        let link = perf::attach(loaded.fd()?.as_fd(), &event, cookie)?;
+        self.uprobes.extend([link, event]);
+        Ok(())
+    }
+
+    pub fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .with_context(|| format!("tracer's eBPF object has no map {name}"))
+    }
+
+    pub fn say(&self, message: std::fmt::Arguments) {
+        if self.verbose {
+            eprintln!("tracer: {message}");
+        }
+    }
+
     fn program<'a, P>(&'a mut self, name: &str) -> Result<&'a mut P>
     where
         &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
@@ -244,21 +321,24 @@ impl Probes {
             .context("eBPF object has no EVENTS map")?;
         Ok(RingBuf::try_from(map)?)
     }
-
-    fn say(&self, message: std::fmt::Arguments) {
-        if self.verbose {
-            eprintln!("tracer: {message}");
-        }
-    }
 }
 
-/// aya 0.14's `EbpfLoader::new()` reads and parses all of the kernel's BTF (~30 ms and ~19 MB at
-/// every start) even for objects like ours that have no CO-RE relocations to resolve with it;
-/// aya after 0.14 parses it lazily. Until tracer can move to such a release, the loader is
-/// built in a thread with a mount namespace of its own in which that file reads empty, so the
-/// eager parse fails at once and is dropped, as `.btf(None)` would drop it anyway. Where this
-/// is not permitted (no CAP_SYS_ADMIN), loading works as before, only slower.
-fn hide_kernel_btf_from_this_thread() -> std::io::Result<()> {
+/// Where the loading thread mounts a bpffs of its own to hand aya the tool's own maps.
+const PRIVATE_BPFFS: &str = "/tmp";
+
+/// Gives the loading thread a mount namespace of its own, for two things aya 0.14 cannot be
+/// told otherwise:
+///
+/// - Its `EbpfLoader::new()` reads and parses all of the kernel's BTF (~30 ms and ~19 MB at
+///   every start) even for objects like ours that have no CO-RE relocations to resolve with it
+///   (aya after 0.14 parses it lazily). Here that file reads empty, so the eager parse fails at
+///   once and is dropped, as `.btf(None)` would drop it anyway.
+/// - It reuses a map pinned where it is told to pin one, which is how a tool's own map takes
+///   the place of the object's. The pins go to a bpffs mounted only here, so they vanish with
+///   the thread, however tracer ends.
+///
+/// Where this is not permitted (no CAP_SYS_ADMIN), loading works as before, only slower.
+fn private_mounts(bpffs: bool) -> std::io::Result<()> {
     let cstr = |s: &str| std::ffi::CString::new(s).expect("no NUL in constant");
     let check = |rc: libc::c_int| {
         if rc == 0 {
@@ -272,26 +352,32 @@ fn hide_kernel_btf_from_this_thread() -> std::io::Result<()> {
         cstr("/dev/null"),
         cstr("/sys/kernel/btf/vmlinux"),
     );
+    let (bpf, pins) = (cstr("bpf"), cstr(PRIVATE_BPFFS));
+    let none = std::ptr::null();
+    let private = libc::MS_REC | libc::MS_PRIVATE;
     // SAFETY: plain syscalls on NUL-terminated strings; they change only this thread's view of
     // the mounts (unshare gives it a private copy of the mount namespace).
     unsafe {
         check(libc::unshare(libc::CLONE_NEWNS))?;
-        let none = std::ptr::null();
-        check(libc::mount(
-            none,
-            root.as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_PRIVATE,
-            none.cast(),
-        ))?;
+        check(libc::mount(none, root.as_ptr(), none, private, none.cast()))?;
         check(libc::mount(
             null.as_ptr(),
             btf.as_ptr(),
             none,
             libc::MS_BIND,
             none.cast(),
-        ))
+        ))?;
+        if bpffs {
+            check(libc::mount(
+                bpf.as_ptr(),
+                pins.as_ptr(),
+                bpf.as_ptr(),
+                0,
+                none.cast(),
+            ))?;
+        }
     }
+    Ok(())
 }
 
 /// A load error without the verifier's log, which is only printed with `-v`.

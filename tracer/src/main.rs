@@ -8,12 +8,16 @@ mod kernel_btf;
 mod loader;
 mod options;
 mod output;
+mod perf;
 mod session;
+mod sql;
 mod tally;
 mod tracefs;
+mod usdt;
 
 mod direct_reclaim;
 mod oom;
+mod pg;
 mod writeback;
 
 use std::process::ExitCode;
@@ -35,6 +39,8 @@ enum ToolCommand {
     Writeback(writeback::Args),
     /// OOM kills: victim, cgroup, memory, trigger, memcg or global, and the reaper's work
     Oom(oom::Args),
+    /// PostgreSQL queries: latency per normalized query, reclaim stalls inside them, counters
+    Pg(pg::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         ToolCommand::DirectReclaim(args) => direct_reclaim::run(args),
         ToolCommand::Writeback(args) => writeback::run(args),
         ToolCommand::Oom(args) => oom::run(args),
+        ToolCommand::Pg(args) => pg::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

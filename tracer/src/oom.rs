@@ -14,7 +14,7 @@ use crate::{
     event_loop::{self, Tool, Window, read_record},
     histogram::human_ns,
     kernel_btf::KernelBtf,
-    loader::{Global, Tracepoint},
+    loader::{Setting, Tracepoint},
     options::TraceOptions,
     output::{self, Output},
     session::Session,
@@ -94,7 +94,7 @@ const TRACEPOINTS: &[Tracepoint] = &[
 pub fn run(args: Args) -> Result<()> {
     let memory = Hierarchy::for_memory()?;
     let mut session = Session::start(&args.trace, TRACEPOINTS, |kernel| {
-        Ok(vec![Global::new("OOM_LAYOUT", &layout(&kernel.btf)?)])
+        Ok(vec![Setting::global("OOM_LAYOUT", &layout(&kernel.btf)?)])
     })?;
     let mut out = Output::new(args.trace.json);
     let mut tool = Oom {

@@ -12,7 +12,7 @@ use crate::{
     loader::AttachMode,
 };
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct TraceOptions {
     /// Print a summary every INTERVAL seconds (default: once, at the end)
     #[arg(value_name = "INTERVAL", value_parser = positive_seconds)]

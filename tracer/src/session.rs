@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{
     cgroup,
-    loader::{self, Global, Kernel, Probes, Settings, Tracepoint},
+    loader::{self, Kernel, Probes, Setting, Settings, Tracepoint},
     options::TraceOptions,
 };
 
@@ -17,12 +17,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// Checks, loads and attaches. `globals` computes the tool's own load-time settings from
+    /// Checks, loads and attaches. `settings` computes the tool's own load-time settings from
     /// the kernel.
     pub fn start(
         options: &TraceOptions,
         tracepoints: &[Tracepoint],
-        globals: impl FnOnce(&Kernel) -> Result<Vec<Global>>,
+        settings: impl FnOnce(&Kernel) -> Result<Vec<Setting>>,
     ) -> Result<Self> {
         let scope = options.scope()?;
         loader::require_privileges()?;
@@ -30,7 +30,7 @@ impl Session {
         let settings = Settings {
             filter: scope.filter,
             task_layout: scope.hierarchy.task_layout(&kernel.btf)?,
-            globals: globals(&kernel)?,
+            tool: settings(&kernel)?,
         };
         let mut probes = Probes::load(&settings, options.verbose)?;
         probes.attach_tracepoints(&kernel, tracepoints, options.attach)?;

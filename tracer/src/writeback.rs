@@ -13,7 +13,7 @@ use crate::{
     flags::Names,
     histogram::{Latencies, LatencySummary, human_ns},
     kernel_btf::KernelBtf,
-    loader::{Global, Tracepoint},
+    loader::{Setting, Tracepoint},
     options::TraceOptions,
     output::{self, Align, Output, Table},
     session::Session,
@@ -76,7 +76,10 @@ const TRACEPOINTS: &[Tracepoint] = &[
 
 pub fn run(args: Args) -> Result<()> {
     let mut session = Session::start(&args.trace, TRACEPOINTS, |kernel| {
-        Ok(vec![Global::new("WRITEBACK_LAYOUT", &layout(&kernel.btf)?)])
+        Ok(vec![Setting::global(
+            "WRITEBACK_LAYOUT",
+            &layout(&kernel.btf)?,
+        )])
     })?;
     let written = session
         .kernel

@@ -21,12 +21,24 @@ pub enum Bench {
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
+    /// pgbench -S throughput untraced, under `tracer pg` (full per-query table), under a
+    /// bpftrace USDT latency histogram and under bcc's dbstat, alternating; prints the TPS loss
+    /// of each.
+    Pg {
+        /// Rounds; each runs every configuration once.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of pgbench per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
 }
 
 impl Bench {
     pub fn run(self, tracer: &Path) -> Result<()> {
         match self {
             Bench::Startup { runs } => startup(tracer, runs),
+            Bench::Pg { rounds, seconds } => crate::bench_pg::run(tracer, rounds, seconds),
         }
     }
 }

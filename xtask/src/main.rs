@@ -2,6 +2,7 @@
 //! machine, done by the project itself.
 
 mod bench;
+mod bench_pg;
 mod setup;
 mod shell;
 

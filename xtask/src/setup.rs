@@ -16,10 +16,11 @@ pub struct Needs {
     pub bench: bool,
 }
 
-/// Debian packages the end-to-end tests drive.
-const TEST_PACKAGES: &[&str] = &[];
-/// Peer tools the benchmarks measure tracer against.
-const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools"];
+/// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
+/// pg_stat_statements).
+const TEST_PACKAGES: &[&str] = &["postgresql"];
+/// Peer tools the benchmarks measure tracer against, and what they load.
+const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools", "bpfcc-tools", "postgresql"];
 
 pub fn run(needs: Needs) -> Result<()> {
     let sysroot = sysroot()?;

@@ -1,0 +1,267 @@
+//! `tracer pg` against a PostgreSQL server of the test's own, checked with pg_stat_statements.
+
+use std::path::Path;
+
+use tracer_tests::{Cgroup, Finished, Json, Postgres, Tracer, run, run_tracer};
+
+/// The one summary of a `--json` run.
+fn summary(finished: &Finished) -> Json {
+    finished.assert_success();
+    let summaries = finished.json_of_type("summary");
+    assert_eq!(summaries.len(), 1, "{finished:#?}");
+    summaries[0].clone()
+}
+
+/// The entry of a normalized query in a summary.
+fn query<'a>(summary: &'a Json, text: &str) -> &'a Json {
+    summary["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["query"] == text)
+        .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
+}
+
+fn calls(summary: &Json, text: &str) -> u64 {
+    query(summary, text)["calls"].as_u64().unwrap()
+}
+
+#[test]
+fn query_counts_match_what_was_issued_and_pg_stat_statements() {
+    let server = Postgres::start("counts");
+    server.pgbench(&["-i", "-s", "1", "-q"]);
+    // A backend that connected before tracer started.
+    let mut early = server.session();
+    early.query("SELECT 'connected'");
+    let tracer = Tracer::start(&["pg", "--json", "-p", &server.pid().to_string()]);
+    server.psql("SELECT pg_stat_statements_reset()");
+
+    for _ in 0..3 {
+        early.query("SELECT 99");
+    }
+    // Simple protocol, from a backend that connected after tracer started.
+    let mut session = server.session();
+    for _ in 0..7 {
+        session.query("SELECT 17");
+    }
+    for bid in 1..=5 {
+        session.query(&format!(
+            "SELECT count(*) FROM pgbench_branches WHERE bid = {bid}"
+        ));
+    }
+    for list in ["1, 2, 3", "4, 5", "6"] {
+        session.query(&format!(
+            "SELECT count(*) FROM pgbench_accounts WHERE aid IN ({list})"
+        ));
+    }
+    // Extended protocol: prepared statements, 2 clients x 40 transactions of one SELECT.
+    server.pgbench(&["-M", "prepared", "-S", "-t", "40", "-c", "2", "-n"]);
+    drop((early, session));
+    let summary = summary(&tracer.stop());
+
+    let expected = [
+        ("SELECT ?", "SELECT $1", 7 + 3),
+        (
+            "SELECT count(*) FROM pgbench_branches WHERE bid = ?",
+            "SELECT count(*) FROM pgbench_branches WHERE bid = $1",
+            5,
+        ),
+        (
+            "SELECT count(*) FROM pgbench_accounts WHERE aid IN (...)",
+            "SELECT count(*) FROM pgbench_accounts WHERE aid IN (%",
+            3,
+        ),
+        (
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1%",
+            80,
+        ),
+    ];
+    for (normalized, pattern, issued) in expected {
+        let traced = calls(&summary, normalized);
+        let statements = server.statement_calls(pattern);
+        eprintln!(
+            "{normalized}: issued {issued}, tracer {traced}, pg_stat_statements {statements}"
+        );
+        assert_eq!(traced, issued, "{normalized}");
+        assert_eq!(statements, issued, "{pattern}");
+    }
+    // Literals never show unless asked for.
+    let texts = summary["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["query"].as_str().unwrap());
+    assert!(
+        texts
+            .clone()
+            .all(|text| !text.contains("17") && !text.contains("bid = 3")),
+        "{summary:#}"
+    );
+    assert_eq!(summary["lost"], 0);
+}
+
+#[test]
+fn semaphore_gated_probes_fire_in_a_server_started_after_tracer() {
+    let tracer = Tracer::start(&[
+        "pg",
+        "--json",
+        "--bin",
+        Postgres::bin_dir().join("postgres").to_str().unwrap(),
+    ]);
+    let server = Postgres::start("late");
+    let mut session = server.session();
+    for _ in 0..4 {
+        session.query("SELECT 'after tracer'");
+    }
+    drop(session);
+    let summary = summary(&tracer.stop());
+    // query__start is gated by a semaphore: without it set in the new server, nothing fires.
+    assert_eq!(calls(&summary, "SELECT ?"), 4);
+    assert_eq!(server.statement_calls("SELECT $1"), 4);
+}
+
+#[test]
+fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
+    let server = Postgres::start("reclaim");
+    // 128 MiB the backend will read in 1 MiB pieces; written with O_DIRECT, so none of it is in
+    // the page cache yet.
+    let data = server.dir.join("data.bin");
+    run(std::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=1M",
+            "count=128",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("of={}", data.display())));
+    run(std::process::Command::new("chown")
+        .arg("postgres")
+        .arg(&data));
+    let memcg = Cgroup::create("memory", "tracer-pg");
+    memcg.set("memory.limit_in_bytes", "32M");
+    let mut session = server.session();
+    let backend = session.query("SELECT pg_backend_pid()");
+    let tracer = Tracer::start(&["pg", "--json", "-p", &backend]);
+    // Faults in some 12k pages (50 MB of text), before the cgroup could not hold them.
+    session.query("SELECT length(repeat('x', 50000000))");
+    memcg.set("cgroup.procs", &backend);
+    session.query("SELECT 'idle control'");
+    let read = format!(
+        "SELECT sum(length(pg_read_binary_file('{}', piece * 1048576, 1048576))) FROM generate_series(0, 127) piece",
+        data.display()
+    );
+    assert_eq!(session.query(&read), (128u64 << 20).to_string());
+    drop(session);
+    let finished = tracer.stop();
+    let summary = summary(&finished);
+
+    let reading = query(
+        &summary,
+        "SELECT sum(length(pg_read_binary_file(?, piece * ?, ?))) FROM generate_series(?, ?) piece",
+    );
+    let control = query(&summary, "SELECT ?");
+    eprintln!(
+        "reading: {} us of reclaim in {} stalls; control: {} us; memcg failcnt {}",
+        reading["reclaim_us"],
+        reading["reclaim_stalls"],
+        control["reclaim_us"],
+        memcg.read("memory.failcnt").trim()
+    );
+    assert!(reading["reclaim_us"].as_f64().unwrap() > 0.0, "{reading:#}");
+    assert!(reading["reclaim_stalls"].as_u64().unwrap() > 0);
+    assert_eq!(control["reclaim_us"], 0.0, "{control:#}");
+    assert_eq!(control["reclaim_stalls"], 0);
+
+    // Counters: without a hardware PMU, software ones, and tracer says so.
+    let faulting = query(&summary, "SELECT length(repeat(?, ?))");
+    assert_eq!(faulting["counted_calls"], 1, "{faulting:#}");
+    if has_hardware_pmu() {
+        assert!(
+            faulting["counters"]["llc-references"].as_u64().unwrap() > 0,
+            "{faulting:#}"
+        );
+    } else {
+        assert!(
+            finished.stderr.contains("no hardware PMU here"),
+            "{}",
+            finished.stderr
+        );
+        let faults = faulting["counters"]["page-faults"].as_u64().unwrap();
+        assert!(faults > 1000, "{faulting:#}");
+    }
+}
+
+fn has_hardware_pmu() -> bool {
+    std::fs::read_dir("/sys/bus/event_source/devices")
+        .unwrap()
+        .flatten()
+        .any(|device| device.file_name().to_string_lossy().starts_with("cpu"))
+}
+
+#[test]
+fn slow_queries_get_a_line_each() {
+    let server = Postgres::start("slow");
+    let tracer = Tracer::start(&[
+        "pg",
+        "--json",
+        "--slow",
+        "100",
+        "-p",
+        &server.pid().to_string(),
+    ]);
+    let mut session = server.session();
+    session.query("SELECT pg_sleep(0.2)::text");
+    session.query("SELECT 1");
+    drop(session);
+    let finished = tracer.stop();
+    let slow = finished.json_of_type("slow_query");
+    assert_eq!(slow.len(), 1, "{finished:#?}");
+    assert_eq!(slow[0]["query"], "SELECT pg_sleep(?)::text");
+    assert!(slow[0]["latency_us"].as_f64().unwrap() >= 200_000.0);
+}
+
+#[test]
+fn what_is_not_postgres_is_refused_in_one_line() {
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let sleeper_pid = sleeper.id().to_string();
+    let cases = [
+        (
+            vec!["pg", "-p", sleeper_pid.as_str()],
+            "is not a PostgreSQL server",
+        ),
+        (
+            vec!["pg", "--bin", "/bin/true"],
+            "is not a PostgreSQL server",
+        ),
+        (
+            vec!["pg", "--bin", "/nonexistent/postgres"],
+            "cannot open /nonexistent/postgres",
+        ),
+        (vec!["pg", "-p", "4194304"], "no such process: 4194304"),
+        (
+            vec!["pg", "--bin", "/bin/true", "-p", "1"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, expected) in cases {
+        let finished = run_tracer(&args, |_| {});
+        assert!(!finished.status.success(), "{args:?}");
+        assert_eq!(
+            finished.stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: {finished:#?}"
+        );
+        assert!(
+            finished.stderr.contains(expected),
+            "{args:?}: {finished:#?}"
+        );
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(Path::new("/bin/true").exists());
+}

@@ -1,0 +1,313 @@
+//! SQL text normalized the way pg_stat_statements groups queries: literals become `?`, lists of
+//! them in `IN (...)` collapse, comments go and whitespace shrinks. Query literals can hold
+//! secrets, so only normalized text is shown unless the user asks for raw text.
+
+/// The normalized form of `query`.
+#[cfg(test)]
+pub fn normalize(query: &str) -> String {
+    let mut normalizer = Normalizer::default();
+    normalizer.normalize(query).to_owned()
+}
+
+/// Normalizes into buffers it keeps, so that the hot path allocates nothing.
+#[derive(Default)]
+pub struct Normalizer {
+    out: String,
+    scratch: String,
+}
+
+impl Normalizer {
+    pub fn normalize(&mut self, query: &str) -> &str {
+        normalize_into(query, &mut self.out);
+        if find_in_list(&self.out).is_some() {
+            collapse_lists(&self.out, &mut self.scratch);
+            std::mem::swap(&mut self.out, &mut self.scratch);
+        }
+        &self.out
+    }
+}
+
+fn normalize_into(query: &str, out: &mut String) {
+    out.clear();
+    let bytes = query.as_bytes();
+    let mut i = 0;
+    let mut pending_space = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let rest = &query[i..];
+        let literal_end = if c.is_ascii_whitespace() {
+            i += 1;
+            pending_space = !out.is_empty();
+            continue;
+        } else if rest.starts_with("--") {
+            i += rest.find('\n').unwrap_or(rest.len());
+            pending_space = !out.is_empty();
+            continue;
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            i += comment.find("*/").map_or(rest.len(), |end| end + 4);
+            pending_space = !out.is_empty();
+            continue;
+        } else if c == b'"' {
+            // A quoted identifier, kept as it is.
+            let end = rest[1..].find('"').map_or(rest.len(), |end| end + 2);
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push_str(&rest[..end]);
+            i += end;
+            continue;
+        } else if c == b'\''
+            || (matches!(c, b'E' | b'e' | b'B' | b'b' | b'X' | b'x' | b'N' | b'n')
+                && bytes.get(i + 1) == Some(&b'\'')
+                && (pending_space || !continues_word(out)))
+        {
+            let quote = if c == b'\'' { i } else { i + 1 };
+            Some(string_end(
+                bytes,
+                quote,
+                c != b'\'' && matches!(c, b'E' | b'e'),
+            ))
+        } else if c == b'$' && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            dollar_quote_end(query, i)
+        } else if (c.is_ascii_digit()
+            || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
+            && (pending_space || !continues_word(out))
+        {
+            Some(number_end(bytes, i))
+        } else {
+            None
+        };
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        match literal_end {
+            Some(end) => {
+                // A minus sign right after an operator or an opening belongs to the literal.
+                if out.ends_with('-') && is_unary_minus(&out[..out.len() - 1]) {
+                    out.pop();
+                }
+                out.push('?');
+                i = end;
+            }
+            None => {
+                let len = rest.chars().next().map_or(1, char::len_utf8);
+                out.push_str(&rest[..len]);
+                i += len;
+            }
+        }
+    }
+    let trimmed = out.trim_end_matches([';', ' ']).len();
+    out.truncate(trimmed);
+}
+
+/// Whether the text so far ends inside a word, so a digit continues an identifier (`t1`).
+fn continues_word(out: &str) -> bool {
+    out.chars()
+        .last()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$')
+}
+
+/// Whether a `-` after `before` is a sign rather than a subtraction.
+fn is_unary_minus(before: &str) -> bool {
+    let before = before.trim_end();
+    match before.chars().last() {
+        None => true,
+        Some(c) if "(,=<>+-*/%|&^~!".contains(c) => true,
+        Some(c) if c.is_alphabetic() => {
+            let word: String = before
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphabetic())
+                .collect();
+            let word: String = word.chars().rev().collect::<String>().to_ascii_uppercase();
+            [
+                "SELECT", "WHERE", "AND", "OR", "NOT", "THEN", "ELSE", "WHEN", "VALUES", "SET",
+                "RETURN", "LIMIT", "OFFSET", "BY", "IN", "IS", "BETWEEN", "LIKE", "AS",
+            ]
+            .contains(&word.as_str())
+        }
+        _ => false,
+    }
+}
+
+/// End (exclusive) of a quoted string starting at `quote`; `''` doubles a quote, and in E''
+/// strings a backslash escapes.
+fn string_end(bytes: &[u8], quote: usize, backslash_escapes: bool) -> usize {
+    let mut i = quote + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if backslash_escapes => i += 2,
+            b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// End of `$tag$ ... $tag$` starting at `start`, or `None` when `$` starts no such quote.
+fn dollar_quote_end(query: &str, start: usize) -> Option<usize> {
+    let rest = &query[start + 1..];
+    let tag_len = rest.find('$')?;
+    let tag = &rest[..tag_len];
+    if !tag.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return None;
+    }
+    let delimiter = format!("${tag}$");
+    let body = start + delimiter.len();
+    Some(
+        query[body..]
+            .find(&delimiter)
+            .map_or(query.len(), |end| body + end + delimiter.len()),
+    )
+}
+
+/// End of a numeric literal: digits, a fraction, an exponent, or 0x/0o/0b forms.
+fn number_end(bytes: &[u8], start: usize) -> usize {
+    let mut i = start;
+    let mut seen_exponent = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let previous = if i > start { bytes[i - 1] } else { 0 };
+        if c.is_ascii_alphanumeric() || c == b'.' || c == b'_' {
+            seen_exponent |= matches!(c, b'e' | b'E');
+            i += 1;
+        } else if matches!(c, b'+' | b'-') && seen_exponent && matches!(previous, b'e' | b'E') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+/// `IN (?, ?, ?)` becomes `IN (...)`, however many placeholders the list had.
+fn collapse_lists(text: &str, out: &mut String) {
+    out.clear();
+    let mut rest = text;
+    while let Some(at) = find_in_list(rest) {
+        let (before, list) = rest.split_at(at);
+        out.push_str(before);
+        let close = list.find(')').expect("found with its close");
+        out.push_str("(...)");
+        rest = &list[close + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// Position of the `(` of the next `IN (` followed only by `?`, commas and spaces, then `)`.
+fn find_in_list(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = bytes[from..]
+        .windows(2)
+        .position(|pair| pair.eq_ignore_ascii_case(b"IN"))
+    {
+        let at = from + found;
+        from = at + 2;
+        let word_starts = at == 0 || !continues_word(&text[..at]);
+        let after = text[at + 2..].trim_start();
+        if !word_starts
+            || !after.starts_with('(')
+            || text[at + 2..].starts_with(|c: char| c.is_alphanumeric())
+        {
+            continue;
+        }
+        let open = text.len() - after.len();
+        let Some(close) = after.find(')') else {
+            continue;
+        };
+        let inside = &after[1..close];
+        if !inside.is_empty()
+            && inside.chars().all(|c| matches!(c, '?' | ',' | ' '))
+            && inside.contains('?')
+        {
+            return Some(open);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn replaces_literals() {
+        assert_eq!(
+            normalize("SELECT abalance FROM pgbench_accounts WHERE aid = 4711;"),
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ?"
+        );
+        assert_eq!(
+            normalize("select * from t where name = 'O''Brien' and x > 1.5e-3"),
+            "select * from t where name = ? and x > ?"
+        );
+        assert_eq!(
+            normalize("SELECT E'a\\'b', $$x$$, $tag$y$tag$, x'1f'"),
+            "SELECT ?, ?, ?, ?"
+        );
+        assert_eq!(normalize("SELECT -1, 2 - 3, a-4"), "SELECT ?, ? - ?, a-?");
+    }
+
+    #[test]
+    fn replaces_literals_after_keywords() {
+        assert_eq!(normalize("select 1 + 1"), "select ? + ?");
+        assert_eq!(normalize("SELECT 42"), "SELECT ?");
+        assert_eq!(
+            normalize("insert into t values (1, E'x')"),
+            "insert into t values (?, ?)"
+        );
+    }
+
+    #[test]
+    fn keeps_identifiers_and_parameters() {
+        assert_eq!(
+            normalize("SELECT t1.c2 FROM t1 WHERE c3 = $1"),
+            "SELECT t1.c2 FROM t1 WHERE c3 = $1"
+        );
+        assert_eq!(
+            normalize("SELECT \"col 1\" FROM x"),
+            "SELECT \"col 1\" FROM x"
+        );
+    }
+
+    #[test]
+    fn collapses_in_lists() {
+        assert_eq!(
+            normalize("SELECT * FROM t WHERE id IN (1,2,3)"),
+            "SELECT * FROM t WHERE id IN (...)"
+        );
+        assert_eq!(
+            normalize("SELECT * FROM t WHERE id IN (7)"),
+            "SELECT * FROM t WHERE id IN (...)"
+        );
+        assert_eq!(
+            normalize("select 1 where a in ( 'x' , 'y' ) and b IN (select c from d)"),
+            "select ? where a in (...) and b IN (select c from d)"
+        );
+        assert_eq!(normalize("SELECT min(x) FROM t"), "SELECT min(x) FROM t");
+    }
+
+    #[test]
+    fn drops_comments_and_whitespace() {
+        assert_eq!(
+            normalize("  SELECT /* hint */ 1 -- why\n  FROM\tt ;  "),
+            "SELECT ? FROM t"
+        );
+    }
+
+    #[test]
+    fn same_shape_same_text() {
+        let shapes = [
+            "SELECT * FROM t WHERE id IN (1, 2)",
+            "select * from t where id in (3,4,5,6)",
+        ];
+        let normalized: Vec<String> = shapes
+            .iter()
+            .map(|q| normalize(q).to_ascii_lowercase())
+            .collect();
+        assert_eq!(normalized[0], normalized[1]);
+    }
+}
