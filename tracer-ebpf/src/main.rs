@@ -8,6 +8,7 @@ mod task;
 mod usdt;
 
 mod direct_reclaim;
+mod kvm_exit;
 mod oom;
 mod pg;
 mod writeback;

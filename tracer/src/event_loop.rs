@@ -29,6 +29,10 @@ pub trait Tool {
     fn after_batch(&mut self, _probes: &mut Probes) -> Result<()> {
         Ok(())
     }
+    /// Reads what the kernel side aggregated in maps, right before each summary.
+    fn collect(&mut self, _probes: &mut Probes) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A ring-buffer record as the kernel side wrote it.
@@ -129,6 +133,7 @@ async fn drive(
             }
             _ = tick(&mut intervals) => {
                 drain(&mut events, tool, out)?;
+                tool.collect(probes)?;
                 let lost = probes.lost()?;
                 tool.summary(&window(window_start, lost - lost_before), out)?;
                 out.flush()?;
@@ -151,6 +156,7 @@ async fn drive(
         }
     }
     drain(&mut events, tool, out)?;
+    tool.collect(probes)?;
     let lost = probes.lost()?;
     if event_mode && lost > lost_reported {
         report_lost(lost - lost_reported, out)?;

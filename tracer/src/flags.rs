@@ -43,6 +43,15 @@ impl Names {
         names.join("|")
     }
 
+    /// The name of a 32-bit value, whether the table wrote it as unsigned or as negative.
+    pub fn symbol32(&self, value: u32) -> String {
+        let negative = value as i32 as i64 as u64;
+        self.table
+            .iter()
+            .find(|(known, _)| *known == value as u64 || *known == negative)
+            .map_or_else(|| value.to_string(), |(_, name)| name.clone())
+    }
+
     /// The name of one value, as `__print_symbolic` prints it, or the number itself.
     pub fn symbol(&self, value: u64) -> String {
         self.table
@@ -88,14 +97,21 @@ enum Token {
 }
 
 fn tokenize(text: &str) -> Option<Vec<Token>> {
-    const PUNCTS: [&str; 12] = ["<<", ">>", "(", ")", "{", "}", ",", "|", "&", "~", "*", "-"];
+    const PUNCTS: [&str; 13] = [
+        "<<", ">>", "(", ")", "{", "}", ",", "|", "&", "~", "*", "-", "+",
+    ];
     let mut tokens = Vec::new();
     let mut rest = text.trim_start();
     let mut depth = 0i32;
     while let Some(c) = rest.chars().next() {
         if c == '"' {
             let end = rest[1..].find('"')? + 1;
-            tokens.push(Token::Str(rest[1..end].to_owned()));
+            let text = &rest[1..end];
+            // Adjacent literals concatenate, as in C: "KVM_EXIT_" "IO".
+            match tokens.last_mut() {
+                Some(Token::Str(previous)) => previous.push_str(text),
+                _ => tokens.push(Token::Str(text.to_owned())),
+            }
             rest = &rest[end + 1..];
         } else if c.is_ascii_digit() {
             let end = rest
@@ -132,8 +148,8 @@ fn tokenize(text: &str) -> Option<Vec<Token>> {
     Some(tokens)
 }
 
-/// Precedence climbing over the C operators that flag tables use: `|`, `&`, `<<`, `>>`, `~`,
-/// unary `-`, parentheses and casts such as `( gfp_t)` or `(unsigned long)`.
+/// Precedence climbing over the C operators that flag tables use: `|`, `&`, `<<`, `>>`, `+`,
+/// `~`, unary `-`, parentheses and casts such as `( gfp_t)` or `(unsigned long)`.
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
@@ -162,10 +178,11 @@ impl Parser {
         let mut left = self.unary()?;
         loop {
             let (precedence, op) = match self.peek() {
-                Some(Token::Punct(op @ ("|" | "&" | "<<" | ">>"))) => {
+                Some(Token::Punct(op @ ("|" | "&" | "<<" | ">>" | "+"))) => {
                     let precedence = match *op {
                         "|" => 1,
                         "&" => 2,
+                        "+" => 4,
                         _ => 3,
                     };
                     (precedence, *op)
@@ -180,6 +197,7 @@ impl Parser {
             left = match op {
                 "|" => left | right,
                 "&" => left & right,
+                "+" => left.wrapping_add(right),
                 "<<" => left.checked_shl(u32::try_from(right).ok()?)?,
                 _ => left.checked_shr(u32::try_from(right).ok()?)?,
             };

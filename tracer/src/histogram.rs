@@ -114,6 +114,21 @@ pub struct LatencySummary {
     pub log2_usecs: Vec<u64>,
 }
 
+/// An upper bound of the `quantile` of log2 buckets (bucket i holding [2^i, 2^(i+1))): the end
+/// of the bucket where it falls.
+pub fn log2_quantile(buckets: &[u64], quantile: f64) -> u64 {
+    let total: u64 = buckets.iter().sum();
+    let wanted = (total as f64 * quantile).ceil() as u64;
+    let mut seen = 0;
+    for (i, count) in buckets.iter().enumerate() {
+        seen += count;
+        if seen >= wanted.max(1) {
+            return (1u64 << (i + 1)) - 1;
+        }
+    }
+    0
+}
+
 /// bcc's log2 histogram layout: bucket 0 is 0-1, bucket i is [2^i, 2^(i+1)).
 pub fn render_log2(buckets: &[u64], unit: &str) -> String {
     const STARS: u64 = 40;
@@ -204,6 +219,15 @@ mod tests {
             summary.p50_us
         );
         assert!(latencies.percentiles_line().ends_with("max 5.00ms"));
+    }
+
+    #[test]
+    fn bounds_quantiles_of_log2_buckets() {
+        let buckets = [0, 0, 0, 90, 9, 1];
+        assert_eq!(log2_quantile(&buckets, 0.5), 15);
+        assert_eq!(log2_quantile(&buckets, 0.99), 31);
+        assert_eq!(log2_quantile(&buckets, 1.0), 63);
+        assert_eq!(log2_quantile(&[], 0.99), 0);
     }
 
     #[test]

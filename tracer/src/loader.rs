@@ -48,8 +48,9 @@ pub struct Tracepoint {
     pub category: &'static str,
     pub name: &'static str,
     pub program: &'static str,
-    /// The C types of the arguments the BTF program reads, as the kernel's BTF spells them.
-    pub args: &'static [&'static str],
+    /// The C types of the arguments the BTF program reads, as the kernel's BTF spells them;
+    /// `None` where the tool has only a classic program.
+    pub args: Option<&'static [&'static str]>,
     /// Record fields the classic program reads at fixed offsets: (name, offset, size).
     pub fields: &'static [(&'static str, usize, usize)],
 }
@@ -200,16 +201,17 @@ impl Probes {
             }
         };
         for (tp, format) in tracepoints.iter().zip(&formats) {
-            let btf_result = match &index {
-                Some(index) => match kernel.btf.tracepoint_args(tp.name) {
-                    Some(args) if args == tp.args => self.attach_btf(tp, index),
+            let btf_result = match (&index, tp.args) {
+                (None, _) => Err(anyhow!("--attach classic")),
+                (_, None) => Err(anyhow!("tracer has no BTF program for it")),
+                (Some(index), Some(expected)) => match kernel.btf.tracepoint_args(tp.name) {
+                    Some(args) if args == expected => self.attach_btf(tp, index),
                     Some(args) => Err(anyhow!(
                         "its arguments are ({}) on this kernel",
                         args.join(", ")
                     )),
                     None => Err(anyhow!("the kernel's BTF has no btf_trace_{}", tp.name)),
                 },
-                None => Err(anyhow!("--attach classic")),
             };
             let why_not_btf = match btf_result {
                 Ok(()) => {

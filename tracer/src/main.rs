@@ -16,6 +16,7 @@ mod tracefs;
 mod usdt;
 
 mod direct_reclaim;
+mod kvm_exit;
 mod oom;
 mod pg;
 mod writeback;
@@ -41,6 +42,8 @@ enum ToolCommand {
     Oom(oom::Args),
     /// PostgreSQL queries: latency per normalized query, reclaim stalls inside them, counters
     Pg(pg::Args),
+    /// KVM: why guests exit and for how long, exits to the VMM, noisy ports and MMIO addresses
+    KvmExit(kvm_exit::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         ToolCommand::Writeback(args) => writeback::run(args),
         ToolCommand::Oom(args) => oom::run(args),
         ToolCommand::Pg(args) => pg::run(args),
+        ToolCommand::KvmExit(args) => kvm_exit::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

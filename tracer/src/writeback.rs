@@ -46,21 +46,21 @@ const TRACEPOINTS: &[Tracepoint] = &[
         category: "writeback",
         name: "writeback_start",
         program: "writeback_start",
-        args: WORK_ARGS,
+        args: Some(WORK_ARGS),
         fields: WORK_FIELDS,
     },
     Tracepoint {
         category: "writeback",
         name: "writeback_written",
         program: "writeback_written",
-        args: WORK_ARGS,
+        args: Some(WORK_ARGS),
         fields: WORK_FIELDS,
     },
     Tracepoint {
         category: "writeback",
         name: "balance_dirty_pages",
         program: "balance_dirty_pages",
-        args: &[
+        args: Some(&[
             "struct bdi_writeback *",
             "struct dirty_throttle_control *",
             "long unsigned int",
@@ -69,7 +69,7 @@ const TRACEPOINTS: &[Tracepoint] = &[
             "long unsigned int",
             "long int",
             "long unsigned int",
-        ],
+        ]),
         fields: &[("bdi", 8, 32), ("pause", 112, 8), ("cgroup_ino", 136, 8)],
     },
 ];
