@@ -23,7 +23,7 @@ struct Begin {
 
 /// Stalls in progress, by (kind, thread).
 #[map]
-static IN_RECLAIM: HashMap<u64, Begin> = HashMap::with_max_entries(16384, 0);
+static IN_RECLAIM: HashMap<u64, Begin> = HashMap::with_max_entries(16384, events::NO_PREALLOC);
 
 #[inline(always)]
 fn key(kind: ReclaimKind, tid: u32) -> u64 {

@@ -1,10 +1,14 @@
 //! Delivery of records to userspace through one ring buffer, counting what does not fit.
 
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
+
+/// For every hash map: entries are allocated as they are used. The object holds every tool's
+/// maps and all of them are created at load; preallocated, they would slow every tool's start.
+pub const NO_PREALLOC: u32 = BPF_F_NO_PREALLOC;
 
 /// Userspace sizes it at load time.
 #[map]

@@ -19,20 +19,24 @@ use crate::{events, kernel::read, task};
 static KVM_CONFIG: Global<KvmConfig> = Global::new(unsafe { core::mem::zeroed() });
 
 #[map]
-static KVM_EXITS: PerCpuHashMap<ExitKey, ExitStats> = PerCpuHashMap::with_max_entries(8192, 0);
+static KVM_EXITS: PerCpuHashMap<ExitKey, ExitStats> =
+    PerCpuHashMap::with_max_entries(8192, events::NO_PREALLOC);
 
 #[map]
-static KVM_USERSPACE: PerCpuHashMap<UserspaceKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+static KVM_USERSPACE: PerCpuHashMap<UserspaceKey, u64> =
+    PerCpuHashMap::with_max_entries(4096, events::NO_PREALLOC);
 
 #[map]
-static KVM_PIO: PerCpuHashMap<PioKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+static KVM_PIO: PerCpuHashMap<PioKey, u64> =
+    PerCpuHashMap::with_max_entries(4096, events::NO_PREALLOC);
 
 #[map]
-static KVM_MMIO: PerCpuHashMap<MmioKey, u64> = PerCpuHashMap::with_max_entries(4096, 0);
+static KVM_MMIO: PerCpuHashMap<MmioKey, u64> =
+    PerCpuHashMap::with_max_entries(4096, events::NO_PREALLOC);
 
 /// vCPU threads: their vCPU id and the exit they are handling.
 #[map]
-static KVM_VCPUS: HashMap<u32, Vcpu> = HashMap::with_max_entries(8192, 0);
+static KVM_VCPUS: HashMap<u32, Vcpu> = HashMap::with_max_entries(8192, events::NO_PREALLOC);
 
 static ZERO_STATS: ExitStats = unsafe { core::mem::zeroed() };
 
@@ -94,13 +98,23 @@ fn exit(reason: u32, isa: u32, vcpu: u32) {
         }
     };
     unsafe { (*stats).exits += 1 };
-    let state = Vcpu {
-        id: vcpu,
-        _pad: 0,
-        exit: key,
-        exit_ns: unsafe { bpf_ktime_get_ns() },
-    };
-    let _ = KVM_VCPUS.insert(tid, state, 0);
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Updated in place: an insert would allocate, and this runs for every exit.
+    match KVM_VCPUS.get_ptr_mut(tid) {
+        Some(state) => {
+            let state = unsafe { &mut *state };
+            (state.id, state.exit, state.exit_ns) = (vcpu, key, now);
+        }
+        None => {
+            let state = Vcpu {
+                id: vcpu,
+                _pad: 0,
+                exit: key,
+                exit_ns: now,
+            };
+            let _ = KVM_VCPUS.insert(tid, state, 0);
+        }
+    }
 }
 
 /// The vCPU enters the guest again: the exit it was handling is done.

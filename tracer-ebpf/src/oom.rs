@@ -21,14 +21,17 @@ use crate::{
 #[unsafe(no_mangle)]
 static OOM_LAYOUT: Global<OomLayout> = Global::new(unsafe { core::mem::zeroed() });
 
+/// LRU maps are always preallocated: `tracer oom` sizes these, other tools leave them at one
+/// entry.
+///
 /// The thread each thread last sent SIGKILL to. The OOM killer sends the victim SIGKILL right
 /// before marking it; a victim marked without one was already exiting and is not killed.
 #[map]
-static SIGKILL_SENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
+static SIGKILL_SENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1, 0);
 
 /// Victims not gone yet: process id -> the victim thread's id (as the reaper names it).
 #[map]
-static VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
+static VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1, 0);
 
 /// Memory cgroups nested deeper than this are not searched for the one at its limit.
 const MAX_MEMCG_DEPTH: usize = 16;

@@ -32,13 +32,14 @@ static PG_CONFIG: Global<PgConfig> = Global::new(unsafe { core::mem::zeroed() })
 #[map]
 static PG_SITES: Array<Site> = Array::with_max_entries(256, 0);
 
-/// Per backend thread: whether the filters keep it, its counters, and the query it runs.
+/// Per backend thread: whether the filters keep it, its counters, and the query it runs. An LRU
+/// map is always preallocated: `tracer pg` sizes it, other tools leave it at one entry.
 #[map]
-static PG_THREADS: LruHashMap<u32, Thread> = LruHashMap::with_max_entries(16384, 0);
+static PG_THREADS: LruHashMap<u32, Thread> = LruHashMap::with_max_entries(1, 0);
 
 /// The first slot of each backend's counters in `PG_COUNTERS`, kept by userspace.
 #[map]
-static PG_COUNTER_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+static PG_COUNTER_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(1024, events::NO_PREALLOC);
 
 /// Per-task perf counters that userspace opens for each backend.
 #[map]

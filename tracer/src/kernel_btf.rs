@@ -31,6 +31,14 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+/// Up to the first 8 bytes of a name, as one word.
+fn prefix(name: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let len = name.len().min(8);
+    word[..len].copy_from_slice(&name[..len]);
+    u64::from_le_bytes(word)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Int = 1,
@@ -108,6 +116,9 @@ pub struct KernelBtf {
     /// Byte offset (in `data`) of each type record; index = type id - 1.
     types: Vec<u32>,
     strings: std::ops::Range<usize>,
+    /// (first 8 bytes of the name, id) of each struct and typedef: lookups scan this instead of
+    /// decoding all types.
+    by_name: Vec<(u64, u32)>,
 }
 
 impl KernelBtf {
@@ -156,11 +167,20 @@ impl KernelBtf {
             types.push(at as u32);
             at += 12 + kind.extra_len((info & 0xffff) as usize);
         }
-        Ok(Self {
+        let mut btf = Self {
             data,
             types,
             strings,
-        })
+            by_name: Vec::new(),
+        };
+        btf.by_name = (1..=btf.types.len() as u32)
+            .filter_map(|id| {
+                let ty = btf.ty(id)?;
+                matches!(ty.kind, Kind::Struct | Kind::Typedef)
+                    .then(|| (btf.name_prefix(ty.name_off), id))
+            })
+            .collect();
+        Ok(btf)
     }
 
     fn ty(&self, id: u32) -> Option<Type<'_>> {
@@ -178,15 +198,34 @@ impl KernelBtf {
         })
     }
 
+    /// [`prefix`] of the name at `offset`, without finding its end.
+    fn name_prefix(&self, offset: u32) -> u64 {
+        let start = self.strings.start + offset as usize;
+        let mut word = [0u8; 8];
+        for (byte, &b) in word.iter_mut().zip(&self.data[start..self.strings.end]) {
+            if b == 0 {
+                break;
+            }
+            *byte = b;
+        }
+        u64::from_le_bytes(word)
+    }
+
     fn name(&self, offset: u32) -> &[u8] {
         let rest = &self.data[self.strings.start + offset as usize..self.strings.end];
         &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
     }
 
-    /// Ids of all types of `kind` named `name`.
+    /// Ids of the structs or typedefs named `name`.
     fn find(&self, kind: Kind, name: &str) -> impl Iterator<Item = u32> + '_ {
+        debug_assert!(
+            matches!(kind, Kind::Struct | Kind::Typedef),
+            "only these are indexed"
+        );
+        let prefix = prefix(name.as_bytes());
+        let candidates = self.by_name.iter().filter(move |&&(p, _)| p == prefix);
         let name = name.as_bytes().to_vec();
-        (1..=self.types.len() as u32).filter(move |&id| {
+        candidates.map(|&(_, id)| id).filter(move |&id| {
             self.ty(id)
                 .is_some_and(|ty| ty.kind == kind && self.name(ty.name_off) == name)
         })

@@ -121,66 +121,91 @@ pub fn require_privileges() -> Result<()> {
     }
 }
 
-impl Probes {
-    pub fn load(settings: &Settings, verbose: bool) -> Result<Self> {
-        let load = |own_maps: bool| {
-            let mut loader = EbpfLoader::new();
-            // Our programs have no CO-RE relocations: nothing needs the kernel's full BTF.
-            loader
-                .btf(None)
-                .override_global("FILTER", &settings.filter, true)
-                .override_global("TASK_LAYOUT", &settings.task_layout, true);
-            let mut pins = Vec::new();
-            for setting in &settings.tool {
-                match setting {
-                    Setting::Global { name, bytes } => {
-                        loader.override_global(name, bytes.as_slice(), true);
-                    }
-                    Setting::MapSize { name, size } => {
-                        loader.map_max_entries(name, *size);
-                    }
-                    Setting::OwnMap { name, map } if own_maps => {
-                        // aya reuses a map pinned where it would pin one.
-                        let path = Path::new(PRIVATE_BPFFS).join(name);
-                        perf::pin(map, &path)?;
-                        pins.push((*name, path));
-                    }
-                    Setting::OwnMap { .. } => {}
-                }
+/// Loading, begun before the settings are known: a thread sets up its private mounts (see
+/// [`private_mounts`]) and probes the kernel's BPF features while the caller reads the kernel's
+/// BTF, then loads the object once handed the settings.
+pub struct Loading {
+    settings: std::sync::mpsc::Sender<Settings>,
+    thread: std::thread::JoinHandle<Result<(Ebpf, bool)>>,
+    verbose: bool,
+}
+
+impl Loading {
+    pub fn begin(verbose: bool) -> Self {
+        let (settings, received) = std::sync::mpsc::channel::<Settings>();
+        let thread = std::thread::spawn(move || {
+            let private = private_mounts();
+            if let Err(err) = &private
+                && verbose
+            {
+                eprintln!("tracer: loading without a private mount namespace: {err}");
             }
-            for (name, path) in &pins {
-                loader.map_pin_path(name, path.as_path());
-            }
-            Ok::<_, anyhow::Error>(loader.load(OBJECT)?)
-        };
-        let wants_own_maps = settings
-            .tool
-            .iter()
-            .any(|s| matches!(s, Setting::OwnMap { .. }));
-        let (ebpf, own_maps) = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let private = private_mounts(wants_own_maps);
-                    if let Err(err) = &private
-                        && verbose
-                    {
-                        eprintln!("tracer: loading without a private mount namespace: {err}");
-                    }
-                    let own_maps = wants_own_maps && private.is_ok();
-                    load(own_maps).map(|ebpf| (ebpf, own_maps))
-                })
-                .join()
-                .expect("the loading thread does not panic")
-        })
-        .map_err(|err| anyhow!("cannot load tracer's eBPF object: {err:#}"))?;
-        Ok(Self {
-            ebpf,
+            aya::features();
+            let settings = received.recv().context("loading abandoned")?;
+            let own_maps = private.is_ok();
+            Ok((load(&settings, own_maps)?, own_maps))
+        });
+        Self {
+            settings,
+            thread,
             verbose,
+        }
+    }
+
+    /// Hands over the settings; the object loads while the caller goes on.
+    pub fn load(self, settings: Settings) -> Self {
+        // A send fails only when the thread is gone, which `finish` reports.
+        let _ = self.settings.send(settings);
+        self
+    }
+
+    pub fn finish(self) -> Result<Probes> {
+        let (ebpf, own_maps) = self
+            .thread
+            .join()
+            .expect("the loading thread does not panic")
+            .map_err(|err| anyhow!("cannot load tracer's eBPF object: {err:#}"))?;
+        Ok(Probes {
+            ebpf,
+            verbose: self.verbose,
             uprobes: Vec::new(),
             own_maps,
         })
     }
+}
 
+fn load(settings: &Settings, own_maps: bool) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    // Our programs have no CO-RE relocations: nothing needs the kernel's full BTF.
+    loader
+        .btf(None)
+        .override_global("FILTER", &settings.filter, true)
+        .override_global("TASK_LAYOUT", &settings.task_layout, true);
+    let mut pins = Vec::new();
+    for setting in &settings.tool {
+        match setting {
+            Setting::Global { name, bytes } => {
+                loader.override_global(name, bytes.as_slice(), true);
+            }
+            Setting::MapSize { name, size } => {
+                loader.map_max_entries(name, *size);
+            }
+            Setting::OwnMap { name, map } if own_maps => {
+                // aya reuses a map pinned where it would pin one.
+                let path = Path::new(PRIVATE_BPFFS).join(name);
+                perf::pin(map, &path)?;
+                pins.push((*name, path));
+            }
+            Setting::OwnMap { .. } => {}
+        }
+    }
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    Ok(loader.load(OBJECT)?)
+}
+
+impl Probes {
     /// Attaches each tracepoint, as a BTF tracepoint when `mode` allows and the kernel has it,
     /// else as a classic one.
     pub fn attach_tracepoints(
@@ -188,20 +213,14 @@ impl Probes {
         kernel: &Kernel,
         tracepoints: &[Tracepoint],
         mode: AttachMode,
+        index: Option<&aya::Btf>,
     ) -> Result<()> {
         let formats = tracepoints
             .iter()
             .map(|tp| kernel.tracefs.format(tp.category, tp.name))
             .collect::<Result<Vec<_>>>()?;
-        let index = match mode {
-            AttachMode::Classic => None,
-            _ => {
-                let names: Vec<&str> = tracepoints.iter().map(|tp| tp.name).collect();
-                Some(kernel.btf.tracepoint_index(&names)?)
-            }
-        };
         for (tp, format) in tracepoints.iter().zip(&formats) {
-            let btf_result = match (&index, tp.args) {
+            let btf_result = match (index, tp.args) {
                 (None, _) => Err(anyhow!("--attach classic")),
                 (_, None) => Err(anyhow!("tracer has no BTF program for it")),
                 (Some(index), Some(expected)) => match kernel.btf.tracepoint_args(tp.name) {
@@ -328,6 +347,20 @@ impl Probes {
 /// Where the loading thread mounts a bpffs of its own to hand aya the tool's own maps.
 const PRIVATE_BPFFS: &str = "/tmp";
 
+/// The kernel-side names of `tracepoints` for loading BTF tracepoints, unless `mode` rules
+/// them out.
+pub fn tracepoint_index(
+    kernel: &Kernel,
+    tracepoints: &[Tracepoint],
+    mode: AttachMode,
+) -> Result<Option<aya::Btf>> {
+    if mode == AttachMode::Classic {
+        return Ok(None);
+    }
+    let names: Vec<&str> = tracepoints.iter().map(|tp| tp.name).collect();
+    kernel.btf.tracepoint_index(&names).map(Some)
+}
+
 /// Gives the loading thread a mount namespace of its own, for two things aya 0.14 cannot be
 /// told otherwise:
 ///
@@ -340,7 +373,7 @@ const PRIVATE_BPFFS: &str = "/tmp";
 ///   the thread, however tracer ends.
 ///
 /// Where this is not permitted (no CAP_SYS_ADMIN), loading works as before, only slower.
-fn private_mounts(bpffs: bool) -> std::io::Result<()> {
+fn private_mounts() -> std::io::Result<()> {
     let cstr = |s: &str| std::ffi::CString::new(s).expect("no NUL in constant");
     let check = |rc: libc::c_int| {
         if rc == 0 {
@@ -369,15 +402,13 @@ fn private_mounts(bpffs: bool) -> std::io::Result<()> {
             libc::MS_BIND,
             none.cast(),
         ))?;
-        if bpffs {
-            check(libc::mount(
-                bpf.as_ptr(),
-                pins.as_ptr(),
-                bpf.as_ptr(),
-                0,
-                none.cast(),
-            ))?;
-        }
+        check(libc::mount(
+            bpf.as_ptr(),
+            pins.as_ptr(),
+            bpf.as_ptr(),
+            0,
+            none.cast(),
+        ))?;
     }
     Ok(())
 }

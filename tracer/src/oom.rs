@@ -94,7 +94,17 @@ const TRACEPOINTS: &[Tracepoint] = &[
 pub fn run(args: Args) -> Result<()> {
     let memory = Hierarchy::for_memory()?;
     let mut session = Session::start(&args.trace, TRACEPOINTS, |kernel| {
-        Ok(vec![Setting::global("OOM_LAYOUT", &layout(&kernel.btf)?)])
+        Ok(vec![
+            Setting::global("OOM_LAYOUT", &layout(&kernel.btf)?),
+            Setting::MapSize {
+                name: "SIGKILL_SENT",
+                size: 4096,
+            },
+            Setting::MapSize {
+                name: "VICTIMS",
+                size: 1024,
+            },
+        ])
     })?;
     let mut out = Output::new(args.trace.json);
     let mut tool = Oom {

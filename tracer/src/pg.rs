@@ -125,6 +125,10 @@ pub fn run(args: Args) -> Result<()> {
                 name: "EVENTS",
                 size: RING_BYTES,
             },
+            Setting::MapSize {
+                name: "PG_THREADS",
+                size: 16384,
+            },
         ])
     })?;
     let counters = if session.probes.own_maps || counters.is_empty() {

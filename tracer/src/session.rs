@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{
     cgroup,
-    loader::{self, Kernel, Probes, Setting, Settings, Tracepoint},
+    loader::{self, Kernel, Loading, Probes, Setting, Settings, Tracepoint},
     options::TraceOptions,
 };
 
@@ -26,14 +26,18 @@ impl Session {
     ) -> Result<Self> {
         let scope = options.scope()?;
         loader::require_privileges()?;
+        // The object loads in a thread while this one reads the kernel: see Loading.
+        let loading = Loading::begin(options.verbose);
         let kernel = Kernel::inspect()?;
         let settings = Settings {
             filter: scope.filter,
             task_layout: scope.hierarchy.task_layout(&kernel.btf)?,
             tool: settings(&kernel)?,
         };
-        let mut probes = Probes::load(&settings, options.verbose)?;
-        probes.attach_tracepoints(&kernel, tracepoints, options.attach)?;
+        let loading = loading.load(settings);
+        let index = loader::tracepoint_index(&kernel, tracepoints, options.attach)?;
+        let mut probes = loading.finish()?;
+        probes.attach_tracepoints(&kernel, tracepoints, options.attach, index.as_ref())?;
         Ok(Self {
             kernel,
             probes,

@@ -135,7 +135,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 fn measure(contender: &Contender) -> Result<(Duration, u64)> {
     let (reader, writer) = std::io::pipe()?;
     let start = Instant::now();
-    let mut child = Command::new(&contender.command[0])
+    let child = Command::new(&contender.command[0])
         .args(&contender.command[1..])
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
@@ -161,12 +161,21 @@ fn measure(contender: &Contender) -> Result<(Duration, u64)> {
         }
         seen.push(line);
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // SIGINT, then SIGKILL for a tool that has not stopped within 5 s.
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGINT) };
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) } < 0 {
-        let _ = child.kill();
-        bail!("wait4: {}", std::io::Error::last_os_error());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
+            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            0 => unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            },
+            reaped if reaped > 0 => break,
+            _ => bail!("wait4: {}", std::io::Error::last_os_error()),
+        }
     }
     let Some(ready) = ready else {
         bail!(
