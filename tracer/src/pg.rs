@@ -161,7 +161,7 @@ pub fn run(args: Args) -> Result<()> {
         top: args.top,
         normalizer: sql::Normalizer::default(),
         window: Totals::default(),
-        probes_pending: Vec::new(),
+        new_backends: Vec::new(),
     };
     event_loop::run(
         &mut session.probes,
@@ -516,8 +516,8 @@ struct Pg {
     top: usize,
     normalizer: sql::Normalizer,
     window: Totals,
-    /// Backends whose counters to open once the loop hands over the probes.
-    probes_pending: Vec<u32>,
+    /// Backends seen for the first time, whose counters to open once the probes are at hand.
+    new_backends: Vec<u32>,
 }
 
 #[derive(Default)]
@@ -546,7 +546,7 @@ impl Tool for Pg {
         match read_record::<u32>(data)? {
             kind::BACKEND => {
                 let backend: Backend = read_record(data)?;
-                self.probes_pending.push(backend.pid);
+                self.new_backends.push(backend.pid);
                 Ok(())
             }
             kind::QUERY => self.query(data, out),
@@ -563,7 +563,7 @@ impl Tool for Pg {
     }
 
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
-        for tid in std::mem::take(&mut self.probes_pending) {
+        for tid in std::mem::take(&mut self.new_backends) {
             self.counters.add(probes, tid)?;
         }
         Ok(())

@@ -161,22 +161,7 @@ fn measure(contender: &Contender) -> Result<(Duration, u64)> {
         }
         seen.push(line);
     }
-    // SIGINT, then SIGKILL for a tool that has not stopped within 5 s.
-    let pid = child.id() as i32;
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
-            0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            0 => unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            },
-            reaped if reaped > 0 => break,
-            _ => bail!("wait4: {}", std::io::Error::last_os_error()),
-        }
-    }
+    let (status, usage) = stop_with_usage(child.id() as i32)?;
     let Some(ready) = ready else {
         bail!(
             "never became ready ({}): {}",
@@ -185,6 +170,35 @@ fn measure(contender: &Contender) -> Result<(Duration, u64)> {
         );
     };
     Ok((ready, usage.ru_maxrss as u64))
+}
+
+/// Stops a tool as Ctrl-C would and reaps it.
+pub fn stop(child: &mut std::process::Child) {
+    let _ = stop_with_usage(child.id() as i32);
+    let _ = child.try_wait();
+}
+
+/// SIGINT, again after 3 s (bpftrace sometimes misses the first one), then SIGKILL; returns
+/// the wait status and resource usage.
+fn stop_with_usage(pid: i32) -> Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let start = Instant::now();
+    let mut signals = [libc::SIGINT, libc::SIGINT, libc::SIGKILL].into_iter();
+    let mut next_signal = start;
+    loop {
+        if Instant::now() >= next_signal
+            && let Some(signal) = signals.next()
+        {
+            unsafe { libc::kill(pid, signal) };
+            next_signal += Duration::from_secs(3);
+        }
+        match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
+            0 => std::thread::sleep(Duration::from_millis(10)),
+            reaped if reaped > 0 => return Ok((status, usage)),
+            _ => bail!("wait4: {}", std::io::Error::last_os_error()),
+        }
+    }
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {

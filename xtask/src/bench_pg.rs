@@ -195,8 +195,7 @@ impl Tool {
 
 impl Drop for Tool {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
+        crate::bench::stop(&mut self.child);
     }
 }
 
