@@ -167,6 +167,9 @@ impl KernelBtf {
             types.push(at as u32);
             at += 12 + kind.extra_len((info & 0xffff) as usize);
         }
+        if at > type_end {
+            bail!("the last type runs past the type section");
+        }
         let mut btf = Self {
             data,
             types,
@@ -200,7 +203,7 @@ impl KernelBtf {
 
     /// [`prefix`] of the name at `offset`, without finding its end.
     fn name_prefix(&self, offset: u32) -> u64 {
-        let start = self.strings.start + offset as usize;
+        let start = (self.strings.start + offset as usize).min(self.strings.end);
         let mut word = [0u8; 8];
         for (byte, &b) in word.iter_mut().zip(&self.data[start..self.strings.end]) {
             if b == 0 {
@@ -212,7 +215,8 @@ impl KernelBtf {
     }
 
     fn name(&self, offset: u32) -> &[u8] {
-        let rest = &self.data[self.strings.start + offset as usize..self.strings.end];
+        let start = (self.strings.start + offset as usize).min(self.strings.end);
+        let rest = &self.data[start..self.strings.end];
         &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
     }
 
