@@ -265,3 +265,34 @@ fn what_is_not_postgres_is_refused_in_one_line() {
     let _ = sleeper.wait();
     assert!(Path::new("/bin/true").exists());
 }
+
+#[test]
+fn protocol_chooses_which_probes_queries_pass() {
+    let server = Postgres::start("protocol");
+    server.pgbench(&["-i", "-s", "1", "-q"]);
+    let pid = server.pid().to_string();
+    let simple = Tracer::start(&["pg", "--json", "--protocol", "simple", "-p", &pid]);
+    let portals = Tracer::start(&["pg", "--json", "--protocol", "extended", "-p", &pid]);
+    let mut session = server.session();
+    for _ in 0..6 {
+        session.query("SELECT 17");
+    }
+    drop(session);
+    server.pgbench(&["-M", "prepared", "-S", "-t", "25", "-c", "1", "-n"]);
+    let (simple, portals) = (simple.stop(), portals.stop());
+    assert!(
+        simple.stderr.contains("USDT postgresql:query__start/done)"),
+        "{simple:#?}"
+    );
+    let (simple, portals) = (summary(&simple), summary(&portals));
+    let prepared = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+
+    // Simple-protocol queries only: the prepared statement's Executes pass no probe.
+    assert_eq!(calls(&simple, "SELECT ?"), 6);
+    let texts: Vec<_> = simple["queries"].as_array().unwrap().iter().collect();
+    assert!(texts.iter().all(|q| q["query"] != prepared), "{simple:#}");
+    // Portal runs: both, the simple queries timed as their execution.
+    assert_eq!(calls(&portals, "SELECT ?"), 6);
+    assert_eq!(calls(&portals, prepared), 25);
+    assert_eq!(server.statement_calls("SELECT abalance%"), 25);
+}

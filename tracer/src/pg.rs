@@ -57,6 +57,21 @@ pub struct Args {
     /// Rows in the per-query table
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+    /// Which queries to time. Every probe a query passes costs it a trap into the kernel, and
+    /// a simple-protocol query passes both kinds.
+    #[arg(long, value_enum, default_value_t = Protocol::All)]
+    pub protocol: Protocol,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Simple-protocol queries, parse to commit (2 probe hits per query instead of 4)
+    Simple,
+    /// Portal runs: extended-protocol Executes, and each statement of a simple query as its
+    /// execution alone
+    Extended,
+    /// Both: simple queries whole, extended-protocol Executes
+    All,
 }
 
 const BEGIN_ARGS: &[&str] = &["int", "gfp_t"];
@@ -99,7 +114,10 @@ const RING_BYTES: u32 = 16 << 20;
 
 pub fn run(args: Args) -> Result<()> {
     let (targets, server_pid) = targets(&args)?;
-    let plans = targets.iter().map(plan).collect::<Result<Vec<_>>>()?;
+    let plans = targets
+        .iter()
+        .map(|target| plan(target, args.protocol))
+        .collect::<Result<Vec<_>>>()?;
     let counters = if args.no_counters {
         Vec::new()
     } else {
@@ -294,17 +312,30 @@ struct Plan {
     used: String,
 }
 
-fn plan(target: &Target) -> Result<Plan> {
+fn plan(target: &Target, protocol: Protocol) -> Result<Plan> {
     let binary = Binary::open(&target.path)?;
     let query_string = binary
         .symbol("debug_query_string")
         .map_or(0, |(address, _)| address);
-    let wanted = [
+    let query = [
         ("query__start", site::QUERY_START),
         ("query__done", site::QUERY_DONE),
+    ];
+    let execute = [
         ("query__execute__start", site::EXECUTE_START),
         ("query__execute__done", site::EXECUTE_DONE),
     ];
+    let (wanted, used) = match protocol {
+        Protocol::Simple => (query.to_vec(), "USDT postgresql:query__start/done"),
+        Protocol::Extended => (
+            execute.to_vec(),
+            "USDT postgresql:query__execute__start/done",
+        ),
+        Protocol::All => (
+            [query, execute].concat(),
+            "USDT postgresql:query__start/done and query__execute__start/done",
+        ),
+    };
     let mut sites = Vec::new();
     for probe in binary.probes("postgresql")? {
         let Some(&(_, kind)) = wanted.iter().find(|(name, _)| *name == probe.name) else {
@@ -329,11 +360,8 @@ fn plan(target: &Target) -> Result<Plan> {
         };
         sites.push((uprobe, site, format!("postgresql:{}", probe.name)));
     }
-    if sites
-        .iter()
-        .any(|(_, site, _)| site.kind == site::QUERY_START)
-    {
-        let used = "USDT postgresql:query__start/done and query__execute__start/done";
+    let starts = |kind| sites.iter().any(|(_, site, _)| site.kind == kind);
+    if starts(site::QUERY_START) || starts(site::EXECUTE_START) {
         return Ok(Plan {
             sites,
             used: format!("{} ({used})", target.shown),
@@ -346,6 +374,12 @@ fn plan(target: &Target) -> Result<Plan> {
             target.shown
         )
     })?;
+    if protocol == Protocol::Simple {
+        bail!(
+            "{} has no postgresql USDT probes: only portal runs can be traced (--protocol extended)",
+            target.shown
+        );
+    }
     let sites = [(site::EXECUTE_START, false), (site::EXECUTE_DONE, true)]
         .map(|(kind, retprobe)| {
             let uprobe = perf::Uprobe {
