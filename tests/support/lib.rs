@@ -360,6 +360,8 @@ pub struct Postgres {
     pub dir: PathBuf,
     pub port: u16,
     bin: PathBuf,
+    /// The server binary: Debian's, or a copy of the server's own.
+    server: PathBuf,
 }
 
 impl Postgres {
@@ -376,13 +378,34 @@ impl Postgres {
     }
 
     pub fn start(name: &str) -> Self {
+        Self::start_from(name, false)
+    }
+
+    /// A server running a copy of the binary: uprobes attached to it (they belong to the file)
+    /// leave servers running Debian's own untouched.
+    pub fn start_own_binary(name: &str) -> Self {
+        Self::start_from(name, true)
+    }
+
+    fn start_from(name: &str, own_binary: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("tracer-pg-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         run(Command::new("chown").arg("postgres").arg(&dir));
         let port = 40000 + (std::process::id() % 10000) as u16 + name.len() as u16;
         let bin = Self::bin_dir();
-        let server = Self { dir, port, bin };
+        let mut server = bin.join("postgres");
+        if own_binary {
+            let copy = dir.join("postgres");
+            std::fs::copy(&server, &copy).unwrap();
+            server = copy;
+        }
+        let server = Self {
+            dir,
+            port,
+            bin,
+            server,
+        };
         server.as_postgres(
             "initdb",
             &["-A", "trust", "-U", "postgres", "-D", &server.data()],
@@ -396,6 +419,8 @@ impl Postgres {
         server.as_postgres(
             "pg_ctl",
             &[
+                "-p",
+                server.server.to_str().unwrap(),
                 "-D",
                 &data,
                 "-l",
@@ -435,7 +460,7 @@ impl Postgres {
     }
 
     pub fn binary(&self) -> PathBuf {
-        self.bin.join("postgres")
+        self.server.clone()
     }
 
     /// Connection arguments for psql and pgbench.
@@ -471,19 +496,24 @@ impl Postgres {
 
     /// pgbench with the given arguments.
     pub fn pgbench(&self, args: &[&str]) -> String {
-        let output = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pgbench"))
-            .args(args)
-            .args(self.connection())
-            .output()
-            .unwrap();
+        let output = self.pgbench_command(args).output().unwrap();
         assert!(
             output.status.success(),
             "pgbench {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// pgbench with the given arguments, to be run by the caller.
+    pub fn pgbench_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pgbench"))
+            .args(args)
+            .args(self.connection());
+        command
     }
 
     /// A psql session kept open, for queries that must share a backend.

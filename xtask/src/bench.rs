@@ -21,9 +21,9 @@ pub enum Bench {
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
-    /// pgbench -S throughput untraced, under `tracer pg` (full per-query table), under a
-    /// bpftrace USDT latency histogram and under bcc's dbstat, alternating; prints the TPS loss
-    /// of each.
+    /// pgbench -S on two identical servers at once, the second untraced or under `tracer pg`
+    /// (full per-query table), a bpftrace USDT latency histogram or bcc's dbstat, in turn;
+    /// prints the TPS loss of each.
     Pg {
         /// Rounds; each runs every configuration once.
         #[arg(long, default_value_t = 5)]

@@ -21,9 +21,16 @@ struct Config {
 }
 
 pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
-    let server = Postgres::start("bench");
-    eprintln!("bench: pgbench -i -s 10");
-    server.pgbench(&["-i", "-s", "10", "-q"]);
+    // Two identical servers under load at once, only the second traced: the VM's throughput
+    // swings by a third from one run to the next, but it swings for both alike, so the ratio of
+    // their throughputs shows what tracing costs. The second runs a copy of the binary, so that
+    // uprobes (which belong to the file) stay out of the first.
+    let plain = Postgres::start("bench");
+    let traced = Postgres::start_own_binary("bench-traced");
+    for server in [&plain, &traced] {
+        server.pgbench(&["-i", "-s", "10", "-q"]);
+    }
+    let server = &traced;
     let postgres = server.binary().display().to_string();
     let histogram = format!(
         "usdt:{postgres}:postgresql:query__start {{ @start[tid] = nsecs; }}
@@ -70,31 +77,12 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
             )),
         },
     ];
-    let pgbench = |seconds: u32| -> Result<Run> {
-        let before = busy_ticks()?;
-        let out = server.pgbench(&["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds.to_string()]);
-        let busy = busy_ticks()? - before;
-        let field = |prefix: &str| {
-            out.lines()
-                .find_map(|line| {
-                    line.strip_prefix(prefix)?
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                })
-                .with_context(|| format!("no {prefix:?} in pgbench's output: {out}"))
-        };
-        let transactions: f64 = field("number of transactions actually processed: ")?;
-        Ok(Run {
-            tps: field("tps = ")?,
-            cpu_us: busy as f64 * 1e6 / ticks_per_second() / transactions,
-        })
-    };
+    let cpus = std::thread::available_parallelism()?.get() as f64;
     eprintln!("bench: warming up");
-    pgbench(5)?;
+    pgbench_both(&plain, &traced, 5)?;
 
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); configs.len()];
+    // Per configuration and round: traced TPS / plain TPS.
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut failed: Vec<Option<String>> = vec![None; configs.len()];
     for round in 1..=rounds {
         for (i, config) in configs.iter().enumerate() {
@@ -111,58 +99,51 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
                 },
                 None => None,
             };
-            let run = pgbench(seconds)?;
+            let tool_cpu = tool.as_ref().map_or(0.0, Tool::cpu_seconds);
+            let (plain_tps, traced_tps) = pgbench_both(&plain, &traced, seconds)?;
+            let tool_cpu = tool.as_ref().map_or(0.0, Tool::cpu_seconds) - tool_cpu;
             drop(tool);
+            // The tool's own process took CPU from both servers alike: charge it all to the
+            // traced one. Either server's fair share is half the machine.
+            let share = cpus * f64::from(seconds) / 2.0;
+            let ratio = traced_tps / plain_tps * (share - tool_cpu) / share;
             eprintln!(
-                "bench: round {round}: {:<28} {:>9.0} tps {:>6.1} us CPU/transaction",
-                config.name, run.tps, run.cpu_us
+                "bench: round {round}: {:<28} {traced_tps:>7.0} tps beside {plain_tps:>7.0} untraced, \
+                 tool {:.1} us CPU per traced transaction",
+                config.name,
+                tool_cpu * 1e6 / (traced_tps * f64::from(seconds)),
             );
-            runs[i].push(run);
+            ratios[i].push(ratio);
         }
     }
 
-    println!("pg: pgbench -S -c 4 -j 2, {seconds} s per run, {rounds} alternating rounds; medians");
-    // Each round against that round's untraced run, so that drift cancels out.
+    println!(
+        "pg: pgbench -S -c 4 -j 2 on two identical servers at once, the second traced; \
+         {seconds} s per run, {rounds} rounds; medians of traced/untraced TPS"
+    );
+    // Against the round's untraced pair, so that any difference between the servers cancels.
     let loss = |i: usize| {
         median(
-            runs[i]
+            ratios[i]
                 .iter()
-                .zip(&runs[0])
-                .map(|(traced, base)| 100.0 * (1.0 - traced.tps / base.tps)),
-        )
-    };
-    let extra_cpu = |i: usize| {
-        median(
-            runs[i]
-                .iter()
-                .zip(&runs[0])
-                .map(|(traced, base)| traced.cpu_us - base.cpu_us),
+                .zip(&ratios[0])
+                .map(|(traced, plain)| 100.0 * (1.0 - traced / plain)),
         )
     };
     for (i, config) in configs.iter().enumerate() {
-        let tps = median(runs[i].iter().map(|run| run.tps));
-        let cpu = median(runs[i].iter().map(|run| run.cpu_us));
+        let ratio = median(ratios[i].iter().copied());
         match &failed[i] {
             Some(reason) => println!("{:<28} could not run here: {reason}", config.name),
-            None if i == 0 => println!(
-                "{:<28} {tps:>9.0} tps {cpu:>6.1} us CPU/transaction",
-                config.name
-            ),
-            None => println!(
-                "{:<28} {tps:>9.0} tps {cpu:>6.1} us CPU/transaction  loss {:>5.1}%  +{:.1} us",
-                config.name,
-                loss(i),
-                extra_cpu(i)
-            ),
+            None if i == 0 => println!("{:<28} {ratio:.3}", config.name),
+            None => println!("{:<28} {ratio:.3}  loss {:>5.1}%", config.name, loss(i)),
         }
     }
     let bpftrace = 2;
     for ours in [1, 3] {
         println!(
-            "{} / bpftrace: TPS loss {:.2}, extra CPU {:.2}; goal (loss at most half): {}",
+            "{} / bpftrace: loss ratio {:.2}; goal (at most half): {}",
             configs[ours].name,
             loss(ours) / loss(bpftrace),
-            extra_cpu(ours) / extra_cpu(bpftrace),
             if loss(ours) <= loss(bpftrace) / 2.0 {
                 "met"
             } else {
@@ -173,30 +154,36 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
     Ok(())
 }
 
-/// One pgbench run: throughput, and the machine's busy CPU time per transaction (steal time,
-/// which the VM's neighbours cause, left out).
-#[derive(Clone, Copy)]
-struct Run {
-    tps: f64,
-    cpu_us: f64,
-}
-
-/// Busy ticks of all CPUs so far: user, nice, system, irq and softirq from /proc/stat.
-fn busy_ticks() -> Result<u64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .and_then(|line| line.strip_prefix("cpu "))
-        .context("no cpu line in /proc/stat")?
-        .split_whitespace()
-        .map(|field| field.parse().unwrap_or(0))
-        .collect();
-    Ok([0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum())
-}
-
-fn ticks_per_second() -> f64 {
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+/// pgbench -S on both servers at once; their TPS.
+fn pgbench_both(plain: &Postgres, traced: &Postgres, seconds: u32) -> Result<(f64, f64)> {
+    let seconds = seconds.to_string();
+    let args = ["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds];
+    let runs = [plain, traced].map(|server| {
+        server
+            .pgbench_command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    });
+    let [plain, traced] = runs.map(|child| -> Result<f64> {
+        let output = child?.wait_with_output()?;
+        let out = String::from_utf8_lossy(&output.stdout);
+        out.lines()
+            .find_map(|line| {
+                line.strip_prefix("tps = ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .with_context(|| {
+                format!(
+                    "no tps in pgbench's output: {out}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
+    });
+    Ok((plain?, traced?))
 }
 
 /// A tracing tool running in the background until dropped (SIGINT).
@@ -240,6 +227,27 @@ impl Tool {
             .cloned()
             .unwrap_or_default();
         bail!("{} never became ready: {why}", command[0])
+    }
+}
+
+impl Tool {
+    /// CPU time the tool's process has used so far (utime + stime).
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let ticks: f64 = stat
+            .rsplit_once(')')
+            .map(|(_, fields)| {
+                // Fields 14 and 15 of stat(5), counted after the comm.
+                fields
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|field| field.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
     }
 }
 
