@@ -376,7 +376,7 @@ fn plan(target: &Target, protocol: Protocol) -> Result<Plan> {
     })?;
     if protocol == Protocol::Simple {
         bail!(
-            "{} has no postgresql USDT probes: only portal runs can be traced (--protocol extended)",
+            "{} has no postgresql:query__start/done USDT probes: only portal runs can be traced (--protocol extended)",
             target.shown
         );
     }
