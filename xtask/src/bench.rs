@@ -26,10 +26,10 @@ pub enum Bench {
     /// prints the TPS loss of each.
     Pg {
         /// Rounds; each runs every configuration once.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 9)]
         rounds: usize,
         /// Seconds of pgbench per run.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 8)]
         seconds: u32,
     },
 }
