@@ -3,41 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tracer_tests::{BpfObjects, Scratch, Tracer, run_tracer, tracer_bin};
-
-/// Asserts tracer refused with exactly one line on stderr mentioning `expected`.
-fn assert_refused(
-    args: &[&str],
-    configure: impl FnOnce(&mut std::process::Command),
-    expected: &str,
-) {
-    let finished = run_tracer(args, configure);
-    assert!(
-        !finished.status.success(),
-        "{args:?} succeeded: {finished:#?}"
-    );
-    assert!(
-        finished.status.code().is_some(),
-        "{args:?} died of a signal: {finished:#?}"
-    );
-    let stderr = finished.stderr.trim_end();
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "{args:?} printed more than one line:\n{stderr}"
-    );
-    assert!(stderr.starts_with("tracer: "), "{stderr}");
-    assert!(
-        stderr.contains(expected),
-        "{args:?}: expected {expected:?} in {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        finished.stdout.is_empty(),
-        "{args:?} printed to stdout: {}",
-        finished.stdout
-    );
-}
+use tracer_tests::{BpfObjects, Scratch, Tracer, assert_refused, run_tracer, tracer_bin};
 
 fn as_is(_: &mut std::process::Command) {}
 

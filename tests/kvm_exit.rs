@@ -5,7 +5,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use tracer_tests::{Finished, Json, Tracer, run_tracer, tracer_bin};
+use tracer_tests::{Finished, Json, Tracer, assert_refused, tracer_bin};
 
 /// The guest: OUTS port writes, MMIO_WRITES MMIO writes and one HLT on each vCPU.
 fn guest(outs: u16, mmio_writes: u16, vcpus: u16) -> Command {
@@ -200,16 +200,11 @@ fn a_vm_filter_keeps_only_that_vm() {
 #[test]
 fn what_is_not_a_vm_is_refused_in_one_line() {
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
-    let finished = run_tracer(&["kvm-exit", "-p", &sleeper.id().to_string()], |_| {});
+    let pid = sleeper.id().to_string();
+    let finished = assert_refused(&["kvm-exit", "-p", &pid], |_| {}, "is not a KVM VM");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     assert_eq!(finished.status.code(), Some(1));
-    assert_eq!(
-        finished.stderr.trim_end().lines().count(),
-        1,
-        "{finished:#?}"
-    );
-    assert!(finished.stderr.contains("is not a KVM VM"), "{finished:#?}");
 
     // A machine without KVM: /dev without kvm, in a mount namespace of its own.
     let script = format!(

@@ -2,7 +2,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 
-use tracer_tests::{Cgroup, Finished, Json, Tracer, run_tracer, sh_in, vmstat};
+use tracer_tests::{Cgroup, Finished, Json, Tracer, assert_refused, sh_in, vmstat};
 
 /// Runs dd with a 256 MiB buffer in a memory cgroup limited to 64 MiB, where the OOM killer
 /// must kill it; returns dd's pid and the rise of `oom_kill` in /proc/vmstat.
@@ -128,13 +128,6 @@ fn bad_input_gets_one_line() {
             "no such cgroup",
         ),
     ] {
-        let finished = run_tracer(args, |_| {});
-        assert!(!finished.status.success());
-        assert_eq!(
-            finished.stderr.trim_end().lines().count(),
-            1,
-            "{finished:#?}"
-        );
-        assert!(finished.stderr.contains(expected), "{finished:#?}");
+        assert_refused(args, |_| {}, expected);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tracer_tests::{Cgroup, Finished, Json, Postgres, Tracer, run, run_tracer};
+use tracer_tests::{Cgroup, Finished, Json, Postgres, Tracer, assert_refused, run};
 
 /// The one summary of a `--json` run.
 fn summary(finished: &Finished) -> Json {
@@ -249,17 +249,7 @@ fn what_is_not_postgres_is_refused_in_one_line() {
         ),
     ];
     for (args, expected) in cases {
-        let finished = run_tracer(&args, |_| {});
-        assert!(!finished.status.success(), "{args:?}");
-        assert_eq!(
-            finished.stderr.trim_end().lines().count(),
-            1,
-            "{args:?}: {finished:#?}"
-        );
-        assert!(
-            finished.stderr.contains(expected),
-            "{args:?}: {finished:#?}"
-        );
+        assert_refused(&args, |_| {}, expected);
     }
     let _ = sleeper.kill();
     let _ = sleeper.wait();

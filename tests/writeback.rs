@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use tracer_tests::{Finished, Json, Scratch, Sysctl, Tracer, run, run_tracer};
+use tracer_tests::{Finished, Json, Scratch, Sysctl, Tracer, assert_refused, run};
 
 const PAGE: u64 = 4096;
 
@@ -175,14 +175,7 @@ fn bad_input_gets_one_line() {
         ),
         (&["writeback", "--events", "1"][..], "cannot be used with"),
     ] {
-        let finished = run_tracer(args, |_| {});
-        assert!(!finished.status.success());
-        assert_eq!(
-            finished.stderr.trim_end().lines().count(),
-            1,
-            "{finished:#?}"
-        );
-        assert!(finished.stderr.contains(expected), "{finished:#?}");
+        assert_refused(args, |_| {}, expected);
     }
 }
 

@@ -178,6 +178,41 @@ pub fn run_tracer(args: &[&str], configure: impl FnOnce(&mut Command)) -> Finish
     }
 }
 
+/// Runs tracer and asserts it refused with exactly one line on stderr mentioning `expected`.
+pub fn assert_refused(
+    args: &[&str],
+    configure: impl FnOnce(&mut Command),
+    expected: &str,
+) -> Finished {
+    let finished = run_tracer(args, configure);
+    assert!(
+        !finished.status.success(),
+        "{args:?} succeeded: {finished:#?}"
+    );
+    assert!(
+        finished.status.code().is_some(),
+        "{args:?} died of a signal: {finished:#?}"
+    );
+    let stderr = finished.stderr.trim_end();
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?} printed more than one line:\n{stderr}"
+    );
+    assert!(stderr.starts_with("tracer: "), "{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        finished.stdout.is_empty(),
+        "{args:?} printed to stdout: {}",
+        finished.stdout
+    );
+    finished
+}
+
 /// /proc/vmstat counters.
 pub fn vmstat() -> HashMap<String, u64> {
     std::fs::read_to_string("/proc/vmstat")
