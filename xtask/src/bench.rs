@@ -4,7 +4,7 @@ use std::{
     io::{BufRead, BufReader},
     os::unix::process::ExitStatusExt as _,
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -128,54 +128,101 @@ fn startup(tracer: &Path, runs: usize) -> Result<()> {
     Ok(())
 }
 
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a tool may take to attach before the benchmark gives up on it.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts the tool, waits for its ready line, stops it with SIGINT and returns the time to
 /// ready and its peak RSS in KiB.
 fn measure(contender: &Contender) -> Result<(Duration, u64)> {
-    let (reader, writer) = std::io::pipe()?;
-    let start = Instant::now();
-    let child = Command::new(&contender.command[0])
-        .args(&contender.command[1..])
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .spawn()?;
-    // Lines arrive on a thread so that a tool that never gets ready cannot hang the benchmark.
-    let (lines, received) = mpsc::channel();
-    let marker = contender.ready;
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            let ready = line.contains(marker);
-            if lines.send((line, start.elapsed())).is_err() || ready {
-                break;
-            }
-        }
-    });
-    let mut ready = None;
-    let mut seen = Vec::new();
-    while let Ok((line, at)) = received.recv_timeout(READY_TIMEOUT) {
-        if line.contains(marker) {
-            ready = Some(at);
-            break;
-        }
-        seen.push(line);
-    }
-    let (status, usage) = stop_with_usage(child.id() as i32)?;
-    let Some(ready) = ready else {
-        bail!(
-            "never became ready ({}): {}",
-            std::process::ExitStatus::from_raw(status),
-            seen.join(" | ")
-        );
-    };
+    let (tool, ready) = Tool::start(&contender.command, contender.ready)?;
+    let (_, usage) = tool.stop()?;
     Ok((ready, usage.ru_maxrss as u64))
 }
 
-/// Stops a tool as Ctrl-C would and reaps it.
-pub fn stop(child: &mut std::process::Child) {
-    let _ = stop_with_usage(child.id() as i32);
-    let _ = child.try_wait();
+/// A tool under measurement, running until stopped (on drop, too) as Ctrl-C would stop it.
+pub(crate) struct Tool {
+    child: Child,
+    stopped: bool,
+}
+
+impl Tool {
+    /// Starts `command` and waits until it prints a line containing `ready`; returns the tool
+    /// and the time from exec to that line.
+    pub(crate) fn start(command: &[String], ready: &str) -> Result<(Self, Duration)> {
+        let (reader, writer) = std::io::pipe()?;
+        let start = Instant::now();
+        let child = Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
+            .spawn()
+            .with_context(|| format!("cannot run {}", command[0]))?;
+        let tool = Self {
+            child,
+            stopped: false,
+        };
+        // Lines arrive on a thread, so that a tool that never gets ready cannot hang the
+        // benchmark; it reads to the end, so that the tool never blocks on a full pipe.
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                let _ = lines.send((line, start.elapsed()));
+            }
+        });
+        let mut seen = Vec::new();
+        while let Ok((line, at)) = received.recv_timeout(READY_TIMEOUT) {
+            if line.contains(ready) {
+                return Ok((tool, at));
+            }
+            seen.push(line);
+        }
+        let (status, _) = tool.stop()?;
+        let why = seen
+            .iter()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .cloned()
+            .unwrap_or_default();
+        bail!(
+            "{} never became ready ({}): {why}",
+            command[0],
+            ExitStatus::from_raw(status)
+        )
+    }
+
+    /// Stops the tool as Ctrl-C would; returns its wait status and resource usage.
+    pub(crate) fn stop(mut self) -> Result<(i32, libc::rusage)> {
+        self.stopped = true;
+        stop_with_usage(self.child.id() as i32)
+    }
+
+    /// CPU time the tool has used so far (utime + stime).
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let ticks: f64 = stat
+            .rsplit_once(')')
+            .map(|(_, fields)| {
+                // Fields 14 and 15 of stat(5), counted after the comm.
+                fields
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|field| field.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = stop_with_usage(self.child.id() as i32);
+        }
+    }
 }
 
 /// SIGINT, again after 3 s (bpftrace sometimes misses the first one), then SIGKILL; returns

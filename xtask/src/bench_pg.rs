@@ -1,17 +1,11 @@
 //! `cargo xtask bench pg`: what tracing costs PostgreSQL, measured as pgbench -S throughput.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{path::Path, process::Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tracer_tests::Postgres;
 
-use crate::bench::median;
+use crate::bench::{Tool, median};
 
 /// One way of running pgbench: untraced, or under a tracing tool.
 struct Config {
@@ -91,7 +85,7 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
             }
             let tool = match &config.tool {
                 Some((command, ready)) => match Tool::start(command, ready) {
-                    Ok(tool) => Some(tool),
+                    Ok((tool, _)) => Some(tool),
                     Err(err) => {
                         failed[i] = Some(format!("{err:#}"));
                         continue;
@@ -184,75 +178,4 @@ fn pgbench_both(plain: &Postgres, traced: &Postgres, seconds: u32) -> Result<(f6
             })
     });
     Ok((plain?, traced?))
-}
-
-/// A tracing tool running in the background until dropped (SIGINT).
-struct Tool {
-    child: Child,
-}
-
-impl Tool {
-    fn start(command: &[String], ready: &'static str) -> Result<Self> {
-        let (reader, writer) = std::io::pipe()?;
-        let mut child = Command::new(&command[0])
-            .args(&command[1..])
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone()?)
-            .stderr(writer)
-            .spawn()
-            .with_context(|| format!("cannot run {}", command[0]))?;
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        while let Ok(line) = received.recv_timeout(Duration::from_secs(30)) {
-            if line.contains(ready) {
-                // Keep draining so the tool never blocks on a full pipe.
-                std::thread::spawn(move || received.iter().for_each(drop));
-                return Ok(Self { child });
-            }
-            seen.push(line);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        let why = seen
-            .iter()
-            .rev()
-            .find(|line| !line.trim().is_empty())
-            .cloned()
-            .unwrap_or_default();
-        bail!("{} never became ready: {why}", command[0])
-    }
-}
-
-impl Tool {
-    /// CPU time the tool's process has used so far (utime + stime).
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let ticks: f64 = stat
-            .rsplit_once(')')
-            .map(|(_, fields)| {
-                // Fields 14 and 15 of stat(5), counted after the comm.
-                fields
-                    .split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|field| field.parse::<f64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0.0);
-        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-    }
-}
-
-impl Drop for Tool {
-    fn drop(&mut self) {
-        crate::bench::stop(&mut self.child);
-    }
 }
