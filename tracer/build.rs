@@ -31,5 +31,31 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::Custom(&toolchain),
     )
-    .context("building the kernel programs failed; did `cargo xtask setup` run?")
+    .context("building the kernel programs failed; did `cargo xtask setup` run?")?;
+    let object = std::path::Path::new(&std::env::var("OUT_DIR")?).join("tracer");
+    strip_dwarf(&object).with_context(|| format!("stripping {}", object.display()))
+}
+
+/// Drops the DWARF sections from the kernel programs' object. The linker needs them to emit
+/// BTF, which stays; aya has no use for them, yet walks their ~30k relocations at every load.
+fn strip_dwarf(path: &std::path::Path) -> anyhow::Result<()> {
+    let data = std::fs::read(path)?;
+    let mut elf = object::build::elf::Builder::read(data.as_slice())?;
+    for section in elf.sections.iter_mut() {
+        let name = section.name.as_slice();
+        if name.starts_with(b".debug_") || name.starts_with(b".rel.debug_") {
+            section.delete = true;
+        }
+    }
+    elf.delete_orphans();
+    // The linker names sections from the symbol string table, which the builder rewrites on
+    // its own; section names get a table of their own.
+    let names = elf.sections.add();
+    names.name = b".shstrtab"[..].into();
+    names.sh_type = object::elf::SHT_STRTAB;
+    names.data = object::build::elf::SectionData::SectionString;
+    let mut stripped = Vec::new();
+    elf.write(&mut stripped)?;
+    std::fs::write(path, stripped)?;
+    Ok(())
 }
