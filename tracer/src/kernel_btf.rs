@@ -159,15 +159,20 @@ impl KernelBtf {
         if type_end > data.len() || strings.end > data.len() {
             bail!("sections run past the end of the file");
         }
-        let mut types = Vec::with_capacity(type_len / 24);
+        // One pass: each record's offset, and the name of each struct and typedef for lookups.
+        let mut types = Vec::with_capacity(type_len / 16);
+        let mut named = Vec::new();
         let mut at = type_start;
-        while at < type_end {
+        while at + 12 <= type_end {
             let info = word(at + 4)?;
             let kind = Kind::from_info(info).with_context(|| format!("unknown kind at {at}"))?;
             types.push(at as u32);
+            if matches!(kind, Kind::Struct | Kind::Typedef) {
+                named.push((word(at)?, types.len() as u32));
+            }
             at += 12 + kind.extra_len((info & 0xffff) as usize);
         }
-        if at > type_end {
+        if at != type_end {
             bail!("the last type runs past the type section");
         }
         let mut btf = Self {
@@ -176,12 +181,9 @@ impl KernelBtf {
             strings,
             by_name: Vec::new(),
         };
-        btf.by_name = (1..=btf.types.len() as u32)
-            .filter_map(|id| {
-                let ty = btf.ty(id)?;
-                matches!(ty.kind, Kind::Struct | Kind::Typedef)
-                    .then(|| (btf.name_prefix(ty.name_off), id))
-            })
+        btf.by_name = named
+            .into_iter()
+            .map(|(name_off, id)| (btf.name_prefix(name_off), id))
             .collect();
         Ok(btf)
     }

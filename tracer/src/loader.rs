@@ -4,9 +4,9 @@ use std::{os::fd::AsFd, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError, TracePoint, UProbe},
+    programs::{BtfTracePoint, Program, ProgramError, TracePoint, UProbe},
 };
 use tracer_common::task::{Filter, TaskLayout};
 
@@ -219,19 +219,31 @@ impl Probes {
             .iter()
             .map(|tp| kernel.tracefs.format(tp.category, tp.name))
             .collect::<Result<Vec<_>>>()?;
-        for (tp, format) in tracepoints.iter().zip(&formats) {
-            let btf_result = match (index, tp.args) {
+        // Whether each can be a BTF tracepoint, as far as the kernel's BTF tells.
+        let mut btf_results: Vec<Result<()>> = tracepoints
+            .iter()
+            .map(|tp| match (index, tp.args) {
                 (None, _) => Err(anyhow!("--attach classic")),
                 (_, None) => Err(anyhow!("tracer has no BTF program for it")),
-                (Some(index), Some(expected)) => match kernel.btf.tracepoint_args(tp.name) {
-                    Some(args) if args == expected => self.attach_btf(tp, index),
+                (Some(_), Some(expected)) => match kernel.btf.tracepoint_args(tp.name) {
+                    Some(args) if args == expected => Ok(()),
                     Some(args) => Err(anyhow!(
                         "its arguments are ({}) on this kernel",
                         args.join(", ")
                     )),
                     None => Err(anyhow!("the kernel's BTF has no btf_trace_{}", tp.name)),
                 },
-            };
+            })
+            .collect();
+        if let Some(index) = index {
+            self.load_btf(tracepoints, &mut btf_results, index);
+        }
+        for ((tp, format), btf_result) in tracepoints.iter().zip(&formats).zip(btf_results) {
+            let btf_result = btf_result.and_then(|()| {
+                let program: &mut BtfTracePoint = self.program(tp.program)?;
+                program.attach()?;
+                Ok(())
+            });
             let why_not_btf = match btf_result {
                 Ok(()) => {
                     self.say(format_args!("{}:{}: BTF tracepoint", tp.category, tp.name));
@@ -257,14 +269,35 @@ impl Probes {
         Ok(())
     }
 
-    fn attach_btf(&mut self, tp: &Tracepoint, index: &aya::Btf) -> Result<()> {
+    /// Loads the BTF program of each tracepoint whose result is still `Ok`, and records how
+    /// that went. The verifier takes most of the time of starting up: they load on two threads.
+    fn load_btf(&mut self, tracepoints: &[Tracepoint], results: &mut [Result<()>], index: &Btf) {
         let verbose = self.verbose;
-        let program: &mut BtfTracePoint = self.program(tp.program)?;
-        program
-            .load(tp.name, index)
-            .map_err(|err| rejected(tp.program, err, verbose))?;
-        program.attach()?;
-        Ok(())
+        let mut loads: Vec<BtfLoad> = tracepoints
+            .iter()
+            .zip(results.iter_mut())
+            .filter(|(_, result)| result.is_ok())
+            .map(|(tracepoint, result)| BtfLoad {
+                tracepoint,
+                result,
+                program: None,
+            })
+            .collect();
+        for (name, program) in self.ebpf.programs_mut() {
+            if let Some(load) = loads
+                .iter_mut()
+                .find(|load| load.tracepoint.program == name)
+            {
+                load.program = Some(program);
+            }
+        }
+        let run = |load: &mut BtfLoad| load.run(index, verbose);
+        let half = loads.len() / 2;
+        let (first, second) = loads.split_at_mut(half);
+        std::thread::scope(|scope| {
+            scope.spawn(|| first.iter_mut().for_each(run));
+            second.iter_mut().for_each(run);
+        });
     }
 
     fn attach_classic(&mut self, tp: &Tracepoint) -> Result<()> {
@@ -431,5 +464,28 @@ fn rejected(program: &str, err: ProgramError, verbose: bool) -> anyhow::Error {
             anyhow!("the kernel rejected program {program}: {io_error}{hint}")
         }
         err => anyhow!("cannot load program {program}: {err}"),
+    }
+}
+
+/// Loading one tracepoint's BTF program.
+struct BtfLoad<'a> {
+    tracepoint: &'a Tracepoint,
+    result: &'a mut Result<()>,
+    program: Option<&'a mut Program>,
+}
+
+impl BtfLoad<'_> {
+    fn run(&mut self, index: &Btf, verbose: bool) {
+        let name = self.tracepoint.program;
+        *self.result = match self.program.as_deref_mut() {
+            None => Err(anyhow!("tracer's eBPF object has no program {name}")),
+            Some(program) => <&mut BtfTracePoint>::try_from(program)
+                .map_err(anyhow::Error::from)
+                .and_then(|program| {
+                    program
+                        .load(self.tracepoint.name, index)
+                        .map_err(|err| rejected(name, err, verbose))
+                }),
+        };
     }
 }
