@@ -1,7 +1,10 @@
 //! The running kernel's BTF, read lean: the few facts tracer needs (struct member offsets, enum
 //! values, which BTF tracepoints exist) without materialising the 150k types of a vmlinux.
 
-use std::path::{Path, PathBuf};
+use std::{
+    cell::RefCell,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -113,13 +116,26 @@ impl Type<'_> {
 
 pub struct KernelBtf {
     data: Bytes,
+    strings: std::ops::Range<usize>,
+    /// The records walked so far. Records vary in length, so reaching one means walking all
+    /// before it; the types tracer asks for come early (ids below 20k of ~130k on 6.18), so
+    /// lookups walk only as far as they need, and only a miss walks it all.
+    walked: RefCell<Walked>,
+}
+
+struct Walked {
+    /// Where the next record starts, and where the type section ends.
+    at: usize,
+    end: usize,
     /// Byte offset (in `data`) of each type record; index = type id - 1.
     types: Vec<u32>,
-    strings: std::ops::Range<usize>,
     /// (first 8 bytes of the name, id) of each struct and typedef: lookups scan this instead of
     /// decoding all types.
     by_name: Vec<(u64, u32)>,
 }
+
+/// Records walked at a time when a lookup needs more.
+const WALK_STEP: usize = 2048;
 
 impl KernelBtf {
     pub fn open(path: &Path) -> Result<Self> {
@@ -159,37 +175,57 @@ impl KernelBtf {
         if type_end > data.len() || strings.end > data.len() {
             bail!("sections run past the end of the file");
         }
-        // One pass: each record's offset, and the name of each struct and typedef for lookups.
-        let mut types = Vec::with_capacity(type_len / 16);
-        let mut named = Vec::new();
-        let mut at = type_start;
-        while at + 12 <= type_end {
-            let info = word(at + 4)?;
-            let kind = Kind::from_info(info).with_context(|| format!("unknown kind at {at}"))?;
-            types.push(at as u32);
-            if matches!(kind, Kind::Struct | Kind::Typedef) {
-                named.push((word(at)?, types.len() as u32));
-            }
-            at += 12 + kind.extra_len((info & 0xffff) as usize);
-        }
-        if at != type_end {
-            bail!("the last type runs past the type section");
-        }
-        let mut btf = Self {
+        Ok(Self {
             data,
-            types,
             strings,
-            by_name: Vec::new(),
-        };
-        btf.by_name = named
-            .into_iter()
-            .map(|(name_off, id)| (btf.name_prefix(name_off), id))
-            .collect();
-        Ok(btf)
+            walked: RefCell::new(Walked {
+                at: type_start,
+                end: type_end,
+                types: Vec::new(),
+                by_name: Vec::new(),
+            }),
+        })
+    }
+
+    /// Walks up to `count` more records; false once all are walked. A malformed record ends
+    /// the walk, as if the types ended there.
+    fn walk(&self, count: usize) -> bool {
+        let walked = &mut *self.walked.borrow_mut();
+        for _ in 0..count {
+            let Some((kind, name_off, next)) = self.record(walked.at, walked.end) else {
+                walked.at = walked.end;
+                return false;
+            };
+            walked.types.push(walked.at as u32);
+            if matches!(kind, Kind::Struct | Kind::Typedef) {
+                let id = walked.types.len() as u32;
+                walked.by_name.push((self.name_prefix(name_off), id));
+            }
+            walked.at = next;
+        }
+        true
+    }
+
+    /// Kind, name offset and end of the record at `at`, if a whole one lies before `end`.
+    fn record(&self, at: usize, end: usize) -> Option<(Kind, u32, usize)> {
+        if at + 12 > end {
+            return None;
+        }
+        let word = |at: usize| u32::from_le_bytes(self.data[at..at + 4].try_into().unwrap());
+        let info = word(at + 4);
+        let kind = Kind::from_info(info)?;
+        let next = at + 12 + kind.extra_len((info & 0xffff) as usize);
+        (next <= end).then_some((kind, word(at), next))
     }
 
     fn ty(&self, id: u32) -> Option<Type<'_>> {
-        let at = *self.types.get((id as usize).checked_sub(1)?)? as usize;
+        let index = (id as usize).checked_sub(1)?;
+        while self.walked.borrow().types.len() <= index {
+            if !self.walk(WALK_STEP) {
+                break;
+            }
+        }
+        let at = *self.walked.borrow().types.get(index)? as usize;
         let word = |at: usize| u32::from_le_bytes(self.data[at..at + 4].try_into().unwrap());
         let info = word(at + 4);
         let kind = Kind::from_info(info)?;
@@ -222,19 +258,35 @@ impl KernelBtf {
         &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
     }
 
-    /// Ids of the structs or typedefs named `name`.
-    fn find(&self, kind: Kind, name: &str) -> impl Iterator<Item = u32> + '_ {
+    /// The first struct or typedef named `name` that `accept`s, walking only as far as needed.
+    fn find(&self, kind: Kind, name: &str, accept: impl Fn(Type) -> bool) -> Option<u32> {
         debug_assert!(
             matches!(kind, Kind::Struct | Kind::Typedef),
             "only these are indexed"
         );
         let prefix = prefix(name.as_bytes());
-        let candidates = self.by_name.iter().filter(move |&&(p, _)| p == prefix);
-        let name = name.as_bytes().to_vec();
-        candidates.map(|&(_, id)| id).filter(move |&id| {
-            self.ty(id)
-                .is_some_and(|ty| ty.kind == kind && self.name(ty.name_off) == name)
-        })
+        let mut checked = 0;
+        let mut more = true;
+        loop {
+            let candidates: Vec<u32> = {
+                let walked = self.walked.borrow();
+                let new = &walked.by_name[checked..];
+                checked = walked.by_name.len();
+                new.iter()
+                    .filter(|&&(p, _)| p == prefix)
+                    .map(|&(_, id)| id)
+                    .collect()
+            };
+            let found = candidates.into_iter().find(|&id| {
+                self.ty(id).is_some_and(|ty| {
+                    ty.kind == kind && self.name(ty.name_off) == name.as_bytes() && accept(ty)
+                })
+            });
+            if found.is_some() || !more {
+                return found;
+            }
+            more = self.walk(WALK_STEP);
+        }
     }
 
     /// Byte offset of `path` (`"self.parent"`, members separated by dots) inside `struct name`,
@@ -250,8 +302,7 @@ impl KernelBtf {
     /// (type id, bit offset) of `path` in `struct name`.
     fn member_path(&self, name: &str, path: &str) -> Result<(u32, u32)> {
         let mut ty = self
-            .find(Kind::Struct, name)
-            .find(|&id| self.ty(id).is_some_and(|ty| ty.vlen() > 0))
+            .find(Kind::Struct, name, |ty| ty.vlen() > 0)
             .with_context(|| format!("struct {name} is not in the kernel's BTF"))?;
         let mut offset_bits = 0;
         for member in path.split('.') {
@@ -277,8 +328,7 @@ impl KernelBtf {
 
     /// Value of the enumerator `name` in any enum.
     pub fn enum_value(&self, name: &str) -> Option<i64> {
-        (1..=self.types.len() as u32).find_map(|id| {
-            let ty = self.ty(id)?;
+        (1..).map_while(|id| self.ty(id)).find_map(|ty| {
             let stride = match ty.kind {
                 Kind::Enum => 2,
                 Kind::Enum64 => 3,
@@ -296,9 +346,7 @@ impl KernelBtf {
     /// The C types of a BTF tracepoint's arguments (without the leading `void *__data`), e.g.
     /// `["struct task_struct *", "uid_t"]`; `None` when the kernel has no such tracepoint.
     pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
-        let typedef = self
-            .find(Kind::Typedef, &format!("btf_trace_{name}"))
-            .next()?;
+        let typedef = self.find(Kind::Typedef, &format!("btf_trace_{name}"), |_| true)?;
         let pointer = self.ty(self.ty(typedef)?.size_or_type)?;
         let proto = self
             .ty(pointer.size_or_type)
@@ -390,7 +438,7 @@ impl KernelBtf {
             .iter()
             .filter_map(|name| {
                 let typedef = format!("btf_trace_{name}");
-                Some((self.find(Kind::Typedef, &typedef).next()?, typedef))
+                Some((self.find(Kind::Typedef, &typedef, |_| true)?, typedef))
             })
             .collect();
         let last = wanted.iter().map(|&(id, _)| id).max().unwrap_or(0);
@@ -474,8 +522,7 @@ mod tests {
     fn tracepoint_index_keeps_the_kernels_type_ids() {
         let btf = kernel();
         let id = btf
-            .find(Kind::Typedef, "btf_trace_sched_switch")
-            .next()
+            .find(Kind::Typedef, "btf_trace_sched_switch", |_| true)
             .unwrap();
         let index = btf
             .tracepoint_index(&["sched_switch", "no_such_tracepoint"])
@@ -484,6 +531,18 @@ mod tests {
             .id_by_type_name_kind("btf_trace_sched_switch", aya_obj::btf::BtfKind::Typedef)
             .unwrap();
         assert_eq!(found, id);
+    }
+
+    #[test]
+    fn walks_only_as_far_as_lookups_need() {
+        let btf = kernel();
+        btf.member_offset("task_struct", "pid").unwrap();
+        let walked = btf.walked.borrow().types.len();
+        assert!(walked > 0);
+        assert_eq!(btf.tracepoint_args("no_such_tracepoint"), None);
+        let all = btf.walked.borrow().types.len();
+        assert!(walked < all, "{walked} of {all} walked for task_struct");
+        assert_eq!(btf.walked.borrow().at, btf.walked.borrow().end);
     }
 
     #[test]
