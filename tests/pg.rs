@@ -145,7 +145,9 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     let backend = session.query("SELECT pg_backend_pid()");
     let tracer = Tracer::start(&["pg", "--json", "-p", &backend]);
     // Faults in some 12k pages (50 MB of text), before the cgroup could not hold them.
+    let faults_before = page_faults(&backend);
     session.query("SELECT length(repeat('x', 50000000))");
+    let backend_faults = page_faults(&backend) - faults_before;
     memcg.set("cgroup.procs", &backend);
     session.query("SELECT 'idle control'");
     let read = format!(
@@ -188,9 +190,29 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
             "{}",
             finished.stderr
         );
+        // The query's faults are the backend's between the two reads, less the few it took
+        // receiving the query and sending the result.
         let faults = faulting["counters"]["page-faults"].as_u64().unwrap();
+        eprintln!("faulting query: {faults} page faults; the backend took {backend_faults}");
         assert!(faults > 1000, "{faulting:#}");
+        assert!(
+            faults <= backend_faults && faults * 100 >= backend_faults * 95,
+            "tracer counted {faults} page faults, the backend took {backend_faults}"
+        );
     }
+}
+
+/// Minor plus major page faults of a process, as /proc/PID/stat counts them.
+fn page_faults(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesized comm: state is field 3, minflt 10, majflt 12.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[7].parse::<u64>().unwrap() + fields[9].parse::<u64>().unwrap()
 }
 
 fn has_hardware_pmu() -> bool {

@@ -51,6 +51,10 @@ pub struct PgConfig {
     pub counters: u32,
     /// `task_struct.real_parent`
     pub task_real_parent: u32,
+    /// Where the counters are kept in `task_struct`, when all of them are software counters
+    /// the kernel keeps per task anyway: each is the sum of the `u64`s at up to two offsets
+    /// (0: none). All zero: the counters are perf events userspace opens per backend.
+    pub task_counters: [[u32; 2]; MAX_COUNTERS],
 }
 
 /// What a record is; every record starts with one.

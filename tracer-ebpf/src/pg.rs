@@ -183,13 +183,18 @@ fn parent_pid() -> u32 {
         .unwrap_or(0)
 }
 
-/// Reads the counters from `first` on into `values`; false when there are none.
+/// Reads the counters into `values`: from the current task where the kernel keeps them, else
+/// from the backend's perf events from slot `first` on. False when there are none.
 #[inline(always)]
 fn read_counters(first: u32, values: &mut [u64; MAX_COUNTERS]) -> bool {
+    let config = PG_CONFIG.load();
+    if config.task_counters[0][0] != 0 {
+        return read_task_counters(&config.task_counters, values);
+    }
     if first == NO_SLOT {
         return false;
     }
-    let count = PG_CONFIG.load().counters as usize;
+    let count = config.counters as usize;
     let map = &PG_COUNTERS as *const PerfEventArray<u32> as *mut core::ffi::c_void;
     for (i, value) in values.iter_mut().enumerate() {
         if i >= count {
@@ -202,6 +207,25 @@ fn read_counters(first: u32, values: &mut [u64; MAX_COUNTERS]) -> bool {
             return false;
         }
         *value = read.counter;
+    }
+    true
+}
+
+/// Per-task counts the kernel keeps in `task_struct` (faults, context switches, migrations):
+/// reading them costs nothing between queries, where a perf event is switched with the task.
+#[inline(always)]
+fn read_task_counters(fields: &[[u32; 2]; MAX_COUNTERS], values: &mut [u64; MAX_COUNTERS]) -> bool {
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    for (value, offsets) in values.iter_mut().zip(fields) {
+        *value = 0;
+        for &offset in offsets {
+            if offset != 0 {
+                let Some(count) = read::<u64>(current, offset) else {
+                    return false;
+                };
+                *value += count;
+            }
+        }
     }
     true
 }

@@ -197,6 +197,17 @@ impl Counter {
         }
     }
 
+    /// The `task_struct` members whose sum the kernel keeps as this count for every task (the
+    /// software counters), so that it can be read without a perf event.
+    pub fn task_members(self) -> Option<&'static [&'static str]> {
+        match self {
+            Counter::PageFaults => Some(&["min_flt", "maj_flt"]),
+            Counter::ContextSwitches => Some(&["nvcsw", "nivcsw"]),
+            Counter::CpuMigrations => Some(&["se.nr_migrations"]),
+            Counter::LlcReferences | Counter::LlcMisses => None,
+        }
+    }
+
     fn type_and_config(self) -> (u32, u64) {
         use bindings::*;
         match self {

@@ -123,6 +123,11 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         choose_counters(&args.counters)?
     };
+    // Software counters are read where every task keeps them; hardware ones need a perf event
+    // per backend, which the kernel switches with the backend at every context switch.
+    let per_task_events = counters
+        .iter()
+        .any(|counter| counter.task_members().is_none());
     // -p names a server, not one process: the kernel side filters by postmaster.
     let mut trace = args.trace.clone();
     trace.pid = None;
@@ -132,13 +137,14 @@ pub fn run(args: Args) -> Result<()> {
             text_len: args.query_len,
             counters: counters.len() as u32,
             task_real_parent: real_parent(&kernel.btf)?,
-        };
-        Ok(vec![
-            Setting::global("PG_CONFIG", &config),
-            Setting::OwnMap {
-                name: "PG_COUNTERS",
-                map: perf::create_event_array("PG_COUNTERS", COUNTER_SLOTS)?,
+            task_counters: if per_task_events {
+                Default::default()
+            } else {
+                task_counters(&kernel.btf, &counters)?
             },
+        };
+        let mut settings = vec![
+            Setting::global("PG_CONFIG", &config),
             Setting::MapSize {
                 name: "EVENTS",
                 size: RING_BYTES,
@@ -147,9 +153,16 @@ pub fn run(args: Args) -> Result<()> {
                 name: "PG_THREADS",
                 size: 16384,
             },
-        ])
+        ];
+        if per_task_events {
+            settings.push(Setting::OwnMap {
+                name: "PG_COUNTERS",
+                map: perf::create_event_array("PG_COUNTERS", COUNTER_SLOTS)?,
+            });
+        }
+        Ok(settings)
     })?;
-    let counters = if session.probes.own_maps || counters.is_empty() {
+    let counters = if !per_task_events || session.probes.own_maps {
         counters
     } else {
         eprintln!(
@@ -162,8 +175,9 @@ pub fn run(args: Args) -> Result<()> {
         attach(&mut session.probes, plan, &mut cookie)?;
     }
     let attached: Vec<&str> = plans.iter().map(|plan| plan.used.as_str()).collect();
-    let mut counters = BackendCounters::new(counters);
-    // Running backends get their counters now; later ones when their first query shows them.
+    let mut counters = BackendCounters::new(counters, per_task_events);
+    // Perf counters: running backends get theirs now, later ones when their first query shows
+    // them.
     for pid in running_backends(&targets, server_pid) {
         counters.add(&mut session.probes, pid)?;
     }
@@ -192,6 +206,18 @@ pub fn run(args: Args) -> Result<()> {
 
 fn real_parent(btf: &KernelBtf) -> Result<u32> {
     btf.member_offset("task_struct", "real_parent")
+}
+
+/// Where the kernel keeps each of `counters` in `task_struct`.
+fn task_counters(btf: &KernelBtf, counters: &[Counter]) -> Result<[[u32; 2]; MAX_COUNTERS]> {
+    let mut fields = [[0; 2]; MAX_COUNTERS];
+    for (offsets, counter) in fields.iter_mut().zip(counters) {
+        let members = counter.task_members().unwrap_or_default();
+        for (offset, member) in offsets.iter_mut().zip(members) {
+            *offset = btf.member_offset("task_struct", member)?;
+        }
+    }
+    Ok(fields)
 }
 
 /// A postgres binary to attach to, as a path the kernel can resolve from here (through
@@ -457,17 +483,19 @@ fn choose_counters(requested: &[Counter]) -> Result<Vec<Counter>> {
     }
 }
 
-/// Per-backend counters, opened when a backend runs its first traced query and closed when it
-/// is gone. They count the backend thread itself wherever it runs, so a query that moves to
-/// another CPU is still charged exactly its own events.
+/// Per-query counters. Those the kernel keeps in every task are read there; the others are
+/// per-backend perf events, opened when a backend runs its first traced query and closed when
+/// it is gone. Either way they count the backend thread itself wherever it runs, so a query
+/// that moves to another CPU is still charged exactly its own events.
 struct BackendCounters {
     kinds: Vec<Counter>,
+    per_task_events: bool,
     open: HashMap<u32, (u32, Vec<OwnedFd>)>,
     free_slots: Vec<u32>,
 }
 
 impl BackendCounters {
-    fn new(kinds: Vec<Counter>) -> Self {
+    fn new(kinds: Vec<Counter>, per_task_events: bool) -> Self {
         let per_backend = kinds.len().max(1) as u32;
         Self {
             free_slots: (0..COUNTER_SLOTS / per_backend)
@@ -475,12 +503,13 @@ impl BackendCounters {
                 .map(|slot| slot * per_backend)
                 .collect(),
             kinds,
+            per_task_events,
             open: HashMap::new(),
         }
     }
 
     fn add(&mut self, probes: &mut Probes, tid: u32) -> Result<()> {
-        if self.kinds.is_empty() || self.open.contains_key(&tid) {
+        if !self.per_task_events || self.kinds.is_empty() || self.open.contains_key(&tid) {
             return Ok(());
         }
         self.forget_exited(probes)?;
@@ -566,7 +595,8 @@ struct QueryStats {
     reclaim_ns: u64,
     reclaim_count: u64,
     counters: [u64; MAX_COUNTERS],
-    /// Calls whose counters were read (a backend's first query goes without).
+    /// Calls whose counters were read (with perf counters, a backend's first query goes
+    /// without).
     counted_calls: u64,
 }
 
