@@ -3,7 +3,7 @@
 use std::{path::Path, process::Stdio};
 
 use anyhow::{Context, Result};
-use tracer_tests::Postgres;
+use tracer_tests::{Cgroup, Postgres};
 
 use crate::bench::{Tool, median};
 
@@ -19,11 +19,24 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
     // swings by a third from one run to the next, but it swings for both alike, so the ratio of
     // their throughputs shows what tracing costs. The second runs a copy of the binary, so that
     // uprobes (which belong to the file) stay out of the first.
+    //
+    // Even so, the two seldom get exactly half of the CPU each, which moves the TPS ratio by a
+    // few percent either way. The CPU time each server's processes take per transaction does
+    // not depend on their share: it is measured too, with a cpuacct cgroup per server (an
+    // accounting-only hierarchy here: it changes no scheduling), and the trap and kernel-program
+    // time of a probe is spent in the backend that hits it, so it lands there.
+    let accounts = [
+        Cgroup::create("cpuacct", "bench"),
+        Cgroup::create("cpuacct", "bench-traced"),
+    ];
     let plain = Postgres::start("bench");
     let traced = Postgres::start_own_binary("bench-traced");
-    for server in [&plain, &traced] {
+    for (server, account) in [&plain, &traced].into_iter().zip(&accounts) {
         server.pgbench(&["-i", "-s", "10", "-q"]);
+        // Backends fork from the postmaster, and so join its cgroup.
+        account.set("cgroup.procs", &server.pid().to_string());
     }
+    let servers = [(&plain, &accounts[0]), (&traced, &accounts[1])];
     let server = &traced;
     let postgres = server.binary().display().to_string();
     let histogram = format!(
@@ -73,10 +86,12 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
     ];
     let cpus = std::thread::available_parallelism()?.get() as f64;
     eprintln!("bench: warming up");
-    pgbench_both(&plain, &traced, 5)?;
+    pgbench_both(&servers, 5)?;
 
-    // Per configuration and round: traced TPS / plain TPS.
+    // Per configuration and round: traced TPS / plain TPS, and the traced server's CPU time per
+    // transaction (with the tool's) / the plain one's.
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut costs: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut failed: Vec<Option<String>> = vec![None; configs.len()];
     for round in 1..=rounds {
         for (i, config) in configs.iter().enumerate() {
@@ -94,18 +109,26 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
                 None => None,
             };
             let tool_cpu = tool.as_ref().map_or(0.0, Tool::cpu_seconds);
-            let (plain_tps, traced_tps) = pgbench_both(&plain, &traced, seconds)?;
+            let [plain_run, traced_run] = pgbench_both(&servers, seconds)?;
+            let (plain_tps, traced_tps) = (plain_run.tps, traced_run.tps);
             let tool_cpu = tool.as_ref().map_or(0.0, Tool::cpu_seconds) - tool_cpu;
             drop(tool);
+            costs[i].push(
+                (traced_run.cpu_seconds + tool_cpu)
+                    / traced_run.transactions
+                    / (plain_run.cpu_seconds / plain_run.transactions),
+            );
             // The tool's own process took CPU from both servers alike: charge it all to the
             // traced one. Either server's fair share is half the machine.
             let share = cpus * f64::from(seconds) / 2.0;
             let ratio = traced_tps / plain_tps * (share - tool_cpu) / share;
             eprintln!(
-                "bench: round {round}: {:<28} {traced_tps:>7.0} tps beside {plain_tps:>7.0} untraced, \
-                 tool {:.1} us CPU per traced transaction",
+                "bench: round {round}: {:<28} {traced_tps:>7.0} tps beside {plain_tps:>7.0} untraced; \
+                 CPU per transaction {:.1} us (tool {:.1} us) beside {:.1} us",
                 config.name,
-                tool_cpu * 1e6 / (traced_tps * f64::from(seconds)),
+                (traced_run.cpu_seconds + tool_cpu) * 1e6 / traced_run.transactions,
+                tool_cpu * 1e6 / traced_run.transactions,
+                plain_run.cpu_seconds * 1e6 / plain_run.transactions,
             );
             ratios[i].push(ratio);
         }
@@ -113,69 +136,114 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
 
     println!(
         "pg: pgbench -S -c 4 -j 2 on two identical servers at once, the second traced; \
-         {seconds} s per run, {rounds} rounds; medians of traced/untraced TPS"
+         {seconds} s per run, {rounds} rounds; medians"
+    );
+    println!(
+        "{:<28} {:>10} {:>8} {:>16} {:>9}",
+        "", "TPS ratio", "TPS loss", "CPU/txn ratio", "CPU cost"
     );
     // Against the round's untraced pair, so that any difference between the servers cancels.
-    let loss = |i: usize| {
+    let against_untraced = |values: &[Vec<f64>], i: usize, sign: f64| {
         median(
-            ratios[i]
+            values[i]
                 .iter()
-                .zip(&ratios[0])
-                .map(|(traced, plain)| 100.0 * (1.0 - traced / plain)),
+                .zip(&values[0])
+                .map(|(traced, plain)| sign * 100.0 * (traced / plain - 1.0)),
         )
     };
+    let loss = |i: usize| against_untraced(&ratios, i, -1.0);
+    let cost = |i: usize| against_untraced(&costs, i, 1.0);
     for (i, config) in configs.iter().enumerate() {
-        let ratio = median(ratios[i].iter().copied());
+        let (ratio, cpu) = (
+            median(ratios[i].iter().copied()),
+            median(costs[i].iter().copied()),
+        );
         match &failed[i] {
             Some(reason) => println!("{:<28} could not run here: {reason}", config.name),
-            None if i == 0 => println!("{:<28} {ratio:.3}", config.name),
-            None => println!("{:<28} {ratio:.3}  loss {:>5.1}%", config.name, loss(i)),
+            None if i == 0 => println!("{:<28} {ratio:>10.3} {:>8} {cpu:>16.3}", config.name, ""),
+            None => println!(
+                "{:<28} {ratio:>10.3} {:>7.1}% {cpu:>16.3} {:>8.1}%",
+                config.name,
+                loss(i),
+                cost(i)
+            ),
         }
     }
     let bpftrace = 2;
     for ours in [1, 3] {
-        println!(
-            "{} / bpftrace: loss ratio {:.2}; goal (at most half): {}",
-            configs[ours].name,
-            loss(ours) / loss(bpftrace),
-            if loss(ours) <= loss(bpftrace) / 2.0 {
+        let verdict = |ours: f64, theirs: f64| {
+            if ours <= theirs / 2.0 {
                 "met"
             } else {
                 "NOT met"
             }
+        };
+        println!(
+            "{} / bpftrace: TPS loss ratio {:.2} (goal, at most half: {}); CPU cost ratio {:.2} ({})",
+            configs[ours].name,
+            loss(ours) / loss(bpftrace),
+            verdict(loss(ours), loss(bpftrace)),
+            cost(ours) / cost(bpftrace),
+            verdict(cost(ours), cost(bpftrace)),
         );
     }
     Ok(())
 }
 
-/// pgbench -S on both servers at once; their TPS.
-fn pgbench_both(plain: &Postgres, traced: &Postgres, seconds: u32) -> Result<(f64, f64)> {
+/// One server's pgbench run.
+struct Run {
+    tps: f64,
+    transactions: f64,
+    /// CPU time its processes took meanwhile.
+    cpu_seconds: f64,
+}
+
+/// pgbench -S on both servers at once.
+fn pgbench_both(servers: &[(&Postgres, &Cgroup); 2], seconds: u32) -> Result<[Run; 2]> {
     let seconds = seconds.to_string();
     let args = ["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds];
-    let runs = [plain, traced].map(|server| {
+    let cpu = |account: &Cgroup| -> Result<f64> {
+        let usage = account.read("cpuacct.usage");
+        let ns: f64 = usage.trim().parse().context("reading cpuacct.usage")?;
+        Ok(ns / 1e9)
+    };
+    let cpu_before = [cpu(servers[0].1)?, cpu(servers[1].1)?];
+    let children = servers.map(|(server, _)| {
         server
             .pgbench_command(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
     });
-    let [plain, traced] = runs.map(|child| -> Result<f64> {
+    let outputs = children.map(|child| -> Result<String> {
         let output = child?.wait_with_output()?;
-        let out = String::from_utf8_lossy(&output.stdout);
-        out.lines()
-            .find_map(|line| {
-                line.strip_prefix("tps = ")?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .with_context(|| {
-                format!(
-                    "no tps in pgbench's output: {out}{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
     });
-    Ok((plain?, traced?))
+    let mut runs = Vec::new();
+    for ((output, (_, account)), before) in outputs.into_iter().zip(servers).zip(cpu_before) {
+        let output = output?;
+        let field = |prefix: &str| -> Result<f64> {
+            output
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix(prefix)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .with_context(|| format!("no '{prefix}' in pgbench's output: {output}"))
+        };
+        runs.push(Run {
+            tps: field("tps = ")?,
+            transactions: field("number of transactions actually processed: ")?,
+            cpu_seconds: cpu(account)? - before,
+        });
+    }
+    let [plain, traced]: [Run; 2] = runs.try_into().map_err(|_| anyhow::anyhow!("two runs"))?;
+    Ok([plain, traced])
 }
