@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use tracer_tests::{BpfObjects, Scratch, Tracer, assert_refused, run_tracer, tracer_bin};
+use tracer_tests::{
+    BpfObjects, Finished, Scratch, Tracer, assert_one_line_refusal, assert_refused, run_tracer,
+    tracer_bin,
+};
 
 fn as_is(_: &mut std::process::Command) {}
 
@@ -32,6 +35,31 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         "expected a positive number of seconds",
     );
     assert_refused(&["no-such-tool"], as_is, "unrecognized subcommand");
+}
+
+#[test]
+fn pids_of_a_pid_namespace_of_its_own_are_refused() {
+    // As in a sidecar container without the host's pid namespace, where tracer itself is pid 1:
+    // the kernel programs would compare that with host pids and never match.
+    for (args, instead) in [
+        (["direct-reclaim", "-p", "1"], "-c CGROUP or --comm"),
+        (["pg", "-p", "1"], "--bin PATH"),
+    ] {
+        let output = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(tracer_bin())
+            .args(args)
+            .output()
+            .expect("run unshare");
+        let finished = Finished {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        let what = format!("{args:?} in a pid namespace of its own");
+        let finished = assert_one_line_refusal(&what, finished, "pid namespace of its own");
+        assert!(finished.stderr.contains(instead), "{}", finished.stderr);
+    }
 }
 
 #[test]

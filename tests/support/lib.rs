@@ -184,30 +184,35 @@ pub fn assert_refused(
     configure: impl FnOnce(&mut Command),
     expected: &str,
 ) -> Finished {
-    let finished = run_tracer(args, configure);
+    assert_one_line_refusal(&format!("{args:?}"), run_tracer(args, configure), expected)
+}
+
+/// Asserts that a finished tracer (run as `what`) refused with exactly one line on stderr
+/// mentioning `expected`.
+pub fn assert_one_line_refusal(what: &str, finished: Finished, expected: &str) -> Finished {
     assert!(
         !finished.status.success(),
-        "{args:?} succeeded: {finished:#?}"
+        "{what} succeeded: {finished:#?}"
     );
     assert!(
         finished.status.code().is_some(),
-        "{args:?} died of a signal: {finished:#?}"
+        "{what} died of a signal: {finished:#?}"
     );
     let stderr = finished.stderr.trim_end();
     assert_eq!(
         stderr.lines().count(),
         1,
-        "{args:?} printed more than one line:\n{stderr}"
+        "{what} printed more than one line:\n{stderr}"
     );
     assert!(stderr.starts_with("tracer: "), "{stderr}");
     assert!(
         stderr.contains(expected),
-        "{args:?}: expected {expected:?} in {stderr:?}"
+        "{what}: expected {expected:?} in {stderr:?}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
         finished.stdout.is_empty(),
-        "{args:?} printed to stdout: {}",
+        "{what} printed to stdout: {}",
         finished.stdout
     );
     finished

@@ -241,6 +241,7 @@ fn targets(args: &Args) -> Result<(Vec<Target>, Option<u32>)> {
         ));
     }
     if let Some(pid) = args.trace.pid {
+        crate::options::check_pid(pid, "--bin PATH, or no target to find running servers")?;
         let exe = exe_of(pid).with_context(|| format!("no such process: {pid}"))?;
         let parent = parent_of(pid);
         // A backend's parent runs the same binary: the postmaster.
