@@ -91,6 +91,15 @@ fn normalize_into(query: &str, out: &mut String) {
                 out.push('?');
                 i = end;
             }
+            // A keyword or identifier, copied whole rather than a character at a time.
+            None if c.is_ascii_alphabetic() || c == b'_' => {
+                let len = bytes[i..]
+                    .iter()
+                    .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'$'))
+                    .unwrap_or(bytes.len() - i);
+                out.push_str(&query[i..i + len]);
+                i += len;
+            }
             None => {
                 let len = rest.chars().next().map_or(1, char::len_utf8);
                 out.push_str(&rest[..len]);
@@ -199,35 +208,24 @@ fn collapse_lists(text: &str, out: &mut String) {
 
 /// Position of the `(` of the next `IN (` followed only by `?`, commas and spaces, then `)`.
 fn find_in_list(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(found) = bytes[from..]
-        .windows(2)
-        .position(|pair| pair.eq_ignore_ascii_case(b"IN"))
-    {
-        let at = from + found;
-        from = at + 2;
-        let word_starts = at == 0 || !continues_word(&text[..at]);
-        let after = text[at + 2..].trim_start();
-        if !word_starts
-            || !after.starts_with('(')
-            || text[at + 2..].starts_with(|c: char| c.is_alphanumeric())
-        {
-            continue;
-        }
-        let open = text.len() - after.len();
-        let Some(close) = after.find(')') else {
-            continue;
-        };
-        let inside = &after[1..close];
-        if !inside.is_empty()
-            && inside.chars().all(|c| matches!(c, '?' | ',' | ' '))
-            && inside.contains('?')
-        {
-            return Some(open);
-        }
-    }
-    None
+    // Most queries have no parenthesis at all: look for those first, then at what precedes.
+    let is_list = |open: usize| {
+        let before = text[..open].trim_end_matches(' ');
+        let after_in = before.len().checked_sub(2);
+        let follows_in = after_in.is_some_and(|at| {
+            before.as_bytes()[at..].eq_ignore_ascii_case(b"IN") && !continues_word(&before[..at])
+        });
+        let inside = text[open + 1..]
+            .find(')')
+            .map(|close| &text[open + 1..open + 1 + close]);
+        follows_in
+            && inside.is_some_and(|inside| {
+                inside.contains('?') && inside.bytes().all(|c| matches!(c, b'?' | b',' | b' '))
+            })
+    };
+    text.match_indices('(')
+        .map(|(open, _)| open)
+        .find(|&open| is_list(open))
 }
 
 #[cfg(test)]
@@ -247,6 +245,11 @@ mod tests {
         assert_eq!(
             normalize("SELECT E'a\\'b', $$x$$, $tag$y$tag$, x'1f'"),
             "SELECT ?, ?, ?, ?"
+        );
+        // `$` inside an identifier starts no dollar quote.
+        assert_eq!(
+            normalize("SELECT a$b$c, t1.x FROM t1 WHERE y = 2"),
+            "SELECT a$b$c, t1.x FROM t1 WHERE y = ?"
         );
         assert_eq!(normalize("SELECT -1, 2 - 3, a-4"), "SELECT ?, ? - ?, a-?");
     }
@@ -288,6 +291,11 @@ mod tests {
             "select ? where a in (...) and b IN (select c from d)"
         );
         assert_eq!(normalize("SELECT min(x) FROM t"), "SELECT min(x) FROM t");
+        assert_eq!(
+            normalize("SELECT min(7), 2 IN(3, 4)"),
+            "SELECT min(?), ? IN(...)"
+        );
+        assert_eq!(normalize("SELECT f(1) IN (2"), "SELECT f(?) IN (?");
     }
 
     #[test]
