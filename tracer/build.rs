@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Drops the DWARF sections from the kernel programs' object. The linker needs them to emit
-/// BTF, which stays; aya has no use for them, yet walks their ~30k relocations at every load.
+/// BTF, which stays; aya has no use for them, yet walks their ~24k relocations at every load.
 fn strip_dwarf(path: &std::path::Path) -> anyhow::Result<()> {
     let data = std::fs::read(path)?;
     let mut elf = object::build::elf::Builder::read(data.as_slice())?;
