@@ -22,19 +22,21 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
     //
     // Even so, the two seldom get exactly half of the CPU each, which moves the TPS ratio by a
     // few percent either way. The CPU time each server's processes take per transaction does
-    // not depend on their share: it is measured too, with a cpuacct cgroup per server (an
-    // accounting-only hierarchy here: it changes no scheduling), and the trap and kernel-program
-    // time of a probe is spent in the backend that hits it, so it lands there.
+    // not depend on their share: it is measured too, with a cgroup per server (see
+    // CpuAccount), and the trap and kernel-program time of a probe is spent in the backend that
+    // hits it, so it lands there.
     let accounts = [
-        Cgroup::create("cpuacct", "bench"),
-        Cgroup::create("cpuacct", "bench-traced"),
+        CpuAccount::create("bench"),
+        CpuAccount::create("bench-traced"),
     ];
     let plain = Postgres::start("bench");
     let traced = Postgres::start_own_binary("bench-traced");
     for (server, account) in [&plain, &traced].into_iter().zip(&accounts) {
         server.pgbench(&["-i", "-s", "10", "-q"]);
         // Backends fork from the postmaster, and so join its cgroup.
-        account.set("cgroup.procs", &server.pid().to_string());
+        account
+            .cgroup
+            .set("cgroup.procs", &server.pid().to_string());
     }
     let servers = [(&plain, &accounts[0]), (&traced, &accounts[1])];
     let server = &traced;
@@ -199,15 +201,10 @@ struct Run {
 }
 
 /// pgbench -S on both servers at once.
-fn pgbench_both(servers: &[(&Postgres, &Cgroup); 2], seconds: u32) -> Result<[Run; 2]> {
+fn pgbench_both(servers: &[(&Postgres, &CpuAccount); 2], seconds: u32) -> Result<[Run; 2]> {
     let seconds = seconds.to_string();
     let args = ["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds];
-    let cpu = |account: &Cgroup| -> Result<f64> {
-        let usage = account.read("cpuacct.usage");
-        let ns: f64 = usage.trim().parse().context("reading cpuacct.usage")?;
-        Ok(ns / 1e9)
-    };
-    let cpu_before = [cpu(servers[0].1)?, cpu(servers[1].1)?];
+    let cpu_before = [servers[0].1.seconds()?, servers[1].1.seconds()?];
     let children = servers.map(|(server, _)| {
         server
             .pgbench_command(&args)
@@ -241,9 +238,49 @@ fn pgbench_both(servers: &[(&Postgres, &Cgroup); 2], seconds: u32) -> Result<[Ru
         runs.push(Run {
             tps: field("tps = ")?,
             transactions: field("number of transactions actually processed: ")?,
-            cpu_seconds: cpu(account)? - before,
+            cpu_seconds: account.seconds()? - before,
         });
     }
     let [plain, traced]: [Run; 2] = runs.try_into().map_err(|_| anyhow::anyhow!("two runs"))?;
     Ok([plain, traced])
+}
+
+/// A cgroup that accounts the CPU time of a server's processes: in cgroup v1's cpuacct
+/// hierarchy where there is one (accounting only, it changes no scheduling), else in the v2
+/// hierarchy, whose `cpu.stat` counts usage without the cpu controller.
+struct CpuAccount {
+    cgroup: Cgroup,
+    v1: bool,
+}
+
+impl CpuAccount {
+    fn create(name: &str) -> Self {
+        let root = Path::new("/sys/fs/cgroup");
+        let (hierarchy, v1) = if root.join("cpuacct/cpuacct.usage").exists() {
+            ("cpuacct", true)
+        } else if root.join("unified/cgroup.procs").exists() {
+            ("unified", false)
+        } else {
+            (".", false)
+        };
+        Self {
+            cgroup: Cgroup::create(hierarchy, name),
+            v1,
+        }
+    }
+
+    /// CPU time its processes took so far.
+    fn seconds(&self) -> Result<f64> {
+        let (file, field, per_second) = if self.v1 {
+            ("cpuacct.usage", "", 1e9)
+        } else {
+            ("cpu.stat", "usage_usec", 1e6)
+        };
+        let text = self.cgroup.read(file);
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.trim().parse::<f64>().ok())
+            .with_context(|| format!("no {field} in {file}: {text}"))?;
+        Ok(value / per_second)
+    }
 }
