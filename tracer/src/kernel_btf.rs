@@ -199,7 +199,7 @@ impl KernelBtf {
             walked.types.push(walked.at as u32);
             if matches!(kind, Kind::Struct | Kind::Typedef) {
                 let id = walked.types.len() as u32;
-                walked.by_name.push((self.name_prefix(name_off), id));
+                walked.by_name.push((prefix(self.name(name_off)), id));
             }
             walked.at = next;
         }
@@ -211,11 +211,15 @@ impl KernelBtf {
         if at + 12 > end {
             return None;
         }
-        let word = |at: usize| u32::from_le_bytes(self.data[at..at + 4].try_into().unwrap());
-        let info = word(at + 4);
+        let info = self.word(at + 4);
         let kind = Kind::from_info(info)?;
         let next = at + 12 + kind.extra_len((info & 0xffff) as usize);
-        (next <= end).then_some((kind, word(at), next))
+        (next <= end).then_some((kind, self.word(at), next))
+    }
+
+    /// The little-endian word at `at`, which callers have checked lies in the data.
+    fn word(&self, at: usize) -> u32 {
+        u32::from_le_bytes(self.data[at..at + 4].try_into().unwrap())
     }
 
     fn ty(&self, id: u32) -> Option<Type<'_>> {
@@ -226,30 +230,15 @@ impl KernelBtf {
             }
         }
         let at = *self.walked.borrow().types.get(index)? as usize;
-        let word = |at: usize| u32::from_le_bytes(self.data[at..at + 4].try_into().unwrap());
-        let info = word(at + 4);
-        let kind = Kind::from_info(info)?;
-        let extra_len = kind.extra_len((info & 0xffff) as usize);
+        // Walked records are whole.
+        let (kind, name_off, next) = self.record(at, self.data.len())?;
         Some(Type {
             kind,
-            name_off: word(at),
-            info,
-            size_or_type: word(at + 8),
-            extra: &self.data[at + 12..at + 12 + extra_len],
+            name_off,
+            info: self.word(at + 4),
+            size_or_type: self.word(at + 8),
+            extra: &self.data[at + 12..next],
         })
-    }
-
-    /// [`prefix`] of the name at `offset`, without finding its end.
-    fn name_prefix(&self, offset: u32) -> u64 {
-        let start = (self.strings.start + offset as usize).min(self.strings.end);
-        let mut word = [0u8; 8];
-        for (byte, &b) in word.iter_mut().zip(&self.data[start..self.strings.end]) {
-            if b == 0 {
-                break;
-            }
-            *byte = b;
-        }
-        u64::from_le_bytes(word)
     }
 
     fn name(&self, offset: u32) -> &[u8] {
