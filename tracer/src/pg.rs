@@ -123,11 +123,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         choose_counters(&args.counters)?
     };
-    // Software counters are read where every task keeps them; hardware ones need a perf event
-    // per backend, which the kernel switches with the backend at every context switch.
-    let per_task_events = counters
-        .iter()
-        .any(|counter| counter.task_members().is_none());
+    let per_backend_events = needs_perf_events(&counters);
     // -p names a server, not one process: the kernel side filters by postmaster.
     let mut trace = args.trace.clone();
     trace.pid = None;
@@ -137,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
             text_len: args.query_len,
             counters: counters.len() as u32,
             task_real_parent: real_parent(&kernel.btf)?,
-            task_counters: if per_task_events {
+            task_counters: if per_backend_events {
                 Default::default()
             } else {
                 task_counters(&kernel.btf, &counters)?
@@ -154,7 +150,7 @@ pub fn run(args: Args) -> Result<()> {
                 size: 16384,
             },
         ];
-        if per_task_events {
+        if per_backend_events {
             settings.push(Setting::OwnMap {
                 name: "PG_COUNTERS",
                 map: perf::create_event_array("PG_COUNTERS", COUNTER_SLOTS)?,
@@ -162,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         Ok(settings)
     })?;
-    let counters = if !per_task_events || session.probes.own_maps {
+    let counters = if !per_backend_events || session.probes.own_maps {
         counters
     } else {
         eprintln!(
@@ -175,7 +171,7 @@ pub fn run(args: Args) -> Result<()> {
         attach(&mut session.probes, plan, &mut cookie)?;
     }
     let attached: Vec<&str> = plans.iter().map(|plan| plan.used.as_str()).collect();
-    let mut counters = BackendCounters::new(counters, per_task_events);
+    let mut counters = BackendCounters::new(counters);
     // Perf counters: running backends get theirs now, later ones when their first query shows
     // them.
     for pid in running_backends(&targets, server_pid) {
@@ -206,6 +202,15 @@ pub fn run(args: Args) -> Result<()> {
 
 fn real_parent(btf: &KernelBtf) -> Result<u32> {
     btf.member_offset("task_struct", "real_parent")
+}
+
+/// Whether `counters` are read through perf events opened per backend: hardware ones are, and
+/// then all of them; software ones alone are read where the kernel keeps them in every task,
+/// which costs nothing between queries (a perf event is switched at every context switch).
+fn needs_perf_events(counters: &[Counter]) -> bool {
+    counters
+        .iter()
+        .any(|counter| counter.task_members().is_none())
 }
 
 /// Where the kernel keeps each of `counters` in `task_struct`.
@@ -490,27 +495,28 @@ fn choose_counters(requested: &[Counter]) -> Result<Vec<Counter>> {
 /// that moves to another CPU is still charged exactly its own events.
 struct BackendCounters {
     kinds: Vec<Counter>,
-    per_task_events: bool,
+    /// Whether they are perf events opened per backend (see [`needs_perf_events`]).
+    per_backend_events: bool,
     open: HashMap<u32, (u32, Vec<OwnedFd>)>,
     free_slots: Vec<u32>,
 }
 
 impl BackendCounters {
-    fn new(kinds: Vec<Counter>, per_task_events: bool) -> Self {
+    fn new(kinds: Vec<Counter>) -> Self {
         let per_backend = kinds.len().max(1) as u32;
         Self {
             free_slots: (0..COUNTER_SLOTS / per_backend)
                 .rev()
                 .map(|slot| slot * per_backend)
                 .collect(),
+            per_backend_events: needs_perf_events(&kinds),
             kinds,
-            per_task_events,
             open: HashMap::new(),
         }
     }
 
     fn add(&mut self, probes: &mut Probes, tid: u32) -> Result<()> {
-        if !self.per_task_events || self.kinds.is_empty() || self.open.contains_key(&tid) {
+        if !self.per_backend_events || self.open.contains_key(&tid) {
             return Ok(());
         }
         self.forget_exited(probes)?;
