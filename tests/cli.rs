@@ -45,17 +45,13 @@ fn pids_of_a_pid_namespace_of_its_own_are_refused() {
         (["direct-reclaim", "-p", "1"], "-c CGROUP or --comm"),
         (["pg", "-p", "1"], "--bin PATH"),
     ] {
-        let output = std::process::Command::new("unshare")
+        let finished: Finished = std::process::Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc"])
             .arg(tracer_bin())
             .args(args)
             .output()
-            .expect("run unshare");
-        let finished = Finished {
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
+            .expect("run unshare")
+            .into();
         let what = format!("{args:?} in a pid namespace of its own");
         let finished = assert_one_line_refusal(&what, finished, "pid namespace of its own");
         assert!(finished.stderr.contains(instead), "{}", finished.stderr);

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tracer_tests::{Cgroup, Finished, Json, Postgres, Tracer, assert_refused, run};
+use tracer_tests::{Cgroup, Finished, Json, Postgres, Tracer, assert_refused, proc_stat, run};
 
 /// The one summary of a `--json` run.
 fn summary(finished: &Finished) -> Json {
@@ -202,17 +202,10 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     }
 }
 
-/// Minor plus major page faults of a process, as /proc/PID/stat counts them.
+/// Minor plus major page faults of a process, as /proc/PID/stat counts them (fields 10, 12).
 fn page_faults(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesized comm: state is field 3, minflt 10, majflt 12.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[7].parse::<u64>().unwrap() + fields[9].parse::<u64>().unwrap()
+    let stat = proc_stat(pid.parse().unwrap());
+    stat[7].parse::<u64>().unwrap() + stat[9].parse::<u64>().unwrap()
 }
 
 fn has_hardware_pmu() -> bool {

@@ -170,12 +170,27 @@ pub fn run_tracer(args: &[&str], configure: impl FnOnce(&mut Command)) -> Finish
     let mut command = tracer();
     command.args(args);
     configure(&mut command);
-    let output = command.output().expect("run tracer");
-    Finished {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    command.output().expect("run tracer").into()
+}
+
+impl From<std::process::Output> for Finished {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
+}
+
+/// The fields of /proc/PID/stat after the parenthesized comm (which may hold spaces), so that
+/// field N of proc_pid_stat(5) is at index N - 3; empty when the process is gone.
+pub fn proc_stat(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.to_owned()))
+        .map(|fields| fields.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// Runs tracer and asserts it refused with exactly one line on stderr mentioning `expected`.

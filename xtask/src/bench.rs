@@ -199,20 +199,13 @@ impl Tool {
 
     /// CPU time the tool has used so far (utime + stime).
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let ticks: f64 = stat
-            .rsplit_once(')')
-            .map(|(_, fields)| {
-                // Fields 14 and 15 of stat(5), counted after the comm.
-                fields
-                    .split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|field| field.parse::<f64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0.0);
+        // Fields 14 and 15 of proc_pid_stat(5).
+        let ticks: f64 = tracer_tests::proc_stat(self.child.id())
+            .iter()
+            .skip(11)
+            .take(2)
+            .filter_map(|field| field.parse::<f64>().ok())
+            .sum();
         ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
     }
 }

@@ -241,8 +241,9 @@ fn pgbench_both(servers: &[(&Postgres, &CpuAccount); 2], seconds: u32) -> Result
             cpu_seconds: account.seconds()? - before,
         });
     }
-    let [plain, traced]: [Run; 2] = runs.try_into().map_err(|_| anyhow::anyhow!("two runs"))?;
-    Ok([plain, traced])
+    Ok(runs
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("a run per server")))
 }
 
 /// A cgroup that accounts the CPU time of a server's processes: in cgroup v1's cpuacct
