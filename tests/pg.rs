@@ -26,6 +26,16 @@ fn calls(summary: &Json, text: &str) -> u64 {
     query(summary, text)["calls"].as_u64().unwrap()
 }
 
+/// A `tracer pg --json` for each way of finding queries, both at once on the same server: what
+/// each measures must be the same.
+fn tracers(args: &[&str]) -> [(&'static str, Tracer); 2] {
+    ["probes", "socket"].map(|via| {
+        let mut all = vec!["pg", "--json", "--via", via];
+        all.extend(args);
+        (via, Tracer::start(&all))
+    })
+}
+
 #[test]
 fn query_counts_match_what_was_issued_and_pg_stat_statements() {
     let server = Postgres::start("counts");
@@ -33,7 +43,7 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
     // A backend that connected before tracer started.
     let mut early = server.session();
     early.query("SELECT 'connected'");
-    let tracer = Tracer::start(&["pg", "--json", "-p", &server.pid().to_string()]);
+    let tracers = tracers(&["-p", &server.pid().to_string()]);
     server.psql("SELECT pg_stat_statements_reset()");
 
     for _ in 0..3 {
@@ -57,7 +67,6 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
     // Extended protocol: prepared statements, 2 clients x 40 transactions of one SELECT.
     server.pgbench(&["-M", "prepared", "-S", "-t", "40", "-c", "2", "-n"]);
     drop((early, session));
-    let summary = summary(&tracer.stop());
 
     let expected = [
         ("SELECT ?", "SELECT $1", 7 + 3),
@@ -77,28 +86,31 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
             80,
         ),
     ];
-    for (normalized, pattern, issued) in expected {
-        let traced = calls(&summary, normalized);
-        let statements = server.statement_calls(pattern);
-        eprintln!(
-            "{normalized}: issued {issued}, tracer {traced}, pg_stat_statements {statements}"
+    for (via, tracer) in tracers {
+        let summary = summary(&tracer.stop());
+        for (normalized, pattern, issued) in expected {
+            let traced = calls(&summary, normalized);
+            let statements = server.statement_calls(pattern);
+            eprintln!(
+                "{normalized}: issued {issued}, tracer --via {via} {traced}, pg_stat_statements {statements}"
+            );
+            assert_eq!(traced, issued, "--via {via}: {normalized}");
+            assert_eq!(statements, issued, "{pattern}");
+        }
+        // Literals never show unless asked for.
+        let texts = summary["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["query"].as_str().unwrap());
+        assert!(
+            texts
+                .clone()
+                .all(|text| !text.contains("17") && !text.contains("bid = 3")),
+            "{summary:#}"
         );
-        assert_eq!(traced, issued, "{normalized}");
-        assert_eq!(statements, issued, "{pattern}");
+        assert_eq!(summary["lost"], 0);
     }
-    // Literals never show unless asked for.
-    let texts = summary["queries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["query"].as_str().unwrap());
-    assert!(
-        texts
-            .clone()
-            .all(|text| !text.contains("17") && !text.contains("bid = 3")),
-        "{summary:#}"
-    );
-    assert_eq!(summary["lost"], 0);
 }
 
 #[test]
@@ -143,7 +155,7 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     memcg.set("memory.limit_in_bytes", "32M");
     let mut session = server.session();
     let backend = session.query("SELECT pg_backend_pid()");
-    let tracer = Tracer::start(&["pg", "--json", "-p", &backend]);
+    let tracers = tracers(&["-p", &backend]);
     // Faults in some 12k pages (50 MB of text), before the cgroup could not hold them.
     let faults_before = page_faults(&backend);
     session.query("SELECT length(repeat('x', 50000000))");
@@ -156,9 +168,15 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     );
     assert_eq!(session.query(&read), (128u64 << 20).to_string());
     drop(session);
-    let finished = tracer.stop();
-    let summary = summary(&finished);
+    for (via, tracer) in tracers {
+        eprintln!("--via {via}:");
+        let finished = tracer.stop();
+        check_reclaim_and_counters(&finished, &memcg, backend_faults);
+    }
+}
 
+fn check_reclaim_and_counters(finished: &Finished, memcg: &Cgroup, backend_faults: u64) {
+    let summary = summary(finished);
     let reading = query(
         &summary,
         "SELECT sum(length(pg_read_binary_file(?, piece * ?, ?))) FROM generate_series(?, ?) piece",
@@ -191,7 +209,7 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
             finished.stderr
         );
         // The query's faults are the backend's between the two reads, less the few it took
-        // receiving the query and sending the result.
+        // receiving the query and sending the result (which, through the socket, are some).
         let faults = faulting["counters"]["page-faults"].as_u64().unwrap();
         eprintln!("faulting query: {faults} page faults; the backend took {backend_faults}");
         assert!(faults > 1000, "{faulting:#}");
@@ -259,6 +277,10 @@ fn what_is_not_postgres_is_refused_in_one_line() {
         ),
         (vec!["pg", "-p", "4194304"], "no such process: 4194304"),
         (
+            vec!["pg", "--via", "socket", "--bin", "/bin/true"],
+            "no PostgreSQL server runs /bin/true",
+        ),
+        (
             vec!["pg", "--bin", "/bin/true", "-p", "1"],
             "cannot be used with",
         ),
@@ -278,18 +300,28 @@ fn protocol_chooses_which_probes_queries_pass() {
     let pid = server.pid().to_string();
     let simple = Tracer::start(&["pg", "--json", "--protocol", "simple", "-p", &pid]);
     let portals = Tracer::start(&["pg", "--json", "--protocol", "extended", "-p", &pid]);
+    let executes = Tracer::start(&[
+        "pg",
+        "--json",
+        "--via",
+        "socket",
+        "--protocol",
+        "extended",
+        "-p",
+        &pid,
+    ]);
     let mut session = server.session();
     for _ in 0..6 {
         session.query("SELECT 17");
     }
     drop(session);
     server.pgbench(&["-M", "prepared", "-S", "-t", "25", "-c", "1", "-n"]);
-    let (simple, portals) = (simple.stop(), portals.stop());
+    let (simple, portals, executes) = (simple.stop(), portals.stop(), executes.stop());
     assert!(
         simple.stderr.contains("USDT postgresql:query__start/done)"),
         "{simple:#?}"
     );
-    let (simple, portals) = (summary(&simple), summary(&portals));
+    let (simple, portals, executes) = (summary(&simple), summary(&portals), summary(&executes));
     let prepared = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
 
     // Simple-protocol queries only: the prepared statement's Executes pass no probe.
@@ -299,5 +331,12 @@ fn protocol_chooses_which_probes_queries_pass() {
     // Portal runs: both, the simple queries timed as their execution.
     assert_eq!(calls(&portals, "SELECT ?"), 6);
     assert_eq!(calls(&portals, prepared), 25);
+    // Through the socket, extended-protocol Executes only.
+    assert_eq!(calls(&executes, prepared), 25);
+    let texts: Vec<_> = executes["queries"].as_array().unwrap().iter().collect();
+    assert!(
+        texts.iter().all(|q| q["query"] != "SELECT ?"),
+        "{executes:#}"
+    );
     assert_eq!(server.statement_calls("SELECT abalance%"), 25);
 }

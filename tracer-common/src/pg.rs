@@ -39,12 +39,25 @@ pub struct Site {
     pub query_string: u64,
 }
 
+/// Where a query's boundaries come from; a [`QueryDone`] says which.
+pub mod origin {
+    /// A portal run (`query__execute__start/done` or `PortalRun()`).
+    pub const PORTAL: u32 = 0;
+    /// A simple-protocol query (`query__start/done`).
+    pub const SIMPLE: u32 = 1;
+    /// A client request on the backend's socket, from its receipt to the ReadyForQuery that
+    /// answers it. The record carries the request's first bytes (protocol messages) instead of
+    /// query text.
+    pub const SOCKET: u32 = 2;
+}
+
 /// Settings of the kernel side.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PgConfig {
-    /// Only backends of this postmaster (and itself), or 0 for any.
-    pub server_pid: u32,
+    /// Only backends of the postmasters in `PG_SERVERS` (and those themselves) when 1; any
+    /// process reaching a probe when 0.
+    pub only_servers: u32,
     /// Bytes of query text to read, at most [`MAX_TEXT`].
     pub text_len: u32,
     /// Counters per backend, at most [`MAX_COUNTERS`].
@@ -89,9 +102,11 @@ pub struct QueryDone {
     /// start).
     pub counters_valid: u32,
     pub counters: [u64; MAX_COUNTERS],
-    /// 1 for the simple protocol (`query__start`/`query__done`), 0 for a portal run.
-    pub simple: u32,
-    pub _pad: u32,
+    /// An [`origin`] constant.
+    pub origin: u32,
+    /// For [`origin::SOCKET`]: the bytes the request's first receive returned, of which
+    /// `text_len` follow.
+    pub received: u32,
 }
 
 plain_old_data!(Site, PgConfig, Backend, QueryDone);

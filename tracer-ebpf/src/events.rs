@@ -50,8 +50,9 @@ pub fn emit_bytes_quietly(record: &[u8]) {
     }
 }
 
+/// Counts a record that could not be sent.
 #[inline(always)]
-fn count_lost() {
+pub fn count_lost() {
     if let Some(lost) = LOST.get_ptr_mut(0) {
         // Per-CPU slot: no other writer can race this increment.
         unsafe { *lost += 1 };

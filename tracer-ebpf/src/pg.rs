@@ -1,21 +1,25 @@
 //! `tracer pg`: PostgreSQL queries with the kernel time stolen from them.
 //!
-//! One uprobe program serves every probe site; its attach cookie names the [`Site`]. Per backend
-//! thread it keeps the query in progress, to which reclaim stalls and counter deltas are added.
+//! Query boundaries come from probes in the server or from its client sockets. One uprobe
+//! program serves every probe site; its attach cookie names the [`Site`]. The socket programs
+//! see the backend receive a request and send the ReadyForQuery that ends its answer; they run at
+//! every recv() and send() on the machine, so they do little for any other process. Per backend
+//! thread they keep the query in progress, to which reclaim stalls and counter deltas are added.
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::bpf_perf_event_value,
+    bindings::{bpf_perf_event_value, pt_regs},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_perf_event_read_value, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_perf_event_read_value, bpf_probe_read_user,
+        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, map, tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray},
     programs::{BtfTracePointContext, ProbeContext, TracePointContext},
 };
 use tracer_common::{
-    pg::{Backend, MAX_COUNTERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, site},
+    pg::{Backend, MAX_COUNTERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, origin, site},
     task::Task,
 };
 
@@ -27,6 +31,10 @@ use crate::{
 
 #[unsafe(no_mangle)]
 static PG_CONFIG: Global<PgConfig> = Global::new(unsafe { core::mem::zeroed() });
+
+/// The postmasters whose backends to trace, when `PgConfig::only_servers`.
+#[map]
+static PG_SERVERS: HashMap<u32, u8> = HashMap::with_max_entries(64, events::NO_PREALLOC);
 
 /// Probe sites, indexed by attach cookie.
 #[map]
@@ -56,12 +64,18 @@ struct Record {
 #[map]
 static PG_SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per backend thread: the record of the request it answers on its socket, which holds the
+/// request's first bytes from its receipt until the reply goes out (the receive buffer is
+/// reused by then). Kept from one request to the next; sized by `tracer pg --via socket`.
+#[map]
+static PG_REQUESTS: LruHashMap<u32, Record> = LruHashMap::with_max_entries(1, 0);
+
 #[derive(Clone, Copy)]
 struct Thread {
     traced: bool,
-    /// Whether a query runs, and whether it came in by the simple protocol.
+    /// Whether a query runs, and its [`origin`].
     active: bool,
-    simple: bool,
+    origin: u8,
     /// Portal runs nested inside the query.
     depth: u8,
     /// First slot of the thread's counters, once userspace opened them.
@@ -92,12 +106,15 @@ pub fn pg_probe(ctx: ProbeContext) -> u32 {
     if !thread.traced {
         return 0;
     }
+    let portal = thread.origin == origin::PORTAL as u8;
     match site.kind {
-        site::QUERY_START => start(&ctx, site, tid, thread, true),
-        site::EXECUTE_START if !thread.active => start(&ctx, site, tid, thread, false),
+        site::QUERY_START => start_at_site(&ctx, site, tid, thread, origin::SIMPLE),
+        site::EXECUTE_START if !thread.active => {
+            start_at_site(&ctx, site, tid, thread, origin::PORTAL)
+        }
         // A portal inside a simple query, or nested in another portal run.
-        site::EXECUTE_START if !thread.simple => thread.depth += 1,
-        site::EXECUTE_DONE if thread.active && !thread.simple => {
+        site::EXECUTE_START if portal => thread.depth += 1,
+        site::EXECUTE_DONE if thread.active && portal => {
             if thread.depth > 0 {
                 thread.depth -= 1;
                 return 0;
@@ -112,7 +129,7 @@ pub fn pg_probe(ctx: ProbeContext) -> u32 {
             };
             done(tid, thread, text);
         }
-        site::QUERY_DONE if thread.active && thread.simple => {
+        site::QUERY_DONE if thread.active && thread.origin == origin::SIMPLE as u8 => {
             let text = usdt::read(ctx.regs, &site.query).unwrap_or(0);
             done(tid, thread, text);
         }
@@ -127,15 +144,15 @@ fn thread(tid: u32) -> Option<*mut Thread> {
     if let Some(thread) = PG_THREADS.get_ptr_mut(tid) {
         return Some(thread);
     }
-    let config = PG_CONFIG.load();
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let is_server = |pid| unsafe { PG_SERVERS.get(pid) }.is_some();
     let in_server =
-        config.server_pid == 0 || pid == config.server_pid || parent_pid() == config.server_pid;
+        PG_CONFIG.load().only_servers == 0 || is_server(&pid) || is_server(&parent_pid());
     let traced = in_server && task::current().is_some();
     let thread = Thread {
         traced,
         active: false,
-        simple: false,
+        origin: 0,
         depth: 0,
         counter_slot: NO_SLOT,
         start_ns: 0,
@@ -157,15 +174,22 @@ fn thread(tid: u32) -> Option<*mut Thread> {
 }
 
 #[inline(always)]
-fn start(ctx: &ProbeContext, site: &Site, tid: u32, thread: &mut Thread, simple: bool) {
-    thread.active = true;
-    thread.simple = simple;
-    thread.depth = 0;
+fn start_at_site(ctx: &ProbeContext, site: &Site, tid: u32, thread: &mut Thread, origin: u32) {
     thread.bias = unsafe { (*ctx.regs).rip }.wrapping_sub(site.address);
+    start(tid, thread, origin);
+}
+
+#[inline(always)]
+fn start(tid: u32, thread: &mut Thread, origin: u32) {
+    thread.active = true;
+    thread.origin = origin as u8;
+    thread.depth = 0;
     thread.reclaim_begin_ns = 0;
     thread.reclaim_ns = 0;
     thread.reclaim_count = 0;
-    if thread.counter_slot == NO_SLOT
+    let per_backend_events = PG_CONFIG.load().task_counters[0][0] == 0;
+    if per_backend_events
+        && thread.counter_slot == NO_SLOT
         && let Some(&slot) = unsafe { PG_COUNTER_SLOTS.get(tid) }
     {
         thread.counter_slot = slot;
@@ -216,31 +240,60 @@ fn read_counters(first: u32, values: &mut [u64; MAX_COUNTERS]) -> bool {
 #[inline(always)]
 fn read_task_counters(fields: &[[u32; 2]; MAX_COUNTERS], values: &mut [u64; MAX_COUNTERS]) -> bool {
     let current = unsafe { bpf_get_current_task() } as *const u8;
-    for (value, offsets) in values.iter_mut().zip(fields) {
-        *value = 0;
-        for &offset in offsets {
-            if offset != 0 {
-                let Some(count) = read::<u64>(current, offset) else {
-                    return false;
-                };
-                *value += count;
-            }
-        }
+    for (value, &[first, second]) in values.iter_mut().zip(fields) {
+        // Each read is a helper call: two neighbours are read at once.
+        let sum = match (first, second) {
+            (0, _) => Some(0),
+            (_, 0) => read::<u64>(current, first),
+            _ if second == first + 8 => read::<[u64; 2]>(current, first).map(|[a, b]| a + b),
+            _ => read::<u64>(current, first)
+                .zip(read::<u64>(current, second))
+                .map(|(a, b)| a + b),
+        };
+        let Some(sum) = sum else {
+            return false;
+        };
+        *value = sum;
     }
     true
 }
 
+/// A probed query ends: sends its record with its text, read from `text`.
 #[inline(always)]
 fn done(tid: u32, thread: &mut Thread, text: u64) {
+    let Some(scratch) = PG_SCRATCH.get_ptr_mut(0) else {
+        thread.active = false;
+        return;
+    };
+    let scratch = unsafe { &mut *scratch };
+    finish(tid, thread, &mut scratch.done);
+    let limit = (PG_CONFIG.load().text_len as usize).min(MAX_TEXT);
+    let len = if text == 0 {
+        0
+    } else {
+        unsafe { bpf_probe_read_user_str_bytes(text as *const u8, &mut scratch.text[..limit]) }
+            .map_or(0, |bytes| bytes.len())
+    };
+    scratch.done.text_len = len as u32;
+    scratch.done.received = 0;
+    send(scratch);
+}
+
+/// Sends a record with the `done.text_len` bytes of text after its header.
+#[inline(always)]
+fn send(record: &Record) {
+    let size = (size_of::<QueryDone>() + record.done.text_len as usize).min(size_of::<Record>());
+    let bytes = unsafe { core::slice::from_raw_parts(record as *const Record as *const u8, size) };
+    events::emit_bytes_quietly(bytes);
+}
+
+/// Ends the thread's query and fills in `record`, all but the text.
+#[inline(always)]
+fn finish(tid: u32, thread: &mut Thread, record: &mut QueryDone) {
     let now = unsafe { bpf_ktime_get_ns() };
     thread.active = false;
     let mut end = [0u64; MAX_COUNTERS];
     let counters_valid = thread.counters_valid != 0 && read_counters(thread.counter_slot, &mut end);
-    let Some(scratch) = PG_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    let scratch = unsafe { &mut *scratch };
-    let record = &mut scratch.done;
     record.kind = kind::QUERY;
     record.task = Task {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
@@ -260,18 +313,107 @@ fn done(tid: u32, thread: &mut Thread, text: u64) {
             0
         };
     }
-    record.simple = thread.simple as u32;
-    let limit = (PG_CONFIG.load().text_len as usize).min(MAX_TEXT);
-    let len = if text == 0 {
-        0
-    } else {
-        unsafe { bpf_probe_read_user_str_bytes(text as *const u8, &mut scratch.text[..limit]) }
-            .map_or(0, |bytes| bytes.len())
+    record.origin = thread.origin as u32;
+}
+
+/// The traced thread calling, or `None` for any other.
+#[inline(always)]
+fn traced_thread(tid: u32) -> Option<&'static mut Thread> {
+    let thread = unsafe { &mut *thread(tid)? };
+    thread.traced.then_some(thread)
+}
+
+/// Message types a client begins a request with: Query, Parse, Bind, Execute, Describe, Close,
+/// Sync, FunctionCall, Flush. Not: Terminate, copy data, passwords, a startup packet (its
+/// first byte is its length's top byte, 0), or TLS records.
+const REQUEST_TYPES: &[u8] = b"QPBEDCSFH";
+
+/// Bytes that end a backend's reply: ReadyForQuery, five bytes long, then the transaction
+/// status.
+const READY_FOR_QUERY: [u8; 5] = [b'Z', 0, 0, 0, 5];
+
+/// A field of a classic tracepoint's record: read in place, where a helper call would cost more.
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    unsafe { *(ctx.as_ptr() as *const u8).add(offset).cast::<T>() }
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
+pub fn pg_received_tp(ctx: TracePointContext) -> u32 {
+    let tid = task::current_tid();
+    let Some(thread) = traced_thread(tid) else {
+        return 0;
     };
-    scratch.done.text_len = len as u32;
-    let size = (size_of::<QueryDone>() + len).min(size_of::<Record>());
-    let bytes = unsafe { core::slice::from_raw_parts(scratch as *const Record as *const u8, size) };
-    events::emit_bytes_quietly(bytes);
+    let received: i64 = field(&ctx, 16);
+    if thread.active || received <= 0 {
+        return 0;
+    }
+    // The buffer is the second argument, still in the registers saved at the syscall's entry:
+    // read here, it spares a program at every entry.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let buffer = unsafe { (*regs).rsi };
+    let Ok(first) = (unsafe { bpf_probe_read_user(buffer as *const u8) }) else {
+        return 0;
+    };
+    if !REQUEST_TYPES.contains(&first) {
+        return 0;
+    }
+    let Some(request) = request(tid) else {
+        events::count_lost();
+        return 0;
+    };
+    let limit = (PG_CONFIG.load().text_len as usize).min(MAX_TEXT);
+    let len = (received as usize).min(limit);
+    let text = &mut request.text[..len];
+    if unsafe { bpf_probe_read_user_buf(buffer as *const u8, text) }.is_err() {
+        return 0;
+    }
+    request.done.text_len = len as u32;
+    request.done.received = received.min(u32::MAX as i64) as u32;
+    start(tid, thread, origin::SOCKET);
+    0
+}
+
+/// The thread's request record, made at its first request.
+#[inline(always)]
+fn request(tid: u32) -> Option<&'static mut Record> {
+    if let Some(request) = PG_REQUESTS.get_ptr_mut(tid) {
+        return Some(unsafe { &mut *request });
+    }
+    // Too big for the stack: a new one is copied from scratch.
+    let scratch = unsafe { &*PG_SCRATCH.get_ptr_mut(0)? };
+    PG_REQUESTS.insert(tid, scratch, 0).ok()?;
+    Some(unsafe { &mut *PG_REQUESTS.get_ptr_mut(tid)? })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn pg_send_tp(ctx: TracePointContext) -> u32 {
+    let tid = task::current_tid();
+    let Some(thread) = traced_thread(tid) else {
+        return 0;
+    };
+    if !thread.active || thread.origin != origin::SOCKET as u8 {
+        return 0;
+    }
+    let (buffer, len): (u64, u64) = (field(&ctx, 24), field(&ctx, 32));
+    if len < 6 {
+        return 0;
+    }
+    let tail = (buffer + len - 6) as *const [u8; 6];
+    match unsafe { bpf_probe_read_user(tail) } {
+        Ok(tail) if tail[..5] == READY_FOR_QUERY => {}
+        _ => return 0,
+    }
+    let Some(request) = PG_REQUESTS.get_ptr_mut(tid) else {
+        // Evicted by more backends answering requests at once than the map holds.
+        thread.active = false;
+        events::count_lost();
+        return 0;
+    };
+    let request = unsafe { &mut *request };
+    finish(tid, thread, &mut request.done);
+    send(request);
+    0
 }
 
 /// A reclaim stall of the current thread begins: note it on its query, if it runs one.

@@ -1,6 +1,8 @@
 //! `tracer pg`: which PostgreSQL queries are slow, and how much of their time the kernel took
 //! from them in reclaim, with per-query counters.
 
+mod wire;
+
 use std::{
     borrow::Cow,
     collections::HashMap,
@@ -14,14 +16,14 @@ use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tracer_common::pg::{
-    Backend, COUNTER_SLOTS, MAX_COUNTERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, site,
+    Backend, COUNTER_SLOTS, MAX_COUNTERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, origin, site,
 };
 
 use crate::{
     event_loop::{self, Tool, Window, read_record},
     histogram::{Latencies, LatencySummary, human_ns},
     kernel_btf::KernelBtf,
-    loader::{Probes, Setting, Tracepoint},
+    loader::{AttachMode, Probes, Setting, Tracepoint},
     options::TraceOptions,
     output::{self, Align, Output, Table},
     perf::{self, Counter},
@@ -38,7 +40,7 @@ pub struct Args {
     /// Trace every server running this postgres binary (default: all running servers)
     #[arg(long, value_name = "PATH", conflicts_with = "pid")]
     pub bin: Option<PathBuf>,
-    /// Bytes of query text to read from the backend
+    /// Bytes of query text to read from the backend (with --via socket: of each request)
     #[arg(long, value_name = "BYTES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=MAX_TEXT as i64))]
     pub query_len: u32,
     /// Show query text as sent, literals included (they can hold secrets)
@@ -58,9 +60,24 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
     /// Which queries to time. Every probe a query passes costs it a trap into the kernel, and
-    /// a simple-protocol query passes both kinds.
+    /// a simple-protocol query passes both kinds. Through the socket: requests with a Query
+    /// message (simple) or an Execute (extended).
     #[arg(long, value_enum, default_value_t = Protocol::All)]
     pub protocol: Protocol,
+    /// Where queries begin and end
+    #[arg(long, value_enum, default_value_t = Via::Probes)]
+    pub via: Via,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// USDT probes in the server (uprobes on PortalRun() without them): each statement
+    /// exactly, at the cost of a trap into the kernel at every probe
+    Probes,
+    /// The backend's client socket: from receiving a request to sending the ReadyForQuery
+    /// that ends its answer. No traps; one call per round trip (a multi-statement query or a
+    /// pipeline counts once); plaintext connections only; servers running when tracer starts
+    Socket,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,15 +126,46 @@ const TRACEPOINTS: &[Tracepoint] = &[
     },
 ];
 
+/// A backend's socket receive and send, in the syscalls the server makes for them (recv() and
+/// send()): the boundaries of client requests, with no trap into the kernel.
+const SOCKET_TRACEPOINTS: &[Tracepoint] = &[
+    Tracepoint {
+        category: "syscalls",
+        name: "sys_exit_recvfrom",
+        program: "pg_received",
+        args: None,
+        fields: &[("ret", 16, 8)],
+    },
+    Tracepoint {
+        category: "syscalls",
+        name: "sys_enter_sendto",
+        program: "pg_send",
+        args: None,
+        fields: &[("buff", 24, 8), ("len", 32, 8)],
+    },
+];
+
 /// Ring buffer for query records: at 40k queries/s of ~300 bytes, 100 ms of them.
 const RING_BYTES: u32 = 16 << 20;
 
 pub fn run(args: Args) -> Result<()> {
     let (targets, server_pid) = targets(&args)?;
-    let plans = targets
-        .iter()
-        .map(|target| plan(target, args.protocol))
-        .collect::<Result<Vec<_>>>()?;
+    let socket = args.via == Via::Socket;
+    // Only probes tell postgres from other processes: through sockets, the kernel side keeps
+    // the backends of the servers running now.
+    let servers = match server_pid {
+        Some(pid) => vec![pid],
+        None if socket => running_servers(&targets)?,
+        None => Vec::new(),
+    };
+    let plans = if socket {
+        Vec::new()
+    } else {
+        targets
+            .iter()
+            .map(|target| plan(target, args.protocol))
+            .collect::<Result<Vec<_>>>()?
+    };
     let counters = if args.no_counters {
         Vec::new()
     } else {
@@ -129,7 +177,7 @@ pub fn run(args: Args) -> Result<()> {
     trace.pid = None;
     let mut session = Session::start(&trace, TRACEPOINTS, |kernel| {
         let config = PgConfig {
-            server_pid: server_pid.unwrap_or(0),
+            only_servers: !servers.is_empty() as u32,
             text_len: args.query_len,
             counters: counters.len() as u32,
             task_real_parent: real_parent(&kernel.btf)?,
@@ -150,6 +198,13 @@ pub fn run(args: Args) -> Result<()> {
                 size: 16384,
             },
         ];
+        if socket {
+            // Preallocated (an LRU map): 9 MB, room for more backends than servers allow.
+            settings.push(Setting::MapSize {
+                name: "PG_REQUESTS",
+                size: 4096,
+            });
+        }
         if per_backend_events {
             settings.push(Setting::OwnMap {
                 name: "PG_COUNTERS",
@@ -166,25 +221,44 @@ pub fn run(args: Args) -> Result<()> {
         );
         Vec::new()
     };
-    let mut cookie = 0;
-    for plan in &plans {
-        attach(&mut session.probes, plan, &mut cookie)?;
+    {
+        let mut map: aya::maps::HashMap<_, u32, u8> =
+            aya::maps::HashMap::try_from(session.probes.map_mut("PG_SERVERS")?)?;
+        for &pid in &servers {
+            map.insert(pid, 1, 0)
+                .context("more postgres servers than tracer has room for")?;
+        }
     }
-    let attached: Vec<&str> = plans.iter().map(|plan| plan.used.as_str()).collect();
+    let attached = if socket {
+        // They have no BTF form.
+        let (kernel, probes) = (&session.kernel, &mut session.probes);
+        probes.attach_tracepoints(kernel, SOCKET_TRACEPOINTS, AttachMode::Classic, None)?;
+        let pids: Vec<String> = servers.iter().map(u32::to_string).collect();
+        format!(
+            "client sockets of the servers with postmaster pid {} (recv and send)",
+            pids.join(", ")
+        )
+    } else {
+        let mut cookie = 0;
+        for plan in &plans {
+            attach(&mut session.probes, plan, &mut cookie)?;
+        }
+        let used: Vec<&str> = plans.iter().map(|plan| plan.used.as_str()).collect();
+        used.join("; ")
+    };
     let mut counters = BackendCounters::new(counters);
     // Perf counters: running backends get theirs now, later ones when their first query shows
     // them.
-    for pid in running_backends(&targets, server_pid) {
+    for pid in running_backends(&targets, &servers) {
         counters.add(&mut session.probes, pid)?;
     }
     let mut out = Output::new(args.trace.json);
     let mut tool = Pg {
-        banner: format!(
-            "Tracing PostgreSQL queries: {}... Hit Ctrl-C to end.",
-            attached.join("; ")
-        ),
+        banner: format!("Tracing PostgreSQL queries: {attached}... Hit Ctrl-C to end."),
         counters,
         raw: args.raw,
+        protocol: args.protocol,
+        statements: wire::Statements::default(),
         slow_ns: args.slow.map(|ms| (ms * 1e6) as u64),
         top: args.top,
         normalizer: sql::Normalizer::default(),
@@ -308,15 +382,37 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Processes running one of the target binaries (and, with a server, belonging to it).
-fn running_backends(targets: &[Target], server_pid: Option<u32>) -> Vec<u32> {
+/// Processes running one of the target binaries (and, given servers, belonging to one).
+fn running_backends(targets: &[Target], servers: &[u32]) -> Vec<u32> {
+    let in_servers = |pid: u32| {
+        servers.is_empty()
+            || servers.contains(&pid)
+            || parent_of(pid).is_some_and(|parent| servers.contains(&parent))
+    };
     processes()
-        .filter(|&pid| {
-            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-            targets.iter().any(|target| same_file(&exe, &target.path))
-                && server_pid.is_none_or(|server| pid == server || parent_of(pid) == Some(server))
-        })
+        .filter(|&pid| runs_target(pid, targets) && in_servers(pid))
         .collect()
+}
+
+fn runs_target(pid: u32, targets: &[Target]) -> bool {
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    targets.iter().any(|target| same_file(&exe, &target.path))
+}
+
+/// The postmasters running one of the target binaries.
+fn running_servers(targets: &[Target]) -> Result<Vec<u32>> {
+    let servers: Vec<u32> = postmasters()
+        .into_iter()
+        .filter(|&pid| runs_target(pid, targets))
+        .collect();
+    if servers.is_empty() {
+        let shown: Vec<&str> = targets.iter().map(|target| target.shown.as_str()).collect();
+        bail!(
+            "no PostgreSQL server runs {}: --via socket traces servers running when it starts",
+            shown.join(", ")
+        );
+    }
+    Ok(servers)
 }
 
 fn processes() -> impl Iterator<Item = u32> {
@@ -582,6 +678,9 @@ struct Pg {
     banner: String,
     counters: BackendCounters,
     raw: bool,
+    protocol: Protocol,
+    /// Statements parsed by each backend, for requests seen on sockets.
+    statements: wire::Statements,
     slow_ns: Option<u64>,
     top: usize,
     normalizer: sql::Normalizer,
@@ -644,18 +743,34 @@ impl Tool for Pg {
 impl Pg {
     fn query(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
         let done: QueryDone = read_record(data)?;
-        // As much text as was read follows the header.
-        let text = &data[size_of::<QueryDone>()..];
-        let text = &text[..(done.text_len as usize).min(text.len())];
-        let text = match std::str::from_utf8(text) {
-            Ok(text) => Cow::Borrowed(text),
-            // Cut inside a character, most likely.
-            Err(_) => String::from_utf8_lossy(text),
-        };
-        let key = if self.raw {
-            &text
+        // As much text as was read follows the header: the query's, or the request's bytes.
+        let bytes = &data[size_of::<QueryDone>()..];
+        let bytes = &bytes[..(done.text_len as usize).min(bytes.len())];
+        let Self {
+            normalizer,
+            raw,
+            statements,
+            protocol,
+            ..
+        } = self;
+        let (text, prepared);
+        let key = if done.origin == origin::SOCKET {
+            let complete = done.received as usize <= bytes.len();
+            let key_of = |text: &[u8]| Rc::from(table_key(normalizer, *raw, &utf8(text)));
+            match statements.request(done.task.pid, bytes, complete, key_of) {
+                Some(wire::Query::Simple(sent)) if *protocol != Protocol::Extended => {
+                    text = utf8(sent);
+                    table_key(normalizer, *raw, &text)
+                }
+                Some(wire::Query::Prepared(key)) if *protocol != Protocol::Simple => {
+                    prepared = key;
+                    &*prepared
+                }
+                _ => return Ok(()),
+            }
         } else {
-            self.normalizer.normalize(&text)
+            text = utf8(bytes);
+            table_key(normalizer, *raw, &text)
         };
         let stats = match self.window.queries.get_mut(key) {
             Some(stats) => stats,
@@ -848,6 +963,20 @@ impl Pg {
                 })
                 .collect(),
         }
+    }
+}
+
+fn utf8(text: &[u8]) -> Cow<'_, str> {
+    // Invalid mostly where the text was cut inside a character.
+    String::from_utf8_lossy(text)
+}
+
+/// What a query is counted under: its text normalized, or as sent with --raw.
+fn table_key<'a>(normalizer: &'a mut sql::Normalizer, raw: bool, text: &'a str) -> &'a str {
+    if raw {
+        text
+    } else {
+        normalizer.normalize(text)
     }
 }
 

@@ -77,6 +77,10 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
             tool: tracer_pg(&["--protocol", "simple"]),
         },
         Config {
+            name: "tracer pg --via socket",
+            tool: tracer_pg(&["--via", "socket"]),
+        },
+        Config {
             name: "bcc dbstat",
             tool: Some((
                 ["stdbuf", "-oL", "dbstat-bpfcc", "postgres", "-p", &pid]
@@ -172,7 +176,7 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
         }
     }
     let bpftrace = 2;
-    for ours in [1, 3] {
+    for ours in [1, 3, 4] {
         let verdict = |ours: f64, theirs: f64| {
             if ours <= theirs / 2.0 {
                 "met"

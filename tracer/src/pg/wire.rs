@@ -1,0 +1,205 @@
+//! The PostgreSQL frontend protocol, as far as `tracer pg --via socket` reads it: which query a
+//! client request runs, from the first bytes its backend received.
+//!
+//! A simple-protocol request carries its text. An extended-protocol one binds a statement that
+//! a Parse message named, maybe requests earlier: the texts of parsed statements are kept per
+//! backend, already turned into table keys.
+
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
+
+/// What a request runs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Query<'a> {
+    /// A Query message's text, as sent.
+    Simple(&'a [u8]),
+    /// An Execute of a parsed statement: its key.
+    Prepared(Rc<str>),
+}
+
+/// Backends with more than this many tracked are checked for having exited.
+const BACKENDS_KEPT: usize = 4096;
+
+/// The keys of the statements each backend parsed, by statement name.
+#[derive(Default)]
+pub struct Statements {
+    by_backend: FxHashMap<u32, FxHashMap<Box<[u8]>, Rc<str>>>,
+}
+
+impl Statements {
+    /// What the request of backend `pid` that begins with `bytes` runs, or `None` when it runs
+    /// nothing (it only parses or describes). `complete` says whether `bytes` hold all the
+    /// request's first receive; `key` turns a parsed statement's text into its key.
+    pub fn request<'a>(
+        &mut self,
+        pid: u32,
+        bytes: &'a [u8],
+        complete: bool,
+        mut key: impl FnMut(&[u8]) -> Rc<str>,
+    ) -> Option<Query<'a>> {
+        let mut bound: Option<&[u8]> = None;
+        let mut executes = false;
+        for (kind, body) in messages(bytes) {
+            match kind {
+                b'Q' => return Some(Query::Simple(c_string(body).0)),
+                b'P' => {
+                    let (name, rest) = c_string(body);
+                    let text = c_string(rest).0;
+                    self.backend(pid).insert(name.into(), key(text));
+                }
+                b'B' => bound = Some(c_string(c_string(body).1).0),
+                b'E' => executes = true,
+                // Close of a statement.
+                b'C' if body.first() == Some(&b'S') => {
+                    self.backend(pid).remove(c_string(&body[1..]).0);
+                }
+                _ => {}
+            }
+        }
+        // Cut short, a request that binds or parses most likely executes further on.
+        let runs = executes || (!complete && bound.is_some());
+        if !runs {
+            return None;
+        }
+        let name = bound.unwrap_or_default();
+        let key = self
+            .by_backend
+            .get(&pid)
+            .and_then(|statements| statements.get(name))
+            .cloned()
+            .unwrap_or_else(|| {
+                format!(
+                    "<statement {:?} parsed before tracing>",
+                    String::from_utf8_lossy(name)
+                )
+                .into()
+            });
+        Some(Query::Prepared(key))
+    }
+
+    fn backend(&mut self, pid: u32) -> &mut FxHashMap<Box<[u8]>, Rc<str>> {
+        if self.by_backend.len() > BACKENDS_KEPT && !self.by_backend.contains_key(&pid) {
+            self.by_backend
+                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        }
+        self.by_backend.entry(pid).or_default()
+    }
+}
+
+/// The messages in `bytes`: type and body, the last one maybe cut short.
+fn messages(mut bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (&kind, rest) = bytes.split_first()?;
+        let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        // The length counts itself.
+        let body_end = length.max(4).min(rest.len());
+        let body = &rest[4.min(body_end)..body_end];
+        bytes = &rest[body_end..];
+        Some((kind, body))
+    })
+}
+
+/// A NUL-terminated string at the start of `bytes` (all of them when cut short) and what
+/// follows its NUL.
+fn c_string(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|&byte| byte == 0) {
+        Some(end) => (&bytes[..end], &bytes[end + 1..]),
+        None => (bytes, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = parts.concat();
+        let mut out = vec![kind];
+        out.extend((body.len() as u32 + 4).to_be_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn upper(text: &[u8]) -> Rc<str> {
+        String::from_utf8_lossy(text).to_uppercase().into()
+    }
+
+    #[test]
+    fn a_simple_query_is_its_text() {
+        let bytes = message(b'Q', &[b"select 1\0"]);
+        let mut statements = Statements::default();
+        let query = statements.request(7, &bytes, true, upper);
+        assert_eq!(query, Some(Query::Simple(b"select 1")));
+    }
+
+    #[test]
+    fn an_execute_runs_the_statement_parsed_before() {
+        let mut statements = Statements::default();
+        let parse = [
+            message(b'P', &[b"P_0\0select $1\0", &[0, 0]]),
+            message(b'S', &[]),
+        ]
+        .concat();
+        // Parsing alone runs nothing.
+        assert_eq!(statements.request(7, &parse, true, upper), None);
+        let execute = [
+            message(b'B', &[b"\0P_0\0", &[0, 0, 0, 0, 0, 0]]),
+            message(b'E', &[b"\0", &[0, 0, 0, 0]]),
+            message(b'S', &[]),
+        ]
+        .concat();
+        let query = statements.request(7, &execute, true, upper);
+        assert_eq!(query, Some(Query::Prepared("SELECT $1".into())));
+        // Another backend's P_0 is another statement.
+        let query = statements.request(8, &execute, true, upper);
+        assert_eq!(
+            query,
+            Some(Query::Prepared(
+                "<statement \"P_0\" parsed before tracing>".into()
+            ))
+        );
+        // Cut after the Bind, the Execute is taken for granted.
+        let cut = &execute[..16];
+        assert!(statements.request(7, cut, false, upper).is_some());
+        assert_eq!(statements.request(7, cut, true, upper), None);
+    }
+
+    #[test]
+    fn an_unnamed_statement_is_parsed_in_the_same_request() {
+        let bytes = [
+            message(b'P', &[b"\0select 2\0", &[0, 0]]),
+            message(b'B', &[b"\0\0", &[0, 0, 0, 0, 0, 0]]),
+            message(b'E', &[b"\0", &[0, 0, 0, 0]]),
+            message(b'S', &[]),
+        ]
+        .concat();
+        let mut statements = Statements::default();
+        let query = statements.request(7, &bytes, true, upper);
+        assert_eq!(query, Some(Query::Prepared("SELECT 2".into())));
+    }
+
+    #[test]
+    fn a_closed_statement_is_forgotten() {
+        let mut statements = Statements::default();
+        let parse = message(b'P', &[b"s1\0select 3\0", &[0, 0]]);
+        statements.request(7, &parse, true, upper);
+        let close = message(b'C', &[b"Ss1\0"]);
+        statements.request(7, &close, true, upper);
+        let execute = [
+            message(b'B', &[b"\0s1\0", &[0, 0, 0, 0, 0, 0]]),
+            message(b'E', &[b"\0", &[0, 0, 0, 0]]),
+        ]
+        .concat();
+        let query = statements.request(7, &execute, true, upper);
+        assert!(matches!(query, Some(Query::Prepared(key)) if key.starts_with("<statement")));
+    }
+
+    #[test]
+    fn a_query_cut_short_keeps_what_was_read() {
+        let bytes = message(b'Q', &[b"select 4 from somewhere\0"]);
+        let mut statements = Statements::default();
+        let query = statements.request(7, &bytes[..14], false, upper);
+        assert_eq!(query, Some(Query::Simple(b"select 4 ")));
+    }
+}
