@@ -433,16 +433,22 @@ impl Postgres {
     }
 
     pub fn start(name: &str) -> Self {
-        Self::start_from(name, false)
+        Self::start_from(name, false, false)
     }
 
     /// A server running a copy of the binary: uprobes attached to it (they belong to the file)
     /// leave servers running Debian's own untouched.
     pub fn start_own_binary(name: &str) -> Self {
-        Self::start_from(name, true)
+        Self::start_from(name, true, false)
     }
 
-    fn start_from(name: &str, own_binary: bool) -> Self {
+    /// A server that also takes TLS connections on 127.0.0.1 (see [`Self::psql_over_tls`]),
+    /// with a self-signed certificate.
+    pub fn start_tls(name: &str) -> Self {
+        Self::start_from(name, false, true)
+    }
+
+    fn start_from(name: &str, own_binary: bool, tls: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("tracer-pg-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -465,10 +471,40 @@ impl Postgres {
             "initdb",
             &["-A", "trust", "-U", "postgres", "-D", &server.data()],
         );
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses='' -c shared_preload_libraries=pg_stat_statements -c fsync=off",
+        let mut options = format!(
+            "-p {port} -k {} -c shared_preload_libraries=pg_stat_statements -c fsync=off",
             server.dir.display()
         );
+        if tls {
+            let (cert, key) = (server.dir.join("server.crt"), server.dir.join("server.key"));
+            run(Command::new("openssl")
+                .args([
+                    "req",
+                    "-new",
+                    "-x509",
+                    "-days",
+                    "1",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stderr(Stdio::null()));
+            run(Command::new("chown").arg("postgres").arg(&cert).arg(&key));
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            options += &format!(
+                " -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            );
+        } else {
+            options += " -c listen_addresses=''";
+        }
         let log = server.dir.join("log");
         let data = server.data();
         server.as_postgres(
@@ -535,9 +571,23 @@ impl Postgres {
 
     /// Runs SQL through psql in a session of its own (simple protocol); returns its output rows.
     pub fn psql(&self, sql: &str) -> String {
+        self.psql_on(&self.connection(), sql)
+    }
+
+    /// Like [`Self::psql`], over a TLS connection to a server started with
+    /// [`Self::start_tls`].
+    pub fn psql_over_tls(&self, sql: &str) -> String {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
+            self.port
+        );
+        self.psql_on(&[conninfo], sql)
+    }
+
+    fn psql_on(&self, connection: &[String], sql: &str) -> String {
         let output = Command::new("psql")
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(self.connection())
+            .args(connection)
             .args(["-c", sql])
             .output()
             .unwrap();

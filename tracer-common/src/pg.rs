@@ -76,6 +76,9 @@ pub mod kind {
     pub const QUERY: u32 = 1;
     /// A backend ran its first query since tracer started: a [`super::Backend`].
     pub const BACKEND: u32 = 2;
+    /// A backend's connection is TLS-encrypted, so its requests cannot be read from its
+    /// socket: a [`super::Backend`], once per backend.
+    pub const ENCRYPTED: u32 = 3;
 }
 
 /// A backend tracer has not seen before; userspace opens its counters.

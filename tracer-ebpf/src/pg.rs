@@ -78,6 +78,8 @@ struct Thread {
     origin: u8,
     /// Portal runs nested inside the query.
     depth: u8,
+    /// Whether userspace heard that the thread's connection is encrypted.
+    encrypted: bool,
     /// First slot of the thread's counters, once userspace opened them.
     counter_slot: u32,
     start_ns: u64,
@@ -154,6 +156,7 @@ fn thread(tid: u32) -> Option<*mut Thread> {
         active: false,
         origin: 0,
         depth: 0,
+        encrypted: false,
         counter_slot: NO_SLOT,
         start_ns: 0,
         bias: 0,
@@ -328,6 +331,9 @@ fn traced_thread(tid: u32) -> Option<&'static mut Thread> {
 /// first byte is its length's top byte, 0), or TLS records.
 const REQUEST_TYPES: &[u8] = b"QPBEDCSFH";
 
+/// The first byte of a TLS record of application data.
+const TLS_APPLICATION_DATA: u8 = 23;
+
 /// Bytes that end a backend's reply: ReadyForQuery, five bytes long, then the transaction
 /// status.
 const READY_FOR_QUERY: [u8; 5] = [b'Z', 0, 0, 0, 5];
@@ -356,6 +362,13 @@ pub fn pg_received_tp(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if !REQUEST_TYPES.contains(&first) {
+        if first == TLS_APPLICATION_DATA && !thread.encrypted {
+            thread.encrypted = true;
+            events::emit(Backend {
+                kind: kind::ENCRYPTED,
+                pid: tid,
+            });
+        }
         return 0;
     }
     let Some(request) = request(tid) else {

@@ -259,6 +259,7 @@ pub fn run(args: Args) -> Result<()> {
         raw: args.raw,
         protocol: args.protocol,
         statements: wire::Statements::default(),
+        encrypted_backends: 0,
         slow_ns: args.slow.map(|ms| (ms * 1e6) as u64),
         top: args.top,
         normalizer: sql::Normalizer::default(),
@@ -681,6 +682,8 @@ struct Pg {
     protocol: Protocol,
     /// Statements parsed by each backend, for requests seen on sockets.
     statements: wire::Statements,
+    /// Backends found talking TLS since tracer started, whose requests the socket hides.
+    encrypted_backends: u64,
     slow_ns: Option<u64>,
     top: usize,
     normalizer: sql::Normalizer,
@@ -720,6 +723,17 @@ impl Tool for Pg {
                 Ok(())
             }
             kind::QUERY => self.query(data, out),
+            kind::ENCRYPTED => {
+                let backend: Backend = read_record(data)?;
+                if self.encrypted_backends == 0 {
+                    eprintln!(
+                        "tracer: backend {} talks TLS: --via socket cannot read its requests (--via probes can)",
+                        backend.pid
+                    );
+                }
+                self.encrypted_backends += 1;
+                Ok(())
+            }
             other => bail!("unknown pg record kind {other}"),
         }
     }
@@ -851,17 +865,21 @@ impl Pg {
         let time = output::clock_time(window.end);
         let secs = window.length.as_secs_f64();
         let all = &totals.all;
+        let unseen = match self.encrypted_backends {
+            0 => String::new(),
+            backends => format!("; unseen: the requests of {backends} TLS backends"),
+        };
         if all.count() == 0 {
             writeln!(
                 out,
-                "{time}  no queries in {secs:.1}s; lost: {}",
+                "{time}  no queries in {secs:.1}s; lost: {}{unseen}",
                 window.lost
             )?;
             return Ok(());
         }
         writeln!(
             out,
-            "{time}  {} queries in {secs:.1}s ({:.0}/s), {} in all; lost: {}",
+            "{time}  {} queries in {secs:.1}s ({:.0}/s), {} in all; lost: {}{unseen}",
             all.count(),
             all.count() as f64 / secs,
             human_ns(all.total_ns()),
@@ -936,6 +954,7 @@ impl Pg {
             time: output::rfc3339(window.end),
             interval_s: window.length.as_secs_f64(),
             lost: window.lost,
+            encrypted_backends: self.encrypted_backends,
             counters: self
                 .counters
                 .kinds
@@ -1015,6 +1034,8 @@ struct SummaryJson<'a> {
     time: String,
     interval_s: f64,
     lost: u64,
+    /// Backends found talking TLS so far, whose requests --via socket cannot read.
+    encrypted_backends: u64,
     counters: Vec<&'static str>,
     latency: LatencySummary,
     queries: Vec<QueryJson<'a>>,

@@ -17,8 +17,8 @@ pub struct Needs {
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
-/// pg_stat_statements).
-const TEST_PACKAGES: &[&str] = &["postgresql"];
+/// pg_stat_statements), and openssl for a TLS server's certificate.
+const TEST_PACKAGES: &[&str] = &["postgresql", "openssl"];
 /// Peer tools the benchmarks measure tracer against, and what they load.
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools", "bpfcc-tools", "postgresql"];
 
