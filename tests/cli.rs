@@ -41,10 +41,12 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
 fn pids_of_a_pid_namespace_of_its_own_are_refused() {
     // As in a sidecar container without the host's pid namespace, where tracer itself is pid 1:
     // the kernel programs would compare that with host pids and never match.
-    for (args, instead) in [
-        (["direct-reclaim", "-p", "1"], "-c CGROUP or --comm"),
-        (["pg", "-p", "1"], "--bin PATH"),
-    ] {
+    let cases: [(&[&str], &str); 3] = [
+        (&["direct-reclaim", "-p", "1"], "-c CGROUP or --comm"),
+        (&["pg", "-p", "1"], "--bin PATH"),
+        (&["pg", "--via", "socket"], "--via probes"),
+    ];
+    for (args, instead) in cases {
         let finished: Finished = std::process::Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc"])
             .arg(tracer_bin())

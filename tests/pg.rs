@@ -26,13 +26,20 @@ fn calls(summary: &Json, text: &str) -> u64 {
     query(summary, text)["calls"].as_u64().unwrap()
 }
 
-/// A `tracer pg --json` for each way of finding queries, both at once on the same server: what
-/// each measures must be the same.
-fn tracers(args: &[&str]) -> [(&'static str, Tracer); 2] {
-    ["probes", "socket"].map(|via| {
-        let mut all = vec!["pg", "--json", "--via", via];
+/// A `tracer pg --json` for each way of finding queries, all at once on the same server: what
+/// each measures must be the same. The socket is watched two ways: through the sock
+/// tracepoints, and through the system calls kernels before 6.3 have instead.
+fn tracers(args: &[&str]) -> [(&'static str, Tracer); 3] {
+    [
+        ("probes", &["--via", "probes"][..]),
+        ("socket", &["--via", "socket"]),
+        ("socket, syscalls", &["--via", "socket", "--via-syscalls"]),
+    ]
+    .map(|(name, via)| {
+        let mut all = vec!["pg", "--json"];
+        all.extend(via);
         all.extend(args);
-        (via, Tracer::start(&all))
+        (name, Tracer::start(&all))
     })
 }
 
@@ -116,7 +123,7 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
 #[test]
 fn tls_connections_are_reported_unseen_through_the_socket() {
     let server = Postgres::start_tls("tls");
-    let [(_, probes), (_, socket)] = tracers(&["-p", &server.pid().to_string()]);
+    let [(_, probes), (_, socket), _] = tracers(&["-p", &server.pid().to_string()]);
     for _ in 0..3 {
         server.psql_over_tls("SELECT 'encrypted'");
     }
@@ -280,6 +287,11 @@ fn what_is_not_postgres_is_refused_in_one_line() {
         .spawn()
         .unwrap();
     let sleeper_pid = sleeper.id().to_string();
+    // A server binary no server runs.
+    let idle_copy = std::env::temp_dir().join(format!("tracer-idle-{}", std::process::id()));
+    std::fs::create_dir_all(&idle_copy).unwrap();
+    let idle_binary = idle_copy.join("postgres");
+    std::fs::copy(Postgres::bin_dir().join("postgres"), &idle_binary).unwrap();
     let cases = [
         (
             vec!["pg", "-p", sleeper_pid.as_str()],
@@ -295,8 +307,18 @@ fn what_is_not_postgres_is_refused_in_one_line() {
         ),
         (vec!["pg", "-p", "4194304"], "no such process: 4194304"),
         (
-            vec!["pg", "--via", "socket", "--bin", "/bin/true"],
-            "no PostgreSQL server runs /bin/true",
+            vec!["pg", "--via", "socket", "-p", sleeper_pid.as_str()],
+            "is not a PostgreSQL server",
+        ),
+        (
+            vec![
+                "pg",
+                "--via",
+                "socket",
+                "--bin",
+                idle_binary.to_str().unwrap(),
+            ],
+            "--via socket traces servers running when it starts",
         ),
         (
             vec!["pg", "--bin", "/bin/true", "-p", "1"],
@@ -308,6 +330,7 @@ fn what_is_not_postgres_is_refused_in_one_line() {
     }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+    let _ = std::fs::remove_dir_all(&idle_copy);
     assert!(Path::new("/bin/true").exists());
 }
 

@@ -9,6 +9,8 @@ pub const MAX_TEXT: usize = 2048;
 pub const MAX_COUNTERS: usize = 4;
 /// Counter slots in the perf event array: backends times counters.
 pub const COUNTER_SLOTS: u32 = 4096;
+/// Servers a tracer can tell apart by postmaster.
+pub const MAX_SERVERS: usize = 16;
 
 /// What happens at a probe site.
 pub mod site {
@@ -55,9 +57,10 @@ pub mod origin {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PgConfig {
-    /// Only backends of the postmasters in `PG_SERVERS` (and those themselves) when 1; any
-    /// process reaching a probe when 0.
-    pub only_servers: u32,
+    /// Only backends of the first `server_count` of these postmasters (and those themselves);
+    /// with none, any process reaching a probe.
+    pub servers: [u32; MAX_SERVERS],
+    pub server_count: u32,
     /// Bytes of query text to read, at most [`MAX_TEXT`].
     pub text_len: u32,
     /// Counters per backend, at most [`MAX_COUNTERS`].

@@ -3,7 +3,7 @@
 //! Query boundaries come from probes in the server or from its client sockets. One uprobe
 //! program serves every probe site; its attach cookie names the [`Site`]. The socket programs
 //! see the backend receive a request and send the ReadyForQuery that ends its answer; they run at
-//! every recv() and send() on the machine, so they do little for any other process. Per backend
+//! every socket receive and send on the machine, so they do little for any other process. Per backend
 //! thread they keep the query in progress, to which reclaim stalls and counter deltas are added.
 
 use aya_ebpf::{
@@ -19,7 +19,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, TracePointContext},
 };
 use tracer_common::{
-    pg::{Backend, MAX_COUNTERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, origin, site},
+    pg::{
+        Backend, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, origin, site,
+    },
     task::Task,
 };
 
@@ -31,10 +33,6 @@ use crate::{
 
 #[unsafe(no_mangle)]
 static PG_CONFIG: Global<PgConfig> = Global::new(unsafe { core::mem::zeroed() });
-
-/// The postmasters whose backends to trace, when `PgConfig::only_servers`.
-#[map]
-static PG_SERVERS: HashMap<u32, u8> = HashMap::with_max_entries(64, events::NO_PREALLOC);
 
 /// Probe sites, indexed by attach cookie.
 #[map]
@@ -146,11 +144,7 @@ fn thread(tid: u32) -> Option<*mut Thread> {
     if let Some(thread) = PG_THREADS.get_ptr_mut(tid) {
         return Some(thread);
     }
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let is_server = |pid| unsafe { PG_SERVERS.get(pid) }.is_some();
-    let in_server =
-        PG_CONFIG.load().only_servers == 0 || is_server(&pid) || is_server(&parent_pid());
-    let traced = in_server && task::current().is_some();
+    let traced = in_servers() && task::current().is_some();
     let thread = Thread {
         traced,
         active: false,
@@ -199,6 +193,21 @@ fn start(tid: u32, thread: &mut Thread, origin: u32) {
     }
     thread.counters_valid = read_counters(thread.counter_slot, &mut thread.counters) as u32;
     thread.start_ns = unsafe { bpf_ktime_get_ns() };
+}
+
+/// Whether the current process is one of the servers' postmasters or their children.
+#[inline(always)]
+fn in_servers() -> bool {
+    let config = PG_CONFIG.load();
+    let count = (config.server_count as usize).min(MAX_SERVERS);
+    if count == 0 {
+        return true;
+    }
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let parent = parent_pid();
+    config.servers[..count]
+        .iter()
+        .any(|&server| server == pid || server == parent)
 }
 
 #[inline(always)]
@@ -344,22 +353,55 @@ fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { *(ctx.as_ptr() as *const u8).add(offset).cast::<T>() }
 }
 
+/// System call numbers (x86-64) of the calls whose arguments are (fd, buffer, length).
+const READ: u64 = 0;
+const WRITE: u64 = 1;
+const SENDTO: u64 = 44;
+const RECVFROM: u64 = 45;
+
+/// The registers the current thread's system call saved at entry: its arguments are there
+/// still, so a program at the end of the call (or below it) needs none at its entry.
+#[inline(always)]
+fn syscall_regs() -> &'static pt_regs {
+    unsafe { &*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs) }
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn pg_sock_received(ctx: BtfTracePointContext) -> i32 {
+    received(ctx.arg::<i32>(1) as i64);
+    0
+}
+
+#[tracepoint(category = "sock", name = "sock_recv_length")]
+pub fn pg_sock_received_tp(ctx: TracePointContext) -> u32 {
+    received(field::<i32>(&ctx, 20) as i64);
+    0
+}
+
+/// Where the kernel lacks the sock tracepoints (before 6.3).
 #[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
 pub fn pg_received_tp(ctx: TracePointContext) -> u32 {
+    received(field(&ctx, 16));
+    0
+}
+
+/// The current thread received `received` bytes (or an error) from a socket.
+#[inline(always)]
+fn received(received: i64) {
     let tid = task::current_tid();
     let Some(thread) = traced_thread(tid) else {
-        return 0;
+        return;
     };
-    let received: i64 = field(&ctx, 16);
     if thread.active || received <= 0 {
-        return 0;
+        return;
     }
-    // The buffer is the second argument, still in the registers saved at the syscall's entry:
-    // read here, it spares a program at every entry.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-    let buffer = unsafe { (*regs).rsi };
+    let regs = syscall_regs();
+    if regs.orig_rax != RECVFROM && regs.orig_rax != READ {
+        return;
+    }
+    let buffer = regs.rsi;
     let Ok(first) = (unsafe { bpf_probe_read_user(buffer as *const u8) }) else {
-        return 0;
+        return;
     };
     if !REQUEST_TYPES.contains(&first) {
         if first == TLS_APPLICATION_DATA && !thread.encrypted {
@@ -369,22 +411,21 @@ pub fn pg_received_tp(ctx: TracePointContext) -> u32 {
                 pid: tid,
             });
         }
-        return 0;
+        return;
     }
     let Some(request) = request(tid) else {
         events::count_lost();
-        return 0;
+        return;
     };
     let limit = (PG_CONFIG.load().text_len as usize).min(MAX_TEXT);
     let len = (received as usize).min(limit);
     let text = &mut request.text[..len];
     if unsafe { bpf_probe_read_user_buf(buffer as *const u8, text) }.is_err() {
-        return 0;
+        return;
     }
     request.done.text_len = len as u32;
     request.done.received = received.min(u32::MAX as i64) as u32;
     start(tid, thread, origin::SOCKET);
-    0
 }
 
 /// The thread's request record, made at its first request.
@@ -399,34 +440,58 @@ fn request(tid: u32) -> Option<&'static mut Record> {
     Some(unsafe { &mut *PG_REQUESTS.get_ptr_mut(tid)? })
 }
 
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn pg_sock_sent(_ctx: BtfTracePointContext) -> i32 {
+    sent_from_regs();
+    0
+}
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn pg_sock_sent_tp(_ctx: TracePointContext) -> u32 {
+    sent_from_regs();
+    0
+}
+
+#[inline(always)]
+fn sent_from_regs() {
+    let regs = syscall_regs();
+    if regs.orig_rax == SENDTO || regs.orig_rax == WRITE {
+        sending(regs.rsi, regs.rdx);
+    }
+}
+
+/// Where the kernel lacks the sock tracepoints.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
 pub fn pg_send_tp(ctx: TracePointContext) -> u32 {
+    sending(field(&ctx, 24), field(&ctx, 32));
+    0
+}
+
+/// The current thread sends `len` bytes from `buffer` to a socket: a reply ending in
+/// ReadyForQuery ends the request it answers.
+#[inline(always)]
+fn sending(buffer: u64, len: u64) {
     let tid = task::current_tid();
     let Some(thread) = traced_thread(tid) else {
-        return 0;
+        return;
     };
-    if !thread.active || thread.origin != origin::SOCKET as u8 {
-        return 0;
-    }
-    let (buffer, len): (u64, u64) = (field(&ctx, 24), field(&ctx, 32));
-    if len < 6 {
-        return 0;
+    if !thread.active || thread.origin != origin::SOCKET as u8 || len < 6 {
+        return;
     }
     let tail = (buffer + len - 6) as *const [u8; 6];
     match unsafe { bpf_probe_read_user(tail) } {
         Ok(tail) if tail[..5] == READY_FOR_QUERY => {}
-        _ => return 0,
+        _ => return,
     }
     let Some(request) = PG_REQUESTS.get_ptr_mut(tid) else {
         // Evicted by more backends answering requests at once than the map holds.
         thread.active = false;
         events::count_lost();
-        return 0;
+        return;
     };
     let request = unsafe { &mut *request };
     finish(tid, thread, &mut request.done);
     send(request);
-    0
 }
 
 /// A reclaim stall of the current thread begins: note it on its query, if it runs one.

@@ -44,6 +44,7 @@ pub enum AttachMode {
 /// A tracepoint a tool attaches to. Its kernel program exists twice: `program` as a BTF
 /// tracepoint and `<program>_tp` as a classic one. What each expects of the kernel is checked
 /// before it is attached.
+#[derive(Clone, Copy)]
 pub struct Tracepoint {
     pub category: &'static str,
     pub name: &'static str,

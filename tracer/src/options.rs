@@ -119,7 +119,7 @@ pub fn check_pid(pid: u32, instead: &str) -> Result<()> {
     Ok(())
 }
 
-fn in_host_pid_namespace() -> bool {
+pub fn in_host_pid_namespace() -> bool {
     use std::os::unix::fs::MetadataExt;
     // The initial pid namespace's inode number is fixed (PROC_PID_INIT_INO).
     const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;

@@ -16,19 +16,21 @@ use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tracer_common::pg::{
-    Backend, COUNTER_SLOTS, MAX_COUNTERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, origin, site,
+    Backend, COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, PgConfig, QueryDone, Site, kind,
+    origin, site,
 };
 
 use crate::{
     event_loop::{self, Tool, Window, read_record},
     histogram::{Latencies, LatencySummary, human_ns},
     kernel_btf::KernelBtf,
-    loader::{AttachMode, Probes, Setting, Tracepoint},
+    loader::{Probes, Setting, Tracepoint},
     options::TraceOptions,
     output::{self, Align, Output, Table},
     perf::{self, Counter},
     session::Session,
     sql,
+    tracefs::Tracefs,
     usdt::Binary,
 };
 
@@ -67,6 +69,10 @@ pub struct Args {
     /// Where queries begin and end
     #[arg(long, value_enum, default_value_t = Via::Probes)]
     pub via: Via,
+    /// With --via socket, take requests from the system call tracepoints even where the sock
+    /// ones exist: what kernels before 6.3 get, for tests
+    #[arg(long, hide = true)]
+    pub via_syscalls: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +132,32 @@ const TRACEPOINTS: &[Tracepoint] = &[
     },
 ];
 
-/// A backend's socket receive and send, in the syscalls the server makes for them (recv() and
-/// send()): the boundaries of client requests, with no trap into the kernel.
+/// A backend's socket receive and send: the boundaries of client requests, with no trap into
+/// the kernel. The kernel programs take the buffers from the registers of the system call
+/// below them (recv() or read(), send() or write()).
 const SOCKET_TRACEPOINTS: &[Tracepoint] = &[
+    Tracepoint {
+        category: "sock",
+        name: "sock_recv_length",
+        program: "pg_sock_received",
+        args: Some(SOCK_LENGTH_ARGS),
+        fields: &[("ret", 20, 4)],
+    },
+    Tracepoint {
+        category: "sock",
+        name: "sock_send_length",
+        program: "pg_sock_sent",
+        args: Some(SOCK_LENGTH_ARGS),
+        fields: &[],
+    },
+];
+
+const SOCK_LENGTH_ARGS: &[&str] = &["struct sock *", "int", "int"];
+
+/// The same before Linux 6.3, which has no sock tracepoints: the system calls PostgreSQL
+/// makes, recv() and send(). Enabling any of them takes every system call on the machine
+/// through the slower path of traced ones.
+const SYSCALL_TRACEPOINTS: &[Tracepoint] = &[
     Tracepoint {
         category: "syscalls",
         name: "sys_exit_recvfrom",
@@ -149,8 +178,14 @@ const SOCKET_TRACEPOINTS: &[Tracepoint] = &[
 const RING_BYTES: u32 = 16 << 20;
 
 pub fn run(args: Args) -> Result<()> {
-    let (targets, server_pid) = targets(&args)?;
     let socket = args.via == Via::Socket;
+    if socket && !crate::options::in_host_pid_namespace() {
+        bail!(
+            "--via socket knows backends by the pids the host gives them, and tracer runs in a pid \
+             namespace of its own (a container without the host's): run it in the host's, or use --via probes"
+        );
+    }
+    let (targets, server_pid) = targets(&args)?;
     // Only probes tell postgres from other processes: through sockets, the kernel side keeps
     // the backends of the servers running now.
     let servers = match server_pid {
@@ -158,14 +193,29 @@ pub fn run(args: Args) -> Result<()> {
         None if socket => running_servers(&targets)?,
         None => Vec::new(),
     };
-    let plans = if socket {
-        Vec::new()
-    } else {
-        targets
-            .iter()
-            .map(|target| plan(target, args.protocol))
-            .collect::<Result<Vec<_>>>()?
-    };
+    if servers.len() > MAX_SERVERS {
+        bail!(
+            "{} PostgreSQL servers run here, more than tracer tells apart ({MAX_SERVERS}): name one with -p PID",
+            servers.len()
+        );
+    }
+    let mut tracepoints = TRACEPOINTS.to_vec();
+    if socket {
+        let sock = !args.via_syscalls
+            && Tracefs::locate()?
+                .format("sock", "sock_recv_length")
+                .is_ok();
+        tracepoints.extend(if sock {
+            SOCKET_TRACEPOINTS
+        } else {
+            SYSCALL_TRACEPOINTS
+        });
+    }
+    // Planned through the socket too: that tells a server from any other binary.
+    let plans = targets
+        .iter()
+        .map(|target| plan(target, args.protocol))
+        .collect::<Result<Vec<_>>>()?;
     let counters = if args.no_counters {
         Vec::new()
     } else {
@@ -175,9 +225,9 @@ pub fn run(args: Args) -> Result<()> {
     // -p names a server, not one process: the kernel side filters by postmaster.
     let mut trace = args.trace.clone();
     trace.pid = None;
-    let mut session = Session::start(&trace, TRACEPOINTS, |kernel| {
-        let config = PgConfig {
-            only_servers: !servers.is_empty() as u32,
+    let mut session = Session::start(&trace, &tracepoints, |kernel| {
+        let mut config = PgConfig {
+            server_count: servers.len() as u32,
             text_len: args.query_len,
             counters: counters.len() as u32,
             task_real_parent: real_parent(&kernel.btf)?,
@@ -186,7 +236,9 @@ pub fn run(args: Args) -> Result<()> {
             } else {
                 task_counters(&kernel.btf, &counters)?
             },
+            ..Default::default()
         };
+        config.servers[..servers.len()].copy_from_slice(&servers);
         let mut settings = vec![
             Setting::global("PG_CONFIG", &config),
             Setting::MapSize {
@@ -221,21 +273,10 @@ pub fn run(args: Args) -> Result<()> {
         );
         Vec::new()
     };
-    {
-        let mut map: aya::maps::HashMap<_, u32, u8> =
-            aya::maps::HashMap::try_from(session.probes.map_mut("PG_SERVERS")?)?;
-        for &pid in &servers {
-            map.insert(pid, 1, 0)
-                .context("more postgres servers than tracer has room for")?;
-        }
-    }
     let attached = if socket {
-        // They have no BTF form.
-        let (kernel, probes) = (&session.kernel, &mut session.probes);
-        probes.attach_tracepoints(kernel, SOCKET_TRACEPOINTS, AttachMode::Classic, None)?;
         let pids: Vec<String> = servers.iter().map(u32::to_string).collect();
         format!(
-            "client sockets of the servers with postmaster pid {} (recv and send)",
+            "client sockets of the servers with postmaster pid {}",
             pids.join(", ")
         )
     } else {
