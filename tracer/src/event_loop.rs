@@ -61,8 +61,10 @@ pub struct Window {
 /// Records handled per wake-up before timers and signals get a look in.
 const BATCH: usize = 4096;
 /// How often the ring buffer is drained without a wake-up: hot paths submit records without
-/// waking us (a wake-up per record would cost more than the record).
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// waking us (a wake-up per record would cost more than the record). Each wake-up has a cost of
+/// its own (tens of microseconds in a VM): `tracer pg` at 3000 queries/s spent 2.8 us per query
+/// draining every 10 ms. Its ring buffer holds a second of 40k queries/s.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs `tool` until the timing says stop or a signal arrives; the final summary is printed
 /// either way. With `event_mode`, lost records are also reported as they happen.
