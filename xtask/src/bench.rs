@@ -31,6 +31,11 @@ pub enum Bench {
         /// Seconds of pgbench per run.
         #[arg(long, default_value_t = 8)]
         seconds: u32,
+        /// Transactions per second per server (pgbench -R) instead of as many as they take:
+        /// servers that are not saturated show tracing's CPU cost with less noise, but no TPS
+        /// loss.
+        #[arg(long, value_name = "TPS")]
+        rate: Option<u32>,
     },
 }
 
@@ -38,7 +43,11 @@ impl Bench {
     pub fn run(self, tracer: &Path) -> Result<()> {
         match self {
             Bench::Startup { runs } => startup(tracer, runs),
-            Bench::Pg { rounds, seconds } => crate::bench_pg::run(tracer, rounds, seconds),
+            Bench::Pg {
+                rounds,
+                seconds,
+                rate,
+            } => crate::bench_pg::run(tracer, rounds, seconds, rate),
         }
     }
 }

@@ -14,7 +14,7 @@ struct Config {
     tool: Option<(Vec<String>, &'static str)>,
 }
 
-pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
+pub fn run(tracer: &Path, rounds: usize, seconds: u32, rate: Option<u32>) -> Result<()> {
     // Two identical servers under load at once, only the second traced: the VM's throughput
     // swings by a third from one run to the next, but it swings for both alike, so the ratio of
     // their throughputs shows what tracing costs. The second runs a copy of the binary, so that
@@ -92,7 +92,7 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
     ];
     let cpus = std::thread::available_parallelism()?.get() as f64;
     eprintln!("bench: warming up");
-    pgbench_both(&servers, 5)?;
+    pgbench_both(&servers, 5, rate)?;
 
     // Per configuration and round: traced TPS / plain TPS, and the traced server's CPU time per
     // transaction (with the tool's) / the plain one's.
@@ -115,7 +115,7 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
                 None => None,
             };
             let tool_cpu = tool.as_ref().map_or(0.0, Tool::cpu_seconds);
-            let [plain_run, traced_run] = pgbench_both(&servers, seconds)?;
+            let [plain_run, traced_run] = pgbench_both(&servers, seconds, rate)?;
             let (plain_tps, traced_tps) = (plain_run.tps, traced_run.tps);
             let tool_cpu = tool.as_ref().map_or(0.0, Tool::cpu_seconds) - tool_cpu;
             drop(tool);
@@ -140,8 +140,9 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
         }
     }
 
+    let pace = rate.map_or(String::new(), |rate| format!(" at {rate} tps each"));
     println!(
-        "pg: pgbench -S -c 4 -j 2 on two identical servers at once, the second traced; \
+        "pg: pgbench -S -c 4 -j 2{pace} on two identical servers at once, the second traced; \
          {seconds} s per run, {rounds} rounds; medians"
     );
     println!(
@@ -184,11 +185,17 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32) -> Result<()> {
                 "NOT met"
             }
         };
+        let loss = match rate {
+            Some(_) => "TPS loss not measured at a fixed rate".to_string(),
+            None => format!(
+                "TPS loss ratio {:.2} (goal, at most half: {})",
+                loss(ours) / loss(bpftrace),
+                verdict(loss(ours), loss(bpftrace)),
+            ),
+        };
         println!(
-            "{} / bpftrace: TPS loss ratio {:.2} (goal, at most half: {}); CPU cost ratio {:.2} ({})",
+            "{} / bpftrace: {loss}; CPU cost ratio {:.2} ({})",
             configs[ours].name,
-            loss(ours) / loss(bpftrace),
-            verdict(loss(ours), loss(bpftrace)),
             cost(ours) / cost(bpftrace),
             verdict(cost(ours), cost(bpftrace)),
         );
@@ -205,9 +212,17 @@ struct Run {
 }
 
 /// pgbench -S on both servers at once.
-fn pgbench_both(servers: &[(&Postgres, &CpuAccount); 2], seconds: u32) -> Result<[Run; 2]> {
+fn pgbench_both(
+    servers: &[(&Postgres, &CpuAccount); 2],
+    seconds: u32,
+    rate: Option<u32>,
+) -> Result<[Run; 2]> {
     let seconds = seconds.to_string();
-    let args = ["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds];
+    let mut args = vec!["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds];
+    let rate = rate.map(|rate| rate.to_string());
+    if let Some(rate) = &rate {
+        args.extend(["-R", rate]);
+    }
     let cpu_before = [servers[0].1.seconds()?, servers[1].1.seconds()?];
     let children = servers.map(|(server, _)| {
         server
