@@ -33,7 +33,7 @@ fn tracers(args: &[&str]) -> [(&'static str, Tracer); 3] {
     [
         ("probes", &["--via", "probes"][..]),
         ("socket", &["--via", "socket"]),
-        ("socket, syscalls", &["--via", "socket", "--via-syscalls"]),
+        ("socket (syscalls)", &["--via", "socket", "--via-syscalls"]),
     ]
     .map(|(name, via)| {
         let mut all = vec!["pg", "--json"];
@@ -123,19 +123,24 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
 #[test]
 fn tls_connections_are_reported_unseen_through_the_socket() {
     let server = Postgres::start_tls("tls");
-    let [(_, probes), (_, socket), _] = tracers(&["-p", &server.pid().to_string()]);
+    let [(_, probes), sockets @ ..] = tracers(&["-p", &server.pid().to_string()]);
     for _ in 0..3 {
         server.psql_over_tls("SELECT 'encrypted'");
     }
     server.psql("SELECT 'plain'");
-    let (probes, socket) = (summary(&probes.stop()), socket.stop());
-    // Probes see every query; the socket only the plain one, and says what it missed.
-    assert_eq!(calls(&probes, "SELECT ?"), 4);
-    assert!(socket.stderr.contains("talks TLS"), "{socket:#?}");
-    let socket = summary(&socket);
-    assert_eq!(calls(&socket, "SELECT ?"), 1);
-    assert_eq!(socket["encrypted_backends"], 3, "{socket:#}");
     assert_eq!(server.statement_calls("SELECT $1"), 4);
+    // Probes see every query; the socket only the plain one, and says what it missed.
+    assert_eq!(calls(&summary(&probes.stop()), "SELECT ?"), 4);
+    for (via, tracer) in sockets {
+        let finished = tracer.stop();
+        assert!(
+            finished.stderr.contains("talks TLS"),
+            "{via}: {finished:#?}"
+        );
+        let socket = summary(&finished);
+        assert_eq!(calls(&socket, "SELECT ?"), 1, "{via}");
+        assert_eq!(socket["encrypted_backends"], 3, "{via}: {socket:#}");
+    }
 }
 
 #[test]

@@ -441,41 +441,49 @@ fn request(tid: u32) -> Option<&'static mut Record> {
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
-pub fn pg_sock_sent(_ctx: BtfTracePointContext) -> i32 {
-    sent_from_regs();
+pub fn pg_sock_sent(ctx: BtfTracePointContext) -> i32 {
+    let sent = ctx.arg::<i32>(1) > 0;
+    sending(|| sent.then(send_arguments)?);
     0
 }
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
-pub fn pg_sock_sent_tp(_ctx: TracePointContext) -> u32 {
-    sent_from_regs();
+pub fn pg_sock_sent_tp(ctx: TracePointContext) -> u32 {
+    let sent = field::<i32>(&ctx, 20) > 0;
+    sending(|| sent.then(send_arguments)?);
     0
 }
 
+/// The buffer and length of the send() or write() below a sock tracepoint.
 #[inline(always)]
-fn sent_from_regs() {
+fn send_arguments() -> Option<(u64, u64)> {
     let regs = syscall_regs();
-    if regs.orig_rax == SENDTO || regs.orig_rax == WRITE {
-        sending(regs.rsi, regs.rdx);
-    }
+    (regs.orig_rax == SENDTO || regs.orig_rax == WRITE).then_some((regs.rsi, regs.rdx))
 }
 
 /// Where the kernel lacks the sock tracepoints.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
 pub fn pg_send_tp(ctx: TracePointContext) -> u32 {
-    sending(field(&ctx, 24), field(&ctx, 32));
+    sending(|| Some((field(&ctx, 24), field(&ctx, 32))));
     0
 }
 
-/// The current thread sends `len` bytes from `buffer` to a socket: a reply ending in
-/// ReadyForQuery ends the request it answers.
+/// The current thread sends to a socket, from the buffer and length `arguments` finds (looked
+/// for only in a backend answering a request): a reply ending in ReadyForQuery ends the
+/// request.
 #[inline(always)]
-fn sending(buffer: u64, len: u64) {
+fn sending(arguments: impl FnOnce() -> Option<(u64, u64)>) {
     let tid = task::current_tid();
     let Some(thread) = traced_thread(tid) else {
         return;
     };
-    if !thread.active || thread.origin != origin::SOCKET as u8 || len < 6 {
+    if !thread.active || thread.origin != origin::SOCKET as u8 {
+        return;
+    }
+    let Some((buffer, len)) = arguments() else {
+        return;
+    };
+    if len < 6 {
         return;
     }
     let tail = (buffer + len - 6) as *const [u8; 6];

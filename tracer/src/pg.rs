@@ -148,7 +148,7 @@ const SOCKET_TRACEPOINTS: &[Tracepoint] = &[
         name: "sock_send_length",
         program: "pg_sock_sent",
         args: Some(SOCK_LENGTH_ARGS),
-        fields: &[],
+        fields: &[("ret", 20, 4)],
     },
 ];
 
