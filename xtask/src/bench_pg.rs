@@ -7,6 +7,9 @@ use tracer_tests::{Cgroup, Postgres};
 
 use crate::bench::{Tool, median};
 
+/// The peer the goal names: at most half of its cost.
+const BPFTRACE: &str = "bpftrace USDT histogram";
+
 /// One way of running pgbench: untraced, or under a tracing tool.
 struct Config {
     name: &'static str,
@@ -64,7 +67,7 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32, rate: Option<u32>) -> Res
             tool: tracer_pg(&[]),
         },
         Config {
-            name: "bpftrace USDT histogram",
+            name: BPFTRACE,
             tool: Some((
                 ["stdbuf", "-oL", "bpftrace", "-e", &histogram]
                     .map(String::from)
@@ -176,15 +179,20 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32, rate: Option<u32>) -> Res
             ),
         }
     }
-    let bpftrace = 2;
-    for ours in [1, 3, 4] {
-        let verdict = |ours: f64, theirs: f64| {
-            if ours <= theirs / 2.0 {
-                "met"
-            } else {
-                "NOT met"
-            }
-        };
+    // Each of tracer's configurations against the peer the goal names.
+    let bpftrace = configs
+        .iter()
+        .position(|config| config.name == BPFTRACE)
+        .expect("the bpftrace configuration");
+    let verdict = |ours: f64, theirs: f64| {
+        if ours <= theirs / 2.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    };
+    let tracers = (0..configs.len()).filter(|&i| configs[i].name.starts_with("tracer pg"));
+    for ours in tracers {
         let loss = match rate {
             Some(_) => "TPS loss not measured at a fixed rate".to_string(),
             None => format!(
