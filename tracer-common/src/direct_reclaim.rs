@@ -1,6 +1,12 @@
 //! `tracer direct-reclaim`: allocation stalls in global and memory-cgroup reclaim.
 
-use crate::task::Task;
+use crate::{
+    record::{self, records, tool},
+    task::Task,
+};
+
+/// The kind of a [`Stall`] record.
+pub const STALL: u32 = record::kind(tool::DIRECT_RECLAIM, 1);
 
 /// Which reclaim a task stalled in.
 #[repr(u32)]
@@ -16,9 +22,11 @@ pub enum ReclaimKind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Stall {
-    pub task: Task,
+    /// [`STALL`].
+    pub record: u32,
     /// A [`ReclaimKind`] discriminant.
     pub kind: u32,
+    pub task: Task,
     /// Allocation order (2^order pages).
     pub order: i32,
     pub gfp_flags: u64,
@@ -29,3 +37,4 @@ pub struct Stall {
 }
 
 plain_old_data!(Stall);
+records!(tool::DIRECT_RECLAIM => Stall);

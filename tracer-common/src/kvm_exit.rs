@@ -107,13 +107,13 @@ pub struct KvmConfig {
 /// What an event-mode record is; every record starts with one.
 pub mod kind {
     /// A [`super::ExitEvent`].
-    pub const EXIT: u32 = 1;
+    pub const EXIT: u32 = crate::record::kind(crate::record::tool::KVM_EXIT, 1);
     /// A [`super::AccessEvent`] for `kvm_userspace_exit`.
-    pub const USERSPACE: u32 = 2;
+    pub const USERSPACE: u32 = crate::record::kind(crate::record::tool::KVM_EXIT, 2);
     /// A [`super::AccessEvent`] for `kvm_pio`.
-    pub const PIO: u32 = 3;
+    pub const PIO: u32 = crate::record::kind(crate::record::tool::KVM_EXIT, 3);
     /// A [`super::AccessEvent`] for `kvm_mmio`.
-    pub const MMIO: u32 = 4;
+    pub const MMIO: u32 = crate::record::kind(crate::record::tool::KVM_EXIT, 4);
 }
 
 /// A handled VM exit (event mode), sent at the next entry.
@@ -156,3 +156,4 @@ plain_old_data!(
     ExitEvent,
     AccessEvent
 );
+crate::record::records!(crate::record::tool::KVM_EXIT => ExitEvent, AccessEvent);

@@ -5,16 +5,16 @@ use crate::task::Task;
 /// What a record is; every record starts with one.
 pub mod kind {
     /// `oom:mark_victim`, a [`super::Victim`].
-    pub const VICTIM: u32 = 1;
+    pub const VICTIM: u32 = crate::record::kind(crate::record::tool::OOM, 1);
     /// `oom:start_task_reaping`, a [`super::Reaping`].
-    pub const REAP_START: u32 = 2;
+    pub const REAP_START: u32 = crate::record::kind(crate::record::tool::OOM, 2);
     /// `oom:finish_task_reaping`, a [`super::Reaping`].
-    pub const REAP_FINISH: u32 = 3;
+    pub const REAP_FINISH: u32 = crate::record::kind(crate::record::tool::OOM, 3);
     /// `oom:skip_task_reaping`, a [`super::Reaping`].
-    pub const REAP_SKIP: u32 = 4;
+    pub const REAP_SKIP: u32 = crate::record::kind(crate::record::tool::OOM, 4);
     /// `sched:sched_process_exit` of a victim's last thread: its memory is back. A
     /// [`super::Reaping`].
-    pub const EXITED: u32 = 5;
+    pub const EXITED: u32 = crate::record::kind(crate::record::tool::OOM, 5);
 }
 
 /// The signal whose sending tells a kill from a mark.
@@ -98,3 +98,4 @@ pub struct OomLayout {
 pub const MEMCG_OOM_MARGIN_PAGES: u64 = 1024;
 
 plain_old_data!(Victim, Reaping, OomLayout);
+crate::record::records!(crate::record::tool::OOM => Victim, Reaping);

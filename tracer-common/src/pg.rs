@@ -76,12 +76,12 @@ pub struct PgConfig {
 /// What a record is; every record starts with one.
 pub mod kind {
     /// A query finished: a [`super::QueryDone`].
-    pub const QUERY: u32 = 1;
+    pub const QUERY: u32 = crate::record::kind(crate::record::tool::PG, 1);
     /// A backend ran its first query since tracer started: a [`super::Backend`].
-    pub const BACKEND: u32 = 2;
+    pub const BACKEND: u32 = crate::record::kind(crate::record::tool::PG, 2);
     /// A backend's connection is TLS-encrypted, so its requests cannot be read from its
     /// socket: a [`super::Backend`], once per backend.
-    pub const ENCRYPTED: u32 = 3;
+    pub const ENCRYPTED: u32 = crate::record::kind(crate::record::tool::PG, 3);
 }
 
 /// A backend tracer has not seen before; userspace opens its counters.
@@ -116,3 +116,4 @@ pub struct QueryDone {
 }
 
 plain_old_data!(Site, PgConfig, Backend, QueryDone);
+crate::record::records!(crate::record::tool::PG => Backend, QueryDone);

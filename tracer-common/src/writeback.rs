@@ -8,11 +8,11 @@ pub const BDI_NAME_LEN: usize = 32;
 /// What a record is; every record starts with one.
 pub mod kind {
     /// `writeback:writeback_start`, a [`super::Work`].
-    pub const START: u32 = 1;
+    pub const START: u32 = crate::record::kind(crate::record::tool::WRITEBACK, 1);
     /// `writeback:writeback_written`, a [`super::Work`].
-    pub const WRITTEN: u32 = 2;
+    pub const WRITTEN: u32 = crate::record::kind(crate::record::tool::WRITEBACK, 2);
     /// `writeback:balance_dirty_pages`, a [`super::Throttle`].
-    pub const THROTTLE: u32 = 3;
+    pub const THROTTLE: u32 = crate::record::kind(crate::record::tool::WRITEBACK, 3);
 }
 
 /// One pass of a flusher thread over a writeback work (`wb_writeback()` traces a start and a
@@ -74,3 +74,4 @@ pub struct WritebackLayout {
 }
 
 plain_old_data!(Work, Throttle, WritebackLayout);
+crate::record::records!(crate::record::tool::WRITEBACK => Work, Throttle);

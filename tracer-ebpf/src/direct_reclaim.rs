@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    direct_reclaim::{ReclaimKind, Stall},
+    direct_reclaim::{ReclaimKind, STALL, Stall},
     task::Task,
 };
 
@@ -52,8 +52,9 @@ fn end(kind: ReclaimKind, nr_reclaimed: u64) {
     };
     let _ = IN_RECLAIM.remove(key);
     events::emit(Stall {
-        task: begin.task,
+        record: STALL,
         kind: kind as u32,
+        task: begin.task,
         order: begin.order,
         gfp_flags: begin.gfp_flags,
         start_ns: begin.start_ns,

@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
+use tracer_common::record::{Record, TOOL_SLOTS};
 
 /// For every hash map: entries are allocated as they are used. The object holds every tool's
 /// maps and all of them are created at load; preallocated, they would slow every tool's start.
@@ -14,23 +15,23 @@ pub const NO_PREALLOC: u32 = BPF_F_NO_PREALLOC;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Records that found the ring buffer full, per CPU; userspace sums and reports them.
+/// Records that found the ring buffer full, per tool and CPU; userspace sums and reports them.
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(TOOL_SLOTS, 0);
 
 /// Room for one record, or `None` (counted as lost) when the buffer is full.
 #[inline(always)]
-pub fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+pub fn reserve<T: Record + 'static>() -> Option<RingBufEntry<T>> {
     let entry = EVENTS.reserve::<T>(0);
     if entry.is_none() {
-        count_lost();
+        count_lost(T::TOOL);
     }
     entry
 }
 
 /// Sends one record, or counts it as lost.
 #[inline(always)]
-pub fn emit<T: 'static>(record: T) {
+pub fn emit<T: Record + 'static>(record: T) {
     if let Some(mut entry) = reserve::<T>() {
         entry.write(record);
         entry.submit(0);
@@ -41,19 +42,19 @@ pub fn emit<T: 'static>(record: T) {
 /// timer (hot paths: a wake-up per record would cost more than the record), or counts it as
 /// lost.
 #[inline(always)]
-pub fn emit_bytes_quietly(record: &[u8]) {
+pub fn emit_bytes_quietly(tool: u32, record: &[u8]) {
     if EVENTS
         .output::<[u8]>(record, BPF_RB_NO_WAKEUP as u64)
         .is_err()
     {
-        count_lost();
+        count_lost(tool);
     }
 }
 
-/// Counts a record that could not be sent.
+/// Counts a record of `tool` that could not be sent.
 #[inline(always)]
-pub fn count_lost() {
-    if let Some(lost) = LOST.get_ptr_mut(0) {
+pub fn count_lost(tool: u32) {
+    if let Some(lost) = LOST.get_ptr_mut(tool) {
         // Per-CPU slot: no other writer can race this increment.
         unsafe { *lost += 1 };
     }

@@ -22,6 +22,7 @@ use tracer_common::{
     pg::{
         Backend, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, PgConfig, QueryDone, Site, kind, origin, site,
     },
+    record::tool,
     task::Task,
 };
 
@@ -296,7 +297,7 @@ fn done(tid: u32, thread: &mut Thread, text: u64) {
 fn send(record: &Record) {
     let size = (size_of::<QueryDone>() + record.done.text_len as usize).min(size_of::<Record>());
     let bytes = unsafe { core::slice::from_raw_parts(record as *const Record as *const u8, size) };
-    events::emit_bytes_quietly(bytes);
+    events::emit_bytes_quietly(tool::PG, bytes);
 }
 
 /// Ends the thread's query and fills in `record`, all but the text.
@@ -414,7 +415,7 @@ fn received(received: i64) {
         return;
     }
     let Some(request) = request(tid) else {
-        events::count_lost();
+        events::count_lost(tool::PG);
         return;
     };
     let limit = (PG_CONFIG.load().text_len as usize).min(MAX_TEXT);
@@ -494,7 +495,7 @@ fn sending(arguments: impl FnOnce() -> Option<(u64, u64)>) {
     let Some(request) = PG_REQUESTS.get_ptr_mut(tid) else {
         // Evicted by more backends answering requests at once than the map holds.
         thread.active = false;
-        events::count_lost();
+        events::count_lost(tool::PG);
         return;
     };
     let request = unsafe { &mut *request };

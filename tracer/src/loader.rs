@@ -360,12 +360,19 @@ impl Probes {
 
     /// Records the kernel side could not deliver since loading (ring buffer full).
     pub fn lost(&self) -> Result<u64> {
+        Ok(self.lost_by_tool()?.iter().sum())
+    }
+
+    /// The same per tool, indexed by `tracer_common::record::tool`.
+    pub fn lost_by_tool(&self) -> Result<Vec<u64>> {
         let lost: PerCpuArray<_, u64> = PerCpuArray::try_from(
             self.ebpf
                 .map("LOST")
                 .context("eBPF object has no LOST map")?,
         )?;
-        Ok(lost.get(&0, 0)?.iter().sum())
+        (0..tracer_common::record::TOOL_SLOTS)
+            .map(|tool| Ok(lost.get(&tool, 0)?.iter().sum()))
+            .collect()
     }
 
     /// The ring buffer every tool's kernel side writes its records to.
