@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Scratch, Sysctl, Tracer, run, sh_in, vmstat, vmstat_sum,
+    Cgroup, Finished, Json, Scratch, Tracer, cause_global_reclaim, run, sh_in, vmstat, vmstat_sum,
 };
 
 /// The last summary object of a `--json` run.
@@ -15,41 +15,12 @@ fn summary(finished: &Finished) -> Json {
     summaries[0].clone()
 }
 
-fn meminfo_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap()
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .trim()
-                .strip_suffix(" kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/meminfo"))
-}
-
-/// Global direct reclaim, caused by reading a sparse file (page cache, no disk I/O) while huge
-/// pages hold all but 2 GiB of memory: the reader must reclaim page cache to go on.
+/// Global direct reclaim, caused on purpose (see [`cause_global_reclaim`]).
 #[test]
 fn global_stalls_match_allocstall_and_pgsteal_direct() {
-    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
-    let free_kib = meminfo_kib("MemFree:");
-    let huge_pages = free_kib.saturating_sub(2 << 20) / 2048;
-    let _reserved = Sysctl::set("vm.nr_hugepages", &huge_pages.to_string());
-    let scratch = Scratch::new("sparse");
-    let sparse = scratch.file("sparse");
-    run(Command::new("truncate").args(["-s", "5G", &sparse]));
-
     let tracer = Tracer::start(&["direct-reclaim", "--json"]);
     let before = vmstat();
-    let mut reader = Command::new("sh")
-        .args(["-c", &format!("exec cat {sparse} > /dev/null")])
-        .spawn()
-        .unwrap();
-    let reader_pid = reader.id();
-    assert!(reader.wait().unwrap().success());
+    let reader_pid = cause_global_reclaim();
     let after = vmstat();
     let summary = summary(&tracer.stop());
 

@@ -43,8 +43,12 @@ pub struct Finished {
 impl Tracer {
     /// Starts `tracer ARGS` and waits until its probes are attached.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = tracer()
-            .args(args)
+        Self::start_command(tracer().args(args))
+    }
+
+    /// Starts a command that runs tracer (under unshare, say) and waits until it is attached.
+    pub fn start_command(command: &mut Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -57,11 +61,11 @@ impl Tracer {
             stderr,
             startup: Vec::new(),
         };
-        tracer.wait_until_attached(args);
+        tracer.wait_until_attached(&format!("{command:?}"));
         tracer
     }
 
-    fn wait_until_attached(&mut self, args: &[&str]) {
+    fn wait_until_attached(&mut self, command: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             match self.stderr.recv_timeout(Duration::from_millis(100)) {
@@ -77,7 +81,7 @@ impl Tracer {
             }
         }
         let _ = self.child.kill();
-        panic!("tracer {args:?} did not attach: {:?}", self.startup);
+        panic!("{command} did not attach: {:?}", self.startup);
     }
 
     pub fn pid(&self) -> u32 {
@@ -254,6 +258,41 @@ pub fn vmstat_sum(counters: &HashMap<String, u64>, prefix: &str) -> u64 {
         .sum()
 }
 
+fn meminfo_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .trim()
+                .strip_suffix(" kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/meminfo"))
+}
+
+/// Global direct reclaim on purpose: a sparse file is read (page cache, no disk I/O) while huge
+/// pages hold all but 2 GiB of memory, so the reader must reclaim page cache to go on. Returns
+/// the reader's pid; every setting is back when it returns.
+pub fn cause_global_reclaim() -> u32 {
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let free_kib = meminfo_kib("MemFree:");
+    let huge_pages = free_kib.saturating_sub(2 << 20) / 2048;
+    let _reserved = Sysctl::set("vm.nr_hugepages", &huge_pages.to_string());
+    let scratch = Scratch::new("sparse");
+    let sparse = scratch.file("sparse");
+    run(Command::new("truncate").args(["-s", "5G", &sparse]));
+    let mut reader = Command::new("sh")
+        .args(["-c", &format!("exec cat {sparse} > /dev/null")])
+        .spawn()
+        .unwrap();
+    let pid = reader.id();
+    assert!(reader.wait().unwrap().success());
+    pid
+}
+
 /// A cgroup the test owns, removed (after its tasks are killed) on drop.
 pub struct Cgroup {
     pub path: PathBuf,
@@ -406,6 +445,19 @@ impl BpfObjects {
 
     pub fn is_empty(&self) -> bool {
         self.programs.is_empty() && self.links.is_empty()
+    }
+
+    /// What is still loaded of what was not in `before`, after the kernel has had up to 5 s
+    /// to free it (it frees programs after an RCU grace period).
+    pub fn left_since(before: &Self) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = Self::since(before);
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -684,4 +736,117 @@ impl Drop for PsqlSession {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` from a server on 127.0.0.1:`port`, optionally with an Accept header: the status
+/// code, the Content-Type and the body.
+pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> (u16, String, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let accept = accept.map_or(String::new(), |accept| format!("Accept: {accept}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+/// One sample of a metrics exposition, as Prometheus's own Python client parses it.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses an exposition with the Python client's OpenMetrics parser (strict) or its Prometheus
+/// text-format parser, from Debian's python3-prometheus-client; panics on what they reject.
+pub fn parse_metrics(text: &str, openmetrics: bool) -> Vec<Sample> {
+    use std::io::Write;
+    let parser = if openmetrics {
+        "prometheus_client.openmetrics.parser"
+    } else {
+        "prometheus_client.parser"
+    };
+    let script = format!(
+        "import json, sys, {parser} as p\n\
+         out = [dict(name=s.name, labels=s.labels, value=s.value)\n\
+                for f in p.text_string_to_metric_families(sys.stdin.read()) for s in f.samples]\n\
+         print(json.dumps(out))"
+    );
+    let mut python = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("Debian's python3 (cargo xtask setup --test)");
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the {parser} parser rejected the exposition: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let samples: Json = serde_json::from_slice(&output.stdout).unwrap();
+    samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sample| Sample {
+            name: sample["name"].as_str().unwrap().to_owned(),
+            labels: sample["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect(),
+            value: sample["value"].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
+/// The sum of the samples named `name` whose labels include all of `labels`.
+pub fn sample_sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|sample| sample.name == name)
+        .filter(|sample| {
+            labels
+                .iter()
+                .all(|(key, value)| sample.labels.get(*key).map(String::as_str) == Some(*value))
+        })
+        .map(|sample| sample.value)
+        .sum()
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

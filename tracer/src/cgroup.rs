@@ -266,16 +266,6 @@ impl Names {
     }
 }
 
-/// The container id in a cgroup path, as Docker, containerd, CRI-O and Kubernetes write them
-/// (`/docker/<64 hex>`, `.../cri-containerd-<64 hex>.scope`, `.../crio-<64 hex>.scope`).
-pub fn container_id(path: &str) -> Option<&str> {
-    path.rsplit('/').find_map(|part| {
-        let part = part.strip_suffix(".scope").unwrap_or(part);
-        let id = part.rsplit(['-', ':']).next()?;
-        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,21 +296,5 @@ mod tests {
         assert!(parse_mountinfo_line("22 1 0:5 / /proc rw - proc proc rw").is_none());
         let spaced = parse_mountinfo_line("1 2 0:3 / /a\\040b rw - cgroup2 cgroup2 rw").unwrap();
         assert_eq!(spaced.mount_point, Path::new("/a b"));
-    }
-
-    #[test]
-    fn finds_container_ids() {
-        let id = "4f1a8b3c9d2e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a";
-        assert_eq!(container_id(&format!("/docker/{id}")), Some(id));
-        let kubepods = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice";
-        assert_eq!(
-            container_id(&format!("{kubepods}/cri-containerd-{id}.scope")),
-            Some(id)
-        );
-        assert_eq!(
-            container_id(&format!("/kubepods/besteffort/pod1/crio-{id}.scope")),
-            Some(id)
-        );
-        assert_eq!(container_id("/system.slice/postgresql.service"), None);
     }
 }

@@ -3,18 +3,20 @@
 use std::{collections::HashMap, io::Write};
 
 use anyhow::Result;
+use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
 use tracer_common::direct_reclaim::{ReclaimKind, Stall};
 
 use crate::{
     cgroup,
-    event_loop::{self, Tool, Window, read_record},
+    event_loop::{Tool, Window, read_record},
     flags::Names,
     histogram::{Latencies, LatencySummary, human_ns},
     loader::Tracepoint,
+    metrics::{Counters, Histograms, Labeler, Metrics},
     options::TraceOptions,
     output::{self, Output},
-    session::Session,
+    session::{self, Context, Plan},
     tally::{self, CgroupKey, ProcessKey, Tally, TallyJson},
 };
 
@@ -70,28 +72,35 @@ const TRACEPOINTS: &[Tracepoint] = &[
 ];
 
 pub fn run(args: Args) -> Result<()> {
-    let mut session = Session::start(&args.trace, TRACEPOINTS, |_| Ok(Vec::new()))?;
-    let begin = session
-        .kernel
-        .tracefs
-        .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
-    let mut out = Output::new(args.trace.json);
-    let mut tool = DirectReclaim {
-        gfp: Names::from_print_fmt(&begin.print_fmt, "__print_flags", "gfp_flags"),
-        cgroups: session.cgroups,
-        min_ns: args.min_us.unwrap_or(0) * 1000,
-        events: args.events,
-        top: args.top,
-        window: Default::default(),
-        printed_events: 0,
-    };
-    event_loop::run(
-        &mut session.probes,
-        &mut tool,
-        args.trace.timing(),
-        args.events,
-        &mut out,
-    )
+    let (trace, events) = (args.trace.clone(), args.events);
+    session::run(&trace, Box::new(args), events)
+}
+
+impl Plan for Args {
+    fn name(&self) -> &'static str {
+        "direct-reclaim"
+    }
+
+    fn tracepoints(&self) -> Vec<Tracepoint> {
+        TRACEPOINTS.to_vec()
+    }
+
+    fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>> {
+        let begin = context
+            .kernel
+            .tracefs
+            .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
+        Ok(Box::new(DirectReclaim {
+            gfp: Names::from_print_fmt(&begin.print_fmt, "__print_flags", "gfp_flags"),
+            cgroups: cgroup::Names::new(context.hierarchy),
+            min_ns: self.min_us.unwrap_or(0) * 1000,
+            events: self.events,
+            top: self.top,
+            window: Default::default(),
+            printed_events: 0,
+            metrics: None,
+        }))
+    }
 }
 
 struct DirectReclaim {
@@ -102,6 +111,19 @@ struct DirectReclaim {
     top: usize,
     window: Totals,
     printed_events: u64,
+    metrics: Option<StallMetrics>,
+}
+
+/// `tracer serve`'s view of stalls.
+struct StallMetrics {
+    stalls: Histograms<KindLabel>,
+    pages: Counters<KindLabel>,
+    labeler: Labeler,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
 }
 
 /// Everything one summary reports.
@@ -157,6 +179,20 @@ impl Tool for DirectReclaim {
         let cgroup = totals.cgroups.entry(stall.task.cgroup_id).or_default();
         cgroup.add(stall.latency_ns, stall.nr_reclaimed);
 
+        if let Some(metrics) = &self.metrics {
+            let workload = metrics
+                .labeler
+                .labels(&self.cgroups.path(stall.task.cgroup_id));
+            let kind = KindLabel {
+                kind: kind_name(stall.kind),
+            };
+            let seconds = stall.latency_ns as f64 / 1e9;
+            metrics
+                .stalls
+                .get(kind.clone(), workload.clone())
+                .observe(seconds);
+            metrics.pages.get(kind, workload).inc_by(stall.nr_reclaimed);
+        }
         if self.events && stall.latency_ns >= self.min_ns {
             self.printed_events += 1;
             self.print_event(&stall, &comm, out)?;
@@ -184,6 +220,20 @@ impl Tool for DirectReclaim {
             return Ok(out.json_line(&SummaryJson::new(&totals, window))?);
         }
         self.print_summary(&totals, window, out)
+    }
+
+    fn register_metrics(&mut self, metrics: &mut Metrics) {
+        self.metrics = Some(StallMetrics {
+            stalls: metrics.histograms(
+                "tracer_reclaim_stall",
+                "Time tasks stalled in reclaim, by kind: global (direct reclaim) or memcg",
+            ),
+            pages: metrics.counters(
+                "tracer_reclaim_pages_reclaimed",
+                "Pages reclaimed by stalled tasks, by kind",
+            ),
+            labeler: metrics.labeler(),
+        });
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval_at, sleep_until},
 };
 
-use crate::{loader::Probes, options::Timing, output::Output};
+use crate::{loader::Probes, metrics::Metrics, options::Timing, output::Output};
 
 /// A tool's userspace half.
 pub trait Tool {
@@ -33,6 +33,8 @@ pub trait Tool {
     fn collect(&mut self, _probes: &mut Probes) -> Result<()> {
         Ok(())
     }
+    /// `tracer serve`: registers the tool's metrics, which it keeps up to date from then on.
+    fn register_metrics(&mut self, _metrics: &mut Metrics) {}
 }
 
 /// A ring-buffer record as the kernel side wrote it.
@@ -75,10 +77,33 @@ pub fn run(
     event_mode: bool,
     out: &mut Output,
 ) -> Result<()> {
-    tokio::runtime::Builder::new_current_thread()
+    run_beside(
+        probes,
+        tool,
+        timing,
+        event_mode,
+        out,
+        std::future::pending(),
+    )
+}
+
+/// [`run`], with `beside` running on the same thread (it may spawn local tasks); its error
+/// stops the loop.
+pub fn run_beside(
+    probes: &mut Probes,
+    tool: &mut dyn Tool,
+    timing: Timing,
+    event_mode: bool,
+    out: &mut Output,
+    beside: impl Future<Output = Result<()>>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(drive(probes, tool, timing, event_mode, out))
+        .build()?;
+    tokio::task::LocalSet::new().block_on(
+        &runtime,
+        drive(probes, tool, timing, event_mode, out, beside),
+    )
 }
 
 async fn drive(
@@ -87,7 +112,9 @@ async fn drive(
     timing: Timing,
     event_mode: bool,
     out: &mut Output,
+    beside: impl Future<Output = Result<()>>,
 ) -> Result<()> {
+    let mut beside = std::pin::pin!(beside);
     // SAFETY: the ring buffer owns its map fd and keeps it open for as long as it lives.
     let mut events =
         unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
@@ -151,6 +178,10 @@ async fn drive(
                     report_lost(lost - lost_reported, out)?;
                     lost_reported = lost;
                 }
+            }
+            result = &mut beside => {
+                result?;
+                break;
             }
             _ = until(deadline) => break,
             _ = interrupt.recv() => break,

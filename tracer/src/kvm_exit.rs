@@ -8,6 +8,10 @@ use aya::{
     Pod,
     maps::{Map, PerCpuHashMap},
 };
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
 use serde::Serialize;
 use tracer_common::kvm_exit::{
     AccessEvent, ExitEvent, ExitKey, ExitStats, HISTOGRAM_BUCKETS, ISA_SVM, ISA_VMX, KvmConfig,
@@ -15,13 +19,14 @@ use tracer_common::kvm_exit::{
 };
 
 use crate::{
-    event_loop::{self, Tool, Window, read_record},
+    event_loop::{Tool, Window, read_record},
     flags::Names,
     histogram::{human_ns, log2_quantile, render_log2},
-    loader::{Probes, Setting, Tracepoint},
+    loader::{Kernel, Probes, Setting, Tracepoint},
+    metrics::Metrics,
     options::TraceOptions,
     output::{self, Align, Output, Table},
-    session::Session,
+    session::{self, Context, Plan},
     tracefs::Tracefs,
 };
 
@@ -87,36 +92,45 @@ const TRACEPOINTS: &[Tracepoint] = &[
 ];
 
 pub fn run(args: Args) -> Result<()> {
-    if !Path::new("/dev/kvm").exists() {
-        bail!("KVM is not available here: /dev/kvm is missing (is the kvm module loaded?)");
+    let (trace, events) = (args.trace.clone(), args.events);
+    session::run(&trace, Box::new(args), events)
+}
+
+impl Plan for Args {
+    fn name(&self) -> &'static str {
+        "kvm-exit"
     }
-    if let Some(pid) = args.trace.pid {
-        require_vm(pid)?;
+
+    fn tracepoints(&self) -> Vec<Tracepoint> {
+        TRACEPOINTS.to_vec()
     }
-    let mut session = Session::start(&args.trace, TRACEPOINTS, |kernel| {
+
+    fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
+        if !Path::new("/dev/kvm").exists() {
+            bail!("KVM is not available here: /dev/kvm is missing (is the kvm module loaded?)");
+        }
+        if let Some(pid) = self.trace.pid {
+            require_vm(pid)?;
+        }
         let config = KvmConfig {
-            vcpu: args.vcpu.unwrap_or(Vcpu::UNKNOWN),
-            events: args.events as u32,
+            vcpu: self.vcpu.unwrap_or(Vcpu::UNKNOWN),
+            events: self.events as u32,
             vcpu_id_offset: kernel.btf.member_offset("kvm_vcpu", "vcpu_id")?,
             _pad: 0,
         };
         Ok(vec![Setting::global("KVM_CONFIG", &config)])
-    })?;
-    let mut out = Output::new(args.trace.json);
-    let mut tool = KvmExit {
-        reasons: Reasons::read(&session.kernel.tracefs)?,
-        events: args.events,
-        top: args.top,
-        seen: Counts::default(),
-        window: Counts::default(),
-    };
-    event_loop::run(
-        &mut session.probes,
-        &mut tool,
-        args.trace.timing(),
-        args.events,
-        &mut out,
-    )
+    }
+
+    fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>> {
+        Ok(Box::new(KvmExit {
+            reasons: Reasons::read(&context.kernel.tracefs)?,
+            events: self.events,
+            top: self.top,
+            seen: Counts::default(),
+            window: Counts::default(),
+            metrics: None,
+        }))
+    }
 }
 
 /// Fails unless `pid` has a KVM VM open.
@@ -346,6 +360,24 @@ struct KvmExit {
     /// Everything read so far, to take each window's difference from.
     seen: Counts,
     window: Counts,
+    metrics: Option<KvmMetrics>,
+}
+
+/// `tracer serve`'s view of exits.
+struct KvmMetrics {
+    exits: Family<ExitLabels, Counter>,
+    userspace: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExitLabels {
+    isa: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 impl Tool for KvmExit {
@@ -373,7 +405,38 @@ impl Tool for KvmExit {
         let now = Counts::read(probes)?;
         self.window = now.minus(&self.seen);
         self.seen = now;
+        if let Some(metrics) = &self.metrics {
+            for (key, exits) in &self.window.exits {
+                let labels = ExitLabels {
+                    isa: isa_name(key.isa),
+                    reason: self.reasons.exit(key.isa, key.reason),
+                };
+                metrics.exits.get_or_create(&labels).inc_by(exits.exits);
+            }
+            for (key, &count) in &self.window.userspace {
+                let reason = self.reasons.userspace(key.reason);
+                let labels = ReasonLabel { reason };
+                metrics.userspace.get_or_create(&labels).inc_by(count);
+            }
+        }
         Ok(())
+    }
+
+    fn register_metrics(&mut self, metrics: &mut Metrics) {
+        self.metrics = Some(KvmMetrics {
+            exits: metrics.register(
+                "tracer_kvm_exits",
+                "VM exits (kvm:kvm_exit), by instruction set (vmx, svm) and exit reason",
+                None,
+                Family::default(),
+            ),
+            userspace: metrics.register(
+                "tracer_kvm_userspace_exits",
+                "Exits to the VMM in userspace (kvm:kvm_userspace_exit), by reason",
+                None,
+                Family::default(),
+            ),
+        });
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {

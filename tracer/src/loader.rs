@@ -84,6 +84,23 @@ impl Setting {
     }
 }
 
+/// The settings of several tools as one: a map two tools size gets the larger size.
+pub fn merge_settings(settings: Vec<Setting>) -> Vec<Setting> {
+    let mut merged: Vec<Setting> = Vec::with_capacity(settings.len());
+    for setting in settings {
+        if let Setting::MapSize { name, size } = &setting
+            && let Some(Setting::MapSize { size: kept, .. }) = merged
+                .iter_mut()
+                .find(|kept| matches!(kept, Setting::MapSize { name: other, .. } if other == name))
+        {
+            *kept = (*kept).max(*size);
+            continue;
+        }
+        merged.push(setting);
+    }
+    merged
+}
+
 /// What the kernel programs are told at load time.
 pub struct Settings {
     pub filter: Filter,
@@ -268,6 +285,19 @@ impl Probes {
             ));
         }
         Ok(())
+    }
+
+    /// Detaches and unloads the programs of `tracepoints`, both kinds (a tool that could not
+    /// start, while others go on).
+    pub fn detach(&mut self, tracepoints: &[Tracepoint]) {
+        for tp in tracepoints {
+            if let Ok(program) = self.program::<BtfTracePoint>(tp.program) {
+                let _ = program.unload();
+            }
+            if let Ok(program) = self.program::<TracePoint>(&format!("{}_tp", tp.program)) {
+                let _ = program.unload();
+            }
+        }
     }
 
     /// Loads the BTF program of each tracepoint whose result is still `Ok`, and records how

@@ -6,6 +6,7 @@ mod flags;
 mod histogram;
 mod kernel_btf;
 mod loader;
+mod metrics;
 mod options;
 mod output;
 mod perf;
@@ -14,11 +15,13 @@ mod sql;
 mod tally;
 mod tracefs;
 mod usdt;
+mod workload;
 
 mod direct_reclaim;
 mod kvm_exit;
 mod oom;
 mod pg;
+mod serve;
 mod writeback;
 
 use std::process::ExitCode;
@@ -44,6 +47,9 @@ enum ToolCommand {
     Pg(pg::Args),
     /// KVM: why guests exit and for how long, exits to the VMM, noisy ports and MMIO addresses
     KvmExit(kvm_exit::Args),
+    /// Run several tools at once as a node agent: Prometheus metrics per container and pod
+    /// over HTTP, and a flight recorder
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         ToolCommand::Oom(args) => oom::run(args),
         ToolCommand::Pg(args) => pg::run(args),
         ToolCommand::KvmExit(args) => kvm_exit::run(args),
+        ToolCommand::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

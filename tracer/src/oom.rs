@@ -1,8 +1,9 @@
 //! `tracer oom`: every OOM kill, who it hit and why, and how long its memory took to come back.
 
-use std::{collections::HashMap, io::Write};
+use std::{collections::HashMap, io::Write, rc::Rc};
 
 use anyhow::Result;
+use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
 use tracer_common::{
     oom::{OomLayout, Reaping, Victim, kind},
@@ -11,13 +12,15 @@ use tracer_common::{
 
 use crate::{
     cgroup::{self, Hierarchy},
-    event_loop::{self, Tool, Window, read_record},
+    event_loop::{Tool, Window, read_record},
     histogram::human_ns,
     kernel_btf::KernelBtf,
-    loader::{Setting, Tracepoint},
+    loader::{Kernel, Setting, Tracepoint},
+    metrics::{Counters, Labeler, Metrics},
     options::TraceOptions,
     output::{self, Output},
-    session::Session,
+    session::{self, Context, Plan},
+    workload::{Workload, Workloads},
 };
 
 #[derive(clap::Args, Debug)]
@@ -92,8 +95,20 @@ const TRACEPOINTS: &[Tracepoint] = &[
 ];
 
 pub fn run(args: Args) -> Result<()> {
-    let memory = Hierarchy::for_memory()?;
-    let mut session = Session::start(&args.trace, TRACEPOINTS, |kernel| {
+    let trace = args.trace.clone();
+    session::run(&trace, Box::new(args), true)
+}
+
+impl Plan for Args {
+    fn name(&self) -> &'static str {
+        "oom"
+    }
+
+    fn tracepoints(&self) -> Vec<Tracepoint> {
+        TRACEPOINTS.to_vec()
+    }
+
+    fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         Ok(vec![
             Setting::global("OOM_LAYOUT", &layout(&kernel.btf)?),
             Setting::MapSize {
@@ -105,21 +120,18 @@ pub fn run(args: Args) -> Result<()> {
                 size: 1024,
             },
         ])
-    })?;
-    let mut out = Output::new(args.trace.json);
-    let mut tool = Oom {
-        cgroups: session.cgroups,
-        memcgs: cgroup::Names::new(&memory),
-        victims: HashMap::new(),
-        window: Totals::default(),
-    };
-    event_loop::run(
-        &mut session.probes,
-        &mut tool,
-        args.trace.timing(),
-        true,
-        &mut out,
-    )
+    }
+
+    fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>> {
+        Ok(Box::new(Oom {
+            cgroups: cgroup::Names::new(context.hierarchy),
+            memcgs: cgroup::Names::new(&Hierarchy::for_memory()?),
+            victims: HashMap::new(),
+            window: Totals::default(),
+            workloads: Workloads::default(),
+            metrics: None,
+        }))
+    }
 }
 
 fn layout(btf: &KernelBtf) -> Result<OomLayout> {
@@ -173,6 +185,19 @@ struct Oom {
     /// Victims by thread id (what the reaper reports), until their memory is back.
     victims: HashMap<u32, Killed>,
     window: Totals,
+    workloads: Workloads,
+    metrics: Option<KillMetrics>,
+}
+
+/// `tracer serve`'s view of kills.
+struct KillMetrics {
+    kills: Counters<ConstraintLabel>,
+    labeler: Labeler,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConstraintLabel {
+    constraint: &'static str,
 }
 
 #[derive(Clone)]
@@ -201,6 +226,16 @@ impl Tool for Oom {
     fn start(&mut self, _out: &mut Output) -> Result<()> {
         eprintln!("Tracing OOM kills... Hit Ctrl-C to end.");
         Ok(())
+    }
+
+    fn register_metrics(&mut self, metrics: &mut Metrics) {
+        self.metrics = Some(KillMetrics {
+            kills: metrics.counters(
+                "tracer_oom_kills",
+                "OOM kills, by the victim's workload and constraint: memcg (a memory cgroup's limit) or global",
+            ),
+            labeler: metrics.labeler(),
+        });
     }
 
     fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
@@ -273,7 +308,8 @@ impl Tool for Oom {
 
 impl Oom {
     fn victim(&mut self, victim: Victim, out: &mut Output) -> Result<()> {
-        let described = |task: &Task, names: &mut cgroup::Names| -> TaskJson {
+        let workloads = &mut self.workloads;
+        let mut described = |task: &Task, names: &mut cgroup::Names| -> TaskJson {
             let (pid, comm, cgroup_id) = match task.pid {
                 // The classic tracepoint names the victim by thread id only.
                 0 => from_proc(task.tid),
@@ -284,10 +320,7 @@ impl Oom {
                 pid,
                 tid: task.tid,
                 comm,
-                container_id: cgroup
-                    .as_deref()
-                    .and_then(cgroup::container_id)
-                    .map(str::to_owned),
+                container: cgroup.as_deref().and_then(|path| workloads.of(path)),
                 cgroup_id,
                 cgroup,
             }
@@ -297,10 +330,24 @@ impl Oom {
         let oom_memcg = (victim.oom_memcg != 0).then(|| self.memcgs.path(victim.oom_memcg));
         let exiting = victim.killed == 0;
 
+        let constraint = if oom_memcg.is_some() {
+            "memcg"
+        } else {
+            "global"
+        };
         let totals = &mut self.window;
         if exiting {
             totals.marked_exiting += 1;
         } else {
+            if let Some(metrics) = &self.metrics {
+                let workload = metrics
+                    .labeler
+                    .labels(killed.cgroup.as_deref().unwrap_or("?"));
+                metrics
+                    .kills
+                    .get(ConstraintLabel { constraint }, workload)
+                    .inc();
+            }
             totals.kills += 1;
             totals.memcg_kills += oom_memcg.is_some() as u64;
             let cgroup = killed.cgroup.clone().unwrap_or_else(|| "?".into());
@@ -320,11 +367,7 @@ impl Oom {
             return Ok(out.json_line(&VictimJson {
                 r#type: "oom_kill",
                 time: output::rfc3339(time),
-                constraint: if oom_memcg.is_some() {
-                    "memcg"
-                } else {
-                    "global"
-                },
+                constraint,
                 oom_memcg_id: victim.oom_memcg,
                 oom_memcg,
                 killed: !exiting,
@@ -353,9 +396,9 @@ impl Oom {
             victim.uid,
             killed.cgroup.as_deref().unwrap_or("?"),
             killed
-                .container_id
+                .container
                 .as_deref()
-                .map(|id| format!(" container {}", &id[..12]))
+                .map(|container| format!(" container {}", container.shown()))
                 .unwrap_or_default(),
             kib(victim.anon_rss_kb),
             kib(victim.file_rss_kb),
@@ -476,7 +519,7 @@ struct TaskJson {
     cgroup_id: u64,
     cgroup: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    container_id: Option<String>,
+    container: Option<Rc<Workload>>,
 }
 
 #[derive(Serialize)]
@@ -543,6 +586,8 @@ mod tests {
             memcgs: cgroup::Names::new(&nowhere),
             victims: HashMap::new(),
             window: Totals::default(),
+            workloads: Workloads::default(),
+            metrics: None,
         }
     }
 
@@ -577,9 +622,15 @@ mod tests {
 
     #[test]
     fn follows_victims_until_their_memory_is_back() {
-        let (mut oom, mut out) = (oom(), Output::new(true));
+        let (mut oom, mut out) = (oom(), Output::memory());
         oom.victim(victim(7, true, 42), &mut out).unwrap();
         oom.victim(victim(8, false, 0), &mut out).unwrap();
+        let written = String::from_utf8(out.take_written()).unwrap();
+        assert_eq!(
+            written.matches(r#""type":"oom_kill""#).count(),
+            2,
+            "{written}"
+        );
         assert_eq!(
             (
                 oom.window.kills,

@@ -9,26 +9,49 @@ use std::{
 
 use serde::Serialize;
 
-/// Buffered stdout: tools write freely, the run loop flushes once per batch of records.
+/// Where a tool writes: buffered stdout (tools write freely, the run loop flushes once per
+/// batch of records), or memory, where `tracer serve` collects what each tool would print.
 pub struct Output {
-    out: BufWriter<Stdout>,
+    out: Sink,
     pub json: bool,
     clock: Clock,
 }
 
+enum Sink {
+    Stdout(BufWriter<Stdout>),
+    Memory(Vec<u8>),
+}
+
 impl Output {
-    pub fn new(json: bool) -> Self {
+    pub fn stdout(json: bool) -> Self {
         Self {
-            out: BufWriter::with_capacity(64 * 1024, io::stdout()),
+            out: Sink::Stdout(BufWriter::with_capacity(64 * 1024, io::stdout())),
             json,
             clock: Clock::new(),
         }
     }
 
+    /// NDJSON kept in memory until taken.
+    pub fn memory() -> Self {
+        Self {
+            out: Sink::Memory(Vec::new()),
+            json: true,
+            clock: Clock::new(),
+        }
+    }
+
+    /// What was written to memory since the last call.
+    pub fn take_written(&mut self) -> Vec<u8> {
+        match &mut self.out {
+            Sink::Memory(written) => std::mem::take(written),
+            Sink::Stdout(_) => Vec::new(),
+        }
+    }
+
     /// One NDJSON line.
     pub fn json_line(&mut self, value: &impl Serialize) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value)?;
-        self.out.write_all(b"\n")
+        serde_json::to_writer(&mut *self, value)?;
+        self.write_all(b"\n")
     }
 
     pub fn clock(&self) -> &Clock {
@@ -38,11 +61,17 @@ impl Output {
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+        match &mut self.out {
+            Sink::Stdout(out) => out.write(buf),
+            Sink::Memory(out) => out.write(buf),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        match &mut self.out {
+            Sink::Stdout(out) => out.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
     }
 }
 

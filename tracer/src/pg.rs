@@ -21,15 +21,14 @@ use tracer_common::pg::{
 };
 
 use crate::{
-    event_loop::{self, Tool, Window, read_record},
+    event_loop::{Tool, Window, read_record},
     histogram::{Latencies, LatencySummary, human_ns},
     kernel_btf::KernelBtf,
-    loader::{Probes, Setting, Tracepoint},
+    loader::{Kernel, Probes, Setting, Tracepoint},
     options::TraceOptions,
     output::{self, Align, Output, Table},
     perf::{self, Counter},
-    session::Session,
-    sql,
+    session, sql,
     tracefs::Tracefs,
     usdt::Binary,
 };
@@ -178,67 +177,106 @@ const SYSCALL_TRACEPOINTS: &[Tracepoint] = &[
 const RING_BYTES: u32 = 16 << 20;
 
 pub fn run(args: Args) -> Result<()> {
-    let socket = args.via == Via::Socket;
-    if socket && !crate::options::in_host_pid_namespace() {
-        bail!(
-            "--via socket knows backends by the pids the host gives them, and tracer runs in a pid \
-             namespace of its own (a container without the host's): run it in the host's, or use --via probes"
-        );
-    }
-    let (targets, server_pid) = targets(&args)?;
-    // Only probes tell postgres from other processes: through sockets, the kernel side keeps
-    // the backends of the servers running now.
-    let servers = match server_pid {
-        Some(pid) => vec![pid],
-        None if socket => running_servers(&targets)?,
-        None => Vec::new(),
-    };
-    if servers.len() > MAX_SERVERS {
-        bail!(
-            "{} PostgreSQL servers run here, more than tracer tells apart ({MAX_SERVERS}): name one with -p PID",
-            servers.len()
-        );
-    }
-    let mut tracepoints = TRACEPOINTS.to_vec();
-    if socket {
-        let sock = !args.via_syscalls
-            && Tracefs::locate()?
-                .format("sock", "sock_recv_length")
-                .is_ok();
-        tracepoints.extend(if sock {
-            SOCKET_TRACEPOINTS
-        } else {
-            SYSCALL_TRACEPOINTS
-        });
-    }
-    // Planned through the socket too: that tells a server from any other binary.
-    let plans = targets
-        .iter()
-        .map(|target| plan(target, args.protocol))
-        .collect::<Result<Vec<_>>>()?;
-    let counters = if args.no_counters {
-        Vec::new()
-    } else {
-        choose_counters(&args.counters)?
-    };
-    let per_backend_events = needs_perf_events(&counters);
     // -p names a server, not one process: the kernel side filters by postmaster.
-    let mut trace = args.trace.clone();
-    trace.pid = None;
-    let mut session = Session::start(&trace, &tracepoints, |kernel| {
+    let mut options = args.trace.clone();
+    options.pid = None;
+    let slow = args.slow.is_some();
+    session::run(&options, Box::new(PgPlan::new(args)?), slow)
+}
+
+/// What `tracer pg` found to trace before loading anything.
+struct PgPlan {
+    args: Args,
+    socket: bool,
+    targets: Vec<Target>,
+    servers: Vec<u32>,
+    tracepoints: Vec<Tracepoint>,
+    plans: Vec<Plan>,
+    counters: Vec<Counter>,
+}
+
+impl PgPlan {
+    fn new(args: Args) -> Result<Self> {
+        let socket = args.via == Via::Socket;
+        if socket && !crate::options::in_host_pid_namespace() {
+            bail!(
+                "--via socket knows backends by the pids the host gives them, and tracer runs in a pid \
+                 namespace of its own (a container without the host's): run it in the host's, or use --via probes"
+            );
+        }
+        let (targets, server_pid) = targets(&args)?;
+        // Only probes tell postgres from other processes: through sockets, the kernel side
+        // keeps the backends of the servers running now.
+        let servers = match server_pid {
+            Some(pid) => vec![pid],
+            None if socket => running_servers(&targets)?,
+            None => Vec::new(),
+        };
+        if servers.len() > MAX_SERVERS {
+            bail!(
+                "{} PostgreSQL servers run here, more than tracer tells apart ({MAX_SERVERS}): name one with -p PID",
+                servers.len()
+            );
+        }
+        let mut tracepoints = TRACEPOINTS.to_vec();
+        if socket {
+            let sock = !args.via_syscalls
+                && Tracefs::locate()?
+                    .format("sock", "sock_recv_length")
+                    .is_ok();
+            tracepoints.extend(if sock {
+                SOCKET_TRACEPOINTS
+            } else {
+                SYSCALL_TRACEPOINTS
+            });
+        }
+        // Planned through the socket too: that tells a server from any other binary.
+        let plans = targets
+            .iter()
+            .map(|target| plan(target, args.protocol))
+            .collect::<Result<Vec<_>>>()?;
+        let counters = if args.no_counters {
+            Vec::new()
+        } else {
+            choose_counters(&args.counters)?
+        };
+        Ok(Self {
+            args,
+            socket,
+            targets,
+            servers,
+            tracepoints,
+            plans,
+            counters,
+        })
+    }
+}
+
+impl session::Plan for PgPlan {
+    fn name(&self) -> &'static str {
+        "pg"
+    }
+
+    fn tracepoints(&self) -> Vec<Tracepoint> {
+        self.tracepoints.clone()
+    }
+
+    fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
+        let per_backend_events = needs_perf_events(&self.counters);
+        let servers = &self.servers;
         let mut config = PgConfig {
             server_count: servers.len() as u32,
-            text_len: args.query_len,
-            counters: counters.len() as u32,
+            text_len: self.args.query_len,
+            counters: self.counters.len() as u32,
             task_real_parent: real_parent(&kernel.btf)?,
             task_counters: if per_backend_events {
                 Default::default()
             } else {
-                task_counters(&kernel.btf, &counters)?
+                task_counters(&kernel.btf, &self.counters)?
             },
             ..Default::default()
         };
-        config.servers[..servers.len()].copy_from_slice(&servers);
+        config.servers[..servers.len()].copy_from_slice(servers);
         let mut settings = vec![
             Setting::global("PG_CONFIG", &config),
             Setting::MapSize {
@@ -250,7 +288,7 @@ pub fn run(args: Args) -> Result<()> {
                 size: 16384,
             },
         ];
-        if socket {
+        if self.socket {
             // Preallocated (an LRU map): 9 MB, room for more backends than servers allow.
             settings.push(Setting::MapSize {
                 name: "PG_REQUESTS",
@@ -264,56 +302,61 @@ pub fn run(args: Args) -> Result<()> {
             });
         }
         Ok(settings)
-    })?;
-    let counters = if !per_backend_events || session.probes.own_maps {
-        counters
-    } else {
-        eprintln!(
-            "tracer: per-query counters need a private mount namespace (CAP_SYS_ADMIN): leaving them out"
-        );
-        Vec::new()
-    };
-    let attached = if socket {
-        let pids: Vec<String> = servers.iter().map(u32::to_string).collect();
-        format!(
-            "client sockets of the servers with postmaster pid {}",
-            pids.join(", ")
-        )
-    } else {
-        let mut cookie = 0;
-        for plan in &plans {
-            attach(&mut session.probes, plan, &mut cookie)?;
-        }
-        let used: Vec<&str> = plans.iter().map(|plan| plan.used.as_str()).collect();
-        used.join("; ")
-    };
-    let mut counters = BackendCounters::new(counters);
-    // Perf counters: running backends get theirs now, later ones when their first query shows
-    // them.
-    for pid in running_backends(&targets, &servers) {
-        counters.add(&mut session.probes, pid)?;
     }
-    let mut out = Output::new(args.trace.json);
-    let mut tool = Pg {
-        banner: format!("Tracing PostgreSQL queries: {attached}... Hit Ctrl-C to end."),
-        counters,
-        raw: args.raw,
-        protocol: args.protocol,
-        statements: wire::Statements::default(),
-        encrypted_backends: 0,
-        slow_ns: args.slow.map(|ms| (ms * 1e6) as u64),
-        top: args.top,
-        normalizer: sql::Normalizer::default(),
-        window: Totals::default(),
-        new_backends: Vec::new(),
-    };
-    event_loop::run(
-        &mut session.probes,
-        &mut tool,
-        args.trace.timing(),
-        args.slow.is_some(),
-        &mut out,
-    )
+
+    fn start(self: Box<Self>, context: &mut session::Context) -> Result<Box<dyn Tool>> {
+        let Self {
+            args,
+            socket,
+            targets,
+            servers,
+            plans,
+            counters,
+            ..
+        } = *self;
+        let probes = &mut *context.probes;
+        let counters = if !needs_perf_events(&counters) || probes.own_maps {
+            counters
+        } else {
+            eprintln!(
+                "tracer: per-query counters need a private mount namespace (CAP_SYS_ADMIN): leaving them out"
+            );
+            Vec::new()
+        };
+        let attached = if socket {
+            let pids: Vec<String> = servers.iter().map(u32::to_string).collect();
+            format!(
+                "client sockets of the servers with postmaster pid {}",
+                pids.join(", ")
+            )
+        } else {
+            let mut cookie = 0;
+            for plan in &plans {
+                attach(probes, plan, &mut cookie)?;
+            }
+            let used: Vec<&str> = plans.iter().map(|plan| plan.used.as_str()).collect();
+            used.join("; ")
+        };
+        let mut counters = BackendCounters::new(counters);
+        // Perf counters: running backends get theirs now, later ones when their first query
+        // shows them.
+        for pid in running_backends(&targets, &servers) {
+            counters.add(probes, pid)?;
+        }
+        Ok(Box::new(Pg {
+            banner: format!("Tracing PostgreSQL queries: {attached}... Hit Ctrl-C to end."),
+            counters,
+            raw: args.raw,
+            protocol: args.protocol,
+            statements: wire::Statements::default(),
+            encrypted_backends: 0,
+            slow_ns: args.slow.map(|ms| (ms * 1e6) as u64),
+            top: args.top,
+            normalizer: sql::Normalizer::default(),
+            window: Totals::default(),
+            new_backends: Vec::new(),
+        }))
+    }
 }
 
 fn real_parent(btf: &KernelBtf) -> Result<u32> {

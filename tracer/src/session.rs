@@ -1,47 +1,125 @@
-//! Starting a tool: check the user's input and privileges, read the kernel, load and attach.
+//! Starting tools: check the user's input and privileges, read the kernel, load the one object
+//! that holds every tool's programs, attach, and hand each tool its userspace half.
+//!
+//! A command starts one tool and fails if it cannot attach; `tracer serve` starts several
+//! through the same [`Plan`]s and goes on without those that cannot.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::{
-    cgroup,
+    cgroup::Hierarchy,
+    event_loop::{self, Tool},
     loader::{self, Kernel, Loading, Probes, Setting, Settings, Tracepoint},
     options::TraceOptions,
+    output::Output,
 };
 
-/// A tool's attached kernel programs and what it needs to make sense of their records.
-pub struct Session {
-    pub kernel: Kernel,
-    pub probes: Probes,
-    /// Paths for the cgroup ids in records.
-    pub cgroups: cgroup::Names,
+/// A tool before anything is loaded: what it attaches to and sets in the kernel programs, and
+/// how it becomes a running [`Tool`]. Each tool module has one, which its command and `tracer
+/// serve` both start.
+pub trait Plan {
+    /// The tool's name, as its command spells it.
+    fn name(&self) -> &'static str;
+    fn tracepoints(&self) -> Vec<Tracepoint>;
+    /// The tool's own load-time settings, computed from the kernel.
+    fn settings(&self, _kernel: &Kernel) -> Result<Vec<Setting>> {
+        Ok(Vec::new())
+    }
+    /// Once its tracepoints are attached: attaches anything else and builds the userspace half.
+    fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>>;
 }
 
+/// What a tool gets to start with.
+pub struct Context<'a> {
+    pub kernel: &'a Kernel,
+    pub probes: &'a mut Probes,
+    /// The cgroup hierarchy task records are attributed in.
+    pub hierarchy: &'a Hierarchy,
+}
+
+/// The loaded object.
+pub struct Session {
+    pub probes: Probes,
+}
+
+/// Tools that could not start, by name, and why.
+pub type Failed = Vec<(&'static str, anyhow::Error)>;
+
+/// Runs one tool as a command: it starts or tracer fails, and runs until the options say stop.
+pub fn run(options: &TraceOptions, plan: Box<dyn Plan>, event_mode: bool) -> Result<()> {
+    let (mut session, mut tools, _) = Session::start(options, vec![plan], true)?;
+    let (_, mut tool) = tools.pop().context("no tool started")?;
+    let mut out = Output::stdout(options.json);
+    event_loop::run(
+        &mut session.probes,
+        tool.as_mut(),
+        options.timing(),
+        event_mode,
+        &mut out,
+    )
+}
+
+/// Tools that started, by name.
+pub type Started = Vec<(&'static str, Box<dyn Tool>)>;
+
 impl Session {
-    /// Checks, loads and attaches. `settings` computes the tool's own load-time settings from
-    /// the kernel.
+    /// Checks, loads and attaches every plan. With `strict`, the first tool that cannot start
+    /// fails the whole; without, it is reported among the failed and the others go on.
     pub fn start(
         options: &TraceOptions,
-        tracepoints: &[Tracepoint],
-        settings: impl FnOnce(&Kernel) -> Result<Vec<Setting>>,
-    ) -> Result<Self> {
+        plans: Vec<Box<dyn Plan>>,
+        strict: bool,
+    ) -> Result<(Self, Started, Failed)> {
         let scope = options.scope()?;
         loader::require_privileges()?;
         // The object loads in a thread while this one reads the kernel: see Loading.
         let loading = Loading::begin(options.verbose);
         let kernel = Kernel::inspect()?;
+        let mut failed = Vec::new();
+        let mut ready = Vec::new();
+        let mut tool_settings = Vec::new();
+        for plan in plans {
+            match plan.settings(&kernel) {
+                Ok(settings) => {
+                    tool_settings.extend(settings);
+                    ready.push(plan);
+                }
+                Err(error) if strict => return Err(error),
+                Err(error) => failed.push((plan.name(), error)),
+            }
+        }
         let settings = Settings {
             filter: scope.filter,
             task_layout: scope.hierarchy.task_layout(&kernel.btf)?,
-            tool: settings(&kernel)?,
+            tool: loader::merge_settings(tool_settings),
         };
         let loading = loading.load(settings);
-        let index = loader::tracepoint_index(&kernel, tracepoints, options.attach)?;
+        let tracepoints: Vec<Tracepoint> =
+            ready.iter().flat_map(|plan| plan.tracepoints()).collect();
+        let index = loader::tracepoint_index(&kernel, &tracepoints, options.attach)?;
         let mut probes = loading.finish()?;
-        probes.attach_tracepoints(&kernel, tracepoints, options.attach, index.as_ref())?;
-        Ok(Self {
-            kernel,
-            probes,
-            cgroups: cgroup::Names::new(&scope.hierarchy),
-        })
+        let mut started = Vec::new();
+        for plan in ready {
+            let name = plan.name();
+            let plan_tracepoints = plan.tracepoints();
+            let result = probes
+                .attach_tracepoints(&kernel, &plan_tracepoints, options.attach, index.as_ref())
+                .and_then(|()| {
+                    plan.start(&mut Context {
+                        kernel: &kernel,
+                        probes: &mut probes,
+                        hierarchy: &scope.hierarchy,
+                    })
+                });
+            match result {
+                Ok(tool) => started.push((name, tool)),
+                Err(error) if strict => return Err(error),
+                Err(error) => {
+                    probes.detach(&plan_tracepoints);
+                    failed.push((name, error));
+                }
+            }
+        }
+        Ok((Self { probes }, started, failed))
     }
 }

@@ -4,19 +4,25 @@
 use std::{collections::HashMap, io::Write};
 
 use anyhow::Result;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Unit,
+};
 use serde::Serialize;
 use tracer_common::writeback::{Throttle, Work, WritebackLayout, kind};
 
 use crate::{
     cgroup,
-    event_loop::{self, Tool, Window, read_record},
+    event_loop::{Tool, Window, read_record},
     flags::Names,
     histogram::{Latencies, LatencySummary, human_ns},
     kernel_btf::KernelBtf,
-    loader::{Setting, Tracepoint},
+    loader::{Kernel, Setting, Tracepoint},
+    metrics::{Histograms, Labeler, Metrics, log2_seconds},
     options::TraceOptions,
     output::{self, Align, Output, Table},
-    session::Session,
+    session::{self, Context, Plan},
     tally::{self, CgroupKey, ProcessKey, Tally, TallyJson},
 };
 
@@ -75,33 +81,42 @@ const TRACEPOINTS: &[Tracepoint] = &[
 ];
 
 pub fn run(args: Args) -> Result<()> {
-    let mut session = Session::start(&args.trace, TRACEPOINTS, |kernel| {
+    let (trace, events) = (args.trace.clone(), args.events);
+    session::run(&trace, Box::new(args), events)
+}
+
+impl Plan for Args {
+    fn name(&self) -> &'static str {
+        "writeback"
+    }
+
+    fn tracepoints(&self) -> Vec<Tracepoint> {
+        TRACEPOINTS.to_vec()
+    }
+
+    fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         Ok(vec![Setting::global(
             "WRITEBACK_LAYOUT",
             &layout(&kernel.btf)?,
         )])
-    })?;
-    let written = session
-        .kernel
-        .tracefs
-        .format("writeback", "writeback_written")?;
-    let mut out = Output::new(args.trace.json);
-    let mut tool = Writeback {
-        reasons: Names::from_print_fmt(&written.print_fmt, "__print_symbolic", "reason"),
-        cgroups: session.cgroups,
-        devices: Devices::default(),
-        passes: Passes::default(),
-        events: args.events,
-        top: args.top,
-        window: Totals::default(),
-    };
-    event_loop::run(
-        &mut session.probes,
-        &mut tool,
-        args.trace.timing(),
-        args.events,
-        &mut out,
-    )
+    }
+
+    fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>> {
+        let written = context
+            .kernel
+            .tracefs
+            .format("writeback", "writeback_written")?;
+        Ok(Box::new(Writeback {
+            reasons: Names::from_print_fmt(&written.print_fmt, "__print_symbolic", "reason"),
+            cgroups: cgroup::Names::new(context.hierarchy),
+            devices: Devices::default(),
+            passes: Passes::default(),
+            events: self.events,
+            top: self.top,
+            window: Totals::default(),
+            metrics: None,
+        }))
+    }
 }
 
 fn layout(btf: &KernelBtf) -> Result<WritebackLayout> {
@@ -224,6 +239,26 @@ struct Writeback {
     events: bool,
     top: usize,
     window: Totals,
+    metrics: Option<WritebackMetrics>,
+}
+
+/// `tracer serve`'s view of writeback.
+struct WritebackMetrics {
+    pages: Family<PassLabels, Counter>,
+    passes: Family<PassLabels, Histogram, fn() -> Histogram>,
+    pauses: Histograms<DeviceLabel>,
+    labeler: Labeler,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PassLabels {
+    reason: String,
+    device: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabel {
+    device: String,
 }
 
 #[derive(Default)]
@@ -240,6 +275,29 @@ struct Totals {
 }
 
 impl Tool for Writeback {
+    fn register_metrics(&mut self, metrics: &mut Metrics) {
+        let histograms = || Family::new_with_constructor(log2_seconds as fn() -> Histogram);
+        self.metrics = Some(WritebackMetrics {
+            pages: metrics.register(
+                "tracer_writeback_pages",
+                "Pages the flusher threads wrote back, by reason and device",
+                None,
+                Family::default(),
+            ),
+            passes: metrics.register(
+                "tracer_writeback_pass",
+                "Time of each pass of a flusher thread over a writeback work, by reason and device",
+                Some(Unit::Seconds),
+                histograms(),
+            ),
+            pauses: metrics.histograms(
+                "tracer_dirty_throttle_pause",
+                "Pauses writers were made to sleep for dirtying pages too fast, by device",
+            ),
+            labeler: metrics.labeler(),
+        });
+    }
+
     fn start(&mut self, out: &mut Output) -> Result<()> {
         eprintln!("Tracing writeback and dirty throttling... Hit Ctrl-C to end.");
         if self.events && !out.json {
@@ -311,6 +369,17 @@ impl Writeback {
         by_device.name.clone_from(&bdi);
         by_device.add(ns, pages);
         totals.pass_latencies.record(ns);
+        if let Some(metrics) = &self.metrics {
+            let labels = PassLabels {
+                reason: reason.clone(),
+                device: device.clone(),
+            };
+            metrics.pages.get_or_create(&labels).inc_by(pages);
+            metrics
+                .passes
+                .get_or_create(&labels)
+                .observe(ns as f64 / 1e9);
+        }
         if !self.events {
             return Ok(());
         }
@@ -360,11 +429,19 @@ impl Writeback {
         process.add(throttle.pause_ns, 0);
         let cgroup = totals.throttled_cgroups.entry(task.cgroup_id).or_default();
         cgroup.add(throttle.pause_ns, 0);
+        let bdi = output::comm(&throttle.bdi);
+        let device = self.devices.name(&bdi);
+        if let Some(metrics) = &self.metrics {
+            let workload = metrics.labeler.labels(&self.cgroups.path(task.cgroup_id));
+            let device = DeviceLabel {
+                device: device.clone(),
+            };
+            let seconds = throttle.pause_ns as f64 / 1e9;
+            metrics.pauses.get(device, workload).observe(seconds);
+        }
         if !self.events {
             return Ok(());
         }
-        let bdi = output::comm(&throttle.bdi);
-        let device = self.devices.name(&bdi);
         let time = out.clock().wall(throttle.time_ns);
         if out.json {
             let cgroup = self.cgroups.path(task.cgroup_id);

@@ -17,8 +17,9 @@ pub struct Needs {
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
-/// pg_stat_statements), and openssl for a TLS server's certificate.
-const TEST_PACKAGES: &[&str] = &["postgresql", "openssl"];
+/// pg_stat_statements), openssl for a TLS server's certificate, and Prometheus's own Python
+/// client, whose parsers check what `tracer serve` exposes.
+const TEST_PACKAGES: &[&str] = &["postgresql", "openssl", "python3-prometheus-client"];
 /// Peer tools the benchmarks measure tracer against, and what they load.
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools", "bpfcc-tools", "postgresql"];
 

@@ -1,0 +1,294 @@
+//! `tracer serve` against real kernel events: its /metrics, scraped and parsed by Prometheus's own
+//! Python client, must count what the kernel counts.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use tracer_tests::{
+    BpfObjects, Cgroup, Json, Sample, Scratch, Tracer, assert_one_line_refusal, assert_refused,
+    cause_global_reclaim, free_port, http_get, parse_metrics, run, run_tracer, sample_sum, sh_in,
+    vmstat, vmstat_sum,
+};
+
+fn scrape(port: u16) -> Vec<Sample> {
+    let (status, content_type, text) = http_get(port, "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let (status, content_type, openmetrics) =
+        http_get(port, "/metrics", Some("application/openmetrics-text"));
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    // Both parsers must take what they are given; they see the same samples.
+    let samples = parse_metrics(&openmetrics, true);
+    let plain = parse_metrics(&text, false);
+    for name in [
+        "tracer_oom_kills_total",
+        "tracer_reclaim_stall_seconds_count",
+    ] {
+        assert_eq!(
+            sample_sum(&samples, name, &[]),
+            sample_sum(&plain, name, &[]),
+            "{name}"
+        );
+    }
+    samples
+}
+
+/// Runs dd with a 256 MiB buffer in `memcg` (limited to 64 MiB), where it gets OOM-killed.
+fn oom_kill_in(memcg: &Cgroup) -> u32 {
+    let mut dd = sh_in(
+        &[memcg],
+        "exec dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null",
+    )
+    .spawn()
+    .unwrap();
+    let pid = dd.id();
+    assert!(!dd.wait().unwrap().success(), "dd was not killed");
+    pid
+}
+
+#[test]
+fn metrics_count_what_the_kernel_counts_and_an_oom_kill_is_recorded() {
+    let port = free_port();
+    let records = Scratch::new("records");
+    let memcg = Cgroup::create("memory", "tracer-serve-memcg");
+    memcg.set("memory.limit_in_bytes", "256M");
+    let oomcg = Cgroup::create("memory", "tracer-serve-oom");
+    oomcg.set("memory.limit_in_bytes", "64M");
+    let scratch = Scratch::new("serve");
+    let before_objects = BpfObjects::now();
+    let serve = Tracer::start(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--tools",
+        "direct-reclaim,writeback,oom",
+        "--record-dir",
+        records.dir.to_str().unwrap(),
+        "--record-span",
+        "2",
+    ]);
+    let events = Tracer::start(&[
+        "direct-reclaim",
+        "--json",
+        "--events",
+        "-c",
+        memcg.path_str(),
+    ]);
+    let before = vmstat();
+
+    cause_global_reclaim();
+    let file = scratch.file("data");
+    run(&mut sh_in(
+        &[&memcg],
+        &format!("dd if=/dev/zero of={file} bs=1M count=512 status=none && cat {file} > /dev/null"),
+    ));
+    run(&mut Command::new("sync"));
+    run(Command::new("dd").args([
+        "if=/dev/zero",
+        &format!("of={}", scratch.file("synced")),
+        "bs=1M",
+        "count=64",
+        "status=none",
+    ]));
+    run(&mut Command::new("sync"));
+    let killed_at = Instant::now();
+    let victim = oom_kill_in(&oomcg);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = vmstat();
+    let samples = scrape(port);
+
+    // Global direct reclaim: one stall per allocstall, as the kernel counts them.
+    let allocstalls = vmstat_sum(&after, "allocstall_") - vmstat_sum(&before, "allocstall_");
+    let global = sample_sum(
+        &samples,
+        "tracer_reclaim_stall_seconds_count",
+        &[("kind", "global")],
+    );
+    eprintln!("global: {global} stalls in /metrics, {allocstalls} allocstalls");
+    assert!(allocstalls > 0, "the workload caused no direct reclaim");
+    assert_eq!(global as u64, allocstalls);
+
+    // Memory-cgroup reclaim: the histogram counts every stall the events show, under the
+    // cgroup's labels, and the pages they reclaimed.
+    let stalls = events.stop().json_of_type("stall");
+    let cgroup = memcg.relative();
+    let memcg_labels = [("kind", "memcg"), ("cgroup", cgroup.as_str())];
+    let count = sample_sum(
+        &samples,
+        "tracer_reclaim_stall_seconds_count",
+        &memcg_labels,
+    );
+    let pages = sample_sum(
+        &samples,
+        "tracer_reclaim_pages_reclaimed_total",
+        &memcg_labels,
+    );
+    let event_pages: u64 = stalls
+        .iter()
+        .map(|stall| stall["pages_reclaimed"].as_u64().unwrap())
+        .sum();
+    eprintln!(
+        "memcg: {count} stalls, {pages} pages in /metrics; {} events",
+        stalls.len()
+    );
+    assert!(!stalls.is_empty());
+    assert_eq!(count as usize, stalls.len());
+    assert_eq!(pages as u64, event_pages);
+    let buckets = samples
+        .iter()
+        .filter(|s| s.name == "tracer_reclaim_stall_seconds_bucket" && s.labels["cgroup"] == cgroup)
+        .filter(|s| s.labels["kind"] == "memcg");
+    let bounds: Vec<f64> = buckets
+        .filter_map(|s| s.labels["le"].parse().ok())
+        .collect();
+    let mut log2: Vec<f64> = (0..32).map(|i| 1e-6 * f64::from(1u32 << i)).collect();
+    log2.push(f64::INFINITY);
+    assert_eq!(bounds, log2, "log2 buckets of seconds, 1us to 2^31us");
+
+    // Writeback: sync wrote at least the 64 MiB.
+    let synced = sample_sum(
+        &samples,
+        "tracer_writeback_pages_total",
+        &[("reason", "sync")],
+    );
+    assert!(
+        synced >= (64 << 20) as f64 / 4096.0,
+        "{synced} pages synced"
+    );
+
+    // The OOM kill, under the victim's cgroup, as the kernel counts kills.
+    let kills = sample_sum(&samples, "tracer_oom_kills_total", &[]);
+    let memcg_kills = sample_sum(
+        &samples,
+        "tracer_oom_kills_total",
+        &[("constraint", "memcg"), ("cgroup", &oomcg.relative())],
+    );
+    assert_eq!(kills as u64, after["oom_kill"] - before["oom_kill"]);
+    assert_eq!(memcg_kills, 1.0);
+    for tool in ["direct-reclaim", "writeback", "oom"] {
+        assert_eq!(
+            sample_sum(&samples, "tracer_lost_events_total", &[("tool", tool)]),
+            0.0
+        );
+    }
+    assert!(sample_sum(&samples, "process_resident_memory_bytes", &[]) > 1e6);
+
+    // What it says about itself.
+    let (status, _, health) = http_get(port, "/healthz", None);
+    assert_eq!(status, 200);
+    let health: Json = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health["attached"],
+        serde_json::json!(["direct-reclaim", "writeback", "oom"])
+    );
+    let (_, _, summaries) = http_get(port, "/debug/summary", None);
+    let summaries: Vec<Json> = summaries
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let tools: Vec<&str> = summaries
+        .iter()
+        .map(|s| s["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        ["direct-reclaim", "oom", "writeback"],
+        "{summaries:#?}"
+    );
+    assert!(summaries.iter().all(|s| s["type"] == "summary"));
+
+    // The flight recorder wrote the seconds around the kill once its span passed.
+    while killed_at.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let recordings: Vec<_> = std::fs::read_dir(&records.dir).unwrap().flatten().collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let recording = std::fs::read_to_string(recordings[0].path()).unwrap();
+    let lines: Vec<Json> = recording
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["reason"], "oom_kill");
+    let kill = lines
+        .iter()
+        .position(|line| line["type"] == "oom_kill" && line["victim"]["pid"] == victim)
+        .unwrap_or_else(|| panic!("no kill of {victim} in {recording}"));
+    let summaries_before = lines[1..kill]
+        .iter()
+        .filter(|line| line["type"] == "summary")
+        .count();
+    assert!(
+        summaries_before >= 3,
+        "a second of summaries before the kill: {recording}"
+    );
+
+    // SIGTERM: out within a second, nothing left attached.
+    let stopping = Instant::now();
+    serve.stop_with(libc::SIGTERM).assert_success();
+    assert!(stopping.elapsed() < Duration::from_secs(1));
+    let left = BpfObjects::left_since(&before_objects);
+    assert!(left.is_empty(), "still loaded: {left:?}");
+}
+
+#[test]
+fn a_tool_that_cannot_run_is_reported_once_and_the_rest_go_on() {
+    let port = free_port();
+    // A mount namespace whose /dev has no kvm: kvm-exit cannot run, oom can.
+    let tracer = tracer_tests::tracer_bin();
+    let script =
+        "mount --make-rprivate / && mount -t tmpfs none /dev && touch /dev/null && exec \"$@\"";
+    let serve = Tracer::start_command(
+        Command::new("unshare")
+            .args(["-m", "sh", "-c", script, "sh"])
+            .arg(tracer)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--tools",
+                "oom,kvm-exit",
+            ]),
+    );
+    let (status, _, health) = http_get(port, "/healthz", None);
+    assert_eq!(status, 200);
+    let health: Json = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["attached"], serde_json::json!(["oom"]));
+    let why = health["failed"]["kvm-exit"].as_str().unwrap();
+    assert!(why.contains("/dev/kvm is missing"), "{why}");
+    let finished = serve.stop_with(libc::SIGTERM);
+    finished.assert_success();
+    let reported: Vec<&str> = finished
+        .stderr
+        .lines()
+        .filter(|line| line.contains("kvm-exit"))
+        .collect();
+    assert_eq!(reported.len(), 1, "{}", finished.stderr);
+    assert!(
+        reported[0].starts_with("tracer: serve goes on without kvm-exit: KVM is not available")
+    );
+}
+
+#[test]
+fn bad_input_gets_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    assert_refused(&["serve", "--listen", &listen], |_| {}, "cannot listen on");
+    assert_refused(
+        &["serve", "--listen", "127.0.0.1:0", "--tools", "oom,nosuch"],
+        |_| {},
+        "invalid value 'nosuch'",
+    );
+    let finished = run_tracer(&["serve", "--listen", "127.0.0.1:0", "-d", "0"], |_| {});
+    assert_one_line_refusal("serve -d 0", finished, "positive number of seconds");
+}
