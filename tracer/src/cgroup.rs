@@ -8,13 +8,17 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use tracer_common::task::TaskLayout;
 
-use crate::kernel_btf::KernelBtf;
+use crate::{
+    kernel_btf::KernelBtf,
+    workload::{Workload, Workloads},
+};
 
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,11 +215,12 @@ fn v1_subsystems() -> Result<Vec<String>> {
 }
 
 /// Paths of cgroup ids in one hierarchy, rescanned when an unknown id shows up (cgroups come
-/// and go while tracer runs), at most once a second.
+/// and go while tracer runs), at most once a second; and their containers.
 pub struct Names {
     root: PathBuf,
     paths: HashMap<u64, String>,
     scanned: Option<Instant>,
+    workloads: Workloads,
 }
 
 impl Names {
@@ -224,7 +229,13 @@ impl Names {
             root: hierarchy.mount.clone(),
             paths: HashMap::new(),
             scanned: None,
+            workloads: Workloads::default(),
         }
+    }
+
+    /// The container of the cgroup at `path`, where it is one.
+    pub fn workload(&mut self, path: &str) -> Option<Rc<Workload>> {
+        self.workloads.of(path)
     }
 
     /// The cgroup's path relative to the hierarchy's root (`/` for the root itself), or

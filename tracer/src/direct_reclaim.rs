@@ -202,9 +202,7 @@ impl Tool for DirectReclaim {
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
         let mut totals = std::mem::take(&mut self.window);
-        for (&id, tally) in &mut totals.cgroups {
-            tally.name = self.cgroups.path(id);
-        }
+        tally::name_cgroups(&mut totals.cgroups, &mut self.cgroups);
         if self.events {
             let stalls = totals.global.latencies.count() + totals.memcg.latencies.count();
             eprintln!(

@@ -20,7 +20,7 @@ use crate::{
     options::TraceOptions,
     output::{self, Output},
     session::{self, Context, Plan},
-    workload::{Workload, Workloads},
+    workload::Workload,
 };
 
 #[derive(clap::Args, Debug)]
@@ -128,7 +128,6 @@ impl Plan for Args {
             memcgs: cgroup::Names::new(&Hierarchy::for_memory()?),
             victims: HashMap::new(),
             window: Totals::default(),
-            workloads: Workloads::default(),
             metrics: None,
         }))
     }
@@ -185,7 +184,6 @@ struct Oom {
     /// Victims by thread id (what the reaper reports), until their memory is back.
     victims: HashMap<u32, Killed>,
     window: Totals,
-    workloads: Workloads,
     metrics: Option<KillMetrics>,
 }
 
@@ -308,8 +306,7 @@ impl Tool for Oom {
 
 impl Oom {
     fn victim(&mut self, victim: Victim, out: &mut Output) -> Result<()> {
-        let workloads = &mut self.workloads;
-        let mut described = |task: &Task, names: &mut cgroup::Names| -> TaskJson {
+        let described = |task: &Task, names: &mut cgroup::Names| -> TaskJson {
             let (pid, comm, cgroup_id) = match task.pid {
                 // The classic tracepoint names the victim by thread id only.
                 0 => from_proc(task.tid),
@@ -320,7 +317,7 @@ impl Oom {
                 pid,
                 tid: task.tid,
                 comm,
-                container: cgroup.as_deref().and_then(|path| workloads.of(path)),
+                container: cgroup.as_deref().and_then(|path| names.workload(path)),
                 cgroup_id,
                 cgroup,
             }
@@ -586,7 +583,6 @@ mod tests {
             memcgs: cgroup::Names::new(&nowhere),
             victims: HashMap::new(),
             window: Totals::default(),
-            workloads: Workloads::default(),
             metrics: None,
         }
     }

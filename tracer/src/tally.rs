@@ -1,13 +1,15 @@
 //! Time charged to keys (processes, cgroups, queries): how often, how long in all, the longest,
 //! and the top of them as a table.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, rc::Rc};
 
 use serde::Serialize;
 
 use crate::{
+    cgroup,
     histogram::human_ns,
     output::{Align, Table},
+    workload::Workload,
 };
 
 #[derive(Default, Clone, Debug)]
@@ -19,6 +21,8 @@ pub struct Tally {
     pub max_ns: u64,
     /// Pages that came with the time (reclaimed, written); 0 where that means nothing.
     pub pages: u64,
+    /// The container of a cgroup key, where it is one.
+    pub container: Option<Rc<Workload>>,
 }
 
 impl Tally {
@@ -38,6 +42,14 @@ pub fn top<K: Copy + Ord>(tallies: &HashMap<K, Tally>, n: usize) -> Vec<(K, &Tal
     sorted
 }
 
+/// Names cgroup tallies by path, with their containers.
+pub fn name_cgroups(tallies: &mut HashMap<u64, Tally>, names: &mut cgroup::Names) {
+    for (&id, tally) in tallies {
+        tally.name = names.path(id);
+        tally.container = names.workload(&tally.name);
+    }
+}
+
 /// Column headers of a tally table.
 pub struct Columns {
     pub key: &'static str,
@@ -55,6 +67,10 @@ pub fn table<K: ToString>(columns: &Columns, rows: &[(K, &Tally)]) -> String {
         ("MAX", Align::Right),
     ];
     headers.extend(columns.pages.map(|pages| (pages, Align::Right)));
+    let containers = rows.iter().any(|(_, tally)| tally.container.is_some());
+    if containers {
+        headers.push(("CONTAINER", Align::Left));
+    }
     headers.push((columns.name, Align::Left));
     let mut table = Table::new(&headers);
     for (key, tally) in rows {
@@ -66,6 +82,10 @@ pub fn table<K: ToString>(columns: &Columns, rows: &[(K, &Tally)]) -> String {
         ];
         if columns.pages.is_some() {
             cells.push(tally.pages.to_string());
+        }
+        if containers {
+            let shown = tally.container.as_ref().map(|c| c.shown());
+            cells.push(shown.unwrap_or_else(|| "-".into()));
         }
         cells.push(tally.name.clone());
         table.row(cells);
@@ -97,6 +117,8 @@ pub struct ProcessKey {
 pub struct CgroupKey {
     pub cgroup_id: u64,
     pub cgroup: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Rc<Workload>>,
 }
 
 impl<Key: Serialize> TallyJson<Key> {
@@ -132,6 +154,7 @@ pub fn cgroup_rows(tallies: &HashMap<u64, Tally>, with_pages: bool) -> Vec<Tally
             let key = CgroupKey {
                 cgroup_id,
                 cgroup: tally.name.clone(),
+                container: tally.container.clone(),
             };
             TallyJson::new(key, tally, with_pages)
         })
@@ -165,6 +188,29 @@ mod tests {
             table(&columns, &ranked[..1]),
             "PID  N   TOTAL     MAX  COMM\n  9  1  10.0us  10.0us  dd\n"
         );
+        // A container column appears when a row is one.
+        let mut cgroups: HashMap<u64, Tally> = HashMap::new();
+        let db = cgroups.entry(5).or_default();
+        db.add(2_000, 0);
+        db.name = "/docker/abc".into();
+        db.container = Some(Rc::new(Workload {
+            runtime: "docker",
+            container_id: "4f1a8b3c9d2e4f5a".into(),
+            container: "pg".into(),
+            ..Workload::default()
+        }));
+        let columns = Columns {
+            key: "ID",
+            count: "N",
+            pages: None,
+            name: "CGROUP",
+        };
+        assert_eq!(
+            table(&columns, &top(&cgroups, 1)),
+            "ID  N  TOTAL    MAX  CONTAINER          CGROUP\n 5  1  2.0us  2.0us  pg (4f1a8b3c9d2e)  /docker/abc\n"
+        );
+        let json = serde_json::to_string(&cgroup_rows(&cgroups, false)[0]).unwrap();
+        assert!(json.contains(r#""container":{"runtime":"docker","container_id":"4f1a8b3c9d2e4f5a","container":"pg"}"#), "{json}");
         let json = serde_json::to_string(&process_rows(&tallies, true)[0]).unwrap();
         assert_eq!(
             json,

@@ -128,9 +128,13 @@ pub struct Workloads {
 /// How long a lookup is kept.
 const KEEP: Duration = Duration::from_secs(30);
 
+/// Where the host's files are when tracer runs in a container that mounts them elsewhere.
+pub const HOST_ROOT_VARIABLE: &str = "TRACER_HOST_ROOT";
+
 impl Default for Workloads {
+    /// Looks for the runtimes' files under `$TRACER_HOST_ROOT`, else `/`.
     fn default() -> Self {
-        Self::with_root("/")
+        Self::with_root(std::env::var_os(HOST_ROOT_VARIABLE).unwrap_or_else(|| "/".into()))
     }
 }
 

@@ -330,9 +330,7 @@ impl Tool for Writeback {
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
         let mut totals = std::mem::take(&mut self.window);
-        for (&id, tally) in &mut totals.throttled_cgroups {
-            tally.name = self.cgroups.path(id);
-        }
+        tally::name_cgroups(&mut totals.throttled_cgroups, &mut self.cgroups);
         let in_progress = self.passes.in_progress();
         if self.events {
             eprintln!(

@@ -63,9 +63,6 @@ pub struct Args {
     /// Record when a reclaim stall takes at least MS milliseconds
     #[arg(long, value_name = "MS")]
     pub stall_threshold: Option<f64>,
-    /// Where the host's /var/log and /var/lib are, for container and pod names
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub host_root: PathBuf,
     /// Only tasks in this cgroup or below it
     #[arg(short, long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
@@ -166,7 +163,7 @@ pub fn run(args: Args) -> Result<()> {
         args.max_series,
         Duration::from_secs(args.grace),
         hierarchy.mount.clone(),
-        Workloads::with_root(&args.host_root),
+        Workloads::default(),
     );
     let mut tools = Vec::new();
     for (name, mut tool) in started {
