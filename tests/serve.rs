@@ -7,9 +7,9 @@ use std::{
 };
 
 use tracer_tests::{
-    BpfObjects, Cgroup, Json, Sample, Scratch, Tracer, assert_one_line_refusal, assert_refused,
-    cause_global_reclaim, free_port, http_get, parse_metrics, run, run_tracer, sample_sum, sh_in,
-    vmstat, vmstat_sum,
+    BpfObjects, Cgroup, Docker, Json, Sample, Scratch, Tracer, assert_one_line_refusal,
+    assert_refused, cause_global_reclaim, free_port, http_get, parse_metrics, run, run_tracer,
+    sample_sum, sh_in, vmstat, vmstat_sum,
 };
 
 fn scrape(port: u16) -> Vec<Sample> {
@@ -291,4 +291,52 @@ fn bad_input_gets_one_line() {
     );
     let finished = run_tracer(&["serve", "--listen", "127.0.0.1:0", "-d", "0"], |_| {});
     assert_one_line_refusal("serve -d 0", finished, "positive number of seconds");
+}
+
+#[test]
+fn a_docker_containers_id_and_name_label_its_oom_kill() {
+    let docker = Docker::start();
+    let image = docker.busybox_image();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = Tracer::start(&["serve", "--listen", &listen, "--tools", "oom"]);
+    let oom = Tracer::start(&["oom", "--json"]);
+    let dd = ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"];
+    let mut args = vec!["--memory", "64m", image];
+    args.extend(dd);
+    // Killed: 128 + SIGKILL.
+    let container = docker.container("tracer-oom", &args, &[137]);
+    let id = container.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = scrape(port);
+    let labels = [
+        ("container_id", id.as_str()),
+        ("container", container.name.as_str()),
+        ("runtime", "docker"),
+        ("constraint", "memcg"),
+    ];
+    let kills = sample_sum(&samples, "tracer_oom_kills_total", &labels);
+    assert_eq!(
+        kills,
+        1.0,
+        "{:#?}",
+        samples
+            .iter()
+            .filter(|s| s.name.starts_with("tracer_oom"))
+            .collect::<Vec<_>>()
+    );
+    serve.stop_with(libc::SIGTERM).assert_success();
+
+    // The foreground tool names it the same way.
+    let finished = oom.stop();
+    let kill = finished
+        .json_of_type("oom_kill")
+        .into_iter()
+        .find(|kill| kill["killed"] == true)
+        .unwrap_or_else(|| panic!("no kill: {finished:#?}"));
+    let victim = &kill["victim"];
+    assert_eq!(victim["container"]["container_id"], id.as_str());
+    assert_eq!(victim["container"]["container"], container.name.as_str());
+    assert_eq!(victim["container"]["runtime"], "docker");
+    assert_eq!(victim["cgroup"], format!("/docker/{id}"));
 }

@@ -850,3 +850,156 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A docker engine (Debian's docker.io): the running one, or one started here with the host's
+/// network left alone and stopped on drop.
+pub struct Docker {
+    started: Option<Child>,
+}
+
+/// A container the test made, removed on drop.
+pub struct Container<'a> {
+    docker: &'a Docker,
+    pub name: String,
+}
+
+impl Docker {
+    pub fn start() -> Self {
+        let mut docker = Self { started: None };
+        if docker.answers() {
+            return docker;
+        }
+        let dir = std::env::temp_dir().join("tracer-dockerd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        docker.started = Some(
+            Command::new("/usr/sbin/dockerd")
+                .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+                .arg("--pidfile")
+                .arg(dir.join("pid"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("dockerd (cargo xtask setup --test installs docker.io)"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !docker.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: see {}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        docker
+    }
+
+    fn answers(&self) -> bool {
+        self.command()
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
+    /// Debian's docker client.
+    pub fn command(&self) -> Command {
+        Command::new("/usr/bin/docker")
+    }
+
+    /// Runs `docker ARGS` to completion and returns its stdout, failing the test unless it
+    /// exits with one of `codes`.
+    pub fn run(&self, args: &[&str], codes: &[i32]) -> String {
+        let output = self.command().args(args).output().unwrap();
+        assert!(
+            output
+                .status
+                .code()
+                .is_some_and(|code| codes.contains(&code)),
+            "docker {args:?}: {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// An image with busybox (Debian's static build) and nothing else, made here: no registry.
+    pub fn busybox_image(&self) -> &'static str {
+        const IMAGE: &str = "tracer-test-busybox";
+        if self
+            .command()
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            return IMAGE;
+        }
+        let root = Scratch::new("busybox-image");
+        let bin = root.dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("busybox-static (cargo xtask setup --test)");
+        for tool in ["sh", "dd", "sleep", "cat"] {
+            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+        }
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(&root.dir)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = self
+            .command()
+            .args(["import", "-", IMAGE])
+            .stdin(tar.stdout.take().unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success() && tar.wait().unwrap().success(),
+            "docker import"
+        );
+        IMAGE
+    }
+
+    /// A container named `name` (made unique) from `docker run ARGS`, which may exit with one
+    /// of `codes`.
+    pub fn container(&self, name: &str, args: &[&str], codes: &[i32]) -> Container<'_> {
+        let name = format!("{name}-{}", std::process::id());
+        let _ = self.command().args(["rm", "-f", &name]).output();
+        let mut all = vec!["run", "--name", &name, "--network", "none"];
+        all.extend(args);
+        self.run(&all, codes);
+        Container { docker: self, name }
+    }
+}
+
+impl Container<'_> {
+    pub fn id(&self) -> String {
+        self.docker
+            .run(&["inspect", "-f", "{{.Id}}", &self.name], &[0])
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .docker
+            .command()
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if let Some(dockerd) = &mut self.started {
+            unsafe { libc::kill(dockerd.id() as i32, libc::SIGTERM) };
+            wait_timeout(dockerd, Duration::from_secs(30));
+        }
+    }
+}

@@ -17,9 +17,16 @@ pub struct Needs {
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
-/// pg_stat_statements), openssl for a TLS server's certificate, and Prometheus's own Python
-/// client, whose parsers check what `tracer serve` exposes.
-const TEST_PACKAGES: &[&str] = &["postgresql", "openssl", "python3-prometheus-client"];
+/// pg_stat_statements), openssl for a TLS server's certificate, Prometheus's own Python client,
+/// whose parsers check what `tracer serve` exposes, and a docker engine with a static busybox
+/// to make container images from without a registry.
+const TEST_PACKAGES: &[&str] = &[
+    "postgresql",
+    "openssl",
+    "python3-prometheus-client",
+    "docker.io",
+    "busybox-static",
+];
 /// Peer tools the benchmarks measure tracer against, and what they load.
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools", "bpfcc-tools", "postgresql"];
 
