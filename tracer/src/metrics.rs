@@ -16,7 +16,7 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder, text::encode},
+    encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder, prometheus_text, text::encode},
     metrics::{
         counter::Counter,
         family::{Family, MetricConstructor},
@@ -257,6 +257,14 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
+
+    /// The Prometheus text exposition (format 0.0.4), for scrapers that do not ask for
+    /// OpenMetrics.
+    pub fn prometheus_text(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
 }
 
 /// Label sets of per-workload metrics.
@@ -359,40 +367,6 @@ fn own_usage() -> Option<(f64, u64)> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
     Some((ticks / hz, pages * page))
-}
-
-/// The Prometheus text format (0.0.4) of an OpenMetrics exposition, for scrapers that do not
-/// ask for OpenMetrics: counters are named with their `_total` suffix, and the `# UNIT` and
-/// `# EOF` lines, which that format does not have, go.
-pub fn prometheus_text(openmetrics: &str) -> String {
-    let mut counters = std::collections::HashSet::new();
-    for line in openmetrics.lines() {
-        if let Some(name) = line
-            .strip_prefix("# TYPE ")
-            .and_then(|rest| rest.strip_suffix(" counter"))
-        {
-            counters.insert(name);
-        }
-    }
-    let mut text = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# TYPE ", "# HELP "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match renamed {
-            Some(line) => text.push_str(&line),
-            None => text.push_str(line),
-        }
-        text.push('\n');
-    }
-    text
 }
 
 #[cfg(test)]
@@ -503,14 +477,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("process_cpu_seconds_total"), "{text}");
-    }
-
-    #[test]
-    fn speaks_the_prometheus_text_format_too() {
-        let openmetrics = "# HELP tracer_oom_kills Kills.\n# TYPE tracer_oom_kills counter\ntracer_oom_kills_total 1\n# HELP x_seconds X.\n# TYPE x_seconds gauge\n# UNIT x_seconds seconds\nx_seconds 2\n# EOF\n";
-        assert_eq!(
-            prometheus_text(openmetrics),
-            "# HELP tracer_oom_kills_total Kills.\n# TYPE tracer_oom_kills_total counter\ntracer_oom_kills_total 1\n# HELP x_seconds X.\n# TYPE x_seconds gauge\nx_seconds 2\n"
-        );
     }
 }

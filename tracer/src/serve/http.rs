@@ -15,7 +15,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use crate::metrics::{Metrics, prometheus_text};
+use crate::metrics::Metrics;
 
 /// What the HTTP side shows, kept up to date by the serving loop.
 pub struct State {
@@ -59,7 +59,6 @@ fn respond(request: &Request<hyper::body::Incoming>, state: &State) -> Response<
     }
     match request.uri().path() {
         "/metrics" => {
-            let text = state.metrics.openmetrics();
             let wants_openmetrics = request
                 .headers()
                 .get(ACCEPT)
@@ -67,10 +66,10 @@ fn respond(request: &Request<hyper::body::Incoming>, state: &State) -> Response<
                 .is_some_and(|accept| accept.contains(OPENMETRICS));
             if wants_openmetrics {
                 let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-                reply(StatusCode::OK, kind, text)
+                reply(StatusCode::OK, kind, state.metrics.openmetrics())
             } else {
                 let kind = "text/plain; version=0.0.4; charset=utf-8";
-                reply(StatusCode::OK, kind, prometheus_text(&text))
+                reply(StatusCode::OK, kind, state.metrics.prometheus_text())
             }
         }
         "/healthz" => {
