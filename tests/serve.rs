@@ -7,7 +7,7 @@ use std::{
 };
 
 use tracer_tests::{
-    BpfObjects, Cgroup, Docker, Json, Sample, Scratch, Tracer, assert_one_line_refusal,
+    BpfObjects, Cgroup, Docker, Json, Postgres, Sample, Scratch, Tracer, assert_one_line_refusal,
     assert_refused, cause_global_reclaim, free_port, http_get, parse_metrics, run, run_tracer,
     sample_sum, sh_in, vmstat, vmstat_sum,
 };
@@ -339,4 +339,65 @@ fn a_docker_containers_id_and_name_label_its_oom_kill() {
     assert_eq!(victim["container"]["container"], container.name.as_str());
     assert_eq!(victim["container"]["runtime"], "docker");
     assert_eq!(victim["cgroup"], format!("/docker/{id}"));
+}
+
+#[test]
+fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
+    let server = Postgres::start("serve");
+    let records = Scratch::new("pg-records");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pg = format!("-p {} --top 1", server.pid());
+    let serve = Tracer::start(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--tools",
+        "oom",
+        "--pg",
+        &pg,
+        "--record-dir",
+        records.dir.to_str().unwrap(),
+        "--record-span",
+        "1",
+        "--query-threshold",
+        "150",
+    ]);
+    server.psql("SELECT pg_stat_statements_reset()");
+    let mut session = server.session();
+    for _ in 0..7 {
+        session.query("SELECT 17");
+    }
+    for table in ["pg_class", "pg_proc", "pg_type"] {
+        session.query(&format!("SELECT count(*) > 0 FROM {table}"));
+    }
+    let slept_at = Instant::now();
+    session.query("SELECT pg_sleep(0.2) IS NULL");
+    drop(session);
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = scrape(port);
+    let count = |query: &str| {
+        sample_sum(&samples, "tracer_query_seconds_count", &[("query", query)]) as u64
+    };
+    // --top 1: the sleep has the most time; the rest is one series.
+    assert_eq!(count("SELECT pg_sleep(?) IS NULL"), 1);
+    let others = 7 + 3 + 1; // and the reset
+    assert_eq!(count("other"), others);
+    assert_eq!(server.statement_calls("SELECT $1"), 7);
+    assert_eq!(server.statement_calls("SELECT count(*) > $1 FROM %"), 3);
+    let slow = sample_sum(
+        &samples,
+        "tracer_query_seconds_bucket",
+        &[("query", "SELECT pg_sleep(?) IS NULL"), ("le", "0.131072")],
+    );
+    assert_eq!(slow, 0.0, "200 ms is above the 131 ms bound");
+
+    while slept_at.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    serve.stop_with(libc::SIGTERM).assert_success();
+    let recordings: Vec<_> = std::fs::read_dir(&records.dir).unwrap().flatten().collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let name = recordings[0].file_name().to_string_lossy().into_owned();
+    assert!(name.ends_with("-slow_query.ndjson"), "{name}");
 }

@@ -12,11 +12,17 @@ use std::{
     hash::Hash,
     path::PathBuf,
     rc::Rc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder, prometheus_text, text::encode},
+    collector::Collector,
+    encoding::{
+        DescriptorEncoder, EncodeLabel, EncodeLabelSet, LabelSetEncoder, MetricEncoder, NoLabelSet,
+        prometheus_text, text::encode,
+    },
+    metrics::MetricType,
     metrics::{
         counter::Counter,
         family::{Family, MetricConstructor},
@@ -238,6 +244,26 @@ impl Metrics {
         series
     }
 
+    /// Histograms per `label` (a normalized query), the `top` with the most time per scrape.
+    pub fn top_histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &'static str,
+        top: usize,
+    ) -> TopHistograms {
+        let histograms = TopHistograms(Arc::new(TopTable {
+            name: name.to_owned(),
+            help: help.to_owned(),
+            label,
+            top,
+            series: Mutex::new(HashMap::new()),
+        }));
+        self.registry
+            .register_collector(Box::new(histograms.clone()));
+        histograms
+    }
+
     /// Once a second: tracer's own CPU and memory, and series of workloads that are gone.
     pub fn tick(&mut self) {
         if let Some((cpu, resident)) = own_usage() {
@@ -264,6 +290,120 @@ impl Metrics {
         let mut text = String::new();
         let _ = prometheus_text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Log2 histograms of seconds per key (a normalized query), too many to export each: every
+/// scrape exports the `top` keys with the most time, and the rest as one `other` series.
+#[derive(Clone, Debug)]
+pub struct TopHistograms(Arc<TopTable>);
+
+#[derive(Debug)]
+struct TopTable {
+    name: String,
+    help: String,
+    label: &'static str,
+    top: usize,
+    series: Mutex<HashMap<Arc<str>, Log2Series>>,
+}
+
+/// One key's histogram: counts per log2 bucket of `log2_seconds`, the last for +Inf.
+#[derive(Debug, Clone, Default)]
+struct Log2Series {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+const LOG2_BUCKETS: usize = 32;
+
+impl Log2Series {
+    fn observe(&mut self, seconds: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LOG2_BUCKETS + 1];
+        }
+        // The first bound at or above it, as a classic histogram places it.
+        let micros = seconds * 1e6;
+        let index = if micros <= 1.0 {
+            0
+        } else {
+            (micros.log2().ceil() as usize).min(LOG2_BUCKETS)
+        };
+        self.buckets[index] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn add(&mut self, other: &Self) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LOG2_BUCKETS + 1];
+        }
+        for (total, count) in self.buckets.iter_mut().zip(&other.buckets) {
+            *total += count;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let buckets: Vec<(f64, u64)> = (0..=LOG2_BUCKETS)
+            .map(|i| match i {
+                LOG2_BUCKETS => f64::INFINITY,
+                i => 1e-6 * (1u64 << i) as f64,
+            })
+            .zip(self.buckets.iter().copied().chain(std::iter::repeat(0)))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
+    }
+}
+
+impl TopHistograms {
+    pub fn observe(&self, key: &str, seconds: f64) {
+        let mut series = self
+            .0
+            .series
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match series.get_mut(key) {
+            Some(one) => one.observe(seconds),
+            None => series.entry(Arc::from(key)).or_default().observe(seconds),
+        }
+    }
+}
+
+impl Collector for TopHistograms {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let table = &self.0;
+        let series = table
+            .series
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if series.is_empty() {
+            return Ok(());
+        }
+        let mut ranked: Vec<(&Arc<str>, &Log2Series)> = series.iter().collect();
+        ranked.sort_by(|a, b| b.1.sum.total_cmp(&a.1.sum).then(a.0.cmp(b.0)));
+        let unit = Unit::Seconds;
+        let mut family = encoder.encode_descriptor(
+            &table.name,
+            &table.help,
+            Some(&unit),
+            MetricType::Histogram,
+        )?;
+        let mut other = Log2Series::default();
+        for (i, (key, one)) in ranked.into_iter().enumerate() {
+            if i < table.top {
+                let labels = [(table.label, &**key)];
+                one.encode(family.encode_family(&labels)?)?;
+            } else {
+                other.add(one);
+            }
+        }
+        if other.count > 0 {
+            let labels = [(table.label, "other")];
+            other.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -446,6 +586,40 @@ mod tests {
             text.contains(&format!("{} 2\n", bucket("0.000128"))),
             "{text}"
         );
+    }
+
+    #[test]
+    fn exports_the_top_queries_and_folds_the_rest() {
+        let (mut metrics, _dir) = metrics(10);
+        let queries = metrics.top_histograms("tracer_query", "Queries", "query", 2);
+        queries.observe("SELECT ?", 0.5);
+        queries.observe("SELECT ?", 0.5);
+        queries.observe("UPDATE t SET a = ?", 3e-6);
+        queries.observe("INSERT INTO t VALUES (?)", 0.2);
+        queries.observe("DELETE FROM t", 0.001);
+        let text = metrics.openmetrics();
+        assert!(
+            text.contains("# TYPE tracer_query_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_query_seconds_count{query=\"SELECT ?\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_query_seconds_count{query=\"INSERT INTO t VALUES (?)\"} 1"),
+            "{text}"
+        );
+        // The other two, folded: 3us falls in the bucket up to 4us.
+        assert!(
+            text.contains("tracer_query_seconds_count{query=\"other\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tracer_query_seconds_bucket{le=\"0.000004\",query=\"other\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("UPDATE"), "{text}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::{
     histogram::{Latencies, LatencySummary, human_ns},
     kernel_btf::KernelBtf,
     loader::{Kernel, Probes, Setting, Tracepoint},
+    metrics::{Metrics, TopHistograms},
     options::TraceOptions,
     output::{self, Align, Output, Table},
     perf::{self, Counter},
@@ -176,6 +177,11 @@ const SYSCALL_TRACEPOINTS: &[Tracepoint] = &[
 /// Ring buffer for query records: at 40k queries/s of ~300 bytes, 100 ms of them.
 const RING_BYTES: u32 = 16 << 20;
 
+/// `tracer pg` as `tracer serve` starts it: the servers and probes it found, ready to load.
+pub fn plan(args: Args) -> Result<Box<dyn session::Plan>> {
+    Ok(Box::new(PgPlan::new(args)?))
+}
+
 pub fn run(args: Args) -> Result<()> {
     // -p names a server, not one process: the kernel side filters by postmaster.
     let mut options = args.trace.clone();
@@ -191,7 +197,7 @@ struct PgPlan {
     targets: Vec<Target>,
     servers: Vec<u32>,
     tracepoints: Vec<Tracepoint>,
-    plans: Vec<Plan>,
+    probes: Vec<ProbeSites>,
     counters: Vec<Counter>,
 }
 
@@ -231,9 +237,9 @@ impl PgPlan {
             });
         }
         // Planned through the socket too: that tells a server from any other binary.
-        let plans = targets
+        let probes = targets
             .iter()
-            .map(|target| plan(target, args.protocol))
+            .map(|target| probe_sites(target, args.protocol))
             .collect::<Result<Vec<_>>>()?;
         let counters = if args.no_counters {
             Vec::new()
@@ -246,7 +252,7 @@ impl PgPlan {
             targets,
             servers,
             tracepoints,
-            plans,
+            probes,
             counters,
         })
     }
@@ -310,7 +316,7 @@ impl session::Plan for PgPlan {
             socket,
             targets,
             servers,
-            plans,
+            probes: planned,
             counters,
             ..
         } = *self;
@@ -331,10 +337,10 @@ impl session::Plan for PgPlan {
             )
         } else {
             let mut cookie = 0;
-            for plan in &plans {
-                attach(probes, plan, &mut cookie)?;
+            for sites in &planned {
+                attach(probes, sites, &mut cookie)?;
             }
-            let used: Vec<&str> = plans.iter().map(|plan| plan.used.as_str()).collect();
+            let used: Vec<&str> = planned.iter().map(|sites| sites.used.as_str()).collect();
             used.join("; ")
         };
         let mut counters = BackendCounters::new(counters);
@@ -355,6 +361,7 @@ impl session::Plan for PgPlan {
             normalizer: sql::Normalizer::default(),
             window: Totals::default(),
             new_backends: Vec::new(),
+            metrics: None,
         }))
     }
 }
@@ -519,13 +526,13 @@ fn postmasters() -> Vec<u32> {
 }
 
 /// Where to attach in one binary: USDT probes where it has them, else uprobes on PortalRun.
-struct Plan {
+struct ProbeSites {
     sites: Vec<(perf::Uprobe, Site, String)>,
     /// What was chosen, for the banner.
     used: String,
 }
 
-fn plan(target: &Target, protocol: Protocol) -> Result<Plan> {
+fn probe_sites(target: &Target, protocol: Protocol) -> Result<ProbeSites> {
     let binary = Binary::open(&target.path)?;
     let query_string = binary
         .symbol("debug_query_string")
@@ -575,7 +582,7 @@ fn plan(target: &Target, protocol: Protocol) -> Result<Plan> {
     }
     let starts = |kind| sites.iter().any(|(_, site, _)| site.kind == kind);
     if starts(site::QUERY_START) || starts(site::EXECUTE_START) {
-        return Ok(Plan {
+        return Ok(ProbeSites {
             sites,
             used: format!("{} ({used})", target.shown),
         });
@@ -611,7 +618,7 @@ fn plan(target: &Target, protocol: Protocol) -> Result<Plan> {
         })
         .into_iter()
         .collect();
-    Ok(Plan {
+    Ok(ProbeSites {
         sites,
         used: format!(
             "{} (no USDT probes: uprobes on PortalRun() entry and return)",
@@ -620,9 +627,9 @@ fn plan(target: &Target, protocol: Protocol) -> Result<Plan> {
     })
 }
 
-/// Attaches every site of a plan, each with its own cookie.
-fn attach(probes: &mut Probes, plan: &Plan, cookie: &mut u64) -> Result<()> {
-    for (uprobe, site, name) in &plan.sites {
+/// Attaches every site, each with its own cookie.
+fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64) -> Result<()> {
+    for (uprobe, site, name) in &sites.sites {
         *cookie += 1;
         let mut sites: aya::maps::Array<_, Site> =
             aya::maps::Array::try_from(probes.map_mut("PG_SITES")?)?;
@@ -774,6 +781,8 @@ struct Pg {
     window: Totals,
     /// Backends seen for the first time, whose counters to open once the probes are at hand.
     new_backends: Vec<u32>,
+    /// `tracer serve`'s latency per normalized query.
+    metrics: Option<TopHistograms>,
 }
 
 #[derive(Default)]
@@ -830,6 +839,15 @@ impl Tool for Pg {
         self.print_summary(&totals, window, out)
     }
 
+    fn register_metrics(&mut self, metrics: &mut Metrics) {
+        self.metrics = Some(metrics.top_histograms(
+            "tracer_query",
+            "PostgreSQL query latency by normalized query: the --top with the most time at each scrape, the rest as 'other'",
+            "query",
+            self.top,
+        ));
+    }
+
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
         for tid in std::mem::take(&mut self.new_backends) {
             self.counters.add(probes, tid)?;
@@ -884,6 +902,9 @@ impl Pg {
             }
         }
         self.window.all.record(done.latency_ns);
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(key, done.latency_ns as f64 / 1e9);
+        }
         if self.slow_ns.is_some_and(|slow| done.latency_ns >= slow) {
             let key = key.to_owned();
             self.print_slow(&done, &key, out)?;

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use bytes::Bytes;
-use clap::{FromArgMatches, ValueEnum};
+use clap::{Args as _, FromArgMatches, ValueEnum};
 use tracer_common::record::{self, tool};
 
 use crate::{
@@ -63,6 +63,13 @@ pub struct Args {
     /// Record when a reclaim stall takes at least MS milliseconds
     #[arg(long, value_name = "MS")]
     pub stall_threshold: Option<f64>,
+    /// Record when a query takes at least MS milliseconds
+    #[arg(long, value_name = "MS")]
+    pub query_threshold: Option<f64>,
+    /// Also run `tracer pg` with these of its options (quoted, e.g. "--via socket -p 123";
+    /// "" for its defaults)
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub pg: Option<String>,
     /// Only tasks in this cgroup or below it
     #[arg(short, long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
@@ -107,6 +114,16 @@ impl ToolName {
     }
 }
 
+/// `tracer pg` with `options` as its command would take them.
+fn pg_plan(options: &str) -> Result<Box<dyn Plan>> {
+    let command = crate::pg::Args::augment_args(clap::Command::new("pg"));
+    let words = std::iter::once("pg").chain(options.split_whitespace());
+    let matches = command
+        .try_get_matches_from(words)
+        .map_err(|err| anyhow::anyhow!("--pg: {}", err.render()))?;
+    crate::pg::plan(crate::pg::Args::from_arg_matches(&matches)?)
+}
+
 /// A tool's options as its command has them with no arguments.
 fn defaults<A: clap::Args + FromArgMatches>() -> A {
     let command = A::augment_args(clap::Command::new("tracer"));
@@ -144,8 +161,16 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         args.tools.clone()
     };
-    let plans = names.iter().map(|name| name.plan()).collect();
-    let (mut session, started, failed) = Session::start(&options, plans, false)?;
+    let mut plans: Vec<Box<dyn Plan>> = names.iter().map(|name| name.plan()).collect();
+    let mut not_planned = Vec::new();
+    if let Some(pg) = &args.pg {
+        match pg_plan(pg) {
+            Ok(plan) => plans.push(plan),
+            Err(error) => not_planned.push(("pg", error)),
+        }
+    }
+    let (mut session, started, mut failed) = Session::start(&options, plans, false)?;
+    failed.extend(not_planned);
     if !started.is_empty() {
         for (name, error) in &failed {
             eprintln!("tracer: serve goes on without {name}: {error:#}");
@@ -200,7 +225,7 @@ pub fn run(args: Args) -> Result<()> {
         ),
         thresholds: recorder::Thresholds {
             stall_us: args.stall_threshold.map(|ms| ms * 1000.0),
-            query_us: None,
+            query_us: args.query_threshold.map(|ms| ms * 1000.0),
         },
         listen: args.listen,
     };
