@@ -150,6 +150,7 @@ pub struct Loading {
 
 impl Loading {
     pub fn begin(verbose: bool) -> Self {
+        raise_memlock_limit(verbose);
         let (settings, received) = std::sync::mpsc::channel::<Settings>();
         let thread = std::thread::spawn(move || {
             let private = private_mounts();
@@ -412,6 +413,23 @@ impl Probes {
             .take_map("EVENTS")
             .context("eBPF object has no EVENTS map")?;
         Ok(RingBuf::try_from(map)?)
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup. Raising
+/// it can fail (a container without CAP_SYS_RESOURCE), which only matters on the older kernels,
+/// where creating a map then says so.
+fn raise_memlock_limit(verbose: bool) {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain syscall on a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 && verbose {
+        eprintln!(
+            "tracer: cannot raise RLIMIT_MEMLOCK ({}): kernels before 5.11 may refuse maps",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

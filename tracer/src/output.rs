@@ -109,10 +109,11 @@ pub fn monotonic_ns() -> u64 {
 
 /// `HH:MM:SS` in local time, as bcc tools print it.
 pub fn clock_time(time: SystemTime) -> String {
+    // `as _`: time_t, whose width libc's musl binding is about to change.
     let secs = time
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs() as libc::time_t;
+        .as_secs() as _;
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::localtime_r(&secs, &mut tm) };
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
@@ -121,7 +122,7 @@ pub fn clock_time(time: SystemTime) -> String {
 /// RFC 3339 in UTC with microseconds, for NDJSON.
 pub fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as libc::time_t;
+    let secs = since.as_secs() as _;
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::gmtime_r(&secs, &mut tm) };
     format!(

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_pg;
+mod image;
 mod setup;
 mod shell;
 
@@ -46,6 +47,9 @@ enum Task {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
+    /// Set up and build tracer's container image (a static binary, FROM scratch), load it into
+    /// the local docker and save it to target/tracer-image.tar.
+    Image,
     /// Set up and run a benchmark against peer tools.
     Bench {
         #[command(subcommand)]
@@ -62,7 +66,18 @@ fn main() {
 
 fn run(task: Task) -> Result<()> {
     match task {
-        Task::Setup { test, bench } => setup::run(setup::Needs { test, bench }),
+        Task::Setup { test, bench } => setup::run(setup::Needs {
+            test,
+            bench,
+            image: test,
+        }),
+        Task::Image => {
+            setup::run(setup::Needs {
+                image: true,
+                ..Default::default()
+            })?;
+            image::build(&tracer_tests::Docker::start()).map(drop)
+        }
         Task::Build { release } => {
             setup::run(setup::Needs::default())?;
             build(release).map(drop)
@@ -102,6 +117,7 @@ fn build(release: bool) -> Result<PathBuf> {
 fn test(filter: Option<String>) -> Result<()> {
     setup::run(setup::Needs {
         test: true,
+        image: true,
         ..Default::default()
     })?;
     shell::run(shell::cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -124,15 +140,15 @@ fn test(filter: Option<String>) -> Result<()> {
     if !shell::is_root() {
         anyhow::bail!("the end-to-end tests load eBPF programs: run `sudo cargo xtask test`");
     }
+    // The container tests run the image in a docker engine that stays up while they run.
+    let docker = tracer_tests::Docker::start();
+    let image = image::build(&docker)?;
     // The end-to-end tests share the machine's memory and counters: one at a time.
     let mut cargo = shell::cargo();
-    cargo.env("TRACER_BIN", &tracer).args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "tracer-ebpf",
-        "--",
-    ]);
+    cargo
+        .env("TRACER_BIN", &tracer)
+        .env("TRACER_IMAGE", &image)
+        .args(["test", "--workspace", "--exclude", "tracer-ebpf", "--"]);
     cargo.args(filter).arg("--test-threads=1");
     shell::run(&mut cargo)
 }

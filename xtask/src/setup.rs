@@ -14,6 +14,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub struct Needs {
     pub test: bool,
     pub bench: bool,
+    /// The container image: the musl target and a docker engine.
+    pub image: bool,
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
@@ -27,6 +29,8 @@ const TEST_PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
 ];
+/// What `cargo xtask image` builds with.
+const IMAGE_PACKAGES: &[&str] = &["docker.io"];
 /// Peer tools the benchmarks measure tracer against, and what they load.
 const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools", "bpfcc-tools", "postgresql"];
 
@@ -34,13 +38,20 @@ pub fn run(needs: Needs) -> Result<()> {
     let sysroot = sysroot()?;
     rust_src(&sysroot)?;
     bpf_linker(&sysroot)?;
+    if needs.image {
+        musl_target(&sysroot)?;
+    }
     let mut packages = Vec::new();
+    if needs.image {
+        packages.extend_from_slice(IMAGE_PACKAGES);
+    }
     if needs.test {
         packages.extend_from_slice(TEST_PACKAGES);
     }
     if needs.bench {
         packages.extend_from_slice(BENCH_PACKAGES);
     }
+    packages.dedup();
     debian_packages(&packages)
 }
 
@@ -52,6 +63,22 @@ fn sysroot() -> Result<PathBuf> {
             .args(["--print", "sysroot"]),
     )?;
     Ok(PathBuf::from(out.trim()))
+}
+
+/// The image's static binary is built for musl.
+fn musl_target(sysroot: &std::path::Path) -> Result<()> {
+    if sysroot
+        .join("lib/rustlib")
+        .join(crate::image::TARGET)
+        .is_dir()
+    {
+        return Ok(());
+    }
+    shell::run(
+        shell::cmd("rustup")
+            .current_dir(shell::workspace_root())
+            .args(["target", "add", crate::image::TARGET]),
+    )
 }
 
 /// `-Z build-std=core` compiles `core` for bpfel-unknown-none from source.

@@ -1,0 +1,87 @@
+//! `cargo xtask image`: tracer as an OCI image, made without a registry: a static musl binary
+//! in a `FROM scratch` image, loaded into the local docker and saved for `docker load` or
+//! `ctr import` elsewhere.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::shell;
+
+/// The musl target: a static binary needs nothing from the image.
+pub const TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The image's name and tag.
+pub fn name() -> String {
+    format!("tracer:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Where the image is saved.
+pub fn archive() -> PathBuf {
+    shell::workspace_root().join("target/tracer-image.tar")
+}
+
+/// Builds the image into `docker`'s store and saves it; returns its name.
+pub fn build(docker: &tracer_tests::Docker) -> Result<String> {
+    let root = shell::workspace_root();
+    shell::run(shell::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "tracer",
+        "--target",
+        TARGET,
+    ]))?;
+    let binary = root.join("target").join(TARGET).join("release/tracer");
+    let context = root.join("target/image");
+    std::fs::create_dir_all(&context)?;
+    std::fs::copy(&binary, context.join("tracer"))
+        .with_context(|| format!("copy {}", binary.display()))?;
+    let revision = shell::output(
+        shell::cmd("git")
+            .current_dir(&root)
+            .args(["rev-parse", "HEAD"]),
+    )
+    .map(|sha| sha.trim().to_owned())
+    .unwrap_or_else(|_| "unknown".into());
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM scratch\n\
+             LABEL org.opencontainers.image.title=\"tracer\" \\\n      \
+             org.opencontainers.image.description=\"{}\" \\\n      \
+             org.opencontainers.image.version=\"{}\" \\\n      \
+             org.opencontainers.image.revision=\"{revision}\" \\\n      \
+             org.opencontainers.image.licenses=\"{}\"\n\
+             COPY tracer /tracer\n\
+             ENTRYPOINT [\"/tracer\"]\n\
+             CMD [\"serve\"]\n",
+            "bcc-style eBPF tracing of why latency happens inside the Linux kernel",
+            env!("CARGO_PKG_VERSION"),
+            env!("CARGO_PKG_LICENSE"),
+        ),
+    )?;
+    let name = name();
+    shell::run(
+        docker
+            .command()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "--quiet", "--tag", &name, "--tag", "tracer:latest"])
+            .arg(&context),
+    )?;
+    let archive = archive();
+    shell::run(
+        docker
+            .command()
+            .args(["save", "--output"])
+            .arg(&archive)
+            .args([&name, "tracer:latest"]),
+    )?;
+    let size = std::fs::metadata(&archive)?.len();
+    eprintln!(
+        "xtask: image {name}: {:.1} MB, saved to {}",
+        size as f64 / 1e6,
+        archive.display()
+    );
+    Ok(name)
+}
