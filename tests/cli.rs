@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tracer_tests::{
-    BpfObjects, Finished, Scratch, Tracer, assert_one_line_refusal, assert_refused, run_tracer,
-    tracer_bin,
+    BpfObjects, Cgroup, Finished, Scratch, Tracer, assert_refused, run_tracer, tracer_bin,
 };
 
 fn as_is(_: &mut std::process::Command) {}
@@ -37,27 +36,54 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
     assert_refused(&["no-such-tool"], as_is, "unrecognized subcommand");
 }
 
+/// As in a sidecar container without the host's pid namespace: tracer is pid 1 of its own,
+/// and the pids it takes and shows are that namespace's.
 #[test]
-fn pids_of_a_pid_namespace_of_its_own_are_refused() {
-    // As in a sidecar container without the host's pid namespace, where tracer itself is pid 1:
-    // the kernel programs would compare that with host pids and never match.
-    let cases: [(&[&str], &str); 3] = [
-        (&["direct-reclaim", "-p", "1"], "-c CGROUP or --comm"),
-        (&["pg", "-p", "1"], "--bin PATH"),
-        (&["pg", "--via", "socket"], "--via probes"),
-    ];
-    for (args, instead) in cases {
-        let finished: Finished = std::process::Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc"])
-            .arg(tracer_bin())
-            .args(args)
-            .output()
-            .expect("run unshare")
-            .into();
-        let what = format!("{args:?} in a pid namespace of its own");
-        let finished = assert_one_line_refusal(&what, finished, "pid namespace of its own");
-        assert!(finished.stderr.contains(instead), "{}", finished.stderr);
-    }
+fn pids_are_those_of_tracers_own_pid_namespace() {
+    let memcg = Cgroup::create("memory", "tracer-pidns");
+    memcg.set("memory.limit_in_bytes", "64M");
+    let scratch = Scratch::new("pidns");
+    let (out, err, victim) = (
+        scratch.file("out"),
+        scratch.file("err"),
+        scratch.file("victim"),
+    );
+    // In the namespace: tracer, then a dd it must see OOM-killed; dd's pid as the namespace
+    // numbers it goes to a file. A second tracer takes -p with a pid of the namespace.
+    let script = format!(
+        "{tracer} oom --json -d 6 > {out} 2> {err} &
+         for i in $(seq 300); do grep -q Tracing {err} && break; sleep 0.1; done
+         sleep 30 & sleeper=$!
+         {tracer} direct-reclaim -p $sleeper -d 1 > /dev/null 2> {err}.p || echo refused >> {err}.p
+         sh -c 'echo $$ > {cgroup}/cgroup.procs; exec dd if=/dev/zero of=/dev/null bs=256M count=1' &
+         echo $! > {victim}; wait $! 2> /dev/null; kill $sleeper; wait",
+        tracer = tracer_bin().display(),
+        cgroup = memcg.path.display(),
+    );
+    let status = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .status()
+        .expect("run unshare");
+    assert!(status.success());
+    let victim: u32 = std::fs::read_to_string(&victim)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let finished = Finished {
+        status,
+        stdout: std::fs::read_to_string(&out).unwrap(),
+        stderr: std::fs::read_to_string(&err).unwrap(),
+    };
+    let kills = finished.json_of_type("oom_kill");
+    assert_eq!(kills.len(), 1, "{finished:#?}");
+    assert_eq!(kills[0]["victim"]["pid"], victim, "{finished:#?}");
+    assert!(victim < 100, "a pid of the new namespace: {victim}");
+    let with_pid = std::fs::read_to_string(format!("{err}.p")).unwrap();
+    assert!(
+        !with_pid.contains("refused"),
+        "-p in the namespace: {with_pid}"
+    );
 }
 
 #[test]

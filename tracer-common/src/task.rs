@@ -57,6 +57,19 @@ pub struct TaskLayout {
     pub cgroup_kn: u32,
     /// `kernfs_node.id`
     pub kernfs_node_id: u32,
+    /// Pids as tracer's own pid namespace numbers them, when it is not the host's (a sidecar
+    /// container): its inode number (0: the host's, no translation)...
+    pub pidns_ino: u32,
+    /// ...and where a task's `struct pid` keeps them: `task_struct.thread_pid`,
+    /// `task_struct.group_leader`, `pid.level`, `pid.numbers` (of `struct upid`, this many
+    /// bytes apart), `upid.ns`, `pid_namespace.ns.inum`; `upid.nr` is at 0.
+    pub task_thread_pid: u32,
+    pub task_group_leader: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_ns: u32,
+    pub pidns_inum: u32,
 }
 
 impl TaskLayout {

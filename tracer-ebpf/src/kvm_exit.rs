@@ -121,6 +121,10 @@ fn exit(reason: u32, isa: u32, vcpu: u32) {
 #[inline(always)]
 fn entry(vcpu: u32) {
     let tid = task::current_tid();
+    if tid == 0 {
+        // Outside tracer's pid namespace.
+        return;
+    }
     let Some(state) = KVM_VCPUS.get_ptr_mut(tid) else {
         // A vCPU whose exits the filters leave out, or one not seen exiting yet.
         let _ = KVM_VCPUS.insert(

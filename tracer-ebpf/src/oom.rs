@@ -185,7 +185,8 @@ const OOM_SCORE_ADJ: usize = 64;
 pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
     let field = |offset: usize| -> u64 { unsafe { ctx.read_at(offset) }.unwrap_or(0) };
     let tid = unsafe { ctx.read_at::<i32>(PID) }.unwrap_or(0) as u32;
-    let victim = if tid == task::current_tid() {
+    // The record has the host's thread id.
+    let victim = if tid == aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32 {
         match task::current() {
             Some(current) => current,
             None => return 0,
@@ -217,7 +218,7 @@ pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
     let sig: i32 = ctx.arg(0);
     if sig == SIGKILL {
         let target: *const u8 = ctx.arg(2);
-        sigkill_generated(sig, read(target, task::layout().task_pid).unwrap_or(0));
+        sigkill_generated(sig, task::ids_of(target).map_or(0, |(_, tid)| tid));
     }
     0
 }
@@ -252,7 +253,9 @@ fn exited(group_dead: bool) {
     if !group_dead {
         return;
     }
-    let pid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some((pid, _)) = task::current_pid_tid() else {
+        return;
+    };
     if let Some(&tid) = unsafe { VICTIMS.get(pid) } {
         let _ = VICTIMS.remove(pid);
         reaping(kind::EXITED, tid as i32);

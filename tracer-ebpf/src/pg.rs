@@ -10,9 +10,9 @@ use aya_ebpf::{
     EbpfContext, Global,
     bindings::{bpf_perf_event_value, pt_regs},
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_perf_event_read_value, bpf_probe_read_user,
-        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes, bpf_task_pt_regs,
+        bpf_get_attach_cookie, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_perf_event_read_value, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, map, tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventArray},
@@ -204,7 +204,9 @@ fn in_servers() -> bool {
     if count == 0 {
         return true;
     }
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some((pid, _)) = task::current_pid_tid() else {
+        return false;
+    };
     let parent = parent_pid();
     config.servers[..count]
         .iter()
@@ -216,8 +218,8 @@ fn parent_pid() -> u32 {
     let config = PG_CONFIG.load();
     let current = unsafe { bpf_get_current_task() } as *const u8;
     read_ptr(current, config.task_real_parent)
-        .and_then(|parent| read(parent, task::layout().task_tgid))
-        .unwrap_or(0)
+        .and_then(task::ids_of)
+        .map_or(0, |(pid, _)| pid)
 }
 
 /// Reads the counters into `values`: from the current task where the kernel keeps them, else
@@ -309,7 +311,7 @@ fn finish(tid: u32, thread: &mut Thread, record: &mut QueryDone) {
     let counters_valid = thread.counters_valid != 0 && read_counters(thread.counter_slot, &mut end);
     record.kind = kind::QUERY;
     record.task = Task {
-        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        pid: task::current_pid_tid().map_or(0, |(pid, _)| pid),
         tid,
         cgroup_id: 0,
         comm: [0; 16],

@@ -20,9 +20,9 @@ const MAX_CGROUP_DEPTH: usize = 16;
 /// The current task, or `None` when the user's filters exclude it.
 #[inline(always)]
 pub fn current() -> Option<Task> {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = current_pid_tid()?;
     let task = unsafe { bpf_get_current_task() } as *const u8;
-    identify((pid_tgid >> 32) as u32, pid_tgid as u32, task, true, || {
+    identify(pid, tid, task, true, || {
         bpf_get_current_comm().unwrap_or_default()
     })
 }
@@ -32,8 +32,7 @@ pub fn current() -> Option<Task> {
 #[inline(always)]
 pub fn current_ids() -> Option<(u32, u32)> {
     let filter = FILTER.load();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let (pid, tid) = current_pid_tid()?;
     if filter.pid != 0 && filter.pid != pid {
         return None;
     }
@@ -43,21 +42,20 @@ pub fn current_ids() -> Option<(u32, u32)> {
     Some((pid, tid))
 }
 
-/// The current task, whatever the filters say.
+/// The current task, whatever the filters say (pids 0 outside tracer's pid namespace).
 #[inline(always)]
 pub fn current_unfiltered() -> Task {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let (pid, tid) = current_pid_tid().unwrap_or_default();
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let comm = || bpf_get_current_comm().unwrap_or_default();
-    identify((pid_tgid >> 32) as u32, pid_tgid as u32, task, false, comm).unwrap_or_default()
+    identify(pid, tid, task, false, comm).unwrap_or_default()
 }
 
 /// The task at `task` (a `struct task_struct *`), or `None` when the filters exclude it.
 #[inline(always)]
 pub fn of(task: *const u8) -> Option<Task> {
     let layout = TASK_LAYOUT.load();
-    let pid = read::<u32>(task, layout.task_tgid)?;
-    let tid = read::<u32>(task, layout.task_pid)?;
+    let (pid, tid) = ids_of(task)?;
     identify(pid, tid, task, true, || {
         let mut comm = [0u8; COMM_LEN];
         read_bytes(task, layout.task_comm, &mut comm);
@@ -65,10 +63,59 @@ pub fn of(task: *const u8) -> Option<Task> {
     })
 }
 
-/// The current thread id, for looking up per-thread state.
+/// The current thread id, for looking up per-thread state (0 outside tracer's pid namespace).
 #[inline(always)]
 pub fn current_tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
+    current_pid_tid().map_or(0, |(_, tid)| tid)
+}
+
+/// Process and thread ids of the current task as tracer's pid namespace numbers them; `None`
+/// for a task outside it (a sidecar sees its own namespace's processes only).
+#[inline(always)]
+pub fn current_pid_tid() -> Option<(u32, u32)> {
+    if TASK_LAYOUT.load().pidns_ino == 0 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        return Some(((pid_tgid >> 32) as u32, pid_tgid as u32));
+    }
+    ids_of(unsafe { bpf_get_current_task() } as *const u8)
+}
+
+/// Process and thread ids of the task at `task`, as [`current_pid_tid`] gives them.
+#[inline(always)]
+pub fn ids_of(task: *const u8) -> Option<(u32, u32)> {
+    let layout = TASK_LAYOUT.load();
+    if layout.pidns_ino == 0 {
+        return Some((
+            read::<u32>(task, layout.task_tgid)?,
+            read::<u32>(task, layout.task_pid)?,
+        ));
+    }
+    let tid = namespace_nr(&layout, read_ptr(task, layout.task_thread_pid)?)?;
+    let leader = read_ptr(task, layout.task_group_leader)?;
+    let pid = namespace_nr(&layout, read_ptr(leader, layout.task_thread_pid)?)?;
+    Some((pid, tid))
+}
+
+/// Pid namespaces below the host's searched for tracer's (containers are one or two deep).
+const MAX_PIDNS_DEPTH: u32 = 8;
+
+/// The number a `struct pid *` has in tracer's pid namespace, if it has one there: a pid holds
+/// a number per namespace from the host's down to its own, each with its namespace. (Userspace
+/// cannot tell how deep its own namespace is: ancestors are out of its sight.)
+#[inline(always)]
+fn namespace_nr(layout: &TaskLayout, pid: *const u8) -> Option<u32> {
+    let deepest = read::<u32>(pid, layout.pid_level)?.min(MAX_PIDNS_DEPTH);
+    for level in 1..=MAX_PIDNS_DEPTH {
+        if level > deepest {
+            break;
+        }
+        let upid = layout.pid_numbers + level * layout.upid_size;
+        let namespace = read_ptr(pid, upid + layout.upid_ns)?;
+        if read::<u32>(namespace, layout.pidns_inum)? == layout.pidns_ino {
+            return read::<u32>(pid, upid);
+        }
+    }
+    None
 }
 
 #[inline(always)]

@@ -55,7 +55,7 @@ impl Hierarchy {
     }
 
     /// Offsets the kernel programs need to read a task's identity and its cgroup in this
-    /// hierarchy.
+    /// hierarchy (pids as the host numbers them; see `pidns` for a namespace of tracer's own).
     pub fn task_layout(&self, btf: &KernelBtf) -> Result<TaskLayout> {
         let cgroup_self = btf.member_offset("cgroup", "self")?;
         Ok(TaskLayout {
@@ -71,6 +71,7 @@ impl Hierarchy {
             cgroup_self,
             cgroup_kn: btf.member_offset("cgroup", "kn")?,
             kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
+            ..TaskLayout::default()
         })
     }
 }

@@ -10,6 +10,7 @@ mod metrics;
 mod options;
 mod output;
 mod perf;
+mod pidns;
 mod session;
 mod sql;
 mod tally;

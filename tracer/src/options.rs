@@ -79,7 +79,7 @@ impl TraceOptions {
     pub fn scope(&self) -> Result<Scope> {
         let mut filter = Filter::default();
         if let Some(pid) = self.pid {
-            check_pid(pid, "-c CGROUP or --comm")?;
+            check_pid(pid)?;
             filter.pid = pid;
         }
         if let Some(comm) = &self.comm {
@@ -103,25 +103,11 @@ impl TraceOptions {
     }
 }
 
-/// Fails unless `pid` is a process the kernel programs can recognize by it: they see pids as
-/// the host's pid namespace numbers them, so tracer must run there (a sidecar container
-/// without the host's pid namespace gives pids of its own); `instead` says what else selects.
-pub fn check_pid(pid: u32, instead: &str) -> Result<()> {
+/// Fails unless `pid` is a process here. Pids are those of tracer's own pid namespace, the
+/// host's or a sidecar container's: the kernel programs number tasks the same way.
+pub fn check_pid(pid: u32) -> Result<()> {
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         bail!("no such process: {pid}");
     }
-    if !in_host_pid_namespace() {
-        bail!(
-            "-p takes a pid as the host numbers it, and tracer runs in a pid namespace of its own \
-             (a container without the host's): run it in the host's, or select with {instead}"
-        );
-    }
     Ok(())
-}
-
-pub fn in_host_pid_namespace() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // The initial pid namespace's inode number is fixed (PROC_PID_INIT_INO).
-    const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
-    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|ns| ns.ino() == HOST_PID_NAMESPACE)
 }

@@ -204,12 +204,6 @@ struct PgPlan {
 impl PgPlan {
     fn new(args: Args) -> Result<Self> {
         let socket = args.via == Via::Socket;
-        if socket && !crate::options::in_host_pid_namespace() {
-            bail!(
-                "--via socket knows backends by the pids the host gives them, and tracer runs in a pid \
-                 namespace of its own (a container without the host's): run it in the host's, or use --via probes"
-            );
-        }
         let (targets, server_pid) = targets(&args)?;
         // Only probes tell postgres from other processes: through sockets, the kernel side
         // keeps the backends of the servers running now.
@@ -412,7 +406,7 @@ fn targets(args: &Args) -> Result<(Vec<Target>, Option<u32>)> {
         ));
     }
     if let Some(pid) = args.trace.pid {
-        crate::options::check_pid(pid, "--bin PATH, or no target to find running servers")?;
+        crate::options::check_pid(pid)?;
         let exe = exe_of(pid).with_context(|| format!("no such process: {pid}"))?;
         let parent = parent_of(pid);
         // A backend's parent runs the same binary: the postmaster.

@@ -88,9 +88,11 @@ impl Session {
                 Err(error) => failed.push((plan.name(), error)),
             }
         }
+        let mut task_layout = scope.hierarchy.task_layout(&kernel.btf)?;
+        crate::pidns::apply(&mut task_layout, &kernel.btf)?;
         let settings = Settings {
             filter: scope.filter,
-            task_layout: scope.hierarchy.task_layout(&kernel.btf)?,
+            task_layout,
             tool: loader::merge_settings(tool_settings),
         };
         let loading = loading.load(settings);
