@@ -966,6 +966,103 @@ impl Docker {
         IMAGE
     }
 
+    fn has_image(&self, image: &str) -> bool {
+        self.command()
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|output| output.status.success())
+    }
+
+    /// A Debian (bookworm) base made here by debootstrap from Debian's archive: no registry.
+    pub fn debian_image(&self) -> &'static str {
+        const IMAGE: &str = "tracer-test-debian";
+        if self.has_image(IMAGE) {
+            return IMAGE;
+        }
+        let root = Scratch::new("debian-image");
+        let target = root.dir.join("root");
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&target)
+            .arg("http://deb.debian.org/debian")
+            .stdout(Stdio::null()));
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(&target)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = self
+            .command()
+            .args(["import", "-", IMAGE])
+            .stdin(tar.stdout.take().unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success() && tar.wait().unwrap().success(),
+            "docker import"
+        );
+        IMAGE
+    }
+
+    /// PostgreSQL from Debian's packages on [`Self::debian_image`]: the server is pid 1 of its
+    /// container, with pg_stat_statements, on a Unix socket only.
+    pub fn postgres_image(&self) -> &'static str {
+        const IMAGE: &str = "tracer-test-postgres";
+        if self.has_image(IMAGE) {
+            return IMAGE;
+        }
+        let base = self.debian_image();
+        let context = Scratch::new("postgres-image");
+        std::fs::write(
+            context.dir.join("start"),
+            "#!/bin/sh
+set -e
+             bin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
+             data=/var/lib/postgresql/data
+             mkdir -p /var/run/postgresql $data && chown postgres /var/run/postgresql $data
+             [ -s $data/PG_VERSION ] || setpriv --reuid postgres --regid postgres --init-groups              $bin/initdb -A trust -U postgres -D $data > /dev/null
+             exec setpriv --reuid postgres --regid postgres --init-groups $bin/postgres -D $data              -c shared_preload_libraries=pg_stat_statements -c listen_addresses= -c fsync=off
+",
+        )
+        .unwrap();
+        std::fs::write(
+            context.dir.join("Dockerfile"),
+            format!(
+                "FROM {base}
+                 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q                  --no-install-recommends postgresql > /dev/null && rm -rf /var/lib/apt/lists/*
+                 COPY start /start
+                 RUN chmod 755 /start
+                 CMD [\"/start\"]
+"
+            ),
+        )
+        .unwrap();
+        let status = self
+            .command()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "--quiet", "--network", "host", "--tag", IMAGE])
+            .arg(&context.dir)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "docker build {IMAGE}");
+        IMAGE
+    }
+
+    /// tracer's own image: `TRACER_IMAGE` (set by `cargo xtask test`), else `tracer:latest`
+    /// as `cargo xtask image` left it.
+    pub fn tracer_image(&self) -> String {
+        let image = std::env::var("TRACER_IMAGE").unwrap_or_else(|_| "tracer:latest".into());
+        assert!(
+            self.has_image(&image),
+            "no image {image}: run cargo xtask image"
+        );
+        image
+    }
+
     /// A container named `name` (made unique) from `docker run ARGS`, which may exit with one
     /// of `codes`.
     pub fn container(&self, name: &str, args: &[&str], codes: &[i32]) -> Container<'_> {

@@ -20,14 +20,15 @@ pub struct Needs {
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
 /// pg_stat_statements), openssl for a TLS server's certificate, Prometheus's own Python client,
-/// whose parsers check what `tracer serve` exposes, and a docker engine with a static busybox
-/// to make container images from without a registry.
+/// whose parsers check what `tracer serve` exposes, and a docker engine with what to make
+/// container images from without a registry (a static busybox, debootstrap).
 const TEST_PACKAGES: &[&str] = &[
     "postgresql",
     "openssl",
     "python3-prometheus-client",
     "docker.io",
     "busybox-static",
+    "debootstrap",
 ];
 /// What `cargo xtask image` builds with.
 const IMAGE_PACKAGES: &[&str] = &["docker.io"];

@@ -1,0 +1,213 @@
+//! tracer's own image run for real in docker: as a sidecar sharing a PostgreSQL container's pid
+//! namespace, and as a host-wide container. Both images are built here, without a registry.
+//!
+//! This machine's root lacks CAP_SYS_RESOURCE, so `--privileged` fails here; the stand-in
+//! grants every other capability and lifts the same confinements. Real hosts use
+//! `--privileged`, as the README says.
+
+use std::time::{Duration, Instant};
+
+use tracer_tests::{Docker, Finished, Json};
+
+const PRIVILEGED: &[&str] = &[
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "--security-opt",
+    "systempaths=unconfined",
+];
+
+/// A tracer container started in the background, attached once it has said so.
+struct TracerContainer<'a> {
+    docker: &'a Docker,
+    name: String,
+}
+
+impl<'a> TracerContainer<'a> {
+    fn start(docker: &'a Docker, name: &str, options: &[&str], args: &[&str]) -> Self {
+        let name = format!("{name}-{}", std::process::id());
+        let _ = docker.command().args(["rm", "-f", &name]).output();
+        let image = docker.tracer_image();
+        let mut all = vec!["run", "--detach", "--name", &name, "--network", "none"];
+        all.extend(PRIVILEGED);
+        all.extend(options);
+        all.push(&image);
+        all.extend(args);
+        docker.run(&all, &[0]);
+        let container = Self { docker, name };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = container.logs();
+            if logs.stderr.contains("Tracing") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not attach: {logs:#?}",
+                container.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        container
+    }
+
+    fn logs(&self) -> Finished {
+        self.docker
+            .command()
+            .args(["logs", &self.name])
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    /// SIGTERM through `docker stop`, and what it printed.
+    fn stop(self) -> Finished {
+        self.docker.run(&["stop", "--time", "10", &self.name], &[0]);
+        let code = self
+            .docker
+            .run(&["inspect", "-f", "{{.State.ExitCode}}", &self.name], &[0]);
+        assert_eq!(code, "0", "{:#?}", self.logs());
+        self.logs()
+    }
+}
+
+impl Drop for TracerContainer<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .docker
+            .command()
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
+fn psql(docker: &Docker, container: &str, statements: &[&str]) -> String {
+    let mut args = vec![
+        "exec", container, "psql", "-X", "-q", "-A", "-t", "-U", "postgres",
+    ];
+    for statement in statements {
+        args.extend(["-c", statement]);
+    }
+    docker.run(&args, &[0])
+}
+
+fn query<'a>(summary: &'a Json, text: &str) -> &'a Json {
+    summary["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["query"] == text)
+        .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
+}
+
+#[test]
+fn a_sidecar_counts_the_database_containers_queries_in_its_pids() {
+    let docker = Docker::start();
+    let image = docker.postgres_image();
+    let db = docker.container("tracer-pg", &["--detach", image], &[0]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while docker
+        .command()
+        .args(["exec", &db.name, "psql", "-U", "postgres", "-c", "SELECT 1"])
+        .output()
+        .is_ok_and(|output| !output.status.success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not start in its container"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    psql(&docker, &db.name, &["CREATE EXTENSION pg_stat_statements"]);
+    // The postmaster is pid 1 of the database container, so of the sidecar's too.
+    let share = format!("--pid=container:{}", db.name);
+    let sidecar_options = [share.as_str(), "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro"];
+    let probes = TracerContainer::start(
+        &docker,
+        "tracer-sidecar",
+        &sidecar_options,
+        &["pg", "-p", "1", "--json", "--slow", "0"],
+    );
+    let socket = TracerContainer::start(
+        &docker,
+        "tracer-sidecar-socket",
+        &sidecar_options,
+        &["pg", "-p", "1", "--json", "--via", "socket"],
+    );
+    psql(&docker, &db.name, &["SELECT pg_stat_statements_reset()"]);
+    let mut statements = vec!["SELECT pg_backend_pid()"];
+    statements.extend(["SELECT 17"; 7]);
+    let backend: u32 = psql(&docker, &db.name, &statements)
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let calls = psql(
+        &docker,
+        &db.name,
+        &["SELECT calls FROM pg_stat_statements WHERE query = 'SELECT $1'"],
+    );
+    assert_eq!(calls, "7");
+
+    for (how, sidecar) in [("probes", probes), ("socket", socket)] {
+        let finished = sidecar.stop();
+        let summaries = finished.json_of_type("summary");
+        assert_eq!(summaries.len(), 1, "{how}: {finished:#?}");
+        assert_eq!(query(&summaries[0], "SELECT ?")["calls"], 7, "{how}");
+        if how == "probes" {
+            // Each query's line shows its backend as the containers number it.
+            let slow = finished.json_of_type("slow_query");
+            let selects: Vec<&Json> = slow.iter().filter(|q| q["query"] == "SELECT ?").collect();
+            assert_eq!(selects.len(), 7, "{finished:#?}");
+            assert!(
+                selects.iter().all(|q| q["pid"] == backend),
+                "{backend}: {selects:#?}"
+            );
+            assert!(backend < 1000, "a pid of the container: {backend}");
+        }
+    }
+}
+
+#[test]
+fn a_host_wide_container_names_an_oom_killed_container() {
+    let docker = Docker::start();
+    let busybox = docker.busybox_image();
+    let tracer = TracerContainer::start(
+        &docker,
+        "tracer-host",
+        &[
+            "--pid=host",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            "-v",
+            "/var/lib/docker/containers:/var/lib/docker/containers:ro",
+        ],
+        &["oom", "--json"],
+    );
+    let dd = ["dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"];
+    let mut args = vec!["--memory", "64m", busybox];
+    args.extend(dd);
+    let victim = docker.container("tracer-victim", &args, &[137]);
+    let id = victim.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let finished = tracer.stop();
+    let kill = finished
+        .json_of_type("oom_kill")
+        .into_iter()
+        .find(|kill| kill["killed"] == true)
+        .unwrap_or_else(|| panic!("no kill: {finished:#?}"));
+    assert_eq!(kill["victim"]["comm"], "dd");
+    assert_eq!(kill["victim"]["container"]["container_id"], id.as_str());
+    assert_eq!(
+        kill["victim"]["container"]["container"],
+        victim.name.as_str()
+    );
+    assert_eq!(kill["constraint"], "memcg");
+}
