@@ -37,6 +37,13 @@ pub enum Bench {
         #[arg(long, value_name = "TPS")]
         rate: Option<u32>,
     },
+    /// tracer serve with its tools under a continuous event storm (reclaim, writeback, OOM
+    /// kills, pgbench against a traced server), scraped every second: RSS over the run, events
+    /// lost, scrape latency.
+    Soak {
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+    },
 }
 
 impl Bench {
@@ -48,6 +55,7 @@ impl Bench {
                 seconds,
                 rate,
             } => crate::bench_pg::run(tracer, rounds, seconds, rate),
+            Bench::Soak { minutes } => crate::bench_soak::run(tracer, minutes),
         }
     }
 }
@@ -204,6 +212,10 @@ impl Tool {
     pub(crate) fn stop(mut self) -> Result<(i32, libc::rusage)> {
         self.stopped = true;
         stop_with_usage(self.child.id() as i32)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// CPU time the tool has used so far (utime + stime).

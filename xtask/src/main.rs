@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_pg;
+mod bench_soak;
 mod image;
 mod setup;
 mod shell;
