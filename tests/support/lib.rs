@@ -942,9 +942,10 @@ impl Docker {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::copy("/bin/busybox", bin.join("busybox"))
             .expect("busybox-static (cargo xtask setup --test)");
-        for tool in ["sh", "dd", "sleep", "cat"] {
+        for tool in ["sh", "dd", "sleep", "cat", "echo"] {
             std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
         }
+        std::fs::create_dir(root.dir.join("tmp")).unwrap();
         let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root.dir)
@@ -1099,4 +1100,10 @@ impl Drop for Docker {
             wait_timeout(dockerd, Duration::from_secs(30));
         }
     }
+}
+
+/// The Python of the project's own virtual environment (made by `cargo xtask setup --test`),
+/// with kubernetes-validate and PyYAML.
+pub fn kube_python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python/bin/python")
 }

@@ -20,8 +20,9 @@ pub struct Needs {
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
 /// pg_stat_statements), openssl for a TLS server's certificate, Prometheus's own Python client,
-/// whose parsers check what `tracer serve` exposes, and a docker engine with what to make
-/// container images from without a registry (a static busybox, debootstrap).
+/// whose parsers check what `tracer serve` exposes, a docker engine with what to make container
+/// images from without a registry (a static busybox, debootstrap), and podman (with its pause
+/// process) to run the DaemonSet's pod.
 const TEST_PACKAGES: &[&str] = &[
     "postgresql",
     "openssl",
@@ -29,6 +30,8 @@ const TEST_PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
     "debootstrap",
+    "podman",
+    "catatonit",
 ];
 /// What `cargo xtask image` builds with.
 const IMAGE_PACKAGES: &[&str] = &["docker.io"];
@@ -53,7 +56,30 @@ pub fn run(needs: Needs) -> Result<()> {
         packages.extend_from_slice(BENCH_PACKAGES);
     }
     packages.dedup();
-    debian_packages(&packages)
+    debian_packages(&packages)?;
+    if needs.test {
+        python_environment()?;
+    }
+    Ok(())
+}
+
+/// kubernetes-validate from PyPI, which checks the manifests against the Kubernetes API schema,
+/// in a virtual environment of the project's own (`target/python`).
+fn python_environment() -> Result<()> {
+    const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+    let venv = shell::workspace_root().join("target/python");
+    let marker = venv.join(KUBERNETES_VALIDATE);
+    if marker.exists() {
+        return Ok(());
+    }
+    shell::run(shell::cmd("python3").args(["-m", "venv"]).arg(&venv))?;
+    shell::run(
+        shell::cmd(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(KUBERNETES_VALIDATE),
+    )?;
+    fs::write(marker, "")?;
+    Ok(())
 }
 
 /// The active toolchain's sysroot: the one that builds both tracer and its kernel programs.
