@@ -19,6 +19,7 @@ pub mod direct_reclaim;
 pub mod kvm_exit;
 pub mod oom;
 pub mod pg;
+pub mod pipeline;
 pub mod record;
 pub mod task;
 pub mod usdt;

@@ -8,6 +8,7 @@ pub mod tool {
     pub const OOM: u32 = 3;
     pub const KVM_EXIT: u32 = 4;
     pub const PG: u32 = 5;
+    pub const PIPELINE: u32 = 6;
 }
 
 /// Slots of the per-tool lost-record counter: room for tools to come.

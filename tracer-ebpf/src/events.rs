@@ -38,6 +38,16 @@ pub fn emit<T: Record + 'static>(record: T) {
     }
 }
 
+/// Sends one record without waking userspace, which drains the buffer on a timer (hot paths,
+/// as [`emit_bytes_quietly`]), or counts it as lost.
+#[inline(always)]
+pub fn emit_quietly<T: Record + 'static>(record: T) {
+    if let Some(mut entry) = reserve::<T>() {
+        entry.write(record);
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+    }
+}
+
 /// Sends a record of variable length without waking userspace, which drains the buffer on a
 /// timer (hot paths: a wake-up per record would cost more than the record), or counts it as
 /// lost.

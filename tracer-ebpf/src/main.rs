@@ -11,6 +11,7 @@ mod direct_reclaim;
 mod kvm_exit;
 mod oom;
 mod pg;
+mod pipeline;
 mod writeback;
 
 #[cfg(not(test))]

@@ -22,6 +22,7 @@ mod direct_reclaim;
 mod kvm_exit;
 mod oom;
 mod pg;
+mod pipeline;
 mod serve;
 mod writeback;
 
@@ -51,6 +52,9 @@ enum ToolCommand {
     /// Run several tools at once as a node agent: Prometheus metrics per container and pod
     /// over HTTP, and a flight recorder
     Serve(serve::Args),
+    /// The ring-buffer pipeline at its limit (for `cargo xtask bench events`)
+    #[command(hide = true)]
+    Pipeline(pipeline::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         ToolCommand::Pg(args) => pg::run(args),
         ToolCommand::KvmExit(args) => kvm_exit::run(args),
         ToolCommand::Serve(args) => serve::run(args),
+        ToolCommand::Pipeline(args) => pipeline::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -44,6 +44,17 @@ pub enum Bench {
         #[arg(long, default_value_t = 60.0)]
         minutes: f64,
     },
+    /// The ring-buffer pipeline at its limit: getppid() as fast as one thread calls it, a
+    /// record of each through tracer (tracer pipeline) or a bpftrace one-liner; events
+    /// delivered per second, lost, and kernel time per event beside an empty program's.
+    Events {
+        /// Rounds; each runs both tools once.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
 }
 
 impl Bench {
@@ -56,6 +67,7 @@ impl Bench {
                 rate,
             } => crate::bench_pg::run(tracer, rounds, seconds, rate),
             Bench::Soak { minutes } => crate::bench_soak::run(tracer, minutes),
+            Bench::Events { rounds, seconds } => crate::bench_events::run(tracer, rounds, seconds),
         }
     }
 }

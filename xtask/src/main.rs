@@ -2,6 +2,7 @@
 //! machine, done by the project itself.
 
 mod bench;
+mod bench_events;
 mod bench_pg;
 mod bench_soak;
 mod image;
