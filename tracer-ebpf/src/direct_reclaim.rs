@@ -41,7 +41,12 @@ fn begin(kind: ReclaimKind, order: i32, gfp_flags: u64) {
         gfp_flags,
         order,
     };
-    let _ = IN_RECLAIM.insert(key(kind, task.tid), begin, 0);
+    if IN_RECLAIM.insert(key(kind, task.tid), begin, 0).is_err() {
+        cold_warn!(
+            "direct-reclaim: no room to time the stall of thread {}",
+            task.tid
+        );
+    }
 }
 
 #[inline(always)]

@@ -70,7 +70,9 @@ fn count<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
     reason = "a copy would go on the stack"
 )]
 fn insert_zeroed(key: &ExitKey) {
-    let _ = KVM_EXITS.insert(key, &ZERO_STATS, 0);
+    if KVM_EXITS.insert(key, &ZERO_STATS, 0).is_err() {
+        cold_warn!("kvm-exit: no room for the exits of thread {}", key.tid);
+    }
 }
 
 #[inline(always)]

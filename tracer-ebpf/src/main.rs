@@ -2,6 +2,8 @@
 #![no_std]
 #![no_main]
 
+#[macro_use]
+mod diagnostics;
 mod events;
 mod kernel;
 mod task;

@@ -67,8 +67,8 @@ fn sigkill_generated(sig: i32, target_tid: u32) {
 #[inline(always)]
 fn emit_victim(victim: Task, uid: u32, memory: Memory) {
     let killed = sent_sigkill_to(victim.tid);
-    if victim.pid != 0 {
-        let _ = VICTIMS.insert(victim.pid, victim.tid, 0);
+    if victim.pid != 0 && VICTIMS.insert(victim.pid, victim.tid, 0).is_err() {
+        cold_warn!("oom: no room to follow victim {} to its exit", victim.pid);
     }
     let Some(mut entry) = events::reserve::<Victim>() else {
         return;

@@ -161,7 +161,10 @@ fn thread(tid: u32) -> Option<*mut Thread> {
         counters_valid: 0,
         counters: [0; MAX_COUNTERS],
     };
-    PG_THREADS.insert(tid, thread, 0).ok()?;
+    if PG_THREADS.insert(tid, thread, 0).is_err() {
+        cold_warn!("pg: no room for thread {}", tid);
+        return None;
+    }
     if traced {
         events::emit(Backend {
             kind: kind::BACKEND,
@@ -417,6 +420,7 @@ fn received(received: i64) {
         return;
     }
     let Some(request) = request(tid) else {
+        cold_warn!("pg: no room for the request of backend {}", tid);
         events::count_lost(tool::PG);
         return;
     };
@@ -496,6 +500,10 @@ fn sending(arguments: impl FnOnce() -> Option<(u64, u64)>) {
     }
     let Some(request) = PG_REQUESTS.get_ptr_mut(tid) else {
         // Evicted by more backends answering requests at once than the map holds.
+        cold_warn!(
+            "pg: the request of backend {} was evicted before its reply",
+            tid
+        );
         thread.active = false;
         events::count_lost(tool::PG);
         return;

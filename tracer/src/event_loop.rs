@@ -14,7 +14,12 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval_at, sleep_until},
 };
 
-use crate::{loader::Probes, metrics::Metrics, options::Timing, output::Output};
+use crate::{
+    loader::{KernelLogReader, Probes},
+    metrics::Metrics,
+    options::Timing,
+    output::Output,
+};
 
 /// A tool's userspace half.
 pub trait Tool {
@@ -119,6 +124,14 @@ async fn drive(
     let mut events =
         unsafe { AsyncFd::register_with_interest(probes.take_events()?, Interest::READABLE) }
             .map_err(|err| err.into_parts().1)?;
+    let mut kernel_log = match probes.take_kernel_log() {
+        // SAFETY: the reader owns its ring buffer's fd and keeps it open while it lives.
+        Some(reader) => Some(
+            unsafe { AsyncFd::register_with_interest(reader, Interest::READABLE) }
+                .map_err(|err| err.into_parts().1)?,
+        ),
+        None => None,
+    };
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     tool.start(out)?;
@@ -179,6 +192,11 @@ async fn drive(
                     lost_reported = lost;
                 }
             }
+            guard = readable(&mut kernel_log) => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
             result = &mut beside => {
                 result?;
                 break;
@@ -215,6 +233,16 @@ fn window(start: Instant, lost: u64) -> Window {
         end: SystemTime::now(),
         length: start.elapsed(),
         lost,
+    }
+}
+
+/// The kernel side's diagnostics, ready to read; never without -v.
+async fn readable(
+    reader: &mut Option<AsyncFd<KernelLogReader>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, KernelLogReader>> {
+    match reader {
+        Some(reader) => reader.readable_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -116,6 +116,25 @@ pub struct Probes {
     uprobes: Vec<std::os::fd::OwnedFd>,
     /// Whether [`Setting::OwnMap`]s replaced the object's maps.
     pub own_maps: bool,
+    /// The kernel side's diagnostics, with -v.
+    kernel_log: Option<KernelLogReader>,
+}
+
+pub type KernelLogReader = aya_log::EbpfLogger<KernelLog>;
+
+/// Prints the kernel side's diagnostics (`cold_warn!` in tracer-ebpf) on stderr.
+pub struct KernelLog;
+
+impl log::Log for KernelLog {
+    fn enabled(&self, _metadata: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        eprintln!("tracer: kernel side: {}", record.args());
+    }
+
+    fn flush(&self) {}
 }
 
 /// Fails unless this process may load tracing programs.
@@ -162,7 +181,7 @@ impl Loading {
             aya::features();
             let settings = received.recv().context("loading abandoned")?;
             let own_maps = private.is_ok();
-            Ok((load(&settings, own_maps)?, own_maps))
+            Ok((load(&settings, own_maps, verbose)?, own_maps))
         });
         Self {
             settings,
@@ -179,27 +198,36 @@ impl Loading {
     }
 
     pub fn finish(self) -> Result<Probes> {
-        let (ebpf, own_maps) = self
+        let (mut ebpf, own_maps) = self
             .thread
             .join()
             .expect("the loading thread does not panic")
             .map_err(|err| anyhow!("cannot load tracer's eBPF object: {err:#}"))?;
+        let kernel_log = if self.verbose {
+            Some(aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog)?)
+        } else {
+            None
+        };
         Ok(Probes {
             ebpf,
             verbose: self.verbose,
             uprobes: Vec::new(),
             own_maps,
+            kernel_log,
         })
     }
 }
 
-fn load(settings: &Settings, own_maps: bool) -> Result<Ebpf> {
+fn load(settings: &Settings, own_maps: bool, verbose: bool) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    // The kernel side's diagnostics (aya-log) are for -v; off, each costs a branch.
+    let log_level: u8 = if verbose { u8::MAX } else { 0 };
     // Our programs have no CO-RE relocations: nothing needs the kernel's full BTF.
     loader
         .btf(None)
         .override_global("FILTER", &settings.filter, true)
-        .override_global("TASK_LAYOUT", &settings.task_layout, true);
+        .override_global("TASK_LAYOUT", &settings.task_layout, true)
+        .override_global("AYA_LOG_LEVEL", &log_level, true);
     let mut pins = Vec::new();
     for setting in &settings.tool {
         match setting {
@@ -404,6 +432,11 @@ impl Probes {
         (0..tracer_common::record::TOOL_SLOTS)
             .map(|tool| Ok(lost.get(&tool, 0)?.iter().sum()))
             .collect()
+    }
+
+    /// The reader of the kernel side's diagnostics, with -v.
+    pub fn take_kernel_log(&mut self) -> Option<KernelLogReader> {
+        self.kernel_log.take()
     }
 
     /// The ring buffer every tool's kernel side writes its records to.
