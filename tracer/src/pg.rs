@@ -352,7 +352,7 @@ impl session::Plan for PgPlan {
             encrypted_backends: 0,
             slow_ns: args.slow.map(|ms| (ms * 1e6) as u64),
             top: args.top,
-            normalizer: sql::Normalizer::default(),
+            normalizer: sql::Normalizer::new(sql::Dialect::Postgres),
             window: Totals::default(),
             new_backends: Vec::new(),
             metrics: None,

@@ -1,24 +1,44 @@
-//! SQL text normalized the way pg_stat_statements groups queries: literals become `?`, lists of
-//! them in `IN (...)` collapse, comments go and whitespace shrinks. Query literals can hold
-//! secrets, so only normalized text is shown unless the user asks for raw text.
+//! SQL text normalized the way pg_stat_statements and performance_schema's digests group
+//! queries: literals become `?`, lists of them in `IN (...)` collapse, comments go and
+//! whitespace shrinks. Query literals can hold secrets, so only normalized text is shown unless
+//! the user asks for raw text.
+
+/// Whose SQL: the lexical rules that differ between the servers tracer reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// `"` quotes identifiers; `--` always starts a comment; `E''` strings take backslash
+    /// escapes; `$tag$` quotes strings.
+    #[default]
+    Postgres,
+    /// MySQL and MariaDB (default sql_mode): `` ` `` quotes identifiers and `"` strings;
+    /// `#` and `-- ` (with a space) start comments; backslashes escape in every string.
+    Mysql,
+}
 
 /// The normalized form of `query`.
 #[cfg(test)]
 pub fn normalize(query: &str) -> String {
-    let mut normalizer = Normalizer::default();
-    normalizer.normalize(query).to_owned()
+    Normalizer::default().normalize(query).to_owned()
 }
 
 /// Normalizes into buffers it keeps, so that the hot path allocates nothing.
 #[derive(Default)]
 pub struct Normalizer {
+    dialect: Dialect,
     out: String,
     scratch: String,
 }
 
 impl Normalizer {
+    pub fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            ..Self::default()
+        }
+    }
+
     pub fn normalize(&mut self, query: &str) -> &str {
-        normalize_into(query, &mut self.out);
+        normalize_into(query, self.dialect, &mut self.out);
         if find_in_list(&self.out).is_some() {
             collapse_lists(&self.out, &mut self.scratch);
             std::mem::swap(&mut self.out, &mut self.scratch);
@@ -27,8 +47,9 @@ impl Normalizer {
     }
 }
 
-fn normalize_into(query: &str, out: &mut String) {
+fn normalize_into(query: &str, dialect: Dialect, out: &mut String) {
     out.clear();
+    let mysql = dialect == Dialect::Mysql;
     let bytes = query.as_bytes();
     let mut i = 0;
     let mut pending_space = false;
@@ -39,7 +60,7 @@ fn normalize_into(query: &str, out: &mut String) {
             i += 1;
             pending_space = !out.is_empty();
             continue;
-        } else if rest.starts_with("--") {
+        } else if is_line_comment(rest, mysql) {
             i += rest.find('\n').unwrap_or(rest.len());
             pending_space = !out.is_empty();
             continue;
@@ -47,9 +68,9 @@ fn normalize_into(query: &str, out: &mut String) {
             i += comment.find("*/").map_or(rest.len(), |end| end + 4);
             pending_space = !out.is_empty();
             continue;
-        } else if c == b'"' {
+        } else if (c == b'"' && !mysql) || (c == b'`' && mysql) {
             // A quoted identifier, kept as it is.
-            let end = rest[1..].find('"').map_or(rest.len(), |end| end + 2);
+            let end = rest[1..].find(c as char).map_or(rest.len(), |end| end + 2);
             if pending_space {
                 out.push(' ');
                 pending_space = false;
@@ -57,18 +78,14 @@ fn normalize_into(query: &str, out: &mut String) {
             out.push_str(&rest[..end]);
             i += end;
             continue;
-        } else if c == b'\''
-            || (matches!(c, b'E' | b'e' | b'B' | b'b' | b'X' | b'x' | b'N' | b'n')
-                && bytes.get(i + 1) == Some(&b'\'')
-                && (pending_space || !continues_word(out)))
+        } else if c == b'\'' || (c == b'"' && mysql) {
+            Some(string_end(bytes, i, mysql))
+        } else if matches!(c, b'E' | b'e' | b'B' | b'b' | b'X' | b'x' | b'N' | b'n')
+            && bytes.get(i + 1) == Some(&b'\'')
+            && (pending_space || !continues_word(out))
         {
-            let quote = if c == b'\'' { i } else { i + 1 };
-            Some(string_end(
-                bytes,
-                quote,
-                c != b'\'' && matches!(c, b'E' | b'e'),
-            ))
-        } else if c == b'$' && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            Some(string_end(bytes, i + 1, mysql || matches!(c, b'E' | b'e')))
+        } else if c == b'$' && !mysql && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
             dollar_quote_end(query, i)
         } else if (c.is_ascii_digit()
             || (c == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
@@ -111,6 +128,18 @@ fn normalize_into(query: &str, out: &mut String) {
     out.truncate(trimmed);
 }
 
+/// Whether `rest` starts a comment to the end of the line: `--` in PostgreSQL; in MySQL `#`,
+/// or `--` followed by whitespace (`1--1` is arithmetic there).
+fn is_line_comment(rest: &str, mysql: bool) -> bool {
+    if !mysql {
+        return rest.starts_with("--");
+    }
+    rest.starts_with('#')
+        || rest
+            .strip_prefix("--")
+            .is_some_and(|after| after.is_empty() || after.starts_with(|c: char| c.is_whitespace()))
+}
+
 /// Whether the text so far ends inside a word, so a digit continues an identifier (`t1`).
 fn continues_word(out: &str) -> bool {
     out.chars()
@@ -141,15 +170,17 @@ fn is_unary_minus(before: &str) -> bool {
     }
 }
 
-/// End (exclusive) of a quoted string starting at `quote`; `''` doubles a quote, and in E''
-/// strings a backslash escapes.
+/// End (exclusive) of a string quoted by the byte at `quote`; a doubled quote stands for
+/// itself, and with `backslash_escapes` (MySQL's strings, PostgreSQL's E'') a backslash
+/// escapes.
 fn string_end(bytes: &[u8], quote: usize, backslash_escapes: bool) -> usize {
+    let delimiter = bytes[quote];
     let mut i = quote + 1;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' if backslash_escapes => i += 2,
-            b'\'' if bytes.get(i + 1) == Some(&b'\'') => i += 2,
-            b'\'' => return i + 1,
+            c if c == delimiter && bytes.get(i + 1) == Some(&delimiter) => i += 2,
+            c if c == delimiter => return i + 1,
             _ => i += 1,
         }
     }
@@ -230,7 +261,39 @@ fn find_in_list(text: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{Dialect, Normalizer, normalize};
+
+    fn mysql(query: &str) -> String {
+        Normalizer::new(Dialect::Mysql).normalize(query).to_owned()
+    }
+
+    #[test]
+    fn reads_mysql() {
+        // Backquoted identifiers stay; double quotes are strings; backslashes escape.
+        assert_eq!(
+            mysql(
+                "SELECT `select`, `a b` FROM `t` WHERE c = \"x\" AND d = 'it\\'s' AND e = '\\\\'"
+            ),
+            "SELECT `select`, `a b` FROM `t` WHERE c = ? AND d = ? AND e = ?"
+        );
+        // `#` and `-- ` comments; `--` without a space is two minuses.
+        assert_eq!(
+            mysql("SELECT 1, 2 # why\nFROM t WHERE a = 5--1 -- because\n"),
+            "SELECT ?, ? FROM t WHERE a = ?-?"
+        );
+        // Hex and bit literals, and IN lists of them.
+        assert_eq!(
+            mysql("SELECT 0x1F, X'1f', b'101', B'1' FROM t WHERE id IN (0x1, 2, 'c')"),
+            "SELECT ?, ?, ?, ? FROM t WHERE id IN (...)"
+        );
+        // No dollar quotes in MySQL: `$` is part of identifiers.
+        assert_eq!(mysql("SELECT a$b FROM t$1"), "SELECT a$b FROM t$1");
+        // Same shape, same text.
+        assert_eq!(
+            mysql("select * from t where id in (1,2,3) and n = 'x'"),
+            mysql("select  * from t where id in (4) and n = \"y\""),
+        );
+    }
 
     #[test]
     fn replaces_literals() {
