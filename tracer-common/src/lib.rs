@@ -20,6 +20,7 @@ pub mod kvm_exit;
 pub mod oom;
 pub mod pg;
 pub mod pipeline;
+pub mod query;
 pub mod record;
 pub mod task;
 pub mod usdt;

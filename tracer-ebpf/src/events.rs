@@ -38,6 +38,18 @@ pub fn emit<T: Record + 'static>(record: T) {
     }
 }
 
+/// Sends one record of `tool`'s (a record type tools share), or counts it as lost.
+#[inline(always)]
+pub fn emit_as<T: 'static>(tool: u32, record: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(record);
+            entry.submit(0);
+        }
+        None => count_lost(tool),
+    }
+}
+
 /// Sends one record without waking userspace, which drains the buffer on a timer (hot paths,
 /// as [`emit_bytes_quietly`]), or counts it as lost.
 #[inline(always)]

@@ -14,6 +14,7 @@ mod kvm_exit;
 mod oom;
 mod pg;
 mod pipeline;
+mod query;
 mod writeback;
 
 #[cfg(not(test))]

@@ -15,9 +15,9 @@ use std::{
 use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use tracer_common::pg::{
-    Backend, COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, PgConfig, QueryDone, Site, kind,
-    origin, site,
+use tracer_common::{
+    pg::{Backend, QueryDone, Site, kind, site},
+    query::{COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, origin},
 };
 
 use crate::{
@@ -105,28 +105,28 @@ const TRACEPOINTS: &[Tracepoint] = &[
     Tracepoint {
         category: "vmscan",
         name: "mm_vmscan_direct_reclaim_begin",
-        program: "pg_direct_reclaim_begin",
+        program: "query_direct_reclaim_begin",
         args: Some(BEGIN_ARGS),
         fields: &[],
     },
     Tracepoint {
         category: "vmscan",
         name: "mm_vmscan_direct_reclaim_end",
-        program: "pg_direct_reclaim_end",
+        program: "query_direct_reclaim_end",
         args: Some(END_ARGS),
         fields: &[],
     },
     Tracepoint {
         category: "vmscan",
         name: "mm_vmscan_memcg_reclaim_begin",
-        program: "pg_memcg_reclaim_begin",
+        program: "query_memcg_reclaim_begin",
         args: Some(BEGIN_ARGS),
         fields: &[],
     },
     Tracepoint {
         category: "vmscan",
         name: "mm_vmscan_memcg_reclaim_end",
-        program: "pg_memcg_reclaim_end",
+        program: "query_memcg_reclaim_end",
         args: Some(END_ARGS),
         fields: &[],
     },
@@ -264,7 +264,7 @@ impl session::Plan for PgPlan {
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         let per_backend_events = needs_perf_events(&self.counters);
         let servers = &self.servers;
-        let mut config = PgConfig {
+        let mut config = QueryConfig {
             server_count: servers.len() as u32,
             text_len: self.args.query_len,
             counters: self.counters.len() as u32,
@@ -284,7 +284,7 @@ impl session::Plan for PgPlan {
                 size: RING_BYTES,
             },
             Setting::MapSize {
-                name: "PG_THREADS",
+                name: "QUERY_THREADS",
                 size: 16384,
             },
         ];
@@ -297,8 +297,8 @@ impl session::Plan for PgPlan {
         }
         if per_backend_events {
             settings.push(Setting::OwnMap {
-                name: "PG_COUNTERS",
-                map: perf::create_event_array("PG_COUNTERS", COUNTER_SLOTS)?,
+                name: "QUERY_COUNTERS",
+                map: perf::create_event_array("QUERY_COUNTERS", COUNTER_SLOTS)?,
             });
         }
         Ok(settings)
@@ -717,14 +717,14 @@ impl BackendCounters {
             }
         }
         {
-            let events = probes.map_mut("PG_COUNTERS")?;
+            let events = probes.map_mut("QUERY_COUNTERS")?;
             let map_fd = perf_map_fd(events)?;
             for (i, fd) in fds.iter().enumerate() {
                 perf::store_event(map_fd, first + i as u32, fd)?;
             }
         }
         let mut slots: aya::maps::HashMap<_, u32, u32> =
-            aya::maps::HashMap::try_from(probes.map_mut("PG_COUNTER_SLOTS")?)?;
+            aya::maps::HashMap::try_from(probes.map_mut("QUERY_COUNTER_SLOTS")?)?;
         slots.insert(tid, first, 0)?;
         self.open.insert(tid, (first, fds));
         Ok(())
@@ -741,7 +741,7 @@ impl BackendCounters {
             return Ok(());
         }
         let mut slots: aya::maps::HashMap<_, u32, u32> =
-            aya::maps::HashMap::try_from(probes.map_mut("PG_COUNTER_SLOTS")?)?;
+            aya::maps::HashMap::try_from(probes.map_mut("QUERY_COUNTER_SLOTS")?)?;
         for tid in gone {
             let _ = slots.remove(&tid);
             if let Some((first, _fds)) = self.open.remove(&tid) {
@@ -756,7 +756,7 @@ fn perf_map_fd(map: &aya::maps::Map) -> Result<std::os::fd::BorrowedFd<'_>> {
     use std::os::fd::AsFd;
     match map {
         aya::maps::Map::PerfEventArray(data) => Ok(data.fd().as_fd()),
-        _ => bail!("PG_COUNTERS is not a perf event array"),
+        _ => bail!("QUERY_COUNTERS is not a perf event array"),
     }
 }
 

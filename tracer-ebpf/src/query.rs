@@ -1,0 +1,363 @@
+//! The per-query engine `tracer pg` and `tracer mysql` share, kernel side. Per server thread:
+//! whether the filters keep it, the query it runs, and what the kernel takes from that query
+//! (reclaim stalls, counters); and the record that reports a query when it ends. Each
+//! database's module finds where queries begin and end (probes, sockets) and calls in here.
+
+use aya_ebpf::{
+    bindings::bpf_perf_event_value,
+    helpers::{
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_perf_event_read_value,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerfEventArray},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    query::{Backend, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone},
+    task::Task,
+};
+
+use crate::{
+    events,
+    kernel::{read, read_ptr},
+    task,
+};
+
+/// A database tool, as the engine needs to know it.
+pub trait Database {
+    /// Its `tracer_common::record::tool`.
+    const TOOL: u32;
+    /// The kinds of its query records and new-backend records.
+    const QUERY: u32;
+    const BACKEND: u32;
+    /// Its settings, from its own read-only global.
+    fn config() -> QueryConfig;
+}
+
+/// Per server thread: whether the filters keep it, its counters, and the query it runs. An LRU
+/// map is always preallocated: the per-query tools size it, other tools leave it at one entry.
+#[map]
+static QUERY_THREADS: LruHashMap<u32, Thread> = LruHashMap::with_max_entries(1, 0);
+
+/// The first slot of each thread's counters in `QUERY_COUNTERS`, kept by userspace.
+#[map]
+static QUERY_COUNTER_SLOTS: HashMap<u32, u32> =
+    HashMap::with_max_entries(1024, events::NO_PREALLOC);
+
+/// Per-task perf counters that userspace opens for each server thread.
+#[map]
+static QUERY_COUNTERS: PerfEventArray<u32> = PerfEventArray::new(0);
+
+/// A finished query's record: the header, then as much text as was read.
+#[repr(C)]
+pub struct Record {
+    pub done: QueryDone,
+    pub text: [u8; MAX_TEXT],
+}
+
+/// Where records are assembled: too big for the stack.
+#[map]
+static QUERY_SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
+
+#[derive(Clone, Copy)]
+pub struct Thread {
+    pub traced: bool,
+    /// Whether a query runs, and its `origin`.
+    pub active: bool,
+    pub origin: u8,
+    /// Portal runs nested inside a PostgreSQL query.
+    pub depth: u8,
+    /// Whether userspace heard that the thread's connection is encrypted.
+    pub encrypted: bool,
+    /// First slot of the thread's counters, once userspace opened them.
+    counter_slot: u32,
+    start_ns: u64,
+    /// What the database module keeps to read at the query's end: PostgreSQL's load bias.
+    pub detail: u64,
+    reclaim_count: u32,
+    reclaim_begin_ns: u64,
+    reclaim_ns: u64,
+    counters_valid: u32,
+    counters: [u64; MAX_COUNTERS],
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// The thread's state, created when it first shows up with the filters' verdict.
+#[inline(always)]
+pub fn thread<D: Database>(tid: u32) -> Option<*mut Thread> {
+    if let Some(thread) = QUERY_THREADS.get_ptr_mut(tid) {
+        return Some(thread);
+    }
+    let traced = in_servers::<D>() && task::current().is_some();
+    let thread = Thread {
+        traced,
+        active: false,
+        origin: 0,
+        depth: 0,
+        encrypted: false,
+        counter_slot: NO_SLOT,
+        start_ns: 0,
+        detail: 0,
+        reclaim_count: 0,
+        reclaim_begin_ns: 0,
+        reclaim_ns: 0,
+        counters_valid: 0,
+        counters: [0; MAX_COUNTERS],
+    };
+    if QUERY_THREADS.insert(tid, thread, 0).is_err() {
+        cold_warn!("per-query tools: no room for thread {}", tid);
+        return None;
+    }
+    if traced {
+        events::emit_as(
+            D::TOOL,
+            Backend {
+                kind: D::BACKEND,
+                pid: tid,
+            },
+        );
+    }
+    QUERY_THREADS.get_ptr_mut(tid)
+}
+
+/// The traced thread calling, or `None` for any other.
+#[inline(always)]
+pub fn traced_thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
+    let thread = unsafe { &mut *thread::<D>(tid)? };
+    thread.traced.then_some(thread)
+}
+
+/// A query begins on the thread.
+#[inline(always)]
+pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
+    thread.active = true;
+    thread.origin = origin as u8;
+    thread.depth = 0;
+    thread.reclaim_begin_ns = 0;
+    thread.reclaim_ns = 0;
+    thread.reclaim_count = 0;
+    let config = D::config();
+    let per_thread_events = config.task_counters[0][0] == 0;
+    if per_thread_events
+        && thread.counter_slot == NO_SLOT
+        && let Some(&slot) = unsafe { QUERY_COUNTER_SLOTS.get(tid) }
+    {
+        thread.counter_slot = slot;
+    }
+    thread.counters_valid =
+        read_counters(&config, thread.counter_slot, &mut thread.counters) as u32;
+    thread.start_ns = unsafe { bpf_ktime_get_ns() };
+}
+
+/// Whether the current process is one of the servers or a child of one (a PostgreSQL
+/// backend); with no servers named, any process reaching a probe.
+#[inline(always)]
+fn in_servers<D: Database>() -> bool {
+    let config = D::config();
+    let count = (config.server_count as usize).min(MAX_SERVERS);
+    if count == 0 {
+        return true;
+    }
+    let Some((pid, _)) = task::current_pid_tid() else {
+        return false;
+    };
+    let parent = parent_pid(&config);
+    config.servers[..count]
+        .iter()
+        .any(|&server| server == pid || server == parent)
+}
+
+#[inline(always)]
+fn parent_pid(config: &QueryConfig) -> u32 {
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    read_ptr(current, config.task_real_parent)
+        .and_then(task::ids_of)
+        .map_or(0, |(pid, _)| pid)
+}
+
+/// Reads the counters into `values`: from the current task where the kernel keeps them, else
+/// from the thread's perf events from slot `first` on. False when there are none.
+#[inline(always)]
+fn read_counters(config: &QueryConfig, first: u32, values: &mut [u64; MAX_COUNTERS]) -> bool {
+    if config.task_counters[0][0] != 0 {
+        return read_task_counters(&config.task_counters, values);
+    }
+    if first == NO_SLOT {
+        return false;
+    }
+    let count = config.counters as usize;
+    let map = &QUERY_COUNTERS as *const PerfEventArray<u32> as *mut core::ffi::c_void;
+    for (i, value) in values.iter_mut().enumerate() {
+        if i >= count {
+            break;
+        }
+        let mut read: bpf_perf_event_value = unsafe { core::mem::zeroed() };
+        let size = size_of::<bpf_perf_event_value>() as u32;
+        let index = (first + i as u32) as u64;
+        if unsafe { bpf_perf_event_read_value(map, index, &mut read, size) } != 0 {
+            return false;
+        }
+        *value = read.counter;
+    }
+    true
+}
+
+/// Per-task counts the kernel keeps in `task_struct` (faults, context switches, migrations):
+/// reading them costs nothing between queries, where a perf event is switched with the task.
+#[inline(always)]
+fn read_task_counters(fields: &[[u32; 2]; MAX_COUNTERS], values: &mut [u64; MAX_COUNTERS]) -> bool {
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    for (value, &[first, second]) in values.iter_mut().zip(fields) {
+        // Each read is a helper call: two neighbours are read at once.
+        let sum = match (first, second) {
+            (0, _) => Some(0),
+            (_, 0) => read::<u64>(current, first),
+            _ if second == first + 8 => read::<[u64; 2]>(current, first).map(|[a, b]| a + b),
+            _ => read::<u64>(current, first)
+                .zip(read::<u64>(current, second))
+                .map(|(a, b)| a + b),
+        };
+        let Some(sum) = sum else {
+            return false;
+        };
+        *value = sum;
+    }
+    true
+}
+
+/// The per-CPU record being assembled.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Record> {
+    Some(unsafe { &mut *QUERY_SCRATCH.get_ptr_mut(0)? })
+}
+
+/// A query ends: sends its record with its text, read as a C string at `text` (0: none).
+#[inline(always)]
+pub fn done<D: Database>(tid: u32, thread: &mut Thread, text: u64) {
+    let Some(scratch) = scratch() else {
+        thread.active = false;
+        return;
+    };
+    finish::<D>(tid, thread, &mut scratch.done);
+    let limit = (D::config().text_len as usize).min(MAX_TEXT);
+    let len = if text == 0 {
+        0
+    } else {
+        unsafe { bpf_probe_read_user_str_bytes(text as *const u8, &mut scratch.text[..limit]) }
+            .map_or(0, |bytes| bytes.len())
+    };
+    scratch.done.text_len = len as u32;
+    scratch.done.received = 0;
+    send::<D>(scratch);
+}
+
+/// Sends a record with the `done.text_len` bytes of text after its header.
+#[inline(always)]
+pub fn send<D: Database>(record: &Record) {
+    let size = (size_of::<QueryDone>() + record.done.text_len as usize).min(size_of::<Record>());
+    let bytes = unsafe { core::slice::from_raw_parts(record as *const Record as *const u8, size) };
+    events::emit_bytes_quietly(D::TOOL, bytes);
+}
+
+/// Ends the thread's query and fills in `record`, all but the text.
+#[inline(always)]
+pub fn finish<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    thread.active = false;
+    let mut end = [0u64; MAX_COUNTERS];
+    let counters_valid =
+        thread.counters_valid != 0 && read_counters(&D::config(), thread.counter_slot, &mut end);
+    record.kind = D::QUERY;
+    record.task = Task {
+        pid: task::current_pid_tid().map_or(0, |(pid, _)| pid),
+        tid,
+        cgroup_id: 0,
+        comm: [0; 16],
+    };
+    record.start_ns = thread.start_ns;
+    record.latency_ns = now - thread.start_ns;
+    record.reclaim_ns = thread.reclaim_ns;
+    record.reclaim_count = thread.reclaim_count;
+    record.counters_valid = counters_valid as u32;
+    for ((delta, end), start) in record.counters.iter_mut().zip(end).zip(thread.counters) {
+        *delta = if counters_valid {
+            end.wrapping_sub(start)
+        } else {
+            0
+        };
+    }
+    record.origin = thread.origin as u32;
+}
+
+/// A reclaim stall of the current thread begins: note it on its query, if it runs one.
+#[inline(always)]
+fn reclaim_begin() {
+    if let Some(thread) = QUERY_THREADS.get_ptr_mut(task::current_tid()) {
+        let thread = unsafe { &mut *thread };
+        if thread.active {
+            thread.reclaim_begin_ns = unsafe { bpf_ktime_get_ns() };
+        }
+    }
+}
+
+#[inline(always)]
+fn reclaim_end() {
+    if let Some(thread) = QUERY_THREADS.get_ptr_mut(task::current_tid()) {
+        let thread = unsafe { &mut *thread };
+        if thread.active && thread.reclaim_begin_ns != 0 {
+            thread.reclaim_ns += unsafe { bpf_ktime_get_ns() } - thread.reclaim_begin_ns;
+            thread.reclaim_count += 1;
+            thread.reclaim_begin_ns = 0;
+        }
+    }
+}
+
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_begin")]
+pub fn query_direct_reclaim_begin(_ctx: BtfTracePointContext) -> i32 {
+    reclaim_begin();
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_end")]
+pub fn query_direct_reclaim_end(_ctx: BtfTracePointContext) -> i32 {
+    reclaim_end();
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_begin")]
+pub fn query_memcg_reclaim_begin(_ctx: BtfTracePointContext) -> i32 {
+    reclaim_begin();
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_end")]
+pub fn query_memcg_reclaim_end(_ctx: BtfTracePointContext) -> i32 {
+    reclaim_end();
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_begin")]
+pub fn query_direct_reclaim_begin_tp(_ctx: TracePointContext) -> u32 {
+    reclaim_begin();
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_end")]
+pub fn query_direct_reclaim_end_tp(_ctx: TracePointContext) -> u32 {
+    reclaim_end();
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_begin")]
+pub fn query_memcg_reclaim_begin_tp(_ctx: TracePointContext) -> u32 {
+    reclaim_begin();
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
+pub fn query_memcg_reclaim_end_tp(_ctx: TracePointContext) -> u32 {
+    reclaim_end();
+    0
+}
