@@ -375,7 +375,11 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
     std::thread::sleep(Duration::from_millis(300));
     let samples = scrape(port);
     let count = |query: &str| {
-        sample_sum(&samples, "tracer_query_seconds_count", &[("query", query)]) as u64
+        sample_sum(
+            &samples,
+            "tracer_pg_query_seconds_count",
+            &[("query", query)],
+        ) as u64
     };
     // --top 1: the sleep has the most time; the rest is one series.
     assert_eq!(count("SELECT pg_sleep(?) IS NULL"), 1);
@@ -385,7 +389,7 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
     assert_eq!(server.statement_calls("SELECT count(*) > $1 FROM %"), 3);
     let slow = sample_sum(
         &samples,
-        "tracer_query_seconds_bucket",
+        "tracer_pg_query_seconds_bucket",
         &[("query", "SELECT pg_sleep(?) IS NULL"), ("le", "0.131072")],
     );
     assert_eq!(slow, 0.0, "200 ms is above the 131 ms bound");

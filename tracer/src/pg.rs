@@ -5,30 +5,25 @@ mod wire;
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
-    io::Write,
-    os::{fd::OwnedFd, unix::fs::MetadataExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     rc::Rc,
 };
 
 use anyhow::{Context, Result, bail};
-use rustc_hash::FxHashMap;
-use serde::Serialize;
 use tracer_common::{
     pg::{Backend, QueryDone, Site, kind, site},
-    query::{COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, origin},
+    query::{COUNTER_SLOTS, MAX_SERVERS, QueryConfig, origin},
 };
 
 use crate::{
     event_loop::{Tool, Window, read_record},
-    histogram::{Latencies, LatencySummary, human_ns},
-    kernel_btf::KernelBtf,
     loader::{Kernel, Probes, Setting, Tracepoint},
-    metrics::{Metrics, TopHistograms},
+    metrics::Metrics,
     options::TraceOptions,
-    output::{self, Align, Output, Table},
+    output::Output,
     perf::{self, Counter},
+    query::{self, BackendCounters, Queries, Unseen, counters},
     session, sql,
     tracefs::Tracefs,
     usdt::Binary,
@@ -42,25 +37,9 @@ pub struct Args {
     /// Trace every server running this postgres binary (default: all running servers)
     #[arg(long, value_name = "PATH", conflicts_with = "pid")]
     pub bin: Option<PathBuf>,
-    /// Bytes of query text to read from the backend (with --via socket: of each request)
-    #[arg(long, value_name = "BYTES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=MAX_TEXT as i64))]
-    pub query_len: u32,
-    /// Show query text as sent, literals included (they can hold secrets)
-    #[arg(long)]
-    pub raw: bool,
-    /// Print one line per query that takes at least MS milliseconds
-    #[arg(long, value_name = "MS")]
-    pub slow: Option<f64>,
-    /// Counters to charge queries with (default: LLC references and misses, or software
-    /// counters without a hardware PMU)
-    #[arg(long, value_enum, value_delimiter = ',', num_args = 1..=MAX_COUNTERS)]
-    pub counters: Vec<Counter>,
-    /// Charge queries with no counters (a little less overhead)
-    #[arg(long, conflicts_with = "counters")]
-    pub no_counters: bool,
-    /// Rows in the per-query table
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    pub top: usize,
+    /// --query-len: with --via socket, of each request
+    #[command(flatten)]
+    pub query: query::Options,
     /// Which queries to time. Every probe a query passes costs it a trap into the kernel, and
     /// a simple-protocol query passes both kinds. Through the socket: requests with a Query
     /// message (simple) or an Execute (extended).
@@ -186,7 +165,7 @@ pub fn run(args: Args) -> Result<()> {
     // -p names a server, not one process: the kernel side filters by postmaster.
     let mut options = args.trace.clone();
     options.pid = None;
-    let slow = args.slow.is_some();
+    let slow = args.query.slow.is_some();
     session::run(&options, Box::new(PgPlan::new(args)?), slow)
 }
 
@@ -235,10 +214,10 @@ impl PgPlan {
             .iter()
             .map(|target| probe_sites(target, args.protocol))
             .collect::<Result<Vec<_>>>()?;
-        let counters = if args.no_counters {
+        let counters = if args.query.no_counters {
             Vec::new()
         } else {
-            choose_counters(&args.counters)?
+            counters::choose_counters(&args.query.counters)?
         };
         Ok(Self {
             args,
@@ -262,17 +241,17 @@ impl session::Plan for PgPlan {
     }
 
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
-        let per_backend_events = needs_perf_events(&self.counters);
+        let per_backend_events = counters::needs_perf_events(&self.counters);
         let servers = &self.servers;
         let mut config = QueryConfig {
             server_count: servers.len() as u32,
-            text_len: self.args.query_len,
+            text_len: self.args.query.query_len,
             counters: self.counters.len() as u32,
-            task_real_parent: real_parent(&kernel.btf)?,
+            task_real_parent: counters::real_parent(&kernel.btf)?,
             task_counters: if per_backend_events {
                 Default::default()
             } else {
-                task_counters(&kernel.btf, &self.counters)?
+                counters::task_counters(&kernel.btf, &self.counters)?
             },
             ..Default::default()
         };
@@ -315,7 +294,7 @@ impl session::Plan for PgPlan {
             ..
         } = *self;
         let probes = &mut *context.probes;
-        let counters = if !needs_perf_events(&counters) || probes.own_maps {
+        let counters = if !counters::needs_perf_events(&counters) || probes.own_maps {
             counters
         } else {
             eprintln!(
@@ -345,44 +324,12 @@ impl session::Plan for PgPlan {
         }
         Ok(Box::new(Pg {
             banner: format!("Tracing PostgreSQL queries: {attached}... Hit Ctrl-C to end."),
-            counters,
-            raw: args.raw,
+            queries: Queries::new(&args.query, sql::Dialect::Postgres, counters),
             protocol: args.protocol,
             statements: wire::Statements::default(),
             encrypted_backends: 0,
-            slow_ns: args.slow.map(|ms| (ms * 1e6) as u64),
-            top: args.top,
-            normalizer: sql::Normalizer::new(sql::Dialect::Postgres),
-            window: Totals::default(),
-            new_backends: Vec::new(),
-            metrics: None,
         }))
     }
-}
-
-fn real_parent(btf: &KernelBtf) -> Result<u32> {
-    btf.member_offset("task_struct", "real_parent")
-}
-
-/// Whether `counters` are read through perf events opened per backend: hardware ones are, and
-/// then all of them; software ones alone are read where the kernel keeps them in every task,
-/// which costs nothing between queries (a perf event is switched at every context switch).
-fn needs_perf_events(counters: &[Counter]) -> bool {
-    counters
-        .iter()
-        .any(|counter| counter.task_members().is_none())
-}
-
-/// Where the kernel keeps each of `counters` in `task_struct`.
-fn task_counters(btf: &KernelBtf, counters: &[Counter]) -> Result<[[u32; 2]; MAX_COUNTERS]> {
-    let mut fields = [[0; 2]; MAX_COUNTERS];
-    for (offsets, counter) in fields.iter_mut().zip(counters) {
-        let members = counter.task_members().unwrap_or_default();
-        for (offset, member) in offsets.iter_mut().zip(members) {
-            *offset = btf.member_offset("task_struct", member)?;
-        }
-    }
-    Ok(fields)
 }
 
 /// A postgres binary to attach to, as a path the kernel can resolve from here (through
@@ -645,155 +592,14 @@ fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64) -> Result<(
     Ok(())
 }
 
-/// The counters to use: the user's, else LLC where the CPU exposes a PMU, else software ones.
-fn choose_counters(requested: &[Counter]) -> Result<Vec<Counter>> {
-    let tid = unsafe { libc::gettid() } as u32;
-    if !requested.is_empty() {
-        for counter in requested {
-            counter
-                .open(tid)
-                .with_context(|| format!("counter {} is not available here", counter.name()))?;
-        }
-        return Ok(requested.to_vec());
-    }
-    match Counter::LlcReferences.open(tid) {
-        Ok(_) => Ok(vec![Counter::LlcReferences, Counter::LlcMisses]),
-        Err(err) => {
-            eprintln!(
-                "tracer: no hardware PMU here ({err}): counting page-faults, context-switches and cpu-migrations per query instead of LLC"
-            );
-            Ok(vec![
-                Counter::PageFaults,
-                Counter::ContextSwitches,
-                Counter::CpuMigrations,
-            ])
-        }
-    }
-}
-
-/// Per-query counters. Those the kernel keeps in every task are read there; the others are
-/// per-backend perf events, opened when a backend runs its first traced query and closed when
-/// it is gone. Either way they count the backend thread itself wherever it runs, so a query
-/// that moves to another CPU is still charged exactly its own events.
-struct BackendCounters {
-    kinds: Vec<Counter>,
-    /// Whether they are perf events opened per backend (see [`needs_perf_events`]).
-    per_backend_events: bool,
-    open: HashMap<u32, (u32, Vec<OwnedFd>)>,
-    free_slots: Vec<u32>,
-}
-
-impl BackendCounters {
-    fn new(kinds: Vec<Counter>) -> Self {
-        let per_backend = kinds.len().max(1) as u32;
-        Self {
-            free_slots: (0..COUNTER_SLOTS / per_backend)
-                .rev()
-                .map(|slot| slot * per_backend)
-                .collect(),
-            per_backend_events: needs_perf_events(&kinds),
-            kinds,
-            open: HashMap::new(),
-        }
-    }
-
-    fn add(&mut self, probes: &mut Probes, tid: u32) -> Result<()> {
-        if !self.per_backend_events || self.open.contains_key(&tid) {
-            return Ok(());
-        }
-        self.forget_exited(probes)?;
-        let Some(first) = self.free_slots.pop() else {
-            return Ok(()); // More backends than slots: the rest go without counters.
-        };
-        let mut fds = Vec::new();
-        for counter in &self.kinds {
-            match counter.open(tid) {
-                Ok(fd) => fds.push(fd),
-                // The backend is already gone.
-                Err(_) => {
-                    self.free_slots.push(first);
-                    return Ok(());
-                }
-            }
-        }
-        {
-            let events = probes.map_mut("QUERY_COUNTERS")?;
-            let map_fd = perf_map_fd(events)?;
-            for (i, fd) in fds.iter().enumerate() {
-                perf::store_event(map_fd, first + i as u32, fd)?;
-            }
-        }
-        let mut slots: aya::maps::HashMap<_, u32, u32> =
-            aya::maps::HashMap::try_from(probes.map_mut("QUERY_COUNTER_SLOTS")?)?;
-        slots.insert(tid, first, 0)?;
-        self.open.insert(tid, (first, fds));
-        Ok(())
-    }
-
-    fn forget_exited(&mut self, probes: &mut Probes) -> Result<()> {
-        let gone: Vec<u32> = self
-            .open
-            .keys()
-            .copied()
-            .filter(|tid| !Path::new(&format!("/proc/{tid}")).exists())
-            .collect();
-        if gone.is_empty() {
-            return Ok(());
-        }
-        let mut slots: aya::maps::HashMap<_, u32, u32> =
-            aya::maps::HashMap::try_from(probes.map_mut("QUERY_COUNTER_SLOTS")?)?;
-        for tid in gone {
-            let _ = slots.remove(&tid);
-            if let Some((first, _fds)) = self.open.remove(&tid) {
-                self.free_slots.push(first);
-            }
-        }
-        Ok(())
-    }
-}
-
-fn perf_map_fd(map: &aya::maps::Map) -> Result<std::os::fd::BorrowedFd<'_>> {
-    use std::os::fd::AsFd;
-    match map {
-        aya::maps::Map::PerfEventArray(data) => Ok(data.fd().as_fd()),
-        _ => bail!("QUERY_COUNTERS is not a perf event array"),
-    }
-}
-
 struct Pg {
     banner: String,
-    counters: BackendCounters,
-    raw: bool,
+    queries: Queries,
     protocol: Protocol,
     /// Statements parsed by each backend, for requests seen on sockets.
     statements: wire::Statements,
     /// Backends found talking TLS since tracer started, whose requests the socket hides.
     encrypted_backends: u64,
-    slow_ns: Option<u64>,
-    top: usize,
-    normalizer: sql::Normalizer,
-    window: Totals,
-    /// Backends seen for the first time, whose counters to open once the probes are at hand.
-    new_backends: Vec<u32>,
-    /// `tracer serve`'s latency per normalized query.
-    metrics: Option<TopHistograms>,
-}
-
-#[derive(Default)]
-struct Totals {
-    all: Latencies,
-    queries: FxHashMap<Rc<str>, QueryStats>,
-}
-
-#[derive(Default)]
-struct QueryStats {
-    latencies: Latencies,
-    reclaim_ns: u64,
-    reclaim_count: u64,
-    counters: [u64; MAX_COUNTERS],
-    /// Calls whose counters were read (with perf counters, a backend's first query goes
-    /// without).
-    counted_calls: u64,
 }
 
 impl Tool for Pg {
@@ -806,7 +612,7 @@ impl Tool for Pg {
         match read_record::<u32>(data)? {
             kind::BACKEND => {
                 let backend: Backend = read_record(data)?;
-                self.new_backends.push(backend.pid);
+                self.queries.new_thread(backend.pid);
                 Ok(())
             }
             kind::QUERY => self.query(data, out),
@@ -826,27 +632,24 @@ impl Tool for Pg {
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
-        let totals = std::mem::take(&mut self.window);
-        if out.json {
-            return Ok(out.json_line(&self.summary_json(&totals, window))?);
-        }
-        self.print_summary(&totals, window, out)
+        let unseen = Unseen {
+            field: "encrypted_backends",
+            count: self.encrypted_backends,
+            text: format!("the requests of {} TLS backends", self.encrypted_backends),
+        };
+        self.queries.summary(window, &[unseen], out)
     }
 
     fn register_metrics(&mut self, metrics: &mut Metrics) {
-        self.metrics = Some(metrics.top_histograms(
-            "tracer_query",
+        self.queries.register_metrics(
+            metrics,
+            "tracer_pg_query",
             "PostgreSQL query latency by normalized query: the --top with the most time at each scrape, the rest as 'other'",
-            "query",
-            self.top,
-        ));
+        );
     }
 
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
-        for tid in std::mem::take(&mut self.new_backends) {
-            self.counters.add(probes, tid)?;
-        }
-        Ok(())
+        self.queries.after_batch(probes)
     }
 }
 
@@ -856,230 +659,23 @@ impl Pg {
         // As much text as was read follows the header: the query's, or the request's bytes.
         let bytes = &data[size_of::<QueryDone>()..];
         let bytes = &bytes[..(done.text_len as usize).min(bytes.len())];
-        let Self {
-            normalizer,
-            raw,
-            statements,
-            protocol,
-            ..
-        } = self;
-        let (text, prepared);
-        let key = if done.origin == origin::SOCKET {
-            let complete = done.received as usize <= bytes.len();
-            let key_of = |text: &[u8]| Rc::from(table_key(normalizer, *raw, &utf8(text)));
-            match statements.request(done.task.pid, bytes, complete, key_of) {
-                Some(wire::Query::Simple(sent)) if *protocol != Protocol::Extended => {
-                    text = utf8(sent);
-                    table_key(normalizer, *raw, &text)
-                }
-                Some(wire::Query::Prepared(key)) if *protocol != Protocol::Simple => {
-                    prepared = key;
-                    &*prepared
-                }
-                _ => return Ok(()),
+        if done.origin != origin::SOCKET {
+            return self.queries.add_text(&utf8(bytes), &done, out);
+        }
+        let complete = done.received as usize <= bytes.len();
+        let queries = &mut self.queries;
+        let key_of = |text: &[u8]| Rc::from(queries.key(&utf8(text)));
+        match self
+            .statements
+            .request(done.task.pid, bytes, complete, key_of)
+        {
+            Some(wire::Query::Simple(sent)) if self.protocol != Protocol::Extended => {
+                self.queries.add_text(&utf8(sent), &done, out)
             }
-        } else {
-            text = utf8(bytes);
-            table_key(normalizer, *raw, &text)
-        };
-        let stats = match self.window.queries.get_mut(key) {
-            Some(stats) => stats,
-            None => self.window.queries.entry(Rc::from(key)).or_default(),
-        };
-        stats.latencies.record(done.latency_ns);
-        stats.reclaim_ns += done.reclaim_ns;
-        stats.reclaim_count += done.reclaim_count as u64;
-        if done.counters_valid != 0 {
-            stats.counted_calls += 1;
-            for (total, delta) in stats.counters.iter_mut().zip(done.counters) {
-                *total += delta;
+            Some(wire::Query::Prepared(key)) if self.protocol != Protocol::Simple => {
+                self.queries.add_key(&key, &done, out)
             }
-        }
-        self.window.all.record(done.latency_ns);
-        if let Some(metrics) = &self.metrics {
-            metrics.observe(key, done.latency_ns as f64 / 1e9);
-        }
-        if self.slow_ns.is_some_and(|slow| done.latency_ns >= slow) {
-            let key = key.to_owned();
-            self.print_slow(&done, &key, out)?;
-        }
-        Ok(())
-    }
-
-    fn print_slow(&self, done: &QueryDone, query: &str, out: &mut Output) -> Result<()> {
-        let time = out.clock().wall(done.start_ns + done.latency_ns);
-        if out.json {
-            out.json_line(&SlowJson {
-                r#type: "slow_query",
-                time: output::rfc3339(time),
-                pid: done.task.pid,
-                latency_us: done.latency_ns as f64 / 1000.0,
-                reclaim_us: done.reclaim_ns as f64 / 1000.0,
-                reclaim_stalls: done.reclaim_count,
-                counters: self.counter_values(&done.counters, done.counters_valid != 0),
-                query,
-            })?;
-        } else {
-            writeln!(
-                out,
-                "{} {:>7} {:>10.3} {:>10.3} {}",
-                output::clock_time(time),
-                done.task.pid,
-                done.latency_ns as f64 / 1e6,
-                done.reclaim_ns as f64 / 1e6,
-                query
-            )?;
-        }
-        Ok(())
-    }
-
-    fn counter_values(
-        &self,
-        values: &[u64; MAX_COUNTERS],
-        valid: bool,
-    ) -> Option<HashMap<&'static str, u64>> {
-        valid.then(|| {
-            self.counters
-                .kinds
-                .iter()
-                .zip(values)
-                .map(|(counter, value)| (counter.name(), *value))
-                .collect()
-        })
-    }
-
-    /// Queries by total time, most first.
-    fn ranked<'a>(&self, totals: &'a Totals) -> Vec<(&'a Rc<str>, &'a QueryStats)> {
-        let mut ranked: Vec<_> = totals.queries.iter().collect();
-        ranked.sort_by(|a, b| {
-            b.1.latencies
-                .total_ns()
-                .cmp(&a.1.latencies.total_ns())
-                .then(a.0.cmp(b.0))
-        });
-        ranked
-    }
-
-    fn print_summary(&self, totals: &Totals, window: &Window, out: &mut Output) -> Result<()> {
-        let time = output::clock_time(window.end);
-        let secs = window.length.as_secs_f64();
-        let all = &totals.all;
-        let unseen = match self.encrypted_backends {
-            0 => String::new(),
-            backends => format!("; unseen: the requests of {backends} TLS backends"),
-        };
-        if all.count() == 0 {
-            writeln!(
-                out,
-                "{time}  no queries in {secs:.1}s; lost: {}{unseen}",
-                window.lost
-            )?;
-            return Ok(());
-        }
-        writeln!(
-            out,
-            "{time}  {} queries in {secs:.1}s ({:.0}/s), {} in all; lost: {}{unseen}",
-            all.count(),
-            all.count() as f64 / secs,
-            human_ns(all.total_ns()),
-            window.lost
-        )?;
-        write!(out, "{}", all.render_log2())?;
-        writeln!(out, "     {}\n", all.percentiles_line())?;
-        let llc = self.counters.kinds.first() == Some(&Counter::LlcReferences);
-        let mut columns = vec![
-            ("CALLS", Align::Right),
-            ("TOTAL", Align::Right),
-            ("MEAN", Align::Right),
-            ("P50", Align::Right),
-            ("P99", Align::Right),
-            ("MAX", Align::Right),
-            ("RECLAIM", Align::Right),
-            ("STALLS", Align::Right),
-        ];
-        if llc {
-            columns.push(("LLC HIT%", Align::Right));
-        } else {
-            columns.extend(
-                self.counters
-                    .kinds
-                    .iter()
-                    .map(|counter| (per_call_header(*counter), Align::Right)),
-            );
-        }
-        columns.push(("QUERY", Align::Left));
-        let mut table = Table::new(&columns);
-        for (query, stats) in self.ranked(totals).into_iter().take(self.top) {
-            let latencies = &stats.latencies;
-            let mut row = vec![
-                latencies.count().to_string(),
-                human_ns(latencies.total_ns()),
-                human_ns(latencies.total_ns() / latencies.count().max(1)),
-                human_ns(latencies.quantile_ns(0.5)),
-                human_ns(latencies.quantile_ns(0.99)),
-                human_ns(latencies.max_ns()),
-                human_ns(stats.reclaim_ns),
-                stats.reclaim_count.to_string(),
-            ];
-            let per_call = |total: u64| match stats.counted_calls {
-                0 => "-".to_string(),
-                calls => format!("{:.1}", total as f64 / calls as f64),
-            };
-            if llc {
-                row.push(match stats.counters[0] {
-                    0 => "-".into(),
-                    references => format!(
-                        "{:.1}",
-                        100.0 * (1.0 - stats.counters[1] as f64 / references as f64)
-                    ),
-                });
-            } else {
-                row.extend(
-                    stats.counters[..self.counters.kinds.len()]
-                        .iter()
-                        .map(|&total| per_call(total)),
-                );
-            }
-            row.push(shorten(query, 120));
-            table.row(row);
-        }
-        write!(out, "{}", table.render())?;
-        Ok(())
-    }
-
-    fn summary_json<'a>(&self, totals: &'a Totals, window: &Window) -> SummaryJson<'a> {
-        SummaryJson {
-            r#type: "summary",
-            time: output::rfc3339(window.end),
-            interval_s: window.length.as_secs_f64(),
-            lost: window.lost,
-            encrypted_backends: self.encrypted_backends,
-            counters: self
-                .counters
-                .kinds
-                .iter()
-                .map(|counter| counter.name())
-                .collect(),
-            latency: totals.all.summary(),
-            queries: self
-                .ranked(totals)
-                .into_iter()
-                .map(|(query, stats)| QueryJson {
-                    query,
-                    calls: stats.latencies.count(),
-                    latency: stats.latencies.summary(),
-                    reclaim_us: stats.reclaim_ns as f64 / 1000.0,
-                    reclaim_stalls: stats.reclaim_count,
-                    counted_calls: stats.counted_calls,
-                    counters: self
-                        .counters
-                        .kinds
-                        .iter()
-                        .zip(stats.counters)
-                        .map(|(counter, total)| (counter.name(), total))
-                        .collect(),
-                })
-                .collect(),
+            _ => Ok(()),
         }
     }
 }
@@ -1087,67 +683,4 @@ impl Pg {
 fn utf8(text: &[u8]) -> Cow<'_, str> {
     // Invalid mostly where the text was cut inside a character.
     String::from_utf8_lossy(text)
-}
-
-/// What a query is counted under: its text normalized, or as sent with --raw.
-fn table_key<'a>(normalizer: &'a mut sql::Normalizer, raw: bool, text: &'a str) -> &'a str {
-    if raw {
-        text
-    } else {
-        normalizer.normalize(text)
-    }
-}
-
-fn per_call_header(counter: Counter) -> &'static str {
-    match counter {
-        Counter::LlcReferences => "LLCREF/CALL",
-        Counter::LlcMisses => "LLCMISS/CALL",
-        Counter::PageFaults => "FAULTS/CALL",
-        Counter::ContextSwitches => "CSW/CALL",
-        Counter::CpuMigrations => "MIGR/CALL",
-    }
-}
-
-fn shorten(text: &str, chars: usize) -> String {
-    match text.char_indices().nth(chars) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
-}
-
-#[derive(Serialize)]
-struct SlowJson<'a> {
-    r#type: &'static str,
-    time: String,
-    pid: u32,
-    latency_us: f64,
-    reclaim_us: f64,
-    reclaim_stalls: u32,
-    counters: Option<HashMap<&'static str, u64>>,
-    query: &'a str,
-}
-
-#[derive(Serialize)]
-struct SummaryJson<'a> {
-    r#type: &'static str,
-    time: String,
-    interval_s: f64,
-    lost: u64,
-    /// Backends found talking TLS so far, whose requests --via socket cannot read.
-    encrypted_backends: u64,
-    counters: Vec<&'static str>,
-    latency: LatencySummary,
-    queries: Vec<QueryJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct QueryJson<'a> {
-    query: &'a str,
-    calls: u64,
-    latency: LatencySummary,
-    reclaim_us: f64,
-    reclaim_stalls: u64,
-    /// Calls whose counters were read; `counters` are their totals.
-    counted_calls: u64,
-    counters: HashMap<&'static str, u64>,
 }

@@ -85,7 +85,7 @@ pub fn run(tracer: &Path, minutes: f64) -> Result<()> {
     };
     let lost = sum("tracer_lost_events_total");
     let kills = sum("tracer_oom_kills_total");
-    let queries = sum("tracer_query_seconds_count");
+    let queries = sum("tracer_pg_query_seconds_count");
     let stalls = sum("tracer_reclaim_stall_seconds_count");
     let written = sum("tracer_writeback_pages_total");
     let issued: f64 = server

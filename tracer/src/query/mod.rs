@@ -1,0 +1,438 @@
+//! The per-query engine `tracer pg` and `tracer mysql` share, userspace side: their common
+//! options, the table of normalized queries with latency, reclaim stalls and counters, slow
+//! query lines, summaries in text and NDJSON, and the serve metric. Each database's module
+//! decodes its records into query text and hands it here.
+
+pub mod counters;
+
+use std::{collections::HashMap, io::Write, rc::Rc};
+
+use anyhow::Result;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use tracer_common::query::{MAX_COUNTERS, MAX_TEXT, QueryDone};
+
+use crate::{
+    event_loop::Window,
+    histogram::{Latencies, LatencySummary, human_ns},
+    loader::Probes,
+    metrics::{Metrics, TopHistograms},
+    output::{self, Align, Output, Table},
+    perf::Counter,
+    sql,
+};
+
+pub use counters::BackendCounters;
+
+/// Options every per-query tool takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Bytes of query text to read from the server
+    #[arg(long, value_name = "BYTES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=MAX_TEXT as i64))]
+    pub query_len: u32,
+    /// Show query text as sent, literals included (they can hold secrets)
+    #[arg(long)]
+    pub raw: bool,
+    /// Print one line per query that takes at least MS milliseconds
+    #[arg(long, value_name = "MS")]
+    pub slow: Option<f64>,
+    /// Counters to charge queries with (default: LLC references and misses, or software
+    /// counters without a hardware PMU)
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1..=MAX_COUNTERS)]
+    pub counters: Vec<Counter>,
+    /// Charge queries with no counters (a little less overhead)
+    #[arg(long, conflicts_with = "counters")]
+    pub no_counters: bool,
+    /// Rows in the per-query table
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+}
+
+/// Something a summary says it could not see, with how many: "the requests of 2 TLS backends".
+pub struct Unseen {
+    /// Its NDJSON field, always there.
+    pub field: &'static str,
+    pub count: u64,
+    /// Its text, shown when `count` is not 0.
+    pub text: String,
+}
+
+/// The queries of one summary window, and what prints them.
+pub struct Queries {
+    pub counters: BackendCounters,
+    raw: bool,
+    normalizer: sql::Normalizer,
+    slow_ns: Option<u64>,
+    top: usize,
+    window: Totals,
+    /// Threads seen for the first time, whose counters to open once the probes are at hand.
+    new_threads: Vec<u32>,
+    /// `tracer serve`'s latency per normalized query.
+    metrics: Option<TopHistograms>,
+}
+
+#[derive(Default)]
+struct Totals {
+    all: Latencies,
+    queries: FxHashMap<Rc<str>, QueryStats>,
+}
+
+#[derive(Default)]
+struct QueryStats {
+    latencies: Latencies,
+    reclaim_ns: u64,
+    reclaim_count: u64,
+    counters: [u64; MAX_COUNTERS],
+    /// Calls whose counters were read (with perf counters, a thread's first query goes
+    /// without).
+    counted_calls: u64,
+}
+
+impl Queries {
+    pub fn new(options: &Options, dialect: sql::Dialect, counters: BackendCounters) -> Self {
+        Self {
+            counters,
+            raw: options.raw,
+            normalizer: sql::Normalizer::new(dialect),
+            slow_ns: options.slow.map(|ms| (ms * 1e6) as u64),
+            top: options.top,
+            window: Totals::default(),
+            new_threads: Vec::new(),
+            metrics: None,
+        }
+    }
+
+    /// What a query is counted under: its text normalized, or as sent with --raw.
+    pub fn key<'a>(&'a mut self, text: &'a str) -> &'a str {
+        table_key(&mut self.normalizer, self.raw, text)
+    }
+
+    /// A query of this text finished.
+    pub fn add_text(&mut self, text: &str, done: &QueryDone, out: &mut Output) -> Result<()> {
+        let key = table_key(&mut self.normalizer, self.raw, text);
+        let (window, metrics) = (&mut self.window, &self.metrics);
+        let slow = record(window, metrics, key, done, self.slow_ns);
+        if slow {
+            let key = key.to_owned();
+            self.print_slow(done, &key, out)?;
+        }
+        Ok(())
+    }
+
+    /// A query counted under `key` (already normalized) finished.
+    pub fn add_key(&mut self, key: &str, done: &QueryDone, out: &mut Output) -> Result<()> {
+        if record(&mut self.window, &self.metrics, key, done, self.slow_ns) {
+            self.print_slow(done, key, out)?;
+        }
+        Ok(())
+    }
+
+    /// A server thread ran its first query since tracer started.
+    pub fn new_thread(&mut self, tid: u32) {
+        self.new_threads.push(tid);
+    }
+
+    /// Opens the counters of the threads seen since the last call.
+    pub fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
+        for tid in std::mem::take(&mut self.new_threads) {
+            self.counters.add(probes, tid)?;
+        }
+        Ok(())
+    }
+
+    /// `tracer serve`: latency per normalized query as the metric `name`.
+    pub fn register_metrics(&mut self, metrics: &mut Metrics, name: &str, help: &str) {
+        self.metrics = Some(metrics.top_histograms(name, help, "query", self.top));
+    }
+
+    /// Prints the window's summary and starts a new window.
+    pub fn summary(&mut self, window: &Window, unseen: &[Unseen], out: &mut Output) -> Result<()> {
+        let totals = std::mem::take(&mut self.window);
+        if out.json {
+            return Ok(out.json_line(&self.summary_json(&totals, window, unseen))?);
+        }
+        self.print_summary(&totals, window, unseen, out)
+    }
+
+    fn print_slow(&self, done: &QueryDone, query: &str, out: &mut Output) -> Result<()> {
+        let time = out.clock().wall(done.start_ns + done.latency_ns);
+        if out.json {
+            out.json_line(&SlowJson {
+                r#type: "slow_query",
+                time: output::rfc3339(time),
+                pid: done.task.pid,
+                latency_us: done.latency_ns as f64 / 1000.0,
+                reclaim_us: done.reclaim_ns as f64 / 1000.0,
+                reclaim_stalls: done.reclaim_count,
+                counters: self.counter_values(&done.counters, done.counters_valid != 0),
+                query,
+            })?;
+        } else {
+            writeln!(
+                out,
+                "{} {:>7} {:>10.3} {:>10.3} {}",
+                output::clock_time(time),
+                done.task.pid,
+                done.latency_ns as f64 / 1e6,
+                done.reclaim_ns as f64 / 1e6,
+                query
+            )?;
+        }
+        Ok(())
+    }
+
+    fn counter_values(
+        &self,
+        values: &[u64; MAX_COUNTERS],
+        valid: bool,
+    ) -> Option<HashMap<&'static str, u64>> {
+        valid.then(|| {
+            self.counters
+                .kinds
+                .iter()
+                .zip(values)
+                .map(|(counter, value)| (counter.name(), *value))
+                .collect()
+        })
+    }
+
+    fn print_summary(
+        &self,
+        totals: &Totals,
+        window: &Window,
+        unseen: &[Unseen],
+        out: &mut Output,
+    ) -> Result<()> {
+        let time = output::clock_time(window.end);
+        let secs = window.length.as_secs_f64();
+        let all = &totals.all;
+        let unseen: String = unseen
+            .iter()
+            .filter(|unseen| unseen.count > 0)
+            .map(|unseen| format!("; unseen: {}", unseen.text))
+            .collect();
+        if all.count() == 0 {
+            writeln!(
+                out,
+                "{time}  no queries in {secs:.1}s; lost: {}{unseen}",
+                window.lost
+            )?;
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "{time}  {} queries in {secs:.1}s ({:.0}/s), {} in all; lost: {}{unseen}",
+            all.count(),
+            all.count() as f64 / secs,
+            human_ns(all.total_ns()),
+            window.lost
+        )?;
+        write!(out, "{}", all.render_log2())?;
+        writeln!(out, "     {}\n", all.percentiles_line())?;
+        let llc = self.counters.kinds.first() == Some(&Counter::LlcReferences);
+        let mut columns = vec![
+            ("CALLS", Align::Right),
+            ("TOTAL", Align::Right),
+            ("MEAN", Align::Right),
+            ("P50", Align::Right),
+            ("P99", Align::Right),
+            ("MAX", Align::Right),
+            ("RECLAIM", Align::Right),
+            ("STALLS", Align::Right),
+        ];
+        if llc {
+            columns.push(("LLC HIT%", Align::Right));
+        } else {
+            columns.extend(
+                self.counters
+                    .kinds
+                    .iter()
+                    .map(|counter| (per_call_header(*counter), Align::Right)),
+            );
+        }
+        columns.push(("QUERY", Align::Left));
+        let mut table = Table::new(&columns);
+        for (query, stats) in ranked(totals).into_iter().take(self.top) {
+            let latencies = &stats.latencies;
+            let mut row = vec![
+                latencies.count().to_string(),
+                human_ns(latencies.total_ns()),
+                human_ns(latencies.total_ns() / latencies.count().max(1)),
+                human_ns(latencies.quantile_ns(0.5)),
+                human_ns(latencies.quantile_ns(0.99)),
+                human_ns(latencies.max_ns()),
+                human_ns(stats.reclaim_ns),
+                stats.reclaim_count.to_string(),
+            ];
+            let per_call = |total: u64| match stats.counted_calls {
+                0 => "-".to_string(),
+                calls => format!("{:.1}", total as f64 / calls as f64),
+            };
+            if llc {
+                row.push(match stats.counters[0] {
+                    0 => "-".into(),
+                    references => format!(
+                        "{:.1}",
+                        100.0 * (1.0 - stats.counters[1] as f64 / references as f64)
+                    ),
+                });
+            } else {
+                row.extend(
+                    stats.counters[..self.counters.kinds.len()]
+                        .iter()
+                        .map(|&total| per_call(total)),
+                );
+            }
+            row.push(shorten(query, 120));
+            table.row(row);
+        }
+        write!(out, "{}", table.render())?;
+        Ok(())
+    }
+
+    fn summary_json<'a>(
+        &self,
+        totals: &'a Totals,
+        window: &Window,
+        unseen: &[Unseen],
+    ) -> SummaryJson<'a> {
+        SummaryJson {
+            r#type: "summary",
+            time: output::rfc3339(window.end),
+            interval_s: window.length.as_secs_f64(),
+            lost: window.lost,
+            unseen: unseen
+                .iter()
+                .map(|unseen| (unseen.field, unseen.count))
+                .collect(),
+            counters: self
+                .counters
+                .kinds
+                .iter()
+                .map(|counter| counter.name())
+                .collect(),
+            latency: totals.all.summary(),
+            queries: ranked(totals)
+                .into_iter()
+                .map(|(query, stats)| QueryJson {
+                    query,
+                    calls: stats.latencies.count(),
+                    latency: stats.latencies.summary(),
+                    reclaim_us: stats.reclaim_ns as f64 / 1000.0,
+                    reclaim_stalls: stats.reclaim_count,
+                    counted_calls: stats.counted_calls,
+                    counters: self
+                        .counters
+                        .kinds
+                        .iter()
+                        .zip(stats.counters)
+                        .map(|(counter, total)| (counter.name(), total))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Adds a finished query to the window (and the metric); true when it is slow.
+fn record(
+    window: &mut Totals,
+    metrics: &Option<TopHistograms>,
+    key: &str,
+    done: &QueryDone,
+    slow_ns: Option<u64>,
+) -> bool {
+    let stats = match window.queries.get_mut(key) {
+        Some(stats) => stats,
+        None => window.queries.entry(Rc::from(key)).or_default(),
+    };
+    stats.latencies.record(done.latency_ns);
+    stats.reclaim_ns += done.reclaim_ns;
+    stats.reclaim_count += done.reclaim_count as u64;
+    if done.counters_valid != 0 {
+        stats.counted_calls += 1;
+        for (total, delta) in stats.counters.iter_mut().zip(done.counters) {
+            *total += delta;
+        }
+    }
+    window.all.record(done.latency_ns);
+    if let Some(metrics) = metrics {
+        metrics.observe(key, done.latency_ns as f64 / 1e9);
+    }
+    slow_ns.is_some_and(|slow| done.latency_ns >= slow)
+}
+
+/// Queries by total time, most first.
+fn ranked(totals: &Totals) -> Vec<(&Rc<str>, &QueryStats)> {
+    let mut ranked: Vec<_> = totals.queries.iter().collect();
+    ranked.sort_by(|a, b| {
+        b.1.latencies
+            .total_ns()
+            .cmp(&a.1.latencies.total_ns())
+            .then(a.0.cmp(b.0))
+    });
+    ranked
+}
+
+fn table_key<'a>(normalizer: &'a mut sql::Normalizer, raw: bool, text: &'a str) -> &'a str {
+    if raw {
+        text
+    } else {
+        normalizer.normalize(text)
+    }
+}
+
+fn per_call_header(counter: Counter) -> &'static str {
+    match counter {
+        Counter::LlcReferences => "LLCREF/CALL",
+        Counter::LlcMisses => "LLCMISS/CALL",
+        Counter::PageFaults => "FAULTS/CALL",
+        Counter::ContextSwitches => "CSW/CALL",
+        Counter::CpuMigrations => "MIGR/CALL",
+    }
+}
+
+fn shorten(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[derive(Serialize)]
+struct SlowJson<'a> {
+    r#type: &'static str,
+    time: String,
+    pid: u32,
+    latency_us: f64,
+    reclaim_us: f64,
+    reclaim_stalls: u32,
+    counters: Option<HashMap<&'static str, u64>>,
+    query: &'a str,
+}
+
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    r#type: &'static str,
+    time: String,
+    interval_s: f64,
+    lost: u64,
+    /// What the tool could not see, by field (pg: `encrypted_backends`).
+    #[serde(flatten)]
+    unseen: HashMap<&'static str, u64>,
+    counters: Vec<&'static str>,
+    latency: LatencySummary,
+    queries: Vec<QueryJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct QueryJson<'a> {
+    query: &'a str,
+    calls: u64,
+    latency: LatencySummary,
+    reclaim_us: f64,
+    reclaim_stalls: u64,
+    /// Calls whose counters were read; `counters` are their totals.
+    counted_calls: u64,
+    counters: HashMap<&'static str, u64>,
+}
