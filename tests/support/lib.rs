@@ -1107,3 +1107,155 @@ impl Drop for Docker {
 pub fn kube_python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python/bin/python")
 }
+
+/// A MariaDB server of the test's own (Debian's packages): a fresh data directory, a private
+/// Unix socket and no TCP, performance_schema on; stopped and removed on drop.
+pub struct Mariadb {
+    pub dir: PathBuf,
+    server: Child,
+}
+
+impl Mariadb {
+    pub fn start(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tracer-mariadb-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("data");
+        let output = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db (cargo xtask setup --test)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let server = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--skip-networking",
+                "--performance-schema=ON",
+            ])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.join("socket").display()))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--log-error={}", dir.join("log").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let server = Self { dir, server };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !server
+            .client()
+            .args(["-e", "SELECT 1"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB did not start: see {}",
+                server.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.server.id()
+    }
+
+    /// The client, connected as root over the socket, in batch mode.
+    pub fn client(&self) -> Command {
+        let mut client = Command::new("mariadb");
+        client
+            .arg(format!("--socket={}", self.dir.join("socket").display()))
+            .args(["--user=root", "--batch", "--skip-column-names"]);
+        client
+    }
+
+    /// Runs SQL in a connection of its own; returns its output rows.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = self.client().args(["-e", sql]).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// How often performance_schema saw statements whose digest text matches `pattern` (LIKE).
+    pub fn digest_count(&self, pattern: &str) -> u64 {
+        let sql = format!(
+            "SELECT COALESCE(SUM(COUNT_STAR), 0) FROM performance_schema.events_statements_summary_by_digest WHERE TRIM(DIGEST_TEXT) LIKE '{}'",
+            pattern.replace('\'', "''")
+        );
+        self.sql(&sql).parse().unwrap()
+    }
+
+    /// A client connection kept open: statements sent one by one share it.
+    pub fn session(&self) -> SqlSession {
+        let mut child = self
+            .client()
+            // An error ends a batch client unless forced on.
+            .args(["--force", "--unbuffered"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        SqlSession {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.server.id() as i32, libc::SIGTERM) };
+        let _ = wait_timeout(&mut self.server, Duration::from_secs(30));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One client connection of a line-oriented client (mariadb in batch mode).
+pub struct SqlSession {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl SqlSession {
+    /// Runs one statement returning one row, and returns that row.
+    pub fn query(&mut self, sql: &str) -> String {
+        use std::io::Write;
+        writeln!(self.stdin, "{sql};").unwrap();
+        self.stdin.flush().unwrap();
+        self.stdout
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+    }
+
+    /// Sends a statement that fails: its error goes to the client's stderr, no row comes back.
+    pub fn fail(&mut self, sql: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{sql};").unwrap();
+        self.stdin.flush().unwrap();
+    }
+}
+
+impl Drop for SqlSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -17,6 +17,7 @@ macro_rules! plain_old_data {
 
 pub mod direct_reclaim;
 pub mod kvm_exit;
+pub mod mysql;
 pub mod oom;
 pub mod pg;
 pub mod pipeline;

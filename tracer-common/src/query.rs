@@ -23,6 +23,8 @@ pub mod origin {
     /// answers it. The record carries the request's first bytes (protocol messages) instead of
     /// query text.
     pub const SOCKET: u32 = 2;
+    /// A MySQL command, from entry to return of `dispatch_command()`.
+    pub const COMMAND: u32 = 3;
 }
 
 /// Settings of the kernel side.
@@ -72,7 +74,7 @@ pub struct QueryDone {
     /// An [`origin`] constant.
     pub origin: u32,
     /// For [`origin::SOCKET`]: the bytes the request's first receive returned, of which
-    /// `text_len` follow.
+    /// `text_len` follow. For [`origin::COMMAND`]: the MySQL command.
     pub received: u32,
 }
 

@@ -9,6 +9,7 @@ pub mod tool {
     pub const KVM_EXIT: u32 = 4;
     pub const PG: u32 = 5;
     pub const PIPELINE: u32 = 6;
+    pub const MYSQL: u32 = 7;
 }
 
 /// Slots of the per-tool lost-record counter: room for tools to come.

@@ -11,6 +11,7 @@ mod usdt;
 
 mod direct_reclaim;
 mod kvm_exit;
+mod mysql;
 mod oom;
 mod pg;
 mod pipeline;

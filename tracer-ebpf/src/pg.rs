@@ -14,7 +14,7 @@ use aya_ebpf::{
         bpf_probe_read_user_buf, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, map, tracepoint, uprobe},
-    maps::{Array, LruHashMap},
+    maps::Array,
     programs::{BtfTracePointContext, ProbeContext, TracePointContext},
 };
 use tracer_common::{
@@ -25,7 +25,7 @@ use tracer_common::{
 
 use crate::{
     events,
-    query::{self, Database, Record, Thread},
+    query::{self, Database, Thread},
     task, usdt,
 };
 
@@ -49,12 +49,6 @@ impl Database for Pg {
 /// Probe sites, indexed by attach cookie.
 #[map]
 static PG_SITES: Array<Site> = Array::with_max_entries(256, 0);
-
-/// Per backend thread: the record of the request it answers on its socket, which holds the
-/// request's first bytes from its receipt until the reply goes out (the receive buffer is
-/// reused by then). Kept from one request to the next; sized by `tracer pg --via socket`.
-#[map]
-static PG_REQUESTS: LruHashMap<u32, Record> = LruHashMap::with_max_entries(1, 0);
 
 #[uprobe]
 pub fn pg_probe(ctx: ProbeContext) -> u32 {
@@ -186,7 +180,7 @@ fn received(received: i64) {
         }
         return;
     }
-    let Some(request) = request(tid) else {
+    let Some(request) = query::request(tid) else {
         cold_warn!("pg: no room for the request of backend {}", tid);
         events::count_lost(tool::PG);
         return;
@@ -200,18 +194,6 @@ fn received(received: i64) {
     request.done.text_len = len as u32;
     request.done.received = received.min(u32::MAX as i64) as u32;
     query::start::<Pg>(tid, thread, origin::SOCKET);
-}
-
-/// The thread's request record, made at its first request.
-#[inline(always)]
-fn request(tid: u32) -> Option<&'static mut Record> {
-    if let Some(request) = PG_REQUESTS.get_ptr_mut(tid) {
-        return Some(unsafe { &mut *request });
-    }
-    // Too big for the stack: a new one is copied from scratch.
-    let scratch = query::scratch()?;
-    PG_REQUESTS.insert(tid, scratch, 0).ok()?;
-    Some(unsafe { &mut *PG_REQUESTS.get_ptr_mut(tid)? })
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
@@ -265,7 +247,7 @@ fn sending(arguments: impl FnOnce() -> Option<(u64, u64)>) {
         Ok(tail) if tail[..5] == READY_FOR_QUERY => {}
         _ => return,
     }
-    let Some(request) = PG_REQUESTS.get_ptr_mut(tid) else {
+    let Some(request) = query::request_of(tid) else {
         // Evicted by more backends answering requests at once than the map holds.
         cold_warn!(
             "pg: the request of backend {} was evicted before its reply",
@@ -275,7 +257,6 @@ fn sending(arguments: impl FnOnce() -> Option<(u64, u64)>) {
         events::count_lost(tool::PG);
         return;
     };
-    let request = unsafe { &mut *request };
     query::finish::<Pg>(tid, thread, &mut request.done);
     query::send::<Pg>(request);
 }

@@ -60,6 +60,13 @@ pub struct Record {
 #[map]
 static QUERY_SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per thread: the record of the query it runs, for queries whose text must be read at their
+/// start (a buffer the server reuses before the end: PostgreSQL's receive buffer, MySQL's
+/// network buffer, which the reply overwrites). Kept from one query to the next; sized by the
+/// tools that use it.
+#[map]
+static QUERY_REQUESTS: LruHashMap<u32, Record> = LruHashMap::with_max_entries(1, 0);
+
 #[derive(Clone, Copy)]
 pub struct Thread {
     pub traced: bool,
@@ -231,6 +238,24 @@ fn read_task_counters(fields: &[[u32; 2]; MAX_COUNTERS], values: &mut [u64; MAX_
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut Record> {
     Some(unsafe { &mut *QUERY_SCRATCH.get_ptr_mut(0)? })
+}
+
+/// The thread's request record, made at its first request.
+#[inline(always)]
+pub fn request(tid: u32) -> Option<&'static mut Record> {
+    if let Some(request) = request_of(tid) {
+        return Some(request);
+    }
+    // Too big for the stack: a new one is copied from scratch.
+    let scratch = scratch()?;
+    QUERY_REQUESTS.insert(tid, scratch, 0).ok()?;
+    request_of(tid)
+}
+
+/// The thread's request record, if it has one (an LRU map may have evicted it).
+#[inline(always)]
+pub fn request_of(tid: u32) -> Option<&'static mut Record> {
+    Some(unsafe { &mut *QUERY_REQUESTS.get_ptr_mut(tid)? })
 }
 
 /// A query ends: sends its record with its text, read as a C string at `text` (0: none).

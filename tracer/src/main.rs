@@ -21,6 +21,7 @@ mod workload;
 
 mod direct_reclaim;
 mod kvm_exit;
+mod mysql;
 mod oom;
 mod pg;
 mod pipeline;
@@ -50,6 +51,9 @@ enum ToolCommand {
     Pg(pg::Args),
     /// KVM: why guests exit and for how long, exits to the VMM, noisy ports and MMIO addresses
     KvmExit(kvm_exit::Args),
+    /// MySQL and MariaDB commands: latency per normalized query, reclaim stalls inside them,
+    /// counters
+    Mysql(mysql::Args),
     /// Run several tools at once as a node agent: Prometheus metrics per container and pod
     /// over HTTP, and a flight recorder
     Serve(serve::Args),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         ToolCommand::Oom(args) => oom::run(args),
         ToolCommand::Pg(args) => pg::run(args),
         ToolCommand::KvmExit(args) => kvm_exit::run(args),
+        ToolCommand::Mysql(args) => mysql::run(args),
         ToolCommand::Serve(args) => serve::run(args),
         ToolCommand::Pipeline(args) => pipeline::run(args),
     };

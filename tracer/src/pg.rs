@@ -76,41 +76,6 @@ pub enum Protocol {
     All,
 }
 
-const BEGIN_ARGS: &[&str] = &["int", "gfp_t"];
-const END_ARGS: &[&str] = &["long unsigned int"];
-
-/// Reclaim stalls, charged to the query the stalled backend is running.
-const TRACEPOINTS: &[Tracepoint] = &[
-    Tracepoint {
-        category: "vmscan",
-        name: "mm_vmscan_direct_reclaim_begin",
-        program: "query_direct_reclaim_begin",
-        args: Some(BEGIN_ARGS),
-        fields: &[],
-    },
-    Tracepoint {
-        category: "vmscan",
-        name: "mm_vmscan_direct_reclaim_end",
-        program: "query_direct_reclaim_end",
-        args: Some(END_ARGS),
-        fields: &[],
-    },
-    Tracepoint {
-        category: "vmscan",
-        name: "mm_vmscan_memcg_reclaim_begin",
-        program: "query_memcg_reclaim_begin",
-        args: Some(BEGIN_ARGS),
-        fields: &[],
-    },
-    Tracepoint {
-        category: "vmscan",
-        name: "mm_vmscan_memcg_reclaim_end",
-        program: "query_memcg_reclaim_end",
-        args: Some(END_ARGS),
-        fields: &[],
-    },
-];
-
 /// A backend's socket receive and send: the boundaries of client requests, with no trap into
 /// the kernel. The kernel programs take the buffers from the registers of the system call
 /// below them (recv() or read(), send() or write()).
@@ -197,7 +162,7 @@ impl PgPlan {
                 servers.len()
             );
         }
-        let mut tracepoints = TRACEPOINTS.to_vec();
+        let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
         if socket {
             let sock = !args.via_syscalls
                 && Tracefs::locate()?
@@ -270,7 +235,7 @@ impl session::Plan for PgPlan {
         if self.socket {
             // Preallocated (an LRU map): 9 MB, room for more backends than servers allow.
             settings.push(Setting::MapSize {
-                name: "PG_REQUESTS",
+                name: "QUERY_REQUESTS",
                 size: 4096,
             });
         }

@@ -101,6 +101,19 @@ impl Binary {
 
     /// (link-time address, file offset) of a symbol, from the symbol table or, in a stripped
     /// binary, the dynamic one.
+    /// The first defined function symbol whose (mangled) name passes `wanted`: its name,
+    /// link-time address and file offset.
+    pub fn find_symbol(&self, wanted: impl Fn(&str) -> bool) -> Option<(String, u64, u64)> {
+        let elf = self.elf();
+        let symbol = elf
+            .symbols()
+            .chain(elf.dynamic_symbols())
+            .find(|symbol| symbol.address() != 0 && symbol.name().is_ok_and(&wanted))?;
+        let address = symbol.address();
+        let name = symbol.name().ok()?.to_owned();
+        Some((name, address, file_offset(&elf, address).ok()?))
+    }
+
     pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
         let elf = self.elf();
         let address = elf

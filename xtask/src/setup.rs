@@ -19,12 +19,14 @@ pub struct Needs {
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
-/// pg_stat_statements), openssl for a TLS server's certificate, Prometheus's own Python client,
+/// pg_stat_statements), MariaDB (server and client), openssl for a TLS server's certificate, Prometheus's own Python client,
 /// whose parsers check what `tracer serve` exposes, a docker engine with what to make container
 /// images from without a registry (a static busybox, debootstrap), and podman (with its pause
 /// process) to run the DaemonSet's pod.
 const TEST_PACKAGES: &[&str] = &[
     "postgresql",
+    "mariadb-server",
+    "mariadb-client",
     "openssl",
     "python3-prometheus-client",
     "docker.io",

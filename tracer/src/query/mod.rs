@@ -15,7 +15,7 @@ use tracer_common::query::{MAX_COUNTERS, MAX_TEXT, QueryDone};
 use crate::{
     event_loop::Window,
     histogram::{Latencies, LatencySummary, human_ns},
-    loader::Probes,
+    loader::{Probes, Tracepoint},
     metrics::{Metrics, TopHistograms},
     output::{self, Align, Output, Table},
     perf::Counter,
@@ -23,6 +23,41 @@ use crate::{
 };
 
 pub use counters::BackendCounters;
+
+const BEGIN_ARGS: &[&str] = &["int", "gfp_t"];
+const END_ARGS: &[&str] = &["long unsigned int"];
+
+/// Reclaim stalls, charged to the query the stalled thread is running.
+pub const RECLAIM_TRACEPOINTS: &[Tracepoint] = &[
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_direct_reclaim_begin",
+        program: "query_direct_reclaim_begin",
+        args: Some(BEGIN_ARGS),
+        fields: &[],
+    },
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_direct_reclaim_end",
+        program: "query_direct_reclaim_end",
+        args: Some(END_ARGS),
+        fields: &[],
+    },
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_memcg_reclaim_begin",
+        program: "query_memcg_reclaim_begin",
+        args: Some(BEGIN_ARGS),
+        fields: &[],
+    },
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_memcg_reclaim_end",
+        program: "query_memcg_reclaim_end",
+        args: Some(END_ARGS),
+        fields: &[],
+    },
+];
 
 /// Options every per-query tool takes.
 #[derive(clap::Args, Debug, Clone)]

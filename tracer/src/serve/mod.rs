@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Result, bail};
 use bytes::Bytes;
-use clap::{Args as _, FromArgMatches, ValueEnum};
+use clap::{FromArgMatches, ValueEnum};
 use tracer_common::record::{self, tool};
 
 use crate::{
@@ -70,6 +70,9 @@ pub struct Args {
     /// "" for its defaults)
     #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
     pub pg: Option<String>,
+    /// Also run `tracer mysql` with these of its options ("" for its defaults)
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub mysql: Option<String>,
     /// Only tasks in this cgroup or below it
     #[arg(short, long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
@@ -109,19 +112,20 @@ impl ToolName {
             "writeback" => tool::WRITEBACK,
             "oom" => tool::OOM,
             "kvm-exit" => tool::KVM_EXIT,
+            "mysql" => tool::MYSQL,
             _ => tool::PG,
         }
     }
 }
 
-/// `tracer pg` with `options` as its command would take them.
-fn pg_plan(options: &str) -> Result<Box<dyn Plan>> {
-    let command = crate::pg::Args::augment_args(clap::Command::new("pg"));
-    let words = std::iter::once("pg").chain(options.split_whitespace());
+/// A database tool's options (`--pg "OPTIONS"`) as its command would take them.
+fn parsed<A: clap::Args + FromArgMatches>(tool: &str, options: &str) -> Result<A> {
+    let command = A::augment_args(clap::Command::new("tracer"));
+    let words = std::iter::once(tool).chain(options.split_whitespace());
     let matches = command
         .try_get_matches_from(words)
-        .map_err(|err| anyhow::anyhow!("--pg: {}", err.render()))?;
-    crate::pg::plan(crate::pg::Args::from_arg_matches(&matches)?)
+        .map_err(|err| anyhow::anyhow!("--{tool}: {}", err.render()))?;
+    Ok(A::from_arg_matches(&matches)?)
 }
 
 /// A tool's options as its command has them with no arguments.
@@ -163,10 +167,25 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut plans: Vec<Box<dyn Plan>> = names.iter().map(|name| name.plan()).collect();
     let mut not_planned = Vec::new();
-    if let Some(pg) = &args.pg {
-        match pg_plan(pg) {
-            Ok(plan) => plans.push(plan),
-            Err(error) => not_planned.push(("pg", error)),
+    let databases = [
+        (
+            "pg",
+            args.pg
+                .as_deref()
+                .map(|o| parsed("pg", o).and_then(crate::pg::plan)),
+        ),
+        (
+            "mysql",
+            args.mysql
+                .as_deref()
+                .map(|o| parsed("mysql", o).and_then(crate::mysql::plan)),
+        ),
+    ];
+    for (name, planned) in databases {
+        match planned {
+            Some(Ok(plan)) => plans.push(plan),
+            Some(Err(error)) => not_planned.push((name, error)),
+            None => {}
         }
     }
     let (mut session, started, mut failed) = Session::start(&options, plans, false)?;

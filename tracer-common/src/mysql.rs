@@ -1,0 +1,40 @@
+//! `tracer mysql`: MySQL and MariaDB commands, their latency, the reclaim stalls inside them and
+//! their counters, through the per-query engine.
+
+use crate::record::{kind as record_kind, tool};
+
+/// What a record is; every record starts with one.
+pub mod kind {
+    use super::{record_kind, tool};
+    /// A command finished: a `query::QueryDone` whose `received` is the command
+    /// (`enum_server_command`), followed by the first bytes of its packet.
+    pub const QUERY: u32 = record_kind(tool::MYSQL, 1);
+    /// A server thread ran its first command since tracer started: a `query::Backend`.
+    pub const BACKEND: u32 = record_kind(tool::MYSQL, 2);
+}
+
+/// How `dispatch_command()` takes its arguments, as its signature says.
+pub mod signature {
+    /// MariaDB: `dispatch_command(enum_server_command, THD*, char* packet, unsigned int
+    /// length, bool)`.
+    pub const MARIADB: u32 = 1;
+    /// MySQL 8: `dispatch_command(THD*, COM_DATA const*, enum_server_command)`; a query's
+    /// `COM_DATA` begins with its text's address and length.
+    pub const MYSQL8: u32 = 2;
+}
+
+/// Commands whose packet is SQL text.
+pub const COM_QUERY: u32 = 3;
+pub const COM_STMT_PREPARE: u32 = 22;
+pub const COM_STMT_EXECUTE: u32 = 23;
+
+/// Settings of the kernel side beside its `query::QueryConfig`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MysqlLayout {
+    /// A [`signature`] constant.
+    pub signature: u32,
+    pub _pad: u32,
+}
+
+plain_old_data!(MysqlLayout);

@@ -1,0 +1,103 @@
+//! `tracer mysql`: each command a MySQL or MariaDB server thread runs, from entry to return of
+//! `dispatch_command()`, through the per-query engine. The command and the first bytes of its
+//! packet (the SQL text of a query) are kept at entry: the reply reuses the network buffer.
+
+use aya_ebpf::{
+    Global,
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{
+    mysql::{COM_QUERY, COM_STMT_PREPARE, MysqlLayout, kind, signature},
+    query::{MAX_TEXT, QueryConfig, origin},
+    record::tool,
+};
+
+use crate::{
+    events,
+    query::{self, Database},
+    task,
+};
+
+#[unsafe(no_mangle)]
+static MYSQL_CONFIG: Global<QueryConfig> = Global::new(unsafe { core::mem::zeroed() });
+
+#[unsafe(no_mangle)]
+static MYSQL_LAYOUT: Global<MysqlLayout> = Global::new(unsafe { core::mem::zeroed() });
+
+/// MySQL to the per-query engine.
+struct Mysql;
+
+impl Database for Mysql {
+    const TOOL: u32 = tool::MYSQL;
+    const QUERY: u32 = kind::QUERY;
+    const BACKEND: u32 = kind::BACKEND;
+
+    #[inline(always)]
+    fn config() -> QueryConfig {
+        MYSQL_CONFIG.load()
+    }
+}
+
+#[uprobe]
+pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
+    let tid = task::current_tid();
+    let Some(thread) = query::traced_thread::<Mysql>(tid) else {
+        return 0;
+    };
+    let regs = unsafe { &*ctx.regs };
+    let (command, packet, len) = match MYSQL_LAYOUT.load().signature {
+        signature::MARIADB => (regs.rdi as u32, regs.rdx, regs.rcx as usize),
+        signature::MYSQL8 => {
+            let command = regs.rdx as u32;
+            let data = regs.rsi;
+            if command == COM_QUERY || command == COM_STMT_PREPARE {
+                // A query's COM_DATA: its text's address, then its length.
+                let address = unsafe { bpf_probe_read_user(data as *const u64) }.unwrap_or(0);
+                let len = unsafe { bpf_probe_read_user((data + 8) as *const u32) }.unwrap_or(0);
+                (command, address, len as usize)
+            } else {
+                // Other commands' data begins with what identifies them (a statement id).
+                (command, data, 8)
+            }
+        }
+        _ => return 0,
+    };
+    // The reply overwrites the packet: its first bytes are kept now.
+    let Some(request) = query::request(tid) else {
+        cold_warn!("mysql: no room for the command of thread {}", tid);
+        events::count_lost(tool::MYSQL);
+        return 0;
+    };
+    let len = len.min((MYSQL_CONFIG.load().text_len as usize).min(MAX_TEXT));
+    let text = &mut request.text[..len];
+    let read = unsafe { bpf_probe_read_user_buf(packet as *const u8, text) }.is_ok();
+    request.done.text_len = if read { len as u32 } else { 0 };
+    request.done.received = command;
+    query::start::<Mysql>(tid, thread, origin::COMMAND);
+    0
+}
+
+#[uretprobe]
+pub fn mysql_dispatch_return(_ctx: RetProbeContext) -> u32 {
+    let tid = task::current_tid();
+    let Some(thread) = query::traced_thread::<Mysql>(tid) else {
+        return 0;
+    };
+    if !thread.active || thread.origin != origin::COMMAND as u8 {
+        return 0;
+    }
+    let Some(request) = query::request_of(tid) else {
+        cold_warn!(
+            "mysql: the command of thread {} was evicted before its end",
+            tid
+        );
+        thread.active = false;
+        events::count_lost(tool::MYSQL);
+        return 0;
+    };
+    query::finish::<Mysql>(tid, thread, &mut request.done);
+    query::send::<Mysql>(request);
+    0
+}

@@ -1,0 +1,452 @@
+//! `tracer mysql`: which MySQL and MariaDB commands are slow, and how much of their time the
+//! kernel took from them in reclaim, per normalized query, with counters. Neither server has
+//! USDT probes any more: uprobes on `dispatch_command()`, found by its demangled signature,
+//! which also says where the command and its packet are.
+
+use std::{os::unix::fs::MetadataExt, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tracer_common::{
+    mysql::{COM_QUERY, MysqlLayout, kind, signature},
+    query::{COUNTER_SLOTS, MAX_SERVERS, QueryConfig, QueryDone},
+};
+
+use crate::{
+    event_loop::{Tool, Window, read_record},
+    loader::{Kernel, Probes, Setting, Tracepoint},
+    metrics::Metrics,
+    options::TraceOptions,
+    output::Output,
+    perf::{self, Counter},
+    query::{self, BackendCounters, Queries, counters},
+    session, sql,
+    usdt::Binary,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// -p takes the server's pid (mysqld or mariadbd)
+    #[command(flatten)]
+    pub trace: TraceOptions,
+    /// Trace every server running this binary (default: all running servers)
+    #[arg(long, value_name = "PATH", conflicts_with = "pid")]
+    pub bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub query: query::Options,
+}
+
+/// The signatures of `dispatch_command()` tracer knows, demangled, and where each keeps its
+/// arguments.
+const SIGNATURES: &[(&str, u32)] = &[
+    (
+        "dispatch_command(enum_server_command, THD*, char*, unsigned int, bool)",
+        signature::MARIADB,
+    ),
+    (
+        "dispatch_command(THD*, COM_DATA const*, enum_server_command)",
+        signature::MYSQL8,
+    ),
+];
+
+/// Ring buffer for command records: at 40k commands/s of ~300 bytes, 100 ms of them.
+const RING_BYTES: u32 = 16 << 20;
+
+pub fn run(args: Args) -> Result<()> {
+    // -p names a server, not one process: the kernel side filters by server.
+    let mut options = args.trace.clone();
+    options.pid = None;
+    let slow = args.query.slow.is_some();
+    session::run(&options, Box::new(MysqlPlan::new(args)?), slow)
+}
+
+/// `tracer mysql` as `tracer serve` starts it.
+pub fn plan(args: Args) -> Result<Box<dyn session::Plan>> {
+    Ok(Box::new(MysqlPlan::new(args)?))
+}
+
+/// A server binary and where its `dispatch_command()` is.
+#[derive(Debug)]
+struct Target {
+    path: PathBuf,
+    shown: String,
+    offset: u64,
+    signature: u32,
+    /// Its demangled name, for -v.
+    function: &'static str,
+}
+
+struct MysqlPlan {
+    args: Args,
+    targets: Vec<Target>,
+    /// Server processes whose threads are traced (none: any process running a target).
+    servers: Vec<u32>,
+    counters: Vec<Counter>,
+}
+
+impl MysqlPlan {
+    fn new(args: Args) -> Result<Self> {
+        let (binaries, servers) = match (&args.trace.pid, &args.bin) {
+            (Some(pid), _) => {
+                let pid = *pid;
+                crate::options::check_pid(pid)?;
+                let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                (
+                    vec![(exe, format!("process {pid} ({})", comm.trim()))],
+                    vec![pid],
+                )
+            }
+            (None, Some(bin)) => (vec![(bin.clone(), bin.display().to_string())], Vec::new()),
+            (None, None) => {
+                let servers = running_servers();
+                if servers.is_empty() {
+                    bail!(
+                        "no running MySQL or MariaDB server found: start one, or name it with -p PID or --bin PATH"
+                    );
+                }
+                let mut binaries: Vec<(PathBuf, String)> = Vec::new();
+                let mut seen = Vec::new();
+                for &pid in &servers {
+                    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+                    let Ok(meta) = std::fs::metadata(&exe) else {
+                        continue;
+                    };
+                    if !seen.contains(&(meta.dev(), meta.ino())) {
+                        seen.push((meta.dev(), meta.ino()));
+                        binaries.push((exe, link_target(pid)));
+                    }
+                }
+                (binaries, servers)
+            }
+        };
+        if servers.len() > MAX_SERVERS {
+            bail!(
+                "{} MySQL servers run here, more than tracer tells apart ({MAX_SERVERS}): name one with -p PID",
+                servers.len()
+            );
+        }
+        let targets = binaries
+            .into_iter()
+            .map(|(path, shown)| target(path, shown))
+            .collect::<Result<Vec<_>>>()?;
+        if targets.iter().any(|t| t.signature != targets[0].signature) {
+            bail!(
+                "the servers here are of different kinds (MySQL and MariaDB): name one with -p PID"
+            );
+        }
+        let counters = if args.query.no_counters {
+            Vec::new()
+        } else {
+            counters::choose_counters(&args.query.counters)?
+        };
+        Ok(Self {
+            args,
+            targets,
+            servers,
+            counters,
+        })
+    }
+}
+
+/// Finds `dispatch_command()` in a binary by its demangled signature.
+fn target(path: PathBuf, shown: String) -> Result<Target> {
+    let binary = Binary::open(&path).with_context(|| format!("cannot read {shown}"))?;
+    let demangled = |name: &str| {
+        cpp_demangle::Symbol::new(name)
+            .ok()
+            .and_then(|symbol| symbol.demangle().ok())
+    };
+    let found = binary.find_symbol(|name| {
+        name.contains("dispatch_command")
+            && demangled(name).is_some_and(|d| SIGNATURES.iter().any(|(s, _)| *s == d))
+    });
+    let Some((name, _, offset)) = found else {
+        let wanted: Vec<&str> = SIGNATURES.iter().map(|(s, _)| *s).collect();
+        bail!(
+            "{shown} is not a MySQL or MariaDB server: it has no {}",
+            wanted.join(" or ")
+        );
+    };
+    let demangled = demangled(&name).unwrap_or_default();
+    let &(function, signature) = SIGNATURES
+        .iter()
+        .find(|(s, _)| *s == demangled)
+        .expect("matched above");
+    Ok(Target {
+        path,
+        shown,
+        offset,
+        signature,
+        function,
+    })
+}
+
+impl session::Plan for MysqlPlan {
+    fn name(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn tracepoints(&self) -> Vec<Tracepoint> {
+        query::RECLAIM_TRACEPOINTS.to_vec()
+    }
+
+    fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
+        let per_thread_events = counters::needs_perf_events(&self.counters);
+        let mut config = QueryConfig {
+            server_count: self.servers.len() as u32,
+            text_len: self.args.query.query_len,
+            counters: self.counters.len() as u32,
+            task_real_parent: counters::real_parent(&kernel.btf)?,
+            task_counters: if per_thread_events {
+                Default::default()
+            } else {
+                counters::task_counters(&kernel.btf, &self.counters)?
+            },
+            ..Default::default()
+        };
+        config.servers[..self.servers.len()].copy_from_slice(&self.servers);
+        let layout = MysqlLayout {
+            signature: self.targets[0].signature,
+            _pad: 0,
+        };
+        let mut settings = vec![
+            Setting::global("MYSQL_CONFIG", &config),
+            Setting::global("MYSQL_LAYOUT", &layout),
+            Setting::MapSize {
+                name: "EVENTS",
+                size: RING_BYTES,
+            },
+            Setting::MapSize {
+                name: "QUERY_THREADS",
+                size: 16384,
+            },
+            // Each command's first bytes, kept from its start (preallocated: 9 MB).
+            Setting::MapSize {
+                name: "QUERY_REQUESTS",
+                size: 4096,
+            },
+        ];
+        if per_thread_events {
+            settings.push(Setting::OwnMap {
+                name: "QUERY_COUNTERS",
+                map: perf::create_event_array("QUERY_COUNTERS", COUNTER_SLOTS)?,
+            });
+        }
+        Ok(settings)
+    }
+
+    fn start(self: Box<Self>, context: &mut session::Context) -> Result<Box<dyn Tool>> {
+        let Self {
+            args,
+            targets,
+            servers,
+            counters,
+        } = *self;
+        let probes = &mut *context.probes;
+        let counters = if !counters::needs_perf_events(&counters) || probes.own_maps {
+            counters
+        } else {
+            eprintln!(
+                "tracer: per-query counters need a private mount namespace (CAP_SYS_ADMIN): leaving them out"
+            );
+            Vec::new()
+        };
+        for target in &targets {
+            for (program, retprobe) in [("mysql_dispatch", false), ("mysql_dispatch_return", true)]
+            {
+                let uprobe = perf::Uprobe {
+                    path: target.path.clone(),
+                    offset: target.offset,
+                    semaphore: 0,
+                    retprobe,
+                };
+                probes.attach_uprobe(program, &uprobe, 0)?;
+            }
+            probes.say(format_args!(
+                "{} at {:#x} in {}, entry and return",
+                target.function,
+                target.offset,
+                target.path.display()
+            ));
+        }
+        let mut counters = BackendCounters::new(counters);
+        // Perf counters: running server threads get theirs now, later ones at their first
+        // command.
+        for tid in servers.iter().flat_map(|&pid| threads(pid)) {
+            counters.add(probes, tid)?;
+        }
+        let shown: Vec<&str> = targets.iter().map(|t| t.shown.as_str()).collect();
+        Ok(Box::new(Mysql {
+            banner: format!(
+                "Tracing MySQL commands: {} (dispatch_command)... Hit Ctrl-C to end.",
+                shown.join("; ")
+            ),
+            queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
+        }))
+    }
+}
+
+/// Processes running a binary named mysqld or mariadbd.
+fn running_servers() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                exe.file_name()
+                    .is_some_and(|name| name == "mysqld" || name == "mariadbd")
+            })
+        })
+        .collect()
+}
+
+fn threads(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn link_target(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe")).map_or_else(
+        |_| format!("pid {pid}"),
+        |path| format!("{} (pid {pid})", path.display()),
+    )
+}
+
+struct Mysql {
+    banner: String,
+    queries: Queries,
+}
+
+impl Tool for Mysql {
+    fn start(&mut self, _out: &mut Output) -> Result<()> {
+        eprintln!("{}", self.banner);
+        Ok(())
+    }
+
+    fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
+        match read_record::<u32>(data)? {
+            kind::BACKEND => {
+                let backend: tracer_common::query::Backend = read_record(data)?;
+                self.queries.new_thread(backend.pid);
+                Ok(())
+            }
+            kind::QUERY => {
+                let done: QueryDone = read_record(data)?;
+                let bytes = &data[size_of::<QueryDone>()..];
+                let bytes = &bytes[..(done.text_len as usize).min(bytes.len())];
+                match done.received {
+                    COM_QUERY => {
+                        let text = String::from_utf8_lossy(bytes);
+                        self.queries.add_text(&text, &done, out)
+                    }
+                    command => self.queries.add_key(&command_name(command), &done, out),
+                }
+            }
+            other => bail!("unknown mysql record kind {other}"),
+        }
+    }
+
+    fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
+        self.queries.summary(window, &[], out)
+    }
+
+    fn register_metrics(&mut self, metrics: &mut Metrics) {
+        self.queries.register_metrics(
+            metrics,
+            "tracer_mysql_query",
+            "MySQL command latency by normalized query (other commands by name): the --top with the most time at each scrape, the rest as 'other'",
+        );
+    }
+
+    fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
+        self.queries.after_batch(probes)
+    }
+}
+
+/// A command other than a query, as the table counts it: `COM_PING`.
+fn command_name(command: u32) -> String {
+    const NAMES: [&str; 32] = [
+        "COM_SLEEP",
+        "COM_QUIT",
+        "COM_INIT_DB",
+        "COM_QUERY",
+        "COM_FIELD_LIST",
+        "COM_CREATE_DB",
+        "COM_DROP_DB",
+        "COM_REFRESH",
+        "COM_SHUTDOWN",
+        "COM_STATISTICS",
+        "COM_PROCESS_INFO",
+        "COM_CONNECT",
+        "COM_PROCESS_KILL",
+        "COM_DEBUG",
+        "COM_PING",
+        "COM_TIME",
+        "COM_DELAYED_INSERT",
+        "COM_CHANGE_USER",
+        "COM_BINLOG_DUMP",
+        "COM_TABLE_DUMP",
+        "COM_CONNECT_OUT",
+        "COM_REGISTER_SLAVE",
+        "COM_STMT_PREPARE",
+        "COM_STMT_EXECUTE",
+        "COM_STMT_SEND_LONG_DATA",
+        "COM_STMT_CLOSE",
+        "COM_STMT_RESET",
+        "COM_SET_OPTION",
+        "COM_STMT_FETCH",
+        "COM_DAEMON",
+        "COM_BINLOG_DUMP_GTID",
+        "COM_RESET_CONNECTION",
+    ];
+    NAMES
+        .get(command as usize)
+        .map_or_else(|| format!("COM_{command}"), |name| (*name).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knows_both_servers_by_their_mangled_names() {
+        let demangle = |name: &str| cpp_demangle::Symbol::new(name).unwrap().demangle().unwrap();
+        assert_eq!(
+            demangle("_Z16dispatch_command19enum_server_commandP3THDPcjb"),
+            SIGNATURES[0].0
+        );
+        assert_eq!(
+            demangle("_Z16dispatch_commandP3THDPK8COM_DATA19enum_server_command"),
+            SIGNATURES[1].0
+        );
+        assert_eq!(command_name(14), "COM_PING");
+        assert_eq!(command_name(250), "COM_250");
+    }
+
+    #[test]
+    fn refuses_what_is_no_server() {
+        let err = target(PathBuf::from("/bin/true"), "/bin/true".into()).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("is not a MySQL or MariaDB server"),
+            "{message}"
+        );
+        assert!(message.contains(SIGNATURES[0].0), "{message}");
+    }
+
+    #[test]
+    fn finds_mariadbs_dispatch_command() {
+        let mariadbd = std::path::Path::new("/usr/sbin/mariadbd");
+        assert!(
+            mariadbd.exists(),
+            "cargo xtask setup --test installs mariadb-server"
+        );
+        let target = target(mariadbd.to_path_buf(), "mariadbd".into()).unwrap();
+        assert_eq!(target.signature, signature::MARIADB);
+        assert!(target.offset > 0);
+    }
+}
