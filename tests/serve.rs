@@ -7,9 +7,9 @@ use std::{
 };
 
 use tracer_tests::{
-    BpfObjects, Cgroup, Docker, Json, Postgres, Sample, Scratch, Tracer, assert_one_line_refusal,
-    assert_refused, cause_global_reclaim, free_port, http_get, parse_metrics, run, run_tracer,
-    sample_sum, sh_in, vmstat, vmstat_sum,
+    BpfObjects, Cgroup, Docker, Json, Mariadb, Postgres, Sample, Scratch, Tracer,
+    assert_one_line_refusal, assert_refused, cause_global_reclaim, free_port, http_get,
+    parse_metrics, run, run_tracer, sample_sum, sh_in, vmstat, vmstat_sum,
 };
 
 fn scrape(port: u16) -> Vec<Sample> {
@@ -402,4 +402,54 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
     assert_eq!(recordings.len(), 1, "{recordings:?}");
     let name = recordings[0].file_name().to_string_lossy().into_owned();
     assert!(name.ends_with("-slow_query.ndjson"), "{name}");
+}
+
+#[test]
+fn pg_and_mysql_at_once_each_count_their_own_queries() {
+    let pg = Postgres::start("serve-both");
+    let mariadb = Mariadb::start("serve-both");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (pg_options, mysql_options) = (format!("-p {}", pg.pid()), format!("-p {}", mariadb.pid()));
+    // The reclaim programs both tools use are attached once: adding mysql to pg adds only
+    // its entry and return probes.
+    let serve_with = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            &listen,
+            "--tools",
+            "oom",
+            "--pg",
+            &pg_options,
+        ];
+        args.extend(extra);
+        let before = BpfObjects::now();
+        let serve = Tracer::start(&args);
+        (serve, BpfObjects::since(&before).links.len())
+    };
+    let (pg_alone, links_alone) = serve_with(&[]);
+    pg_alone.stop_with(libc::SIGTERM).assert_success();
+    let (serve, links_both) = serve_with(&["--mysql", &mysql_options]);
+    assert_eq!(links_both, links_alone + 2);
+    let (_, _, health) = http_get(port, "/healthz", None);
+    let health: Json = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health["attached"],
+        serde_json::json!(["oom", "pg", "mysql"])
+    );
+    for _ in 0..3 {
+        pg.psql("SELECT 5");
+    }
+    let mut session = mariadb.session();
+    for _ in 0..4 {
+        session.query("SELECT 6");
+    }
+    drop(session);
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = scrape(port);
+    let count = |metric: &str| sample_sum(&samples, metric, &[("query", "SELECT ?")]) as u64;
+    assert_eq!(count("tracer_pg_query_seconds_count"), 3);
+    assert_eq!(count("tracer_mysql_query_seconds_count"), 4);
+    serve.stop_with(libc::SIGTERM).assert_success();
 }

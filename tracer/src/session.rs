@@ -101,9 +101,15 @@ impl Session {
         let index = loader::tracepoint_index(&kernel, &tracepoints, options.attach)?;
         let mut probes = loading.finish()?;
         let mut started = Vec::new();
+        // Programs tools share (pg's and mysql's reclaim charging) are attached once.
+        let mut attached: Vec<&'static str> = Vec::new();
         for plan in ready {
             let name = plan.name();
-            let plan_tracepoints = plan.tracepoints();
+            let plan_tracepoints: Vec<Tracepoint> = plan
+                .tracepoints()
+                .into_iter()
+                .filter(|tp| !attached.contains(&tp.program))
+                .collect();
             let result = probes
                 .attach_tracepoints(&kernel, &plan_tracepoints, options.attach, index.as_ref())
                 .and_then(|()| {
@@ -114,7 +120,10 @@ impl Session {
                     })
                 });
             match result {
-                Ok(tool) => started.push((name, tool)),
+                Ok(tool) => {
+                    attached.extend(plan_tracepoints.iter().map(|tp| tp.program));
+                    started.push((name, tool));
+                }
                 Err(error) if strict => return Err(error),
                 Err(error) => {
                     probes.detach(&plan_tracepoints);
