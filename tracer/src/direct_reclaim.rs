@@ -81,6 +81,10 @@ impl Plan for Args {
         "direct-reclaim"
     }
 
+    fn records(&self) -> u32 {
+        tracer_common::record::tool::DIRECT_RECLAIM
+    }
+
     fn tracepoints(&self) -> Vec<Tracepoint> {
         TRACEPOINTS.to_vec()
     }

@@ -101,6 +101,10 @@ impl Plan for Args {
         "kvm-exit"
     }
 
+    fn records(&self) -> u32 {
+        tracer_common::record::tool::KVM_EXIT
+    }
+
     fn tracepoints(&self) -> Vec<Tracepoint> {
         TRACEPOINTS.to_vec()
     }

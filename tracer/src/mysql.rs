@@ -186,6 +186,10 @@ impl session::Plan for MysqlPlan {
         "mysql"
     }
 
+    fn records(&self) -> u32 {
+        tracer_common::record::tool::MYSQL
+    }
+
     fn tracepoints(&self) -> Vec<Tracepoint> {
         query::RECLAIM_TRACEPOINTS.to_vec()
     }

@@ -104,6 +104,10 @@ impl Plan for Args {
         "oom"
     }
 
+    fn records(&self) -> u32 {
+        tracer_common::record::tool::OOM
+    }
+
     fn tracepoints(&self) -> Vec<Tracepoint> {
         TRACEPOINTS.to_vec()
     }

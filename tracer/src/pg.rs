@@ -201,6 +201,10 @@ impl session::Plan for PgPlan {
         "pg"
     }
 
+    fn records(&self) -> u32 {
+        tracer_common::record::tool::PG
+    }
+
     fn tracepoints(&self) -> Vec<Tracepoint> {
         self.tracepoints.clone()
     }

@@ -50,6 +50,10 @@ impl Plan for Args {
         "pipeline"
     }
 
+    fn records(&self) -> u32 {
+        tracer_common::record::tool::PIPELINE
+    }
+
     fn tracepoints(&self) -> Vec<Tracepoint> {
         TRACEPOINTS.to_vec()
     }

@@ -20,6 +20,8 @@ use crate::{
 pub trait Plan {
     /// The tool's name, as its command spells it.
     fn name(&self) -> &'static str;
+    /// Which tool its ring-buffer records name (`tracer_common::record::tool`).
+    fn records(&self) -> u32;
     fn tracepoints(&self) -> Vec<Tracepoint>;
     /// The tool's own load-time settings, computed from the kernel.
     fn settings(&self, _kernel: &Kernel) -> Result<Vec<Setting>> {
@@ -48,7 +50,7 @@ pub type Failed = Vec<(&'static str, anyhow::Error)>;
 /// Runs one tool as a command: it starts or tracer fails, and runs until the options say stop.
 pub fn run(options: &TraceOptions, plan: Box<dyn Plan>, event_mode: bool) -> Result<()> {
     let (mut session, mut tools, _) = Session::start(options, vec![plan], true)?;
-    let (_, mut tool) = tools.pop().context("no tool started")?;
+    let mut tool = tools.pop().context("no tool started")?.tool;
     let mut out = Output::stdout(options.json);
     event_loop::run(
         &mut session.probes,
@@ -59,8 +61,13 @@ pub fn run(options: &TraceOptions, plan: Box<dyn Plan>, event_mode: bool) -> Res
     )
 }
 
-/// Tools that started, by name.
-pub type Started = Vec<(&'static str, Box<dyn Tool>)>;
+/// A tool that started.
+pub struct Started {
+    pub name: &'static str,
+    /// Which tool its records name.
+    pub records: u32,
+    pub tool: Box<dyn Tool>,
+}
 
 impl Session {
     /// Checks, loads and attaches every plan. With `strict`, the first tool that cannot start
@@ -69,7 +76,7 @@ impl Session {
         options: &TraceOptions,
         plans: Vec<Box<dyn Plan>>,
         strict: bool,
-    ) -> Result<(Self, Started, Failed)> {
+    ) -> Result<(Self, Vec<Started>, Failed)> {
         let scope = options.scope()?;
         loader::require_privileges()?;
         // The object loads in a thread while this one reads the kernel: see Loading.
@@ -104,7 +111,7 @@ impl Session {
         // Programs tools share (pg's and mysql's reclaim charging) are attached once.
         let mut attached: Vec<&'static str> = Vec::new();
         for plan in ready {
-            let name = plan.name();
+            let (name, records) = (plan.name(), plan.records());
             let plan_tracepoints: Vec<Tracepoint> = plan
                 .tracepoints()
                 .into_iter()
@@ -122,7 +129,11 @@ impl Session {
             match result {
                 Ok(tool) => {
                     attached.extend(plan_tracepoints.iter().map(|tp| tp.program));
-                    started.push((name, tool));
+                    started.push(Started {
+                        name,
+                        records,
+                        tool,
+                    });
                 }
                 Err(error) if strict => return Err(error),
                 Err(error) => {

@@ -90,6 +90,10 @@ impl Plan for Args {
         "writeback"
     }
 
+    fn records(&self) -> u32 {
+        tracer_common::record::tool::WRITEBACK
+    }
+
     fn tracepoints(&self) -> Vec<Tracepoint> {
         TRACEPOINTS.to_vec()
     }

@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Result, bail};
 use bytes::Bytes;
 use clap::{FromArgMatches, ValueEnum};
-use tracer_common::record::{self, tool};
+use tracer_common::record;
 
 use crate::{
     event_loop::{self, Tool, Window, read_record},
@@ -26,7 +26,7 @@ use crate::{
     metrics::{Metrics, ToolLabel},
     options::{Timing, TraceOptions},
     output::Output,
-    session::{Plan, Session},
+    session::{Plan, Session, Started},
     workload::Workloads,
 };
 
@@ -96,7 +96,11 @@ pub enum ToolName {
 }
 
 impl ToolName {
+    /// The tool with the options its command has by default.
     fn plan(self) -> Box<dyn Plan> {
+        fn defaults<A: clap::Args + FromArgMatches>() -> A {
+            parsed("", "").expect("every tool's options have defaults")
+        }
         match self {
             Self::DirectReclaim => Box::new(defaults::<crate::direct_reclaim::Args>()),
             Self::Writeback => Box::new(defaults::<crate::writeback::Args>()),
@@ -104,21 +108,9 @@ impl ToolName {
             Self::KvmExit => Box::new(defaults::<crate::kvm_exit::Args>()),
         }
     }
-
-    /// The tool whose records carry this id (see `tracer_common::record`).
-    fn record_tool(name: &str) -> u32 {
-        match name {
-            "direct-reclaim" => tool::DIRECT_RECLAIM,
-            "writeback" => tool::WRITEBACK,
-            "oom" => tool::OOM,
-            "kvm-exit" => tool::KVM_EXIT,
-            "mysql" => tool::MYSQL,
-            _ => tool::PG,
-        }
-    }
 }
 
-/// A database tool's options (`--pg "OPTIONS"`) as its command would take them.
+/// A tool's options (`--pg "OPTIONS"`) as its command would take them.
 fn parsed<A: clap::Args + FromArgMatches>(tool: &str, options: &str) -> Result<A> {
     let command = A::augment_args(clap::Command::new("tracer"));
     let words = std::iter::once(tool).chain(options.split_whitespace());
@@ -126,13 +118,6 @@ fn parsed<A: clap::Args + FromArgMatches>(tool: &str, options: &str) -> Result<A
         .try_get_matches_from(words)
         .map_err(|err| anyhow::anyhow!("--{tool}: {}", err.render()))?;
     Ok(A::from_arg_matches(&matches)?)
-}
-
-/// A tool's options as its command has them with no arguments.
-fn defaults<A: clap::Args + FromArgMatches>() -> A {
-    let command = A::augment_args(clap::Command::new("tracer"));
-    A::from_arg_matches(&command.get_matches_from(["tracer"]))
-        .expect("every tool's options have defaults")
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -210,11 +195,16 @@ pub fn run(args: Args) -> Result<()> {
         Workloads::default(),
     );
     let mut tools = Vec::new();
-    for (name, mut tool) in started {
+    for Started {
+        name,
+        records,
+        mut tool,
+    } in started
+    {
         tool.register_metrics(&mut metrics);
         tools.push(Running {
             name,
-            record_tool: ToolName::record_tool(name),
+            records,
             tool,
             out: Output::memory(),
             lost_seen: 0,
@@ -269,7 +259,8 @@ pub fn run(args: Args) -> Result<()> {
 /// One tool running under serve, printing into memory.
 struct Running {
     name: &'static str,
-    record_tool: u32,
+    /// Which tool its records name.
+    records: u32,
     tool: Box<dyn Tool>,
     out: Output,
     /// Its lost records so far, and in the window now ending.
@@ -302,7 +293,7 @@ impl Tool for Serving {
         match self
             .tools
             .iter_mut()
-            .find(|running| running.record_tool == tool)
+            .find(|running| running.records == tool)
         {
             Some(running) => running.tool.record(data, &mut running.out),
             None => Ok(()),
@@ -320,7 +311,7 @@ impl Tool for Serving {
         let state = self.state.borrow();
         for running in &mut self.tools {
             running.tool.collect(probes)?;
-            let now = lost.get(running.record_tool as usize).copied().unwrap_or(0);
+            let now = lost.get(running.records as usize).copied().unwrap_or(0);
             let label = ToolLabel {
                 tool: running.name.to_owned(),
             };
@@ -394,9 +385,14 @@ mod tests {
 
     #[test]
     fn every_tool_has_defaults() {
-        for tool in ToolName::value_variants() {
-            assert!(!tool.plan().name().is_empty());
-            assert_ne!(ToolName::record_tool(tool.plan().name()), tool::PG);
-        }
+        let plans: Vec<Box<dyn Plan>> = ToolName::value_variants()
+            .iter()
+            .map(|tool| tool.plan())
+            .collect();
+        let mut records: Vec<u32> = plans.iter().map(|plan| plan.records()).collect();
+        records.sort();
+        records.dedup();
+        assert_eq!(records.len(), plans.len(), "each its own records");
+        assert!(!records.contains(&record::tool::PG));
     }
 }
