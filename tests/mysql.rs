@@ -1,6 +1,6 @@
 //! `tracer mysql` against a MariaDB server of the test's own, checked with performance_schema.
 
-use tracer_tests::{Finished, Json, Mariadb, Tracer, assert_refused};
+use tracer_tests::{Cgroup, Finished, Json, Mariadb, Scratch, Tracer, assert_refused, run};
 
 fn summary(finished: &Finished) -> Json {
     finished.assert_success();
@@ -141,4 +141,63 @@ fn bad_input_gets_one_line() {
         |_| {},
         "/bin/true is not a MySQL or MariaDB server",
     );
+}
+
+/// A query that reads more than its server's memory cgroup holds stalls in reclaim, charged to
+/// it; a query beside it shows none.
+#[test]
+fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
+    let memcg = Cgroup::create("memory", "tracer-mysql-reclaim");
+    memcg.set("memory.limit_in_bytes", "160M");
+    // A small server: performance_schema's own memory would not fit.
+    let options = [
+        "--max-allowed-packet=1G",
+        "--innodb-buffer-pool-size=8M",
+        "--performance-schema=OFF",
+    ];
+    let server = Mariadb::start_with("reclaim", Some(&memcg), &options);
+    // LOAD_FILE reads the file through the page cache into the server's memory: the server
+    // (~75 MiB) and the file twice over (64 MiB each) do not fit in 160 MiB.
+    let scratch = Scratch::new("mysql-reclaim");
+    let file = scratch.file("big");
+    run(std::process::Command::new("dd").args([
+        "if=/dev/zero",
+        &format!("of={file}"),
+        "bs=1M",
+        "count=64",
+        "status=none",
+    ]));
+    // Pages written are charged to their writer: out of the cache, the server reads them anew.
+    run(&mut std::process::Command::new("sync"));
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let tracer = Tracer::start(&["mysql", "--json", "-p", &server.pid().to_string()]);
+    let mut session = server.session();
+    session.query("SELECT 1");
+    let read = session.query(&format!("SELECT LENGTH(LOAD_FILE('{file}'))"));
+    assert_eq!(read, (64 << 20).to_string(), "the server read the file");
+    drop(session);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let summary = summary(&tracer.stop());
+    let entry = |query: &str| {
+        summary["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["query"] == query)
+            .unwrap_or_else(|| panic!("{query} not among {summary:#}"))
+            .clone()
+    };
+    let stalled = entry("SELECT LENGTH(LOAD_FILE(?))");
+    let control = entry("SELECT ?");
+    eprintln!(
+        "stalled: {} stalls, {} us; control: {} stalls",
+        stalled["reclaim_stalls"], stalled["reclaim_us"], control["reclaim_stalls"]
+    );
+    assert!(
+        stalled["reclaim_stalls"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    assert!(stalled["reclaim_us"].as_f64().unwrap() > 0.0);
+    assert_eq!(control["reclaim_stalls"], 0);
+    assert_eq!(control["reclaim_us"], 0.0);
 }

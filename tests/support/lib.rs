@@ -1117,6 +1117,11 @@ pub struct Mariadb {
 
 impl Mariadb {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, None, &[])
+    }
+
+    /// A server started in `cgroup`, with more server options.
+    pub fn start_with(name: &str, cgroup: Option<&Cgroup>, options: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("tracer-mariadb-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1132,13 +1137,21 @@ impl Mariadb {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let server = Command::new("mariadbd")
+        // Through sh, which joins the cgroup and becomes the server.
+        let joins = cgroup.map_or(String::new(), |cgroup| {
+            format!("echo $$ > {}/cgroup.procs; ", cgroup.path.display())
+        });
+        let server = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{joins}exec mariadbd \"$@\""))
+            .arg("sh")
             .args([
                 "--no-defaults",
                 "--user=root",
                 "--skip-networking",
                 "--performance-schema=ON",
             ])
+            .args(options)
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.join("socket").display()))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
@@ -1223,7 +1236,9 @@ impl Drop for Mariadb {
     fn drop(&mut self) {
         unsafe { libc::kill(self.server.id() as i32, libc::SIGTERM) };
         let _ = wait_timeout(&mut self.server, Duration::from_secs(30));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
