@@ -8,7 +8,7 @@ use std::{os::unix::fs::MetadataExt, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use tracer_common::{
     mysql::{COM_QUERY, MysqlLayout, kind, signature},
-    query::{COUNTER_SLOTS, MAX_SERVERS, QueryConfig, QueryDone},
+    query::{MAX_SERVERS, QueryDone},
 };
 
 use crate::{
@@ -47,9 +47,6 @@ const SIGNATURES: &[(&str, u32)] = &[
         signature::MYSQL8,
     ),
 ];
-
-/// Ring buffer for command records: at 40k commands/s of ~300 bytes, 100 ms of them.
-const RING_BYTES: u32 = 16 << 20;
 
 pub fn run(args: Args) -> Result<()> {
     // -p names a server, not one process: the kernel side filters by server.
@@ -195,47 +192,21 @@ impl session::Plan for MysqlPlan {
     }
 
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
-        let per_thread_events = counters::needs_perf_events(&self.counters);
-        let mut config = QueryConfig {
-            server_count: self.servers.len() as u32,
-            text_len: self.args.query.query_len,
-            counters: self.counters.len() as u32,
-            task_real_parent: counters::real_parent(&kernel.btf)?,
-            task_counters: if per_thread_events {
-                Default::default()
-            } else {
-                counters::task_counters(&kernel.btf, &self.counters)?
-            },
-            ..Default::default()
-        };
-        config.servers[..self.servers.len()].copy_from_slice(&self.servers);
+        let (options, counters) = (&self.args.query, &self.counters);
+        // Each command's first bytes, kept from its start.
+        let mut settings = query::settings(
+            kernel,
+            "MYSQL_CONFIG",
+            &self.servers,
+            options,
+            counters,
+            true,
+        )?;
         let layout = MysqlLayout {
             signature: self.targets[0].signature,
             _pad: 0,
         };
-        let mut settings = vec![
-            Setting::global("MYSQL_CONFIG", &config),
-            Setting::global("MYSQL_LAYOUT", &layout),
-            Setting::MapSize {
-                name: "EVENTS",
-                size: RING_BYTES,
-            },
-            Setting::MapSize {
-                name: "QUERY_THREADS",
-                size: 16384,
-            },
-            // Each command's first bytes, kept from its start (preallocated: 9 MB).
-            Setting::MapSize {
-                name: "QUERY_REQUESTS",
-                size: 4096,
-            },
-        ];
-        if per_thread_events {
-            settings.push(Setting::OwnMap {
-                name: "QUERY_COUNTERS",
-                map: perf::create_event_array("QUERY_COUNTERS", COUNTER_SLOTS)?,
-            });
-        }
+        settings.push(Setting::global("MYSQL_LAYOUT", &layout));
         Ok(settings)
     }
 
@@ -247,14 +218,7 @@ impl session::Plan for MysqlPlan {
             counters,
         } = *self;
         let probes = &mut *context.probes;
-        let counters = if !counters::needs_perf_events(&counters) || probes.own_maps {
-            counters
-        } else {
-            eprintln!(
-                "tracer: per-query counters need a private mount namespace (CAP_SYS_ADMIN): leaving them out"
-            );
-            Vec::new()
-        };
+        let counters = counters::usable(counters, probes);
         for target in &targets {
             for (program, retprobe) in [("mysql_dispatch", false), ("mysql_dispatch_return", true)]
             {

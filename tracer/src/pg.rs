@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use tracer_common::{
     pg::{Backend, QueryDone, Site, kind, site},
-    query::{COUNTER_SLOTS, MAX_SERVERS, QueryConfig, origin},
+    query::{MAX_SERVERS, origin},
 };
 
 use crate::{
@@ -118,9 +118,6 @@ const SYSCALL_TRACEPOINTS: &[Tracepoint] = &[
     },
 ];
 
-/// Ring buffer for query records: at 40k queries/s of ~300 bytes, 100 ms of them.
-const RING_BYTES: u32 = 16 << 20;
-
 /// `tracer pg` as `tracer serve` starts it: the servers and probes it found, ready to load.
 pub fn plan(args: Args) -> Result<Box<dyn session::Plan>> {
     Ok(Box::new(PgPlan::new(args)?))
@@ -210,46 +207,16 @@ impl session::Plan for PgPlan {
     }
 
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
-        let per_backend_events = counters::needs_perf_events(&self.counters);
-        let servers = &self.servers;
-        let mut config = QueryConfig {
-            server_count: servers.len() as u32,
-            text_len: self.args.query.query_len,
-            counters: self.counters.len() as u32,
-            task_real_parent: counters::real_parent(&kernel.btf)?,
-            task_counters: if per_backend_events {
-                Default::default()
-            } else {
-                counters::task_counters(&kernel.btf, &self.counters)?
-            },
-            ..Default::default()
-        };
-        config.servers[..servers.len()].copy_from_slice(servers);
-        let mut settings = vec![
-            Setting::global("PG_CONFIG", &config),
-            Setting::MapSize {
-                name: "EVENTS",
-                size: RING_BYTES,
-            },
-            Setting::MapSize {
-                name: "QUERY_THREADS",
-                size: 16384,
-            },
-        ];
-        if self.socket {
-            // Preallocated (an LRU map): 9 MB, room for more backends than servers allow.
-            settings.push(Setting::MapSize {
-                name: "QUERY_REQUESTS",
-                size: 4096,
-            });
-        }
-        if per_backend_events {
-            settings.push(Setting::OwnMap {
-                name: "QUERY_COUNTERS",
-                map: perf::create_event_array("QUERY_COUNTERS", COUNTER_SLOTS)?,
-            });
-        }
-        Ok(settings)
+        let (options, counters) = (&self.args.query, &self.counters);
+        // Through the socket: each request's first bytes, kept from its receipt.
+        query::settings(
+            kernel,
+            "PG_CONFIG",
+            &self.servers,
+            options,
+            counters,
+            self.socket,
+        )
     }
 
     fn start(self: Box<Self>, context: &mut session::Context) -> Result<Box<dyn Tool>> {
@@ -263,14 +230,7 @@ impl session::Plan for PgPlan {
             ..
         } = *self;
         let probes = &mut *context.probes;
-        let counters = if !counters::needs_perf_events(&counters) || probes.own_maps {
-            counters
-        } else {
-            eprintln!(
-                "tracer: per-query counters need a private mount namespace (CAP_SYS_ADMIN): leaving them out"
-            );
-            Vec::new()
-        };
+        let counters = counters::usable(counters, probes);
         let attached = if socket {
             let pids: Vec<String> = servers.iter().map(u32::to_string).collect();
             format!(

@@ -37,6 +37,18 @@ pub fn task_counters(btf: &KernelBtf, counters: &[Counter]) -> Result<[[u32; 2];
     Ok(fields)
 }
 
+/// The counters that can be read once loaded: per-thread perf events need the tool's own
+/// event array, which needs a private mount namespace (see `loader::Setting::OwnMap`).
+pub fn usable(counters: Vec<Counter>, probes: &Probes) -> Vec<Counter> {
+    if !needs_perf_events(&counters) || probes.own_maps {
+        return counters;
+    }
+    eprintln!(
+        "tracer: per-query counters need a private mount namespace (CAP_SYS_ADMIN): leaving them out"
+    );
+    Vec::new()
+}
+
 /// The counters to use: the user's, else LLC where the CPU exposes a PMU, else software ones.
 pub fn choose_counters(requested: &[Counter]) -> Result<Vec<Counter>> {
     let tid = unsafe { libc::gettid() } as u32;

@@ -10,15 +10,15 @@ use std::{collections::HashMap, io::Write, rc::Rc};
 use anyhow::Result;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use tracer_common::query::{MAX_COUNTERS, MAX_TEXT, QueryDone};
+use tracer_common::query::{COUNTER_SLOTS, MAX_COUNTERS, MAX_TEXT, QueryConfig, QueryDone};
 
 use crate::{
     event_loop::Window,
     histogram::{Latencies, LatencySummary, human_ns},
-    loader::{Probes, Tracepoint},
+    loader::{Kernel, Probes, Setting, Tracepoint},
     metrics::{Metrics, TopHistograms},
     output::{self, Align, Output, Table},
-    perf::Counter,
+    perf::{self, Counter},
     sql,
 };
 
@@ -58,6 +58,60 @@ pub const RECLAIM_TRACEPOINTS: &[Tracepoint] = &[
         fields: &[],
     },
 ];
+
+/// Ring buffer for query records: at 40k queries/s of ~300 bytes, 100 ms of them.
+const RING_BYTES: u32 = 16 << 20;
+
+/// The load-time settings every per-query tool has: its `QueryConfig` global (named `global`)
+/// for these servers, text length and counters, and the engine's maps sized; with `requests`,
+/// the per-thread request records too (preallocated, an LRU map: 9 MB).
+pub fn settings(
+    kernel: &Kernel,
+    global: &'static str,
+    servers: &[u32],
+    options: &Options,
+    counters: &[Counter],
+    requests: bool,
+) -> Result<Vec<Setting>> {
+    let per_thread_events = counters::needs_perf_events(counters);
+    let mut config = QueryConfig {
+        server_count: servers.len() as u32,
+        text_len: options.query_len,
+        counters: counters.len() as u32,
+        task_real_parent: counters::real_parent(&kernel.btf)?,
+        task_counters: if per_thread_events {
+            Default::default()
+        } else {
+            counters::task_counters(&kernel.btf, counters)?
+        },
+        ..Default::default()
+    };
+    config.servers[..servers.len()].copy_from_slice(servers);
+    let mut settings = vec![
+        Setting::global(global, &config),
+        Setting::MapSize {
+            name: "EVENTS",
+            size: RING_BYTES,
+        },
+        Setting::MapSize {
+            name: "QUERY_THREADS",
+            size: 16384,
+        },
+    ];
+    if requests {
+        settings.push(Setting::MapSize {
+            name: "QUERY_REQUESTS",
+            size: 4096,
+        });
+    }
+    if per_thread_events {
+        settings.push(Setting::OwnMap {
+            name: "QUERY_COUNTERS",
+            map: perf::create_event_array("QUERY_COUNTERS", COUNTER_SLOTS)?,
+        });
+    }
+    Ok(settings)
+}
 
 /// Options every per-query tool takes.
 #[derive(clap::Args, Debug, Clone)]
