@@ -674,21 +674,12 @@ impl Postgres {
     }
 
     /// A psql session kept open, for queries that must share a backend.
-    pub fn session(&self) -> PsqlSession {
-        let mut child = Command::new("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-            .args(self.connection())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        PsqlSession {
-            child,
-            stdin,
-            stdout,
-        }
+    pub fn session(&self) -> SqlSession {
+        SqlSession::spawn(
+            Command::new("psql")
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+                .args(self.connection()),
+        )
     }
 
     /// `calls` of pg_stat_statements entries whose query text matches `pattern` (LIKE).
@@ -709,32 +700,6 @@ impl Drop for Postgres {
             .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// One psql connection: one backend.
-pub struct PsqlSession {
-    child: Child,
-    stdin: std::process::ChildStdin,
-    stdout: mpsc::Receiver<String>,
-}
-
-impl PsqlSession {
-    /// Runs one statement returning one row, and returns that row.
-    pub fn query(&mut self, sql: &str) -> String {
-        use std::io::Write;
-        writeln!(self.stdin, "{sql};").unwrap();
-        self.stdin.flush().unwrap();
-        self.stdout
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|err| panic!("{sql}: {err}"))
-    }
-}
-
-impl Drop for PsqlSession {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1213,22 +1178,12 @@ impl Mariadb {
 
     /// A client connection kept open: statements sent one by one share it.
     pub fn session(&self) -> SqlSession {
-        let mut child = self
-            .client()
-            // An error ends a batch client unless forced on.
-            .args(["--force", "--unbuffered"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        SqlSession {
-            child,
-            stdin,
-            stdout,
-        }
+        // An error ends a batch client unless forced on.
+        SqlSession::spawn(
+            self.client()
+                .args(["--force", "--unbuffered"])
+                .stderr(Stdio::null()),
+        )
     }
 }
 
@@ -1242,7 +1197,8 @@ impl Drop for Mariadb {
     }
 }
 
-/// One client connection of a line-oriented client (mariadb in batch mode).
+/// One connection of a line-oriented SQL client (psql, mariadb in batch mode): one backend,
+/// one server thread.
 pub struct SqlSession {
     child: Child,
     stdin: std::process::ChildStdin,
@@ -1250,18 +1206,35 @@ pub struct SqlSession {
 }
 
 impl SqlSession {
+    fn spawn(client: &mut Command) -> Self {
+        let mut child = client
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
     /// Runs one statement returning one row, and returns that row.
     pub fn query(&mut self, sql: &str) -> String {
-        use std::io::Write;
-        writeln!(self.stdin, "{sql};").unwrap();
-        self.stdin.flush().unwrap();
+        self.send(sql);
         self.stdout
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|err| panic!("{sql}: {err}"))
     }
 
     /// Sends a statement that fails: its error goes to the client's stderr, no row comes back.
     pub fn fail(&mut self, sql: &str) {
+        self.send(sql);
+    }
+
+    fn send(&mut self, sql: &str) {
         use std::io::Write;
         writeln!(self.stdin, "{sql};").unwrap();
         self.stdin.flush().unwrap();
