@@ -13,7 +13,8 @@ use std::{
 };
 
 use tracer_tests::{
-    Finished, Json, Scratch, Tracer, free_port, http_get, kube_python, parse_metrics, sample_sum,
+    Finished, Json, Scratch, Tracer, busybox_root, free_port, http_get, import_image, kube_python,
+    parse_metrics, sample_sum,
 };
 
 fn deploy() -> PathBuf {
@@ -170,28 +171,11 @@ fn podman_images() -> (String, &'static str) {
     podman_ok(&["load", "--quiet", "--input", archive.to_str().unwrap()]);
     let image = std::env::var("TRACER_IMAGE").unwrap_or_else(|_| "tracer:latest".into());
     const BUSYBOX: &str = "localhost/tracer-test-busybox:latest";
-    let root = Scratch::new("podman-busybox");
-    let bin = root.dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(root.dir.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for tool in ["sh", "dd", "sleep", "cat", "echo"] {
-        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
-    }
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(&root.dir)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = podman()
-        .args(["import", "--quiet", "-", "tracer-test-busybox"])
-        .stdin(tar.stdout.take().unwrap())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success() && tar.wait().unwrap().success());
+    let root = busybox_root();
+    import_image(
+        &root.dir,
+        podman().args(["import", "--quiet", "-", "tracer-test-busybox"]),
+    );
     (format!("localhost/{image}"), BUSYBOX)
 }
 

@@ -822,6 +822,42 @@ pub struct Docker {
     started: Option<Child>,
 }
 
+/// A root filesystem of busybox alone (Debian's static build): the tools the tests run in
+/// containers, and /tmp.
+pub fn busybox_root() -> Scratch {
+    let root = Scratch::new("busybox-root");
+    let bin = root.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("busybox-static (cargo xtask setup --test)");
+    for tool in ["sh", "dd", "sleep", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    std::fs::create_dir(root.dir.join("tmp")).unwrap();
+    root
+}
+
+/// Makes an image of the directory `root` with `importer` (`docker import - NAME`, `podman
+/// import - NAME`), which reads it as tar on its stdin.
+pub fn import_image(root: &Path, importer: &mut Command) {
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = importer
+        .stdin(tar.stdout.take().unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success() && tar.wait().unwrap().success(),
+        "{importer:?}"
+    );
+}
+
 /// A container the test made, removed on drop.
 pub struct Container<'a> {
     docker: &'a Docker,
@@ -892,43 +928,10 @@ impl Docker {
     /// An image with busybox (Debian's static build) and nothing else, made here: no registry.
     pub fn busybox_image(&self) -> &'static str {
         const IMAGE: &str = "tracer-test-busybox";
-        if self
-            .command()
-            .args(["image", "inspect", IMAGE])
-            .output()
-            .unwrap()
-            .status
-            .success()
-        {
-            return IMAGE;
+        if !self.has_image(IMAGE) {
+            let root = busybox_root();
+            import_image(&root.dir, self.command().args(["import", "-", IMAGE]));
         }
-        let root = Scratch::new("busybox-image");
-        let bin = root.dir.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy("/bin/busybox", bin.join("busybox"))
-            .expect("busybox-static (cargo xtask setup --test)");
-        for tool in ["sh", "dd", "sleep", "cat", "echo"] {
-            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
-        }
-        std::fs::create_dir(root.dir.join("tmp")).unwrap();
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(&root.dir)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = self
-            .command()
-            .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.take().unwrap())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(
-            status.success() && tar.wait().unwrap().success(),
-            "docker import"
-        );
         IMAGE
     }
 
@@ -952,24 +955,7 @@ impl Docker {
             .arg(&target)
             .arg("http://deb.debian.org/debian")
             .stdout(Stdio::null()));
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(&target)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = self
-            .command()
-            .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.take().unwrap())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(
-            status.success() && tar.wait().unwrap().success(),
-            "docker import"
-        );
+        import_image(&target, self.command().args(["import", "-", IMAGE]));
         IMAGE
     }
 
