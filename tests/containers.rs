@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use tracer_tests::{Docker, Finished, Json};
+use tracer_tests::{Container, Docker, Finished, Json};
 
 const PRIVILEGED: &[&str] = &[
     "--cap-add",
@@ -25,21 +25,21 @@ const PRIVILEGED: &[&str] = &[
 /// A tracer container started in the background, attached once it has said so.
 struct TracerContainer<'a> {
     docker: &'a Docker,
-    name: String,
+    container: Container<'a>,
 }
 
 impl<'a> TracerContainer<'a> {
     fn start(docker: &'a Docker, name: &str, options: &[&str], args: &[&str]) -> Self {
-        let name = format!("{name}-{}", std::process::id());
-        let _ = docker.command().args(["rm", "-f", &name]).output();
         let image = docker.tracer_image();
-        let mut all = vec!["run", "--detach", "--name", &name, "--network", "none"];
+        let mut all = vec!["--detach"];
         all.extend(PRIVILEGED);
         all.extend(options);
         all.push(&image);
         all.extend(args);
-        docker.run(&all, &[0]);
-        let container = Self { docker, name };
+        let container = Self {
+            docker,
+            container: docker.container(name, &all, &[0]),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let logs = container.logs();
@@ -49,7 +49,7 @@ impl<'a> TracerContainer<'a> {
             assert!(
                 Instant::now() < deadline,
                 "{} did not attach: {logs:#?}",
-                container.name
+                container.container.name
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -57,9 +57,10 @@ impl<'a> TracerContainer<'a> {
     }
 
     fn logs(&self) -> Finished {
+        let name = &self.container.name;
         self.docker
             .command()
-            .args(["logs", &self.name])
+            .args(["logs", name])
             .output()
             .unwrap()
             .into()
@@ -67,22 +68,13 @@ impl<'a> TracerContainer<'a> {
 
     /// SIGTERM through `docker stop`, and what it printed.
     fn stop(self) -> Finished {
-        self.docker.run(&["stop", "--time", "10", &self.name], &[0]);
+        let name = &self.container.name;
+        self.docker.run(&["stop", "--time", "10", name], &[0]);
         let code = self
             .docker
-            .run(&["inspect", "-f", "{{.State.ExitCode}}", &self.name], &[0]);
+            .run(&["inspect", "-f", "{{.State.ExitCode}}", name], &[0]);
         assert_eq!(code, "0", "{:#?}", self.logs());
         self.logs()
-    }
-}
-
-impl Drop for TracerContainer<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .docker
-            .command()
-            .args(["rm", "-f", &self.name])
-            .output();
     }
 }
 
