@@ -11,6 +11,7 @@ mod options;
 mod output;
 mod perf;
 mod pidns;
+mod processes;
 mod query;
 mod session;
 mod sql;

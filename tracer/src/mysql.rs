@@ -3,7 +3,7 @@
 //! USDT probes any more: uprobes on `dispatch_command()`, found by its demangled signature,
 //! which also says where the command and its packet are.
 
-use std::{os::unix::fs::MetadataExt, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use tracer_common::{
@@ -18,6 +18,7 @@ use crate::{
     options::TraceOptions,
     output::Output,
     perf::{self, Counter},
+    processes,
     query::{self, BackendCounters, Queries, counters},
     session, sql,
     usdt::Binary,
@@ -101,18 +102,10 @@ impl MysqlPlan {
                         "no running MySQL or MariaDB server found: start one, or name it with -p PID or --bin PATH"
                     );
                 }
-                let mut binaries: Vec<(PathBuf, String)> = Vec::new();
-                let mut seen = Vec::new();
-                for &pid in &servers {
-                    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-                    let Ok(meta) = std::fs::metadata(&exe) else {
-                        continue;
-                    };
-                    if !seen.contains(&(meta.dev(), meta.ino())) {
-                        seen.push((meta.dev(), meta.ino()));
-                        binaries.push((exe, link_target(pid)));
-                    }
-                }
+                let binaries = processes::binaries(servers.iter().copied())
+                    .into_iter()
+                    .map(|(exe, pid)| (exe, format!("{} (pid {pid})", processes::shown(pid))))
+                    .collect();
                 (binaries, servers)
             }
         };
@@ -240,7 +233,7 @@ impl session::Plan for MysqlPlan {
         let mut counters = BackendCounters::new(counters);
         // Perf counters: running server threads get theirs now, later ones at their first
         // command.
-        for tid in servers.iter().flat_map(|&pid| threads(pid)) {
+        for tid in servers.iter().flat_map(|&pid| processes::threads(pid)) {
             counters.add(probes, tid)?;
         }
         let shown: Vec<&str> = targets.iter().map(|t| t.shown.as_str()).collect();
@@ -256,32 +249,9 @@ impl session::Plan for MysqlPlan {
 
 /// Processes running a binary named mysqld or mariadbd.
 fn running_servers() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|pid: &u32| {
-            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
-                exe.file_name()
-                    .is_some_and(|name| name == "mysqld" || name == "mariadbd")
-            })
-        })
+    processes::all()
+        .filter(|&pid| processes::runs_named(pid, &["mysqld", "mariadbd"]))
         .collect()
-}
-
-fn threads(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
-fn link_target(pid: u32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/exe")).map_or_else(
-        |_| format!("pid {pid}"),
-        |path| format!("{} (pid {pid})", path.display()),
-    )
 }
 
 struct Mysql {

@@ -3,12 +3,7 @@
 
 mod wire;
 
-use std::{
-    borrow::Cow,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    rc::Rc,
-};
+use std::{borrow::Cow, path::PathBuf, rc::Rc};
 
 use anyhow::{Context, Result, bail};
 use tracer_common::{
@@ -23,6 +18,7 @@ use crate::{
     options::TraceOptions,
     output::Output,
     perf::{self, Counter},
+    processes,
     query::{self, BackendCounters, Queries, Unseen, counters},
     session, sql,
     tracefs::Tracefs,
@@ -283,31 +279,26 @@ fn targets(args: &Args) -> Result<(Vec<Target>, Option<u32>)> {
     }
     if let Some(pid) = args.trace.pid {
         crate::options::check_pid(pid)?;
-        let exe = exe_of(pid).with_context(|| format!("no such process: {pid}"))?;
-        let parent = parent_of(pid);
+        let exe = processes::exe(pid).with_context(|| format!("no such process: {pid}"))?;
         // A backend's parent runs the same binary: the postmaster.
-        let postmaster = match parent {
-            Some(parent) if same_file(&exe_of(parent).unwrap_or_default(), &exe) => parent,
+        let postmaster = match processes::parent(pid) {
+            Some(parent)
+                if processes::same_file(&processes::exe(parent).unwrap_or_default(), &exe) =>
+            {
+                parent
+            }
             _ => pid,
         };
-        let shown = format!("{} (pid {postmaster})", link_target(pid));
+        let shown = format!("{} (pid {postmaster})", processes::shown(pid));
         return Ok((vec![Target { path: exe, shown }], Some(postmaster)));
     }
-    let mut targets: Vec<Target> = Vec::new();
-    let mut seen = Vec::new();
-    for pid in postmasters() {
-        let exe = exe_of(pid).unwrap_or_default();
-        let Ok(meta) = std::fs::metadata(&exe) else {
-            continue;
-        };
-        if !seen.contains(&(meta.dev(), meta.ino())) {
-            seen.push((meta.dev(), meta.ino()));
-            targets.push(Target {
-                path: exe,
-                shown: link_target(pid),
-            });
-        }
-    }
+    let targets: Vec<Target> = processes::binaries(postmasters())
+        .into_iter()
+        .map(|(path, pid)| Target {
+            path,
+            shown: processes::shown(pid),
+        })
+        .collect();
     if targets.is_empty() {
         bail!(
             "no running PostgreSQL server found: start one, or name it with -p PID or --bin PATH"
@@ -316,49 +307,23 @@ fn targets(args: &Args) -> Result<(Vec<Target>, Option<u32>)> {
     Ok((targets, None))
 }
 
-fn exe_of(pid: u32) -> Option<PathBuf> {
-    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-    exe.exists().then_some(exe)
-}
-
-fn link_target(pid: u32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map_or_else(|_| format!("pid {pid}"), |path| path.display().to_string())
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The comm may hold spaces and parentheses: fields resume after the last ')'.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    }
-}
-
 /// Processes running one of the target binaries (and, given servers, belonging to one).
 fn running_backends(targets: &[Target], servers: &[u32]) -> Vec<u32> {
     let in_servers = |pid: u32| {
         servers.is_empty()
             || servers.contains(&pid)
-            || parent_of(pid).is_some_and(|parent| servers.contains(&parent))
+            || processes::parent(pid).is_some_and(|parent| servers.contains(&parent))
     };
-    processes()
+    processes::all()
         .filter(|&pid| runs_target(pid, targets) && in_servers(pid))
         .collect()
 }
 
 fn runs_target(pid: u32, targets: &[Target]) -> bool {
     let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-    targets.iter().any(|target| same_file(&exe, &target.path))
+    targets
+        .iter()
+        .any(|target| processes::same_file(&exe, &target.path))
 }
 
 /// The postmasters running one of the target binaries.
@@ -377,21 +342,11 @@ fn running_servers(targets: &[Target]) -> Result<Vec<u32>> {
     Ok(servers)
 }
 
-fn processes() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-}
-
 /// Processes running a binary named postgres whose parent does not: the postmasters.
 fn postmasters() -> Vec<u32> {
-    let is_postgres = |pid: u32| {
-        std::fs::read_link(format!("/proc/{pid}/exe"))
-            .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == "postgres"))
-    };
-    processes()
-        .filter(|&pid| is_postgres(pid) && !parent_of(pid).is_some_and(is_postgres))
+    let is_postgres = |pid: u32| processes::runs_named(pid, &["postgres"]);
+    processes::all()
+        .filter(|&pid| is_postgres(pid) && !processes::parent(pid).is_some_and(is_postgres))
         .collect()
 }
 

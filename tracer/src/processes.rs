@@ -1,0 +1,75 @@
+//! Processes as /proc shows them (numbered in tracer's own pid namespace): which run, their
+//! threads, parents and binaries. A binary is reached through `/proc/PID/exe`, so that a server
+//! in another mount namespace (a container beside tracer's) can be probed.
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// Every process.
+pub fn all() -> impl Iterator<Item = u32> {
+    numbered("/proc")
+}
+
+/// The threads of `pid`.
+pub fn threads(pid: u32) -> impl Iterator<Item = u32> {
+    numbered(&format!("/proc/{pid}/task"))
+}
+
+fn numbered(dir: &str) -> impl Iterator<Item = u32> + use<> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+}
+
+/// `/proc/PID/exe`, while the process runs.
+pub fn exe(pid: u32) -> Option<PathBuf> {
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    exe.exists().then_some(exe)
+}
+
+/// Whether the binary `pid` runs is named one of `names`.
+pub fn runs_named(pid: u32, names: &[&str]) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        exe.file_name()
+            .is_some_and(|name| names.iter().any(|n| name == *n))
+    })
+}
+
+/// The binary `pid` runs, as messages show it (`pid N` when it cannot be read).
+pub fn shown(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map_or_else(|_| format!("pid {pid}"), |path| path.display().to_string())
+}
+
+pub fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm may hold spaces and parentheses: fields resume after the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// The distinct binaries `pids` run, each once: its `/proc/PID/exe` and the pid.
+pub fn binaries(pids: impl IntoIterator<Item = u32>) -> Vec<(PathBuf, u32)> {
+    let mut binaries: Vec<(PathBuf, u32)> = Vec::new();
+    for pid in pids {
+        let Some(exe) = exe(pid) else { continue };
+        if !binaries.iter().any(|(seen, _)| same_file(seen, &exe)) {
+            binaries.push((exe, pid));
+        }
+    }
+    binaries
+}
