@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use tracer_tests::{Container, Docker, Finished, Json};
+use tracer_tests::{Container, Docker, Finished, Json, query_entry};
 
 const PRIVILEGED: &[&str] = &[
     "--cap-add",
@@ -88,15 +88,6 @@ fn psql(docker: &Docker, container: &str, statements: &[&str]) -> String {
     docker.run(&args, &[0])
 }
 
-fn query<'a>(summary: &'a Json, text: &str) -> &'a Json {
-    summary["queries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["query"] == text)
-        .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
-}
-
 #[test]
 fn a_sidecar_counts_the_database_containers_queries_in_its_pids() {
     let docker = Docker::start();
@@ -152,7 +143,7 @@ fn a_sidecar_counts_the_database_containers_queries_in_its_pids() {
         let finished = sidecar.stop();
         let summaries = finished.json_of_type("summary");
         assert_eq!(summaries.len(), 1, "{how}: {finished:#?}");
-        assert_eq!(query(&summaries[0], "SELECT ?")["calls"], 7, "{how}");
+        assert_eq!(query_entry(&summaries[0], "SELECT ?")["calls"], 7, "{how}");
         if how == "probes" {
             // Each query's line shows its backend as the containers number it.
             let slow = finished.json_of_type("slow_query");

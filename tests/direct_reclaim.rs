@@ -4,16 +4,8 @@
 use std::process::Command;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Scratch, Tracer, cause_global_reclaim, run, sh_in, vmstat, vmstat_sum,
+    Cgroup, Scratch, Tracer, cause_global_reclaim, run, sh_in, summary, vmstat, vmstat_sum,
 };
-
-/// The last summary object of a `--json` run.
-fn summary(finished: &Finished) -> Json {
-    finished.assert_success();
-    let summaries = finished.json_of_type("summary");
-    assert_eq!(summaries.len(), 1, "one summary expected: {finished:#?}");
-    summaries[0].clone()
-}
 
 /// Global direct reclaim, caused on purpose (see [`cause_global_reclaim`]).
 #[test]

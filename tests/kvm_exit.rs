@@ -5,7 +5,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use tracer_tests::{Finished, Json, Tracer, assert_refused, tracer_bin};
+use tracer_tests::{Json, Tracer, assert_refused, summary, tracer_bin};
 
 /// The guest: OUTS port writes, MMIO_WRITES MMIO writes and one HLT on each vCPU.
 fn guest(outs: u16, mmio_writes: u16, vcpus: u16) -> Command {
@@ -56,13 +56,6 @@ impl WaitingGuest {
         assert!(output.status.success());
         serde_json::from_slice(&output.stdout).expect("kvm-guest prints JSON")
     }
-}
-
-fn summary(finished: &Finished) -> Json {
-    finished.assert_success();
-    let summaries = finished.json_of_type("summary");
-    assert_eq!(summaries.len(), 1, "{finished:#?}");
-    summaries[0].clone()
 }
 
 /// Sum of `count` over rows of `table` where every (field, value) matches.

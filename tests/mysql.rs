@@ -1,21 +1,11 @@
 //! `tracer mysql` against a MariaDB server of the test's own, checked with performance_schema.
 
-use tracer_tests::{Cgroup, Finished, Json, Mariadb, Scratch, Tracer, assert_refused, run};
-
-fn summary(finished: &Finished) -> Json {
-    finished.assert_success();
-    let summaries = finished.json_of_type("summary");
-    assert_eq!(summaries.len(), 1, "{finished:#?}");
-    summaries[0].clone()
-}
+use tracer_tests::{
+    Cgroup, Json, Mariadb, Scratch, Tracer, assert_refused, query_entry, run, summary,
+};
 
 fn calls(summary: &Json, query: &str) -> u64 {
-    summary["queries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["query"] == query)
-        .map_or(0, |entry| entry["calls"].as_u64().unwrap())
+    query_entry(summary, query)["calls"].as_u64().unwrap()
 }
 
 #[test]
@@ -178,17 +168,8 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     drop(session);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let summary = summary(&tracer.stop());
-    let entry = |query: &str| {
-        summary["queries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|entry| entry["query"] == query)
-            .unwrap_or_else(|| panic!("{query} not among {summary:#}"))
-            .clone()
-    };
-    let stalled = entry("SELECT LENGTH(LOAD_FILE(?))");
-    let control = entry("SELECT ?");
+    let stalled = query_entry(&summary, "SELECT LENGTH(LOAD_FILE(?))");
+    let control = query_entry(&summary, "SELECT ?");
     eprintln!(
         "stalled: {} stalls, {} us; control: {} stalls",
         stalled["reclaim_stalls"], stalled["reclaim_us"], control["reclaim_stalls"]

@@ -2,28 +2,12 @@
 
 use std::path::Path;
 
-use tracer_tests::{Cgroup, Finished, Json, Postgres, Tracer, assert_refused, proc_stat, run};
-
-/// The one summary of a `--json` run.
-fn summary(finished: &Finished) -> Json {
-    finished.assert_success();
-    let summaries = finished.json_of_type("summary");
-    assert_eq!(summaries.len(), 1, "{finished:#?}");
-    summaries[0].clone()
-}
-
-/// The entry of a normalized query in a summary.
-fn query<'a>(summary: &'a Json, text: &str) -> &'a Json {
-    summary["queries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["query"] == text)
-        .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
-}
+use tracer_tests::{
+    Cgroup, Finished, Json, Postgres, Tracer, assert_refused, proc_stat, query_entry, run, summary,
+};
 
 fn calls(summary: &Json, text: &str) -> u64 {
-    query(summary, text)["calls"].as_u64().unwrap()
+    query_entry(summary, text)["calls"].as_u64().unwrap()
 }
 
 /// A `tracer pg --json` for each way of finding queries, all at once on the same server: what
@@ -207,11 +191,11 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
 
 fn check_reclaim_and_counters(finished: &Finished, memcg: &Cgroup, backend_faults: u64) {
     let summary = summary(finished);
-    let reading = query(
+    let reading = query_entry(
         &summary,
         "SELECT sum(length(pg_read_binary_file(?, piece * ?, ?))) FROM generate_series(?, ?) piece",
     );
-    let control = query(&summary, "SELECT ?");
+    let control = query_entry(&summary, "SELECT ?");
     eprintln!(
         "reading: {} us of reclaim in {} stalls; control: {} us; memcg failcnt {}",
         reading["reclaim_us"],
@@ -225,7 +209,7 @@ fn check_reclaim_and_counters(finished: &Finished, memcg: &Cgroup, backend_fault
     assert_eq!(control["reclaim_stalls"], 0);
 
     // Counters: without a hardware PMU, software ones, and tracer says so.
-    let faulting = query(&summary, "SELECT length(repeat(?, ?))");
+    let faulting = query_entry(&summary, "SELECT length(repeat(?, ?))");
     assert_eq!(faulting["counted_calls"], 1, "{faulting:#}");
     if has_hardware_pmu() {
         assert!(

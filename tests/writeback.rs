@@ -2,16 +2,9 @@
 
 use std::process::Command;
 
-use tracer_tests::{Finished, Json, Scratch, Sysctl, Tracer, assert_refused, run};
+use tracer_tests::{Json, Scratch, Sysctl, Tracer, assert_refused, run, summary};
 
 const PAGE: u64 = 4096;
-
-fn summary(finished: &Finished) -> Json {
-    finished.assert_success();
-    let summaries = finished.json_of_type("summary");
-    assert_eq!(summaries.len(), 1, "one summary expected: {finished:#?}");
-    summaries[0].clone()
-}
 
 fn pages_by_reason(summary: &Json, reason: &str) -> u64 {
     summary["by_reason"][reason]["pages"].as_u64().unwrap_or(0)

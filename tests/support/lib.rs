@@ -169,6 +169,24 @@ impl Finished {
     }
 }
 
+/// The one summary of a `--json` run that ended by itself, or fails the test.
+pub fn summary(finished: &Finished) -> Json {
+    finished.assert_success();
+    let summaries = finished.json_of_type("summary");
+    assert_eq!(summaries.len(), 1, "one summary expected: {finished:#?}");
+    summaries[0].clone()
+}
+
+/// The entry of a normalized query in a per-query tool's summary, or fails the test.
+pub fn query_entry<'a>(summary: &'a Json, text: &str) -> &'a Json {
+    summary["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["query"] == text)
+        .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
+}
+
 /// Runs tracer to completion (for inputs it must reject).
 pub fn run_tracer(args: &[&str], configure: impl FnOnce(&mut Command)) -> Finished {
     let mut command = tracer();
