@@ -253,7 +253,7 @@ impl Drop for Tool {
 
 /// SIGINT, again after 3 s (bpftrace sometimes misses the first one), then SIGKILL; returns
 /// the wait status and resource usage.
-fn stop_with_usage(pid: i32) -> Result<(i32, libc::rusage)> {
+pub(crate) fn stop_with_usage(pid: i32) -> Result<(i32, libc::rusage)> {
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let start = Instant::now();

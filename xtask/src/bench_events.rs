@@ -8,17 +8,19 @@ use std::{
     collections::HashMap,
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::median;
+use tracer_tests::Sysctl;
+
+use crate::bench::{median, stop_with_usage};
 
 /// One measured run.
 #[derive(Default, Clone, Copy)]
@@ -32,7 +34,7 @@ struct Run {
 }
 
 pub fn run(tracer: &Path, rounds: usize, seconds: f64) -> Result<()> {
-    let _stats = Sysctl::set("kernel/bpf_stats_enabled", "1")?;
+    let _stats = Sysctl::set("kernel.bpf_stats_enabled", "1");
     let pid = std::process::id().to_string();
     let tracer_command = vec![
         "taskset".to_owned(),
@@ -172,7 +174,7 @@ fn measure(command: &[String], ready: &str, seconds: f64, output: Output) -> Res
     // What the kernel side sent is drained within its 100 ms timer.
     std::thread::sleep(Duration::from_millis(300));
     let after = program_stats(child.id());
-    stop(&mut child)?;
+    stop_with_usage(child.id() as i32)?;
     std::thread::sleep(Duration::from_millis(200));
     let (delivered, lost) = match output {
         Output::TracerJson => {
@@ -274,40 +276,4 @@ fn program_stats(pid: u32) -> HashMap<String, (u64, u64)> {
         );
     }
     stats
-}
-
-/// SIGINT, then SIGKILL after 5 s.
-fn stop(child: &mut Child) -> Result<()> {
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            child.kill()?;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.wait();
-    Ok(())
-}
-
-/// A sysctl set for the benchmark and restored after it.
-struct Sysctl {
-    path: String,
-    saved: String,
-}
-
-impl Sysctl {
-    fn set(name: &str, value: &str) -> Result<Self> {
-        let path = format!("/proc/sys/{name}");
-        let saved = std::fs::read_to_string(&path)?;
-        std::fs::write(&path, value)?;
-        Ok(Self { path, saved })
-    }
-}
-
-impl Drop for Sysctl {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.path, self.saved.trim());
-    }
 }
