@@ -87,6 +87,78 @@ fn query_counts_match_what_was_issued_and_performance_schema() {
     assert_eq!(summary["lost"], 0);
 }
 
+/// Prepared statements: each execute is counted under its statement's text, from connections
+/// made before and after tracer started; one prepared before tracer started counts as such.
+/// The server counts executes only in all (MariaDB 10.11 leaves
+/// `prepared_statements_instances.COUNT_EXECUTE` at 0): per text, tracer's calls are checked
+/// against what was issued, and in all against the server's count.
+#[test]
+fn prepared_statements_count_under_their_text() {
+    let server = Mariadb::start("prepared");
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name TEXT)");
+    server.sql("INSERT INTO shop.items VALUES (1, 'a'), (2, 'b'), (3, 'c')");
+    let by_id = "SELECT name FROM shop.items WHERE id = ?";
+    let in_list = "SELECT COUNT(*) FROM shop.items WHERE id IN (?, ?)";
+    let before = "SELECT name FROM shop.items WHERE id > ?";
+    let duplicate = "INSERT INTO shop.items VALUES (?, 'again')";
+    let mut early = server.prepared_session();
+    assert_eq!(early.query(&format!("prepare before {before}")), "ok");
+    let tracer = Tracer::start(&["mysql", "--json", "-p", &server.pid().to_string()]);
+    let (executes, prepares) = ("statement/com/Execute", "statement/com/Prepare");
+    let executed_before = server.statement_count(executes);
+    let prepared_before = server.statement_count(prepares);
+
+    let ok = |session: &mut tracer_tests::SqlSession, line: &str| {
+        assert_eq!(session.query(line), "ok", "{line}");
+    };
+    for id in 0..4 {
+        ok(&mut early, &format!("execute before {id}"));
+    }
+    ok(&mut early, &format!("prepare by_id {by_id}"));
+    for id in 1..=5 {
+        ok(&mut early, &format!("execute by_id {id}"));
+    }
+    // A statement that fails to prepare, and one that fails to run, shift nothing after them.
+    assert_eq!(early.query("prepare broken SELEC ?"), "error");
+    ok(&mut early, &format!("prepare duplicate {duplicate}"));
+    assert_eq!(early.query("execute duplicate 1"), "error");
+    let mut late = server.prepared_session();
+    ok(&mut late, &format!("prepare by_id {by_id}"));
+    ok(&mut late, &format!("prepare in_list {in_list}"));
+    for (a, b) in [(1, 2), (2, 3), (3, 1)] {
+        ok(&mut late, &format!("execute in_list {a} {b}"));
+    }
+    ok(&mut late, "execute by_id 2");
+    ok(&mut late, "execute by_id 3");
+    ok(&mut late, "close in_list");
+    drop((early, late));
+    let counted = server.statement_count(executes) - executed_before;
+    let prepared = server.statement_count(prepares) - prepared_before;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let summary = summary(&tracer.stop());
+
+    let expected = [
+        ("SELECT name FROM shop.items WHERE id = ?", 5 + 2),
+        ("SELECT COUNT(*) FROM shop.items WHERE id IN (...)", 3),
+        ("COM_STMT_EXECUTE (statement prepared before tracing)", 4),
+        ("INSERT INTO shop.items VALUES (?, ?)", 1),
+    ];
+    for (key, issued) in expected {
+        let traced = calls(&summary, key);
+        eprintln!("{key}: issued {issued}, tracer {traced}");
+        assert_eq!(traced, issued, "{key}: {summary:#}");
+    }
+    let issued: u64 = expected.iter().map(|(_, issued)| issued).sum();
+    eprintln!("executes: issued {issued}, performance_schema {counted}");
+    assert_eq!(counted, issued);
+    // Five statements prepared after tracer started (one failed), one closed by the client,
+    // the others by their connections' end.
+    assert_eq!(calls(&summary, "COM_STMT_PREPARE"), 5);
+    assert_eq!(prepared, 5);
+    assert_eq!(calls(&summary, "COM_STMT_CLOSE"), 1);
+    assert_eq!(summary["lost"], 0);
+}
+
 #[test]
 fn raw_shows_literals_and_slow_lines_name_the_server() {
     let server = Mariadb::start("raw");

@@ -1180,6 +1180,26 @@ impl Mariadb {
         self.sql(&sql).parse().unwrap()
     }
 
+    /// How many statements of this instrument (`statement/com/Execute`) the server ran.
+    pub fn statement_count(&self, event: &str) -> u64 {
+        let sql = format!(
+            "SELECT COUNT_STAR FROM performance_schema.events_statements_summary_global_by_event_name WHERE EVENT_NAME = '{event}'"
+        );
+        self.sql(&sql).parse().unwrap()
+    }
+
+    /// A connection that prepares statements on the server (support/prepared.pl): lines such
+    /// as `prepare NAME SQL`, `execute NAME ARG...`, `close NAME`, each answered "ok" or
+    /// "error" by [`SqlSession::query`].
+    pub fn prepared_session(&self) -> SqlSession {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/prepared.pl");
+        SqlSession::spawn(
+            Command::new("perl")
+                .arg(script)
+                .arg(self.dir.join("socket")),
+        )
+    }
+
     /// A client connection kept open: statements sent one by one share it.
     pub fn session(&self) -> SqlSession {
         // An error ends a batch client unless forced on.

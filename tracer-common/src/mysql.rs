@@ -26,7 +26,16 @@ pub mod signature {
 /// Commands whose packet is SQL text.
 pub const COM_QUERY: u32 = 3;
 pub const COM_STMT_PREPARE: u32 = 22;
+/// Commands whose packet begins with a prepared statement's id.
 pub const COM_STMT_EXECUTE: u32 = 23;
+pub const COM_STMT_CLOSE: u32 = 25;
+
+/// Commands that end a connection's prepared statements.
+pub mod command {
+    pub const QUIT: u32 = 1;
+    pub const CHANGE_USER: u32 = 17;
+    pub const RESET_CONNECTION: u32 = 31;
+}
 
 /// Settings of the kernel side beside its `query::QueryConfig`.
 #[repr(C)]

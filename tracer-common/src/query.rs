@@ -76,6 +76,12 @@ pub struct QueryDone {
     /// For [`origin::SOCKET`]: the bytes the request's first receive returned, of which
     /// `text_len` follow. For [`origin::COMMAND`]: the MySQL command.
     pub received: u32,
+    /// For [`origin::COMMAND`]: the server's object for the client's connection (MySQL's
+    /// `THD`), to which prepared statements belong.
+    pub session: u64,
+    /// For a MySQL `COM_STMT_PREPARE`: the id the server gave the statement (0: not seen).
+    pub statement: u32,
+    pub _pad: u32,
 }
 
 plain_old_data!(QueryConfig, Backend, QueryDone);

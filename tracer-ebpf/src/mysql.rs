@@ -1,6 +1,7 @@
 //! `tracer mysql`: each command a MySQL or MariaDB server thread runs, from entry to return of
 //! `dispatch_command()`, through the per-query engine. The command and the first bytes of its
-//! packet (the SQL text of a query) are kept at entry: the reply reuses the network buffer.
+//! packet (the SQL text of a query) are kept at entry: the reply reuses the network buffer,
+//! where a prepared statement's id is read at return.
 
 use aya_ebpf::{
     Global,
@@ -46,20 +47,29 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
     let Some(thread) = query::traced_thread::<Mysql>(tid) else {
         return 0;
     };
-    let regs = unsafe { &*ctx.regs };
-    let (command, packet, len) = match MYSQL_LAYOUT.load().signature {
-        signature::MARIADB => (regs.rdi as u32, regs.rdx, regs.rcx as usize),
+    // Each register read once, in place: the verifier refuses a context pointer moved first.
+    let regs = ctx.regs;
+    let [rdi, rsi, rdx, rcx] = unsafe {
+        [
+            core::ptr::read_volatile(&(*regs).rdi),
+            core::ptr::read_volatile(&(*regs).rsi),
+            core::ptr::read_volatile(&(*regs).rdx),
+            core::ptr::read_volatile(&(*regs).rcx),
+        ]
+    };
+    let (command, session, packet, len) = match MYSQL_LAYOUT.load().signature {
+        signature::MARIADB => (rdi as u32, rsi, rdx, rcx as usize),
         signature::MYSQL8 => {
-            let command = regs.rdx as u32;
-            let data = regs.rsi;
+            let command = rdx as u32;
+            let data = rsi;
             if command == COM_QUERY || command == COM_STMT_PREPARE {
                 // A query's COM_DATA: its text's address, then its length.
                 let address = unsafe { bpf_probe_read_user(data as *const u64) }.unwrap_or(0);
                 let len = unsafe { bpf_probe_read_user((data + 8) as *const u32) }.unwrap_or(0);
-                (command, address, len as usize)
+                (command, rdi, address, len as usize)
             } else {
                 // Other commands' data begins with what identifies them (a statement id).
-                (command, data, 8)
+                (command, rdi, data, 8)
             }
         }
         _ => return 0,
@@ -75,8 +85,25 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
     let read = unsafe { bpf_probe_read_user_buf(packet as *const u8, text) }.is_ok();
     request.done.text_len = if read { len as u32 } else { 0 };
     request.done.received = command;
+    request.done.session = session;
+    request.done.statement = 0;
     query::start::<Mysql>(tid, thread, origin::COMMAND);
+    thread.detail = packet;
     0
+}
+
+/// The id MariaDB gave the statement it just prepared, from its reply, which it wrote into the
+/// network buffer the command came in (the packet is one byte, the command, past its start):
+/// a 12-byte packet of sequence 1 beginning `00 <id as u32>` (0: none such there).
+#[inline(always)]
+fn prepared_statement(packet: u64) -> u32 {
+    if MYSQL_LAYOUT.load().signature != signature::MARIADB {
+        return 0;
+    }
+    match unsafe { bpf_probe_read_user((packet - 1) as *const [u8; 9]) } {
+        Ok([12, 0, 0, 1, 0, a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    }
 }
 
 #[uretprobe]
@@ -98,6 +125,9 @@ pub fn mysql_dispatch_return(_ctx: RetProbeContext) -> u32 {
         return 0;
     };
     query::finish::<Mysql>(tid, thread, &mut request.done);
+    if request.done.received == COM_STMT_PREPARE {
+        request.done.statement = prepared_statement(thread.detail);
+    }
     query::send::<Mysql>(request);
     0
 }

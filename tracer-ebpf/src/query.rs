@@ -80,7 +80,8 @@ pub struct Thread {
     /// First slot of the thread's counters, once userspace opened them.
     counter_slot: u32,
     start_ns: u64,
-    /// What the database module keeps to read at the query's end: PostgreSQL's load bias.
+    /// What the database module keeps to read at the query's end: PostgreSQL's load bias,
+    /// MySQL's packet.
     pub detail: u64,
     reclaim_count: u32,
     reclaim_begin_ns: u64,
@@ -275,6 +276,8 @@ pub fn done<D: Database>(tid: u32, thread: &mut Thread, text: u64) {
     };
     scratch.done.text_len = len as u32;
     scratch.done.received = 0;
+    scratch.done.session = 0;
+    scratch.done.statement = 0;
     send::<D>(scratch);
 }
 

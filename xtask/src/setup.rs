@@ -19,7 +19,7 @@ pub struct Needs {
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
-/// pg_stat_statements), MariaDB (server and client), openssl for a TLS server's certificate, Prometheus's own Python client,
+/// pg_stat_statements), MariaDB (server, client, Perl's driver for prepared statements), openssl for a TLS server's certificate, Prometheus's own Python client,
 /// whose parsers check what `tracer serve` exposes, a docker engine with what to make container
 /// images from without a registry (a static busybox, debootstrap), and podman (with its pause
 /// process) to run the DaemonSet's pod.
@@ -27,6 +27,7 @@ const TEST_PACKAGES: &[&str] = &[
     "postgresql",
     "mariadb-server",
     "mariadb-client",
+    "libdbd-mariadb-perl",
     "openssl",
     "python3-prometheus-client",
     "docker.io",
@@ -38,7 +39,14 @@ const TEST_PACKAGES: &[&str] = &[
 /// What `cargo xtask image` builds with.
 const IMAGE_PACKAGES: &[&str] = &["docker.io"];
 /// Peer tools the benchmarks measure tracer against, and what they load.
-const BENCH_PACKAGES: &[&str] = &["bpftrace", "libbpf-tools", "bpfcc-tools", "postgresql"];
+const BENCH_PACKAGES: &[&str] = &[
+    "bpftrace",
+    "libbpf-tools",
+    "bpfcc-tools",
+    "postgresql",
+    "mariadb-server",
+    "sysbench",
+];
 
 pub fn run(needs: Needs) -> Result<()> {
     let sysroot = sysroot()?;

@@ -7,9 +7,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use tracer_common::{
-    mysql::{COM_QUERY, MysqlLayout, kind, signature},
+    mysql::{
+        COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, MysqlLayout, command, kind,
+        signature,
+    },
     query::{MAX_SERVERS, QueryDone},
 };
+
+mod statements;
+
+use statements::Statements;
 
 use crate::{
     event_loop::{Tool, Window, read_record},
@@ -243,6 +250,7 @@ impl session::Plan for MysqlPlan {
                 shown.join("; ")
             ),
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
+            statements: Statements::default(),
         }))
     }
 }
@@ -257,6 +265,38 @@ fn running_servers() -> Vec<u32> {
 struct Mysql {
     banner: String,
     queries: Queries,
+    statements: Statements,
+}
+
+impl Mysql {
+    /// A command finished; `packet` is its first bytes.
+    fn command(&mut self, done: &QueryDone, packet: &[u8], out: &mut Output) -> Result<()> {
+        // Statement commands begin with the statement's id.
+        let statement = packet.first_chunk().map_or(0, |&id| u32::from_le_bytes(id));
+        let session = done.session;
+        match done.received {
+            COM_QUERY => {
+                let text = String::from_utf8_lossy(packet);
+                return self.queries.add_text(&text, done, out);
+            }
+            COM_STMT_PREPARE if done.statement != 0 => {
+                let text = String::from_utf8_lossy(packet);
+                let key = self.queries.key(&text);
+                self.statements.prepared(session, done.statement, key);
+            }
+            COM_STMT_EXECUTE => {
+                let key = self.statements.executed(session, statement);
+                return self.queries.add_key(&key, done, out);
+            }
+            COM_STMT_CLOSE => self.statements.closed(session, statement),
+            command::QUIT | command::CHANGE_USER | command::RESET_CONNECTION => {
+                self.statements.ended(session)
+            }
+            _ => {}
+        }
+        self.queries
+            .add_key(&command_name(done.received), done, out)
+    }
 }
 
 impl Tool for Mysql {
@@ -276,13 +316,7 @@ impl Tool for Mysql {
                 let done: QueryDone = read_record(data)?;
                 let bytes = &data[size_of::<QueryDone>()..];
                 let bytes = &bytes[..(done.text_len as usize).min(bytes.len())];
-                match done.received {
-                    COM_QUERY => {
-                        let text = String::from_utf8_lossy(bytes);
-                        self.queries.add_text(&text, &done, out)
-                    }
-                    command => self.queries.add_key(&command_name(command), &done, out),
-                }
+                self.command(&done, bytes, out)
             }
             other => bail!("unknown mysql record kind {other}"),
         }
