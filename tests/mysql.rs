@@ -159,6 +159,70 @@ fn prepared_statements_count_under_their_text() {
     assert_eq!(summary["lost"], 0);
 }
 
+/// N new connections give N entries in each phase, as many as the server counted; those that
+/// fail to authenticate end there.
+#[test]
+fn new_connections_are_followed_on_their_way_in() {
+    let server = Mariadb::start("connections");
+    let tracer = Tracer::start(&[
+        "mysql",
+        "--connections",
+        "--json",
+        "-p",
+        &server.pid().to_string(),
+    ]);
+    let status = |name: &str| -> u64 {
+        let row = server.sql(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));
+        row.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    // Each status read is a connection of its own, also followed.
+    let (connections_before, aborted_before) = (status("Connections"), status("Aborted_connects"));
+    let (good, bad) = (10, 2);
+    for _ in 0..good {
+        server.sql("SELECT 1");
+    }
+    for _ in 0..bad {
+        let refused = server
+            .client()
+            .arg("--user=nobody")
+            .arg("-e")
+            .arg("SELECT 1")
+            .output();
+        assert!(!refused.unwrap().status.success());
+    }
+    let aborted = status("Aborted_connects") - aborted_before;
+    let counted = status("Connections") - connections_before;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let finished = tracer.stop();
+    let lines = finished.json_of_type("connections");
+    let sum = |field: &dyn Fn(&Json) -> u64| lines.iter().map(field).sum::<u64>();
+    let phase =
+        |name: &'static str| move |line: &Json| line["phases"][name]["count"].as_u64().unwrap();
+
+    // The four status reads, the good and the bad.
+    let made = 4 + good + bad;
+    let followed = sum(&|line| line["connections"].as_u64().unwrap());
+    eprintln!(
+        "connections: made {made}, tracer {followed}, server {counted} (from the first read on)"
+    );
+    assert_eq!(followed, made);
+    // The server's count taken by the first read includes that read.
+    assert_eq!(counted + 1, made, "the server's count");
+    assert_eq!(sum(&|line| line["failed"].as_u64().unwrap()), bad);
+    assert_eq!(aborted, bad);
+    assert_eq!(
+        sum(&|line| line["accepted_before_tracing"].as_u64().unwrap()),
+        0
+    );
+    assert_eq!(sum(&phase("accept_to_handshake")), made);
+    assert_eq!(sum(&phase("handshake_to_authenticated")), made);
+    assert_eq!(sum(&phase("authenticated_to_first_command")), made - bad);
+    assert_eq!(
+        sum(&|line| line["listener_busy"]["count"].as_u64().unwrap()),
+        made
+    );
+}
+
 #[test]
 fn raw_shows_literals_and_slow_lines_name_the_server() {
     let server = Mariadb::start("raw");

@@ -11,6 +11,10 @@ pub mod kind {
     pub const QUERY: u32 = record_kind(tool::MYSQL, 1);
     /// A server thread ran its first command since tracer started: a `query::Backend`.
     pub const BACKEND: u32 = record_kind(tool::MYSQL, 2);
+    /// A new connection ran its first command, or failed to log in: a [`super::Connection`].
+    pub const CONNECTION: u32 = record_kind(tool::MYSQL, 3);
+    /// The listener handed an accepted connection on: a [`super::Accepted`].
+    pub const ACCEPTED: u32 = record_kind(tool::MYSQL, 4);
 }
 
 /// How `dispatch_command()` takes its arguments, as its signature says.
@@ -43,7 +47,38 @@ pub mod command {
 pub struct MysqlLayout {
     /// A [`signature`] constant.
     pub signature: u32,
-    pub _pad: u32,
+    /// 1: follow new connections (`--connections`).
+    pub connections: u32,
 }
 
-plain_old_data!(MysqlLayout);
+/// A new connection's way in, in kernel time (ns). Each phase ends where the next begins.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Connection {
+    pub kind: u32,
+    /// 1: authentication failed, and `first_command_ns` is 0.
+    pub failed: u32,
+    /// The server thread that logged it in.
+    pub pid: u32,
+    pub tid: u32,
+    /// The listener took it from `accept()` (0: before tracer started).
+    pub accepted_ns: u64,
+    /// The server sent its handshake (0: not seen).
+    pub handshake_ns: u64,
+    pub authenticated_ns: u64,
+    /// The server began its first command.
+    pub first_command_ns: u64,
+}
+
+/// The listener's (or the thread-pool listener's) time for one accepted connection, from
+/// `accept()` to handing it on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Accepted {
+    pub kind: u32,
+    pub pid: u32,
+    pub busy_ns: u64,
+}
+
+plain_old_data!(MysqlLayout, Connection, Accepted);
+crate::record::records!(tool::MYSQL => Connection, Accepted);

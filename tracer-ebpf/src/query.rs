@@ -130,6 +130,13 @@ pub fn thread<D: Database>(tid: u32) -> Option<*mut Thread> {
     QUERY_THREADS.get_ptr_mut(tid)
 }
 
+/// Whether the filters keep the calling process, for probes outside queries (a server's
+/// listener); no state is kept.
+#[inline(always)]
+pub fn traced_process<D: Database>() -> bool {
+    in_servers::<D>() && task::current().is_some()
+}
+
 /// The traced thread calling, or `None` for any other.
 #[inline(always)]
 pub fn traced_thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {

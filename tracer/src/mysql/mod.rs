@@ -8,14 +8,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use tracer_common::{
     mysql::{
-        COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, MysqlLayout, command, kind,
-        signature,
+        Accepted, COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, Connection,
+        MysqlLayout, command, kind, signature,
     },
     query::{MAX_SERVERS, QueryDone},
 };
 
+mod connections;
 mod statements;
 
+use connections::{Connections, Sites};
 use statements::Statements;
 
 use crate::{
@@ -41,6 +43,10 @@ pub struct Args {
     pub bin: Option<PathBuf>,
     #[command(flatten)]
     pub query: query::Options,
+    /// Also follow new connections: accept to handshake, to authenticated, to the first
+    /// command, and the listener's time per connection (MariaDB)
+    #[arg(long)]
+    pub connections: bool,
 }
 
 /// The signatures of `dispatch_command()` tracer knows, demangled, and where each keeps its
@@ -78,6 +84,8 @@ struct Target {
     signature: u32,
     /// Its demangled name, for -v.
     function: &'static str,
+    /// With --connections: where connections come in.
+    way_in: Option<Sites>,
 }
 
 struct MysqlPlan {
@@ -86,6 +94,7 @@ struct MysqlPlan {
     /// Server processes whose threads are traced (none: any process running a target).
     servers: Vec<u32>,
     counters: Vec<Counter>,
+    tracepoints: Vec<Tracepoint>,
 }
 
 impl MysqlPlan {
@@ -122,10 +131,18 @@ impl MysqlPlan {
                 servers.len()
             );
         }
-        let targets = binaries
+        let mut targets = binaries
             .into_iter()
             .map(|(path, shown)| target(path, shown))
             .collect::<Result<Vec<_>>>()?;
+        let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
+        if args.connections {
+            for target in &mut targets {
+                let binary = Binary::open(&target.path)?;
+                target.way_in = Some(Sites::find(&binary, &target.shown)?);
+            }
+            tracepoints.push(connections::tracepoint()?);
+        }
         if targets.iter().any(|t| t.signature != targets[0].signature) {
             bail!(
                 "the servers here are of different kinds (MySQL and MariaDB): name one with -p PID"
@@ -141,6 +158,7 @@ impl MysqlPlan {
             targets,
             servers,
             counters,
+            tracepoints,
         })
     }
 }
@@ -175,6 +193,7 @@ fn target(path: PathBuf, shown: String) -> Result<Target> {
         offset,
         signature,
         function,
+        way_in: None,
     })
 }
 
@@ -188,7 +207,7 @@ impl session::Plan for MysqlPlan {
     }
 
     fn tracepoints(&self) -> Vec<Tracepoint> {
-        query::RECLAIM_TRACEPOINTS.to_vec()
+        self.tracepoints.clone()
     }
 
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
@@ -204,7 +223,7 @@ impl session::Plan for MysqlPlan {
         )?;
         let layout = MysqlLayout {
             signature: self.targets[0].signature,
-            _pad: 0,
+            connections: self.args.connections as u32,
         };
         settings.push(Setting::global("MYSQL_LAYOUT", &layout));
         Ok(settings)
@@ -216,6 +235,7 @@ impl session::Plan for MysqlPlan {
             targets,
             servers,
             counters,
+            ..
         } = *self;
         let probes = &mut *context.probes;
         let counters = counters::usable(counters, probes);
@@ -236,6 +256,9 @@ impl session::Plan for MysqlPlan {
                 target.offset,
                 target.path.display()
             ));
+            if let Some(way_in) = &target.way_in {
+                way_in.attach(probes, &target.path)?;
+            }
         }
         let mut counters = BackendCounters::new(counters);
         // Perf counters: running server threads get theirs now, later ones at their first
@@ -251,6 +274,7 @@ impl session::Plan for MysqlPlan {
             ),
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
             statements: Statements::default(),
+            connections: args.connections.then(Connections::default),
         }))
     }
 }
@@ -266,6 +290,8 @@ struct Mysql {
     banner: String,
     queries: Queries,
     statements: Statements,
+    /// With --connections.
+    connections: Option<Connections>,
 }
 
 impl Mysql {
@@ -318,12 +344,30 @@ impl Tool for Mysql {
                 let bytes = &bytes[..(done.text_len as usize).min(bytes.len())];
                 self.command(&done, bytes, out)
             }
+            kind::CONNECTION => {
+                let connection: Connection = read_record(data)?;
+                if let Some(connections) = &mut self.connections {
+                    connections.connection(&connection);
+                }
+                Ok(())
+            }
+            kind::ACCEPTED => {
+                let accepted: Accepted = read_record(data)?;
+                if let Some(connections) = &mut self.connections {
+                    connections.accepted(&accepted);
+                }
+                Ok(())
+            }
             other => bail!("unknown mysql record kind {other}"),
         }
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
-        self.queries.summary(window, &[], out)
+        self.queries.summary(window, &[], out)?;
+        match &mut self.connections {
+            Some(connections) => connections.summary(window, out),
+            None => Ok(()),
+        }
     }
 
     fn register_metrics(&mut self, metrics: &mut Metrics) {
@@ -332,6 +376,9 @@ impl Tool for Mysql {
             "tracer_mysql_query",
             "MySQL command latency by normalized query (other commands by name): the --top with the most time at each scrape, the rest as 'other'",
         );
+        if let Some(connections) = &mut self.connections {
+            connections.register_metrics(metrics);
+        }
     }
 
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {

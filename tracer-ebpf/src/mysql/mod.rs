@@ -15,6 +15,8 @@ use tracer_common::{
     record::tool,
 };
 
+mod connections;
+
 use crate::{
     events,
     query::{self, Database},
@@ -74,6 +76,9 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
         }
         _ => return 0,
     };
+    if MYSQL_LAYOUT.load().connections != 0 {
+        connections::command(session);
+    }
     // The reply overwrites the packet: its first bytes are kept now.
     let Some(request) = query::request(tid) else {
         cold_warn!("mysql: no room for the command of thread {}", tid);

@@ -1,0 +1,185 @@
+//! `tracer mysql --connections`: a new connection's way in. The listener accepts it and hands
+//! its `CONNECT` on (`handle_accepted_socket()`, `create_new_thread()`); a server thread makes
+//! its `THD` (`CONNECT::create_thd()`), sends the handshake (its first socket send),
+//! authenticates the client (`acl_authenticate()`), and runs its first command.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
+    maps::{HashMap, LruHashMap},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use tracer_common::mysql::{Accepted, Connection, kind};
+
+use super::Mysql;
+use crate::{events, query, task};
+
+/// Connections the listener or a server thread is busy with at once.
+const IN_FLIGHT: u32 = 4096;
+
+/// Per listener thread: when it took the connection it is handing on.
+#[map]
+static MYSQL_LISTENING: HashMap<u32, u64> = HashMap::with_max_entries(64, 0);
+
+/// Per `CONNECT`: when the listener took it.
+#[map]
+static MYSQL_ACCEPTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(IN_FLIGHT, 0);
+
+/// Per server thread logging a connection in: the connection so far, and its `THD`.
+#[map]
+static MYSQL_LOGGING_IN: LruHashMap<u32, LoggingIn> = LruHashMap::with_max_entries(IN_FLIGHT, 0);
+
+/// Per `THD` logged in: the connection until its first command (a thread pool may run that
+/// on another thread).
+#[map]
+static MYSQL_LOGGED_IN: LruHashMap<u64, Connection> = LruHashMap::with_max_entries(IN_FLIGHT, 0);
+
+#[derive(Clone, Copy)]
+struct LoggingIn {
+    connection: Connection,
+    session: u64,
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[uprobe]
+pub fn mysql_accepted(_ctx: ProbeContext) -> u32 {
+    if query::traced_process::<Mysql>() {
+        let _ = MYSQL_LISTENING.insert(task::current_tid(), now(), 0);
+    }
+    0
+}
+
+/// `create_new_thread(CONNECT*)`, called by the listener.
+#[uprobe]
+pub fn mysql_handing_on(ctx: ProbeContext) -> u32 {
+    let Some(&accepted_ns) = (unsafe { MYSQL_LISTENING.get(task::current_tid()) }) else {
+        return 0;
+    };
+    if let Some(connect) = ctx.arg::<u64>(0) {
+        let _ = MYSQL_ACCEPTED.insert(connect, accepted_ns, 0);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn mysql_accepted_return(_ctx: RetProbeContext) -> u32 {
+    let tid = task::current_tid();
+    let Some(&accepted_ns) = (unsafe { MYSQL_LISTENING.get(tid) }) else {
+        return 0;
+    };
+    let _ = MYSQL_LISTENING.remove(tid);
+    events::emit(Accepted {
+        kind: kind::ACCEPTED,
+        pid: task::current_pid_tid().map_or(0, |(pid, _)| pid),
+        busy_ns: now() - accepted_ns,
+    });
+    0
+}
+
+/// `CONNECT::create_thd(THD*)`, on the thread that logs the connection in.
+#[uprobe]
+pub fn mysql_logging_in(ctx: ProbeContext) -> u32 {
+    let Some((pid, tid)) = task::current_pid_tid() else {
+        return 0;
+    };
+    if !query::traced_process::<Mysql>() {
+        return 0;
+    }
+    let connect = ctx.arg::<u64>(0).unwrap_or(0);
+    let accepted_ns = unsafe { MYSQL_ACCEPTED.get(connect) }.copied();
+    let _ = MYSQL_ACCEPTED.remove(connect);
+    let connection = Connection {
+        kind: kind::CONNECTION,
+        pid,
+        tid,
+        accepted_ns: accepted_ns.unwrap_or(0),
+        ..Default::default()
+    };
+    let logging_in = LoggingIn {
+        connection,
+        session: 0,
+    };
+    if MYSQL_LOGGING_IN.insert(tid, logging_in, 0).is_err() {
+        cold_warn!("mysql: no room for the connection of thread {}", tid);
+    }
+    0
+}
+
+/// The handshake: the first send of a thread logging a connection in.
+#[inline(always)]
+fn sent() {
+    let Some(logging_in) = MYSQL_LOGGING_IN.get_ptr_mut(task::current_tid()) else {
+        return;
+    };
+    let connection = unsafe { &mut (*logging_in).connection };
+    if connection.handshake_ns == 0 {
+        connection.handshake_ns = now();
+    }
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn mysql_sock_sent(_ctx: BtfTracePointContext) -> i32 {
+    sent();
+    0
+}
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn mysql_sock_sent_tp(_ctx: TracePointContext) -> u32 {
+    sent();
+    0
+}
+
+/// Where the kernel lacks the sock tracepoints (before 6.3).
+#[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
+pub fn mysql_sent_tp(_ctx: TracePointContext) -> u32 {
+    sent();
+    0
+}
+
+/// `acl_authenticate(THD*, ...)`: also reached by `COM_CHANGE_USER`, with no login under way.
+#[uprobe]
+pub fn mysql_authenticating(ctx: ProbeContext) -> u32 {
+    if let Some(logging_in) = MYSQL_LOGGING_IN.get_ptr_mut(task::current_tid()) {
+        unsafe { (*logging_in).session = ctx.arg::<u64>(0).unwrap_or(0) };
+    }
+    0
+}
+
+#[uretprobe]
+pub fn mysql_authenticated(ctx: RetProbeContext) -> u32 {
+    let tid = task::current_tid();
+    let Some(&LoggingIn {
+        mut connection,
+        session,
+    }) = (unsafe { MYSQL_LOGGING_IN.get(tid) })
+    else {
+        return 0;
+    };
+    let _ = MYSQL_LOGGING_IN.remove(tid);
+    connection.authenticated_ns = now();
+    // acl_authenticate() returns a bool: true on failure.
+    let failed = ctx.ret::<u64>() as u8 != 0;
+    if failed || session == 0 {
+        connection.failed = failed as u32;
+        events::emit(connection);
+    } else if MYSQL_LOGGED_IN.insert(session, connection, 0).is_err() {
+        cold_warn!("mysql: no room for the connection of thread {}", tid);
+    }
+    0
+}
+
+/// A command begins on `session`: the first of a connection logged in ends its way in.
+#[inline(always)]
+pub fn command(session: u64) {
+    let Some(&connection) = (unsafe { MYSQL_LOGGED_IN.get(session) }) else {
+        return;
+    };
+    let _ = MYSQL_LOGGED_IN.remove(session);
+    let mut connection = connection;
+    connection.first_command_ns = now();
+    events::emit(connection);
+}

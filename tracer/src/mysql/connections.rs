@@ -1,0 +1,308 @@
+//! `tracer mysql --connections`: how long a new client waits to get in, and where. From the
+//! listener's accept to the server's handshake, to authentication done, to the first command;
+//! and the listener's own time per accepted connection, which saturates in a connection storm.
+//! MariaDB's functions only: MySQL 8 hands connections on through other ones.
+
+use std::io::Write as _;
+
+use anyhow::{Result, bail};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Unit,
+};
+use serde::Serialize;
+use tracer_common::mysql::{Accepted, Connection};
+
+use crate::{
+    event_loop::Window,
+    histogram::{Latencies, LatencySummary},
+    loader::{Probes, Tracepoint},
+    metrics::{Metrics, log2_seconds},
+    output::{self, Output},
+    perf,
+    tracefs::Tracefs,
+    usdt::Binary,
+};
+
+/// The functions followed, demangled, with the programs at their entry and return.
+const FUNCTIONS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "handle_accepted_socket(st_mysql_socket, st_mysql_socket)",
+        "mysql_accepted",
+        Some("mysql_accepted_return"),
+    ),
+    ("create_new_thread(CONNECT*)", "mysql_handing_on", None),
+    ("CONNECT::create_thd(THD*)", "mysql_logging_in", None),
+    (
+        "acl_authenticate(THD*, unsigned int)",
+        "mysql_authenticating",
+        Some("mysql_authenticated"),
+    ),
+];
+
+/// The handshake is the first thing a thread logging a connection in sends.
+const SOCK_SENT: Tracepoint = Tracepoint {
+    category: "sock",
+    name: "sock_send_length",
+    program: "mysql_sock_sent",
+    args: Some(&["struct sock *", "int", "int"]),
+    fields: &[],
+};
+/// Before Linux 6.3: the system call. Enabling it takes every system call on the machine
+/// through the slower path of traced ones.
+const SYSCALL_SENT: Tracepoint = Tracepoint {
+    category: "syscalls",
+    name: "sys_exit_sendto",
+    program: "mysql_sent",
+    args: None,
+    fields: &[],
+};
+
+/// Where a binary's way-in functions are: (demangled name, offset).
+#[derive(Debug)]
+pub struct Sites(Vec<(&'static str, u64)>);
+
+impl Sites {
+    pub fn find(binary: &Binary, shown: &str) -> Result<Self> {
+        let demangled = |name: &str| {
+            cpp_demangle::Symbol::new(name)
+                .ok()
+                .and_then(|symbol| symbol.demangle().ok())
+        };
+        let mut sites = Vec::new();
+        for &(function, _, _) in FUNCTIONS {
+            let short = function.split('(').next().unwrap_or(function);
+            let short = short.rsplit("::").next().unwrap_or(short);
+            let found = binary.find_symbol(|name| {
+                name.contains(short) && demangled(name).is_some_and(|d| d == function)
+            });
+            let Some((_, _, offset)) = found else {
+                bail!(
+                    "{shown} has no {function}: --connections follows MariaDB's way in, not this server's"
+                );
+            };
+            sites.push((function, offset));
+        }
+        Ok(Self(sites))
+    }
+
+    pub fn attach(&self, probes: &mut Probes, path: &std::path::Path) -> Result<()> {
+        for (&(function, offset), &(_, entry, exit)) in self.0.iter().zip(FUNCTIONS) {
+            for (program, retprobe) in [(Some(entry), false), (exit, true)] {
+                let Some(program) = program else { continue };
+                let uprobe = perf::Uprobe {
+                    path: path.to_path_buf(),
+                    offset,
+                    semaphore: 0,
+                    retprobe,
+                };
+                probes.attach_uprobe(program, &uprobe, 0)?;
+            }
+            probes.say(format_args!(
+                "{function} at {offset:#x} in {}",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The tracepoint that tells when the handshake was sent, on this kernel.
+pub fn tracepoint() -> Result<Tracepoint> {
+    let sock = Tracefs::locate()?
+        .format("sock", "sock_send_length")
+        .is_ok();
+    Ok(if sock { SOCK_SENT } else { SYSCALL_SENT })
+}
+
+/// The phases, as NDJSON and `tracer serve` name them, and as the text summary titles them.
+const PHASES: [(&str, &str); 3] = [
+    ("accept_to_handshake", "accept -> handshake sent"),
+    (
+        "handshake_to_authenticated",
+        "handshake sent -> authenticated",
+    ),
+    (
+        "authenticated_to_first_command",
+        "authenticated -> first command",
+    ),
+];
+
+#[derive(Default)]
+pub struct Connections {
+    window: Totals,
+    metrics: Option<ConnectionMetrics>,
+}
+
+#[derive(Default)]
+struct Totals {
+    connections: u64,
+    failed: u64,
+    accepted_before: u64,
+    phases: [Latencies; 3],
+    listener_busy: Latencies,
+}
+
+struct ConnectionMetrics {
+    phases: Family<PhaseLabel, Histogram, fn() -> Histogram>,
+    listener_busy: Histogram,
+    failed: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: &'static str,
+}
+
+impl Connections {
+    pub fn connection(&mut self, connection: &Connection) {
+        let totals = &mut self.window;
+        totals.connections += 1;
+        totals.failed += connection.failed as u64;
+        totals.accepted_before += (connection.accepted_ns == 0) as u64;
+        let times = [
+            connection.accepted_ns,
+            connection.handshake_ns,
+            connection.authenticated_ns,
+            connection.first_command_ns,
+        ];
+        for (i, phase) in times.windows(2).enumerate() {
+            let [begin, end] = [phase[0], phase[1]];
+            if begin == 0 || end < begin {
+                continue;
+            }
+            totals.phases[i].record(end - begin);
+            if let Some(metrics) = &self.metrics {
+                let label = PhaseLabel { phase: PHASES[i].0 };
+                metrics
+                    .phases
+                    .get_or_create(&label)
+                    .observe(seconds(end - begin));
+            }
+        }
+        if let Some(metrics) = &self.metrics
+            && connection.failed != 0
+        {
+            metrics.failed.inc();
+        }
+    }
+
+    pub fn accepted(&mut self, accepted: &Accepted) {
+        self.window.listener_busy.record(accepted.busy_ns);
+        if let Some(metrics) = &self.metrics {
+            metrics.listener_busy.observe(seconds(accepted.busy_ns));
+        }
+    }
+
+    pub fn register_metrics(&mut self, metrics: &mut Metrics) {
+        self.metrics = Some(ConnectionMetrics {
+            phases: metrics.register(
+                "tracer_mysql_connection_phase",
+                "How long new MySQL connections took to get in, by phase: accept to handshake sent, to authenticated, to the first command",
+                Some(Unit::Seconds),
+                Family::new_with_constructor(log2_seconds as fn() -> Histogram),
+            ),
+            listener_busy: metrics.register(
+                "tracer_mysql_listener_busy",
+                "The listener's time per accepted MySQL connection, from accept to handing it on",
+                Some(Unit::Seconds),
+                log2_seconds(),
+            ),
+            failed: metrics.register(
+                "tracer_mysql_connection_failures",
+                "New MySQL connections that failed to authenticate",
+                None,
+                Counter::default(),
+            ),
+        });
+    }
+
+    pub fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
+        let totals = std::mem::take(&mut self.window);
+        if out.json {
+            let phases = PHASES.iter().zip(&totals.phases);
+            out.json_line(&ConnectionsJson {
+                r#type: "connections",
+                time: output::rfc3339(window.end),
+                connections: totals.connections,
+                failed: totals.failed,
+                accepted_before_tracing: totals.accepted_before,
+                phases: phases.map(|((name, _), l)| (*name, l.summary())).collect(),
+                listener_busy: totals.listener_busy.summary(),
+            })?;
+            return Ok(());
+        }
+        writeln!(
+            out,
+            "\nNew connections: {} ({} failed to authenticate, {} accepted before tracing)",
+            totals.connections, totals.failed, totals.accepted_before
+        )?;
+        let sections = PHASES.iter().map(|(_, title)| *title).zip(&totals.phases);
+        let listener = "listener busy per accepted connection";
+        for (title, latencies) in sections.chain([(listener, &totals.listener_busy)]) {
+            if latencies.count() == 0 {
+                continue;
+            }
+            writeln!(out, "{title}: {}", latencies.count())?;
+            write!(out, "{}", latencies.render_log2())?;
+            writeln!(out, "     {}", latencies.percentiles_line())?;
+        }
+        Ok(())
+    }
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[derive(Serialize)]
+struct ConnectionsJson {
+    r#type: &'static str,
+    time: String,
+    connections: u64,
+    failed: u64,
+    accepted_before_tracing: u64,
+    phases: std::collections::BTreeMap<&'static str, LatencySummary>,
+    listener_busy: LatencySummary,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_run_from_one_step_to_the_next() {
+        let mut connections = Connections::default();
+        let connection = |accepted_ns, first_command_ns| Connection {
+            accepted_ns,
+            handshake_ns: 10_000,
+            authenticated_ns: 30_000,
+            first_command_ns,
+            ..Default::default()
+        };
+        connections.connection(&connection(4_000, 70_000));
+        // Accepted before tracing: no first phase. Failed: no last.
+        connections.connection(&connection(0, 0));
+        let totals = &connections.window;
+        assert_eq!(totals.connections, 2);
+        assert_eq!(totals.accepted_before, 1);
+        let counts = totals.phases.each_ref().map(|l| l.count());
+        assert_eq!(counts, [1, 2, 1]);
+        assert_eq!(totals.phases[0].total_ns(), 6_000);
+        assert_eq!(totals.phases[2].total_ns(), 40_000);
+    }
+
+    #[test]
+    fn finds_mariadbs_way_in() {
+        let binary = Binary::open(std::path::Path::new("/usr/sbin/mariadbd")).unwrap();
+        let sites = Sites::find(&binary, "mariadbd").unwrap();
+        assert_eq!(sites.0.len(), FUNCTIONS.len());
+        let refused = Sites::find(&Binary::open("/bin/true".as_ref()).unwrap(), "/bin/true");
+        let message = format!("{:#}", refused.err().unwrap());
+        assert!(
+            message.contains("has no handle_accepted_socket("),
+            "{message}"
+        );
+    }
+}
