@@ -8,15 +8,39 @@ fn calls(summary: &Json, query: &str) -> u64 {
     query_entry(summary, query)["calls"].as_u64().unwrap()
 }
 
+/// Each way tracer finds commands: uprobes on dispatch_command(), the sock tracepoints, the
+/// system calls (what kernels before 6.3 get).
+const VIAS: [&[&str]; 3] = [
+    &["--via", "probes"],
+    &["--via", "socket"],
+    &["--via", "socket", "--via-syscalls"],
+];
+
+/// `tracer mysql --json -p PID` and the way to find commands.
+fn tracer_mysql(server: &Mariadb, via: &[&str], more: &[&str]) -> Tracer {
+    let pid = server.pid().to_string();
+    let mut args = vec!["mysql", "--json", "-p", &pid];
+    args.extend(via);
+    args.extend(more);
+    eprintln!("tracer {args:?}");
+    Tracer::start(&args)
+}
+
 #[test]
 fn query_counts_match_what_was_issued_and_performance_schema() {
+    for via in VIAS {
+        query_counts(via);
+    }
+}
+
+fn query_counts(via: &[&str]) {
     let server = Mariadb::start("counts");
     server.sql("CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name TEXT)");
     server.sql("INSERT INTO shop.items VALUES (1, 'a'), (2, 'b'), (3, 'c')");
     // A connection made before tracer started.
     let mut early = server.session();
     early.query("SELECT 'connected'");
-    let tracer = Tracer::start(&["mysql", "--json", "-p", &server.pid().to_string()]);
+    let tracer = tracer_mysql(&server, via, &[]);
     server.sql("TRUNCATE performance_schema.events_statements_summary_by_digest");
 
     for _ in 0..3 {
@@ -94,6 +118,12 @@ fn query_counts_match_what_was_issued_and_performance_schema() {
 /// against what was issued, and in all against the server's count.
 #[test]
 fn prepared_statements_count_under_their_text() {
+    for via in VIAS {
+        prepared_statements(via);
+    }
+}
+
+fn prepared_statements(via: &[&str]) {
     let server = Mariadb::start("prepared");
     server.sql("CREATE DATABASE shop; CREATE TABLE shop.items (id INT PRIMARY KEY, name TEXT)");
     server.sql("INSERT INTO shop.items VALUES (1, 'a'), (2, 'b'), (3, 'c')");
@@ -103,7 +133,7 @@ fn prepared_statements_count_under_their_text() {
     let duplicate = "INSERT INTO shop.items VALUES (?, 'again')";
     let mut early = server.prepared_session();
     assert_eq!(early.query(&format!("prepare before {before}")), "ok");
-    let tracer = Tracer::start(&["mysql", "--json", "-p", &server.pid().to_string()]);
+    let tracer = tracer_mysql(&server, via, &[]);
     let (executes, prepares) = ("statement/com/Execute", "statement/com/Prepare");
     let executed_before = server.statement_count(executes);
     let prepared_before = server.statement_count(prepares);
@@ -163,14 +193,14 @@ fn prepared_statements_count_under_their_text() {
 /// fail to authenticate end there.
 #[test]
 fn new_connections_are_followed_on_their_way_in() {
+    for via in VIAS {
+        connections(via);
+    }
+}
+
+fn connections(via: &[&str]) {
     let server = Mariadb::start("connections");
-    let tracer = Tracer::start(&[
-        "mysql",
-        "--connections",
-        "--json",
-        "-p",
-        &server.pid().to_string(),
-    ]);
+    let tracer = tracer_mysql(&server, via, &["--connections"]);
     let status = |name: &str| -> u64 {
         let row = server.sql(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));
         row.split_whitespace().last().unwrap().parse().unwrap()
@@ -273,6 +303,12 @@ fn bad_input_gets_one_line() {
 /// it; a query beside it shows none.
 #[test]
 fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
+    for via in &VIAS[..2] {
+        reclaim_stalls(via);
+    }
+}
+
+fn reclaim_stalls(via: &[&str]) {
     let memcg = Cgroup::create("memory", "tracer-mysql-reclaim");
     memcg.set("memory.limit_in_bytes", "160M");
     // A small server: performance_schema's own memory would not fit.
@@ -296,7 +332,7 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     // Pages written are charged to their writer: out of the cache, the server reads them anew.
     run(&mut std::process::Command::new("sync"));
     std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
-    let tracer = Tracer::start(&["mysql", "--json", "-p", &server.pid().to_string()]);
+    let tracer = tracer_mysql(&server, via, &[]);
     let mut session = server.session();
     session.query("SELECT 1");
     let read = session.query(&format!("SELECT LENGTH(LOAD_FILE('{file}'))"));

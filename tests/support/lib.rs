@@ -1091,10 +1091,28 @@ impl Mariadb {
 
     /// A server started in `cgroup`, with more server options.
     pub fn start_with(name: &str, cgroup: Option<&Cgroup>, options: &[&str]) -> Self {
+        Self::start_from(name, false, cgroup, options)
+    }
+
+    /// With `own_binary`, the server runs a copy of mariadbd of its own (uprobes on it stay out
+    /// of other servers).
+    pub fn start_from(
+        name: &str,
+        own_binary: bool,
+        cgroup: Option<&Cgroup>,
+        options: &[&str],
+    ) -> Self {
         let dir =
             std::env::temp_dir().join(format!("tracer-mariadb-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let binary = if own_binary {
+            let copy = dir.join("mariadbd");
+            std::fs::copy("/usr/sbin/mariadbd", &copy).unwrap();
+            copy
+        } else {
+            PathBuf::from("mariadbd")
+        };
         let data = dir.join("data");
         let output = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
@@ -1112,8 +1130,8 @@ impl Mariadb {
         });
         let server = Command::new("sh")
             .arg("-c")
-            .arg(format!("{joins}exec mariadbd \"$@\""))
-            .arg("sh")
+            .arg(format!("{joins}exec \"$0\" \"$@\""))
+            .arg(&binary)
             .args([
                 "--no-defaults",
                 "--user=root",

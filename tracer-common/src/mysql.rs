@@ -32,6 +32,7 @@ pub const COM_QUERY: u32 = 3;
 pub const COM_STMT_PREPARE: u32 = 22;
 /// Commands whose packet begins with a prepared statement's id.
 pub const COM_STMT_EXECUTE: u32 = 23;
+pub const COM_STMT_SEND_LONG_DATA: u32 = 24;
 pub const COM_STMT_CLOSE: u32 = 25;
 
 /// Commands that end a connection's prepared statements.
@@ -49,6 +50,8 @@ pub struct MysqlLayout {
     pub signature: u32,
     /// 1: follow new connections (`--connections`).
     pub connections: u32,
+    /// 1: commands from the socket (`--via socket`), not from `dispatch_command()`.
+    pub via_socket: u32,
 }
 
 /// A new connection's way in, in kernel time (ns). Each phase ends where the next begins.

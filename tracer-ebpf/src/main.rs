@@ -16,6 +16,7 @@ mod oom;
 mod pg;
 mod pipeline;
 mod query;
+mod socket;
 mod writeback;
 
 #[cfg(not(test))]

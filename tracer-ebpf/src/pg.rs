@@ -8,11 +8,7 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    bindings::pt_regs,
-    helpers::{
-        bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_probe_read_user,
-        bpf_probe_read_user_buf, bpf_task_pt_regs,
-    },
+    helpers::{bpf_get_attach_cookie, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{btf_tracepoint, map, tracepoint, uprobe},
     maps::Array,
     programs::{BtfTracePointContext, ProbeContext, TracePointContext},
@@ -26,6 +22,7 @@ use tracer_common::{
 use crate::{
     events,
     query::{self, Database, Thread},
+    socket::{self, field, offset},
     task, usdt,
 };
 
@@ -111,25 +108,6 @@ const TLS_APPLICATION_DATA: u8 = 23;
 /// status.
 const READY_FOR_QUERY: [u8; 5] = [b'Z', 0, 0, 0, 5];
 
-/// A field of a classic tracepoint's record: read in place, where a helper call would cost more.
-#[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    unsafe { *(ctx.as_ptr() as *const u8).add(offset).cast::<T>() }
-}
-
-/// System call numbers (x86-64) of the calls whose arguments are (fd, buffer, length).
-const READ: u64 = 0;
-const WRITE: u64 = 1;
-const SENDTO: u64 = 44;
-const RECVFROM: u64 = 45;
-
-/// The registers the current thread's system call saved at entry: its arguments are there
-/// still, so a program at the end of the call (or below it) needs none at its entry.
-#[inline(always)]
-fn syscall_regs() -> &'static pt_regs {
-    unsafe { &*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs) }
-}
-
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn pg_sock_received(ctx: BtfTracePointContext) -> i32 {
     received(ctx.arg::<i32>(1) as i64);
@@ -138,14 +116,14 @@ pub fn pg_sock_received(ctx: BtfTracePointContext) -> i32 {
 
 #[tracepoint(category = "sock", name = "sock_recv_length")]
 pub fn pg_sock_received_tp(ctx: TracePointContext) -> u32 {
-    received(field::<i32>(&ctx, 20) as i64);
+    received(field::<i32>(&ctx, offset::SOCK_LENGTH) as i64);
     0
 }
 
 /// Where the kernel lacks the sock tracepoints (before 6.3).
 #[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
 pub fn pg_received_tp(ctx: TracePointContext) -> u32 {
-    received(field(&ctx, 16));
+    received(field(&ctx, offset::SYSCALL_RET));
     0
 }
 
@@ -159,11 +137,10 @@ fn received(received: i64) {
     if thread.active || received <= 0 {
         return;
     }
-    let regs = syscall_regs();
-    if regs.orig_rax != RECVFROM && regs.orig_rax != READ {
+    let Some(io) = socket::receive() else {
         return;
-    }
-    let buffer = regs.rsi;
+    };
+    let buffer = io.buffer;
     let Ok(first) = (unsafe { bpf_probe_read_user(buffer as *const u8) }) else {
         return;
     };
@@ -199,28 +176,21 @@ fn received(received: i64) {
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn pg_sock_sent(ctx: BtfTracePointContext) -> i32 {
     let sent = ctx.arg::<i32>(1) > 0;
-    sending(|| sent.then(send_arguments)?);
+    sending(|| sent.then(socket::send)?);
     0
 }
 
 #[tracepoint(category = "sock", name = "sock_send_length")]
 pub fn pg_sock_sent_tp(ctx: TracePointContext) -> u32 {
-    let sent = field::<i32>(&ctx, 20) > 0;
-    sending(|| sent.then(send_arguments)?);
+    let sent = field::<i32>(&ctx, offset::SOCK_LENGTH) > 0;
+    sending(|| sent.then(socket::send)?);
     0
-}
-
-/// The buffer and length of the send() or write() below a sock tracepoint.
-#[inline(always)]
-fn send_arguments() -> Option<(u64, u64)> {
-    let regs = syscall_regs();
-    (regs.orig_rax == SENDTO || regs.orig_rax == WRITE).then_some((regs.rsi, regs.rdx))
 }
 
 /// Where the kernel lacks the sock tracepoints.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
 pub fn pg_send_tp(ctx: TracePointContext) -> u32 {
-    sending(|| Some((field(&ctx, 24), field(&ctx, 32))));
+    sending(|| Some(socket::sendto_arguments(&ctx)));
     0
 }
 
@@ -228,7 +198,7 @@ pub fn pg_send_tp(ctx: TracePointContext) -> u32 {
 /// for only in a backend answering a request): a reply ending in ReadyForQuery ends the
 /// request.
 #[inline(always)]
-fn sending(arguments: impl FnOnce() -> Option<(u64, u64)>) {
+fn sending(arguments: impl FnOnce() -> Option<socket::Io>) {
     let tid = task::current_tid();
     let Some(thread) = query::traced_thread::<Pg>(tid) else {
         return;
@@ -236,7 +206,7 @@ fn sending(arguments: impl FnOnce() -> Option<(u64, u64)>) {
     if !thread.active || thread.origin != origin::SOCKET as u8 {
         return;
     }
-    let Some((buffer, len)) = arguments() else {
+    let Some(socket::Io { buffer, len, .. }) = arguments() else {
         return;
     };
     if len < 6 {

@@ -77,6 +77,10 @@ pub struct Thread {
     pub depth: u8,
     /// Whether userspace heard that the thread's connection is encrypted.
     pub encrypted: bool,
+    /// Where a database module reading requests off the socket is in one (MySQL: its header
+    /// read, its payload not yet), and what it is, for the sends that answer it.
+    pub step: u8,
+    pub command: u8,
     /// First slot of the thread's counters, once userspace opened them.
     counter_slot: u32,
     start_ns: u64,
@@ -105,6 +109,8 @@ pub fn thread<D: Database>(tid: u32) -> Option<*mut Thread> {
         origin: 0,
         depth: 0,
         encrypted: false,
+        step: 0,
+        command: 0,
         counter_slot: NO_SLOT,
         start_ns: 0,
         detail: 0,
@@ -299,7 +305,12 @@ pub fn send<D: Database>(record: &Record) {
 /// Ends the thread's query and fills in `record`, all but the text.
 #[inline(always)]
 pub fn finish<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone) {
-    let now = unsafe { bpf_ktime_get_ns() };
+    finish_at::<D>(tid, thread, record, unsafe { bpf_ktime_get_ns() });
+}
+
+/// The same, for a query that ended at `end_ns`, seen only now.
+#[inline(always)]
+pub fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone, end_ns: u64) {
     thread.active = false;
     let mut end = [0u64; MAX_COUNTERS];
     let counters_valid =
@@ -312,7 +323,7 @@ pub fn finish<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone
         comm: [0; 16],
     };
     record.start_ns = thread.start_ns;
-    record.latency_ns = now - thread.start_ns;
+    record.latency_ns = end_ns.saturating_sub(thread.start_ns);
     record.reclaim_ns = thread.reclaim_ns;
     record.reclaim_count = thread.reclaim_count;
     record.counters_valid = counters_valid as u32;

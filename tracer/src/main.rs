@@ -14,6 +14,7 @@ mod pidns;
 mod processes;
 mod query;
 mod session;
+mod socket;
 mod sql;
 mod tally;
 mod tracefs;

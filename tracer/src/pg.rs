@@ -20,8 +20,7 @@ use crate::{
     perf::{self, Counter},
     processes,
     query::{self, BackendCounters, Queries, Unseen, counters},
-    session, sql,
-    tracefs::Tracefs,
+    session, socket, sql,
     usdt::Binary,
 };
 
@@ -72,48 +71,6 @@ pub enum Protocol {
     All,
 }
 
-/// A backend's socket receive and send: the boundaries of client requests, with no trap into
-/// the kernel. The kernel programs take the buffers from the registers of the system call
-/// below them (recv() or read(), send() or write()).
-const SOCKET_TRACEPOINTS: &[Tracepoint] = &[
-    Tracepoint {
-        category: "sock",
-        name: "sock_recv_length",
-        program: "pg_sock_received",
-        args: Some(SOCK_LENGTH_ARGS),
-        fields: &[("ret", 20, 4)],
-    },
-    Tracepoint {
-        category: "sock",
-        name: "sock_send_length",
-        program: "pg_sock_sent",
-        args: Some(SOCK_LENGTH_ARGS),
-        fields: &[("ret", 20, 4)],
-    },
-];
-
-const SOCK_LENGTH_ARGS: &[&str] = &["struct sock *", "int", "int"];
-
-/// The same before Linux 6.3, which has no sock tracepoints: the system calls PostgreSQL
-/// makes, recv() and send(). Enabling any of them takes every system call on the machine
-/// through the slower path of traced ones.
-const SYSCALL_TRACEPOINTS: &[Tracepoint] = &[
-    Tracepoint {
-        category: "syscalls",
-        name: "sys_exit_recvfrom",
-        program: "pg_received",
-        args: None,
-        fields: &[("ret", 16, 8)],
-    },
-    Tracepoint {
-        category: "syscalls",
-        name: "sys_enter_sendto",
-        program: "pg_send",
-        args: None,
-        fields: &[("buff", 24, 8), ("len", 32, 8)],
-    },
-];
-
 /// `tracer pg` as `tracer serve` starts it: the servers and probes it found, ready to load.
 pub fn plan(args: Args) -> Result<Box<dyn session::Plan>> {
     Ok(Box::new(PgPlan::new(args)?))
@@ -157,15 +114,12 @@ impl PgPlan {
         }
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
         if socket {
-            let sock = !args.via_syscalls
-                && Tracefs::locate()?
-                    .format("sock", "sock_recv_length")
-                    .is_ok();
-            tracepoints.extend(if sock {
-                SOCKET_TRACEPOINTS
-            } else {
-                SYSCALL_TRACEPOINTS
-            });
+            // A backend's receive and send: the boundaries of client requests, with no trap
+            // into the kernel. The kernel programs take the buffers from the registers of the
+            // system call below them.
+            let sock = socket::sock_tracepoints(args.via_syscalls)?;
+            tracepoints.push(socket::receive(sock, "pg_sock_received", "pg_received"));
+            tracepoints.push(socket::send(sock, "pg_sock_sent", "pg_send"));
         }
         // Planned through the socket too: that tells a server from any other binary.
         let probes = targets

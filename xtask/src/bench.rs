@@ -37,6 +37,20 @@ pub enum Bench {
         #[arg(long, value_name = "TPS")]
         rate: Option<u32>,
     },
+    /// sysbench oltp_point_select on two identical MariaDB servers at once, the second untraced
+    /// or under `tracer mysql` (full per-query table; probes or through the socket) or a
+    /// bpftrace uprobe latency histogram on dispatch_command, in turn; prints the TPS loss and
+    /// CPU cost of each.
+    Mysql {
+        #[arg(long, default_value_t = 9)]
+        rounds: usize,
+        #[arg(long, default_value_t = 8)]
+        seconds: u32,
+        /// Transactions per second per server (sysbench --rate) instead of as many as they
+        /// take.
+        #[arg(long, value_name = "TPS")]
+        rate: Option<u32>,
+    },
     /// tracer serve with its tools under a continuous event storm (reclaim, writeback, OOM
     /// kills, pgbench against a traced server), scraped every second: RSS over the run, events
     /// lost, scrape latency.
@@ -66,6 +80,11 @@ impl Bench {
                 seconds,
                 rate,
             } => crate::bench_pg::run(tracer, rounds, seconds, rate),
+            Bench::Mysql {
+                rounds,
+                seconds,
+                rate,
+            } => crate::bench_mysql::run(tracer, rounds, seconds, rate),
             Bench::Soak { minutes } => crate::bench_soak::run(tracer, minutes),
             Bench::Events { rounds, seconds } => crate::bench_events::run(tracer, rounds, seconds),
         }

@@ -3,9 +3,11 @@
 
 mod bench;
 mod bench_events;
+mod bench_mysql;
 mod bench_pg;
 mod bench_soak;
 mod image;
+mod paired;
 mod setup;
 mod shell;
 

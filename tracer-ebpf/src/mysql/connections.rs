@@ -5,9 +5,9 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
+    macros::{map, uprobe, uretprobe},
     maps::{HashMap, LruHashMap},
-    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
+    programs::{ProbeContext, RetProbeContext},
 };
 use tracer_common::mysql::{Accepted, Connection, kind};
 
@@ -109,9 +109,10 @@ pub fn mysql_logging_in(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The handshake: the first send of a thread logging a connection in.
+/// The current thread sends to a socket: if it is logging a connection in, the first send is
+/// the handshake.
 #[inline(always)]
-fn sent() {
+pub fn sent() {
     let Some(logging_in) = MYSQL_LOGGING_IN.get_ptr_mut(task::current_tid()) else {
         return;
     };
@@ -119,25 +120,6 @@ fn sent() {
     if connection.handshake_ns == 0 {
         connection.handshake_ns = now();
     }
-}
-
-#[btf_tracepoint(function = "sock_send_length")]
-pub fn mysql_sock_sent(_ctx: BtfTracePointContext) -> i32 {
-    sent();
-    0
-}
-
-#[tracepoint(category = "sock", name = "sock_send_length")]
-pub fn mysql_sock_sent_tp(_ctx: TracePointContext) -> u32 {
-    sent();
-    0
-}
-
-/// Where the kernel lacks the sock tracepoints (before 6.3).
-#[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
-pub fn mysql_sent_tp(_ctx: TracePointContext) -> u32 {
-    sent();
-    0
 }
 
 /// `acl_authenticate(THD*, ...)`: also reached by `COM_CHANGE_USER`, with no login under way.
@@ -166,13 +148,29 @@ pub fn mysql_authenticated(ctx: RetProbeContext) -> u32 {
     if failed || session == 0 {
         connection.failed = failed as u32;
         events::emit(connection);
-    } else if MYSQL_LOGGED_IN.insert(session, connection, 0).is_err() {
+    } else if MYSQL_LOGGED_IN
+        .insert(logged_in_key(tid, session), connection, 0)
+        .is_err()
+    {
         cold_warn!("mysql: no room for the connection of thread {}", tid);
     }
     0
 }
 
-/// A command begins on `session`: the first of a connection logged in ends its way in.
+/// Whom a logged-in connection's first command is expected from: its `THD` where
+/// `dispatch_command()` says which runs (a thread pool may run it on another thread); through
+/// the socket, the thread that logged it in.
+#[inline(always)]
+fn logged_in_key(tid: u32, session: u64) -> u64 {
+    if super::MYSQL_LAYOUT.load().via_socket != 0 {
+        tid as u64
+    } else {
+        session
+    }
+}
+
+/// A command begins, of `session` (a `THD`, or the thread through the socket): the first of a
+/// connection logged in ends its way in.
 #[inline(always)]
 pub fn command(session: u64) {
     let Some(&connection) = (unsafe { MYSQL_LOGGED_IN.get(session) }) else {

@@ -16,6 +16,7 @@ use tracer_common::{
 };
 
 mod connections;
+mod socket;
 
 use crate::{
     events,
@@ -24,10 +25,10 @@ use crate::{
 };
 
 #[unsafe(no_mangle)]
-static MYSQL_CONFIG: Global<QueryConfig> = Global::new(unsafe { core::mem::zeroed() });
+pub(super) static MYSQL_CONFIG: Global<QueryConfig> = Global::new(unsafe { core::mem::zeroed() });
 
 #[unsafe(no_mangle)]
-static MYSQL_LAYOUT: Global<MysqlLayout> = Global::new(unsafe { core::mem::zeroed() });
+pub(super) static MYSQL_LAYOUT: Global<MysqlLayout> = Global::new(unsafe { core::mem::zeroed() });
 
 /// MySQL to the per-query engine.
 struct Mysql;
@@ -97,15 +98,21 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The id MariaDB gave the statement it just prepared, from its reply, which it wrote into the
-/// network buffer the command came in (the packet is one byte, the command, past its start):
-/// a 12-byte packet of sequence 1 beginning `00 <id as u32>` (0: none such there).
+/// The id MariaDB gave the statement it just prepared, from its answer, which it wrote into the
+/// network buffer the command came in (the packet is one byte, the command, past its start).
 #[inline(always)]
-fn prepared_statement(packet: u64) -> u32 {
+fn prepared_statement_in_buffer(packet: u64) -> u32 {
     if MYSQL_LAYOUT.load().signature != signature::MARIADB {
         return 0;
     }
-    match unsafe { bpf_probe_read_user((packet - 1) as *const [u8; 9]) } {
+    prepared_statement(packet - 1)
+}
+
+/// The id in a `COM_STMT_PREPARE`'s answer at `answer`: a 12-byte packet of sequence 1
+/// beginning `00 <id as u32>` (0: none such there).
+#[inline(always)]
+fn prepared_statement(answer: u64) -> u32 {
+    match unsafe { bpf_probe_read_user(answer as *const [u8; 9]) } {
         Ok([12, 0, 0, 1, 0, a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
         _ => 0,
     }
@@ -131,7 +138,7 @@ pub fn mysql_dispatch_return(_ctx: RetProbeContext) -> u32 {
     };
     query::finish::<Mysql>(tid, thread, &mut request.done);
     if request.done.received == COM_STMT_PREPARE {
-        request.done.statement = prepared_statement(thread.detail);
+        request.done.statement = prepared_statement_in_buffer(thread.detail);
     }
     query::send::<Mysql>(request);
     0

@@ -17,11 +17,10 @@ use tracer_common::mysql::{Accepted, Connection};
 use crate::{
     event_loop::Window,
     histogram::{Latencies, LatencySummary},
-    loader::{Probes, Tracepoint},
+    loader::Probes,
     metrics::{Metrics, log2_seconds},
     output::{self, Output},
     perf,
-    tracefs::Tracefs,
     usdt::Binary,
 };
 
@@ -40,24 +39,6 @@ const FUNCTIONS: &[(&str, &str, Option<&str>)] = &[
         Some("mysql_authenticated"),
     ),
 ];
-
-/// The handshake is the first thing a thread logging a connection in sends.
-const SOCK_SENT: Tracepoint = Tracepoint {
-    category: "sock",
-    name: "sock_send_length",
-    program: "mysql_sock_sent",
-    args: Some(&["struct sock *", "int", "int"]),
-    fields: &[],
-};
-/// Before Linux 6.3: the system call. Enabling it takes every system call on the machine
-/// through the slower path of traced ones.
-const SYSCALL_SENT: Tracepoint = Tracepoint {
-    category: "syscalls",
-    name: "sys_exit_sendto",
-    program: "mysql_sent",
-    args: None,
-    fields: &[],
-};
 
 /// Where a binary's way-in functions are: (demangled name, offset).
 #[derive(Debug)]
@@ -106,14 +87,6 @@ impl Sites {
         }
         Ok(())
     }
-}
-
-/// The tracepoint that tells when the handshake was sent, on this kernel.
-pub fn tracepoint() -> Result<Tracepoint> {
-    let sock = Tracefs::locate()?
-        .format("sock", "sock_send_length")
-        .is_ok();
-    Ok(if sock { SOCK_SENT } else { SYSCALL_SENT })
 }
 
 /// The phases, as NDJSON and `tracer serve` name them, and as the text summary titles them.

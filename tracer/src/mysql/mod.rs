@@ -29,7 +29,7 @@ use crate::{
     perf::{self, Counter},
     processes,
     query::{self, BackendCounters, Queries, counters},
-    session, sql,
+    session, socket, sql,
     usdt::Binary,
 };
 
@@ -47,6 +47,24 @@ pub struct Args {
     /// command, and the listener's time per connection (MariaDB)
     #[arg(long)]
     pub connections: bool,
+    /// Where commands begin and end
+    #[arg(long, value_enum, default_value_t = Via::Probes)]
+    pub via: Via,
+    /// With --via socket, take commands from the system call tracepoints even where the sock
+    /// ones exist: what kernels before 6.3 get, for tests
+    #[arg(long, hide = true)]
+    pub via_syscalls: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Uprobes on dispatch_command(): every command exactly, TLS connections too, at the cost
+    /// of two traps into the kernel per command
+    Probes,
+    /// The server thread's client socket: from receiving a command to the last send of its
+    /// answer. No traps; plaintext connections only; commands without an answer (COM_QUIT,
+    /// COM_STMT_CLOSE) counted but not timed
+    Socket,
 }
 
 /// The signatures of `dispatch_command()` tracer knows, demangled, and where each keeps its
@@ -136,12 +154,24 @@ impl MysqlPlan {
             .map(|(path, shown)| target(path, shown))
             .collect::<Result<Vec<_>>>()?;
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
+        let via_socket = args.via == Via::Socket;
+        let sock = socket::sock_tracepoints(args.via_syscalls)?;
+        if via_socket {
+            tracepoints.push(socket::receive(
+                sock,
+                "mysql_sock_received",
+                "mysql_received",
+            ));
+        }
         if args.connections {
             for target in &mut targets {
                 let binary = Binary::open(&target.path)?;
                 target.way_in = Some(Sites::find(&binary, &target.shown)?);
             }
-            tracepoints.push(connections::tracepoint()?);
+        }
+        // The end of an answer, or a handshake.
+        if via_socket || args.connections {
+            tracepoints.push(socket::send(sock, "mysql_sock_sent", "mysql_send"));
         }
         if targets.iter().any(|t| t.signature != targets[0].signature) {
             bail!(
@@ -224,6 +254,7 @@ impl session::Plan for MysqlPlan {
         let layout = MysqlLayout {
             signature: self.targets[0].signature,
             connections: self.args.connections as u32,
+            via_socket: (self.args.via == Via::Socket) as u32,
         };
         settings.push(Setting::global("MYSQL_LAYOUT", &layout));
         Ok(settings)
@@ -239,7 +270,7 @@ impl session::Plan for MysqlPlan {
         } = *self;
         let probes = &mut *context.probes;
         let counters = counters::usable(counters, probes);
-        for target in &targets {
+        for target in targets.iter().filter(|_| args.via == Via::Probes) {
             for (program, retprobe) in [("mysql_dispatch", false), ("mysql_dispatch_return", true)]
             {
                 let uprobe = perf::Uprobe {
@@ -256,6 +287,8 @@ impl session::Plan for MysqlPlan {
                 target.offset,
                 target.path.display()
             ));
+        }
+        for target in &targets {
             if let Some(way_in) = &target.way_in {
                 way_in.attach(probes, &target.path)?;
             }
@@ -269,8 +302,12 @@ impl session::Plan for MysqlPlan {
         let shown: Vec<&str> = targets.iter().map(|t| t.shown.as_str()).collect();
         Ok(Box::new(Mysql {
             banner: format!(
-                "Tracing MySQL commands: {} (dispatch_command)... Hit Ctrl-C to end.",
-                shown.join("; ")
+                "Tracing MySQL commands: {} ({})... Hit Ctrl-C to end.",
+                shown.join("; "),
+                match args.via {
+                    Via::Probes => "dispatch_command",
+                    Via::Socket => "through the socket",
+                }
             ),
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
             statements: Statements::default(),

@@ -1,0 +1,203 @@
+//! `tracer mysql --via socket`: each command from the server thread's receipt of it to the
+//! last send of its answer before the thread reads again, off the socket tracepoints, with no
+//! trap into the kernel per command. MySQL's client protocol frames every packet with a
+//! 3-byte length and a sequence id, 0 for a command's first packet; servers read that header
+//! and then the payload, which begins with the command. Commands without an answer
+//! (`COM_QUIT`, `COM_STMT_CLOSE`, `COM_STMT_SEND_LONG_DATA`) are counted at receipt, their
+//! time unseen.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    mysql::{COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, command},
+    query::{MAX_TEXT, origin},
+    record::tool,
+};
+
+use super::{MYSQL_CONFIG, MYSQL_LAYOUT, Mysql, connections};
+use crate::{
+    events,
+    query::{self, Thread},
+    socket::{self, field, offset},
+    task,
+};
+
+/// `Thread::step` between a command's header and its payload.
+const AWAITING_PAYLOAD: u8 = 1;
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn mysql_sock_received(ctx: BtfTracePointContext) -> i32 {
+    received(ctx.arg::<i32>(1) as i64);
+    0
+}
+
+#[tracepoint(category = "sock", name = "sock_recv_length")]
+pub fn mysql_sock_received_tp(ctx: TracePointContext) -> u32 {
+    received(field::<i32>(&ctx, offset::SOCK_LENGTH) as i64);
+    0
+}
+
+/// Where the kernel lacks the sock tracepoints (before 6.3).
+#[tracepoint(category = "syscalls", name = "sys_exit_recvfrom")]
+pub fn mysql_received_tp(ctx: TracePointContext) -> u32 {
+    received(field(&ctx, offset::SYSCALL_RET));
+    0
+}
+
+/// The current thread received `received` bytes (or an error) from a socket.
+#[inline(always)]
+fn received(received: i64) {
+    if MYSQL_LAYOUT.load().via_socket == 0 {
+        return;
+    }
+    let tid = task::current_tid();
+    let Some(thread) = query::traced_thread::<Mysql>(tid) else {
+        return;
+    };
+    let Some(io) = socket::receive() else {
+        return;
+    };
+    if thread.active && thread.origin == origin::SOCKET as u8 {
+        if thread.step == AWAITING_PAYLOAD {
+            thread.step = 0;
+            if received > 0 {
+                payload(tid, thread, io.buffer, received as usize);
+            } else {
+                thread.active = false;
+            }
+            return;
+        }
+        // The server reads again: its answer is over.
+        end(tid, thread);
+    }
+    if received < 4 {
+        return;
+    }
+    let Ok([a, b, c, sequence]) = (unsafe { bpf_probe_read_user(io.buffer as *const [u8; 4]) })
+    else {
+        return;
+    };
+    let len = u32::from_le_bytes([a, b, c, 0]) as i64;
+    // A command's first packet, read alone or whole (a TLS record or a packet's middle is
+    // neither).
+    if sequence != 0 || len == 0 || (received != 4 && received != len + 4) {
+        return;
+    }
+    let Some(request) = query::request(tid) else {
+        cold_warn!("mysql: no room for the command of thread {}", tid);
+        events::count_lost(tool::MYSQL);
+        return;
+    };
+    let pid = task::current_pid_tid().map_or(0, |(pid, _)| pid);
+    request.done.session = ((pid as u64) << 32) | (io.fd & 0xffff_ffff);
+    request.done.statement = 0;
+    request.done.received = 0;
+    request.done.text_len = 0;
+    if MYSQL_LAYOUT.load().connections != 0 {
+        connections::command(tid as u64);
+    }
+    query::start::<Mysql>(tid, thread, origin::SOCKET);
+    // The time of the last send of the answer.
+    thread.detail = 0;
+    if received == 4 {
+        thread.step = AWAITING_PAYLOAD;
+    } else {
+        payload(tid, thread, io.buffer + 4, len as usize);
+    }
+}
+
+/// The command's payload: its command byte, then what it is about.
+#[inline(always)]
+fn payload(tid: u32, thread: &mut Thread, buffer: u64, len: usize) {
+    let Some(request) = query::request_of(tid) else {
+        thread.active = false;
+        return;
+    };
+    let command = unsafe { bpf_probe_read_user(buffer as *const u8) }.unwrap_or(0) as u32;
+    request.done.received = command;
+    thread.command = command as u8;
+    let len = (len - 1).min((MYSQL_CONFIG.load().text_len as usize).min(MAX_TEXT));
+    let text = &mut request.text[..len];
+    let read = unsafe { bpf_probe_read_user_buf((buffer + 1) as *const u8, text) }.is_ok();
+    request.done.text_len = if read { len as u32 } else { 0 };
+    if command == command::QUIT || command == COM_STMT_CLOSE || command == COM_STMT_SEND_LONG_DATA {
+        end(tid, thread);
+    }
+}
+
+/// The thread's command is over; its record goes out.
+#[inline(always)]
+fn end(tid: u32, thread: &mut Thread) {
+    let Some(request) = query::request_of(tid) else {
+        cold_warn!(
+            "mysql: the command of thread {} was evicted before its end",
+            tid
+        );
+        thread.active = false;
+        events::count_lost(tool::MYSQL);
+        return;
+    };
+    let end_ns = match thread.detail {
+        0 => unsafe { bpf_ktime_get_ns() },
+        last_send => last_send,
+    };
+    query::finish_at::<Mysql>(tid, thread, &mut request.done, end_ns);
+    query::send::<Mysql>(request);
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn mysql_sock_sent(ctx: BtfTracePointContext) -> i32 {
+    if ctx.arg::<i32>(1) > 0 {
+        sent(socket::send);
+    }
+    0
+}
+
+#[tracepoint(category = "sock", name = "sock_send_length")]
+pub fn mysql_sock_sent_tp(ctx: TracePointContext) -> u32 {
+    if field::<i32>(&ctx, offset::SOCK_LENGTH) > 0 {
+        sent(socket::send);
+    }
+    0
+}
+
+/// Where the kernel lacks the sock tracepoints.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn mysql_send_tp(ctx: TracePointContext) -> u32 {
+    sent(|| Some(socket::sendto_arguments(&ctx)));
+    0
+}
+
+/// The current thread sends to a socket: a handshake (`--connections`), or part of the answer
+/// to a command, whose end is the last such send.
+#[inline(always)]
+fn sent(arguments: impl FnOnce() -> Option<socket::Io>) {
+    let layout = MYSQL_LAYOUT.load();
+    if layout.connections != 0 {
+        connections::sent();
+    }
+    if layout.via_socket == 0 {
+        return;
+    }
+    let tid = task::current_tid();
+    let Some(thread) = query::traced_thread::<Mysql>(tid) else {
+        return;
+    };
+    if !thread.active || thread.origin != origin::SOCKET as u8 || thread.step != 0 {
+        return;
+    }
+    thread.detail = unsafe { bpf_ktime_get_ns() };
+    if thread.command != COM_STMT_PREPARE as u8 {
+        return;
+    }
+    // The answer's first packet names the statement prepared.
+    let (Some(io), Some(request)) = (arguments(), query::request_of(tid)) else {
+        return;
+    };
+    if request.done.statement == 0 {
+        request.done.statement = super::prepared_statement(io.buffer);
+    }
+}
