@@ -6,14 +6,17 @@
 //! (`COM_QUIT`, `COM_STMT_CLOSE`, `COM_STMT_SEND_LONG_DATA`) are counted at receipt, their
 //! time unseen.
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
+    Global,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
     mysql::{COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, command},
-    query::{MAX_TEXT, origin},
+    query::{MAX_SERVERS, MAX_TEXT, QueryConfig, origin},
     record::tool,
 };
 
@@ -27,6 +30,33 @@ use crate::{
 
 /// `Thread::step` between a command's header and its payload.
 const AWAITING_PAYLOAD: u8 = 1;
+
+/// The current thread, if a server's: its threads are the server process's own, so any other
+/// process (the clients on the same machine, above all) is turned away by its pid before any
+/// map lookup.
+#[inline(always)]
+fn server_thread() -> Option<(u32, &'static mut Thread)> {
+    let (pid, tid) = task::current_pid_tid()?;
+    // Field by field: the whole configuration would not fit on the stack beside the rest.
+    let config = &MYSQL_CONFIG as *const Global<QueryConfig> as *const QueryConfig;
+    let count = unsafe { read_volatile(&(*config).server_count) } as usize;
+    if count != 0 {
+        let mut found = false;
+        for i in 0..MAX_SERVERS {
+            if i >= count {
+                break;
+            }
+            if unsafe { read_volatile(&(*config).servers[i]) } == pid {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return None;
+        }
+    }
+    Some((tid, query::traced_thread::<Mysql>(tid)?))
+}
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn mysql_sock_received(ctx: BtfTracePointContext) -> i32 {
@@ -53,8 +83,7 @@ fn received(received: i64) {
     if MYSQL_LAYOUT.load().via_socket == 0 {
         return;
     }
-    let tid = task::current_tid();
-    let Some(thread) = query::traced_thread::<Mysql>(tid) else {
+    let Some((tid, thread)) = server_thread() else {
         return;
     };
     let Some(io) = socket::receive() else {
@@ -64,7 +93,7 @@ fn received(received: i64) {
         if thread.step == AWAITING_PAYLOAD {
             thread.step = 0;
             if received > 0 {
-                payload(tid, thread, io.buffer, received as usize);
+                payload(tid, thread, io, io.buffer, received as usize);
             } else {
                 thread.active = false;
             }
@@ -86,16 +115,6 @@ fn received(received: i64) {
     if sequence != 0 || len == 0 || (received != 4 && received != len + 4) {
         return;
     }
-    let Some(request) = query::request(tid) else {
-        cold_warn!("mysql: no room for the command of thread {}", tid);
-        events::count_lost(tool::MYSQL);
-        return;
-    };
-    let pid = task::current_pid_tid().map_or(0, |(pid, _)| pid);
-    request.done.session = ((pid as u64) << 32) | (io.fd & 0xffff_ffff);
-    request.done.statement = 0;
-    request.done.received = 0;
-    request.done.text_len = 0;
     if MYSQL_LAYOUT.load().connections != 0 {
         connections::command(tid as u64);
     }
@@ -105,17 +124,23 @@ fn received(received: i64) {
     if received == 4 {
         thread.step = AWAITING_PAYLOAD;
     } else {
-        payload(tid, thread, io.buffer + 4, len as usize);
+        payload(tid, thread, io, io.buffer + 4, len as usize);
     }
 }
 
-/// The command's payload: its command byte, then what it is about.
+/// The command's payload at `buffer`, read from `io`: its command byte, then what it is
+/// about.
 #[inline(always)]
-fn payload(tid: u32, thread: &mut Thread, buffer: u64, len: usize) {
-    let Some(request) = query::request_of(tid) else {
+fn payload(tid: u32, thread: &mut Thread, io: socket::Io, buffer: u64, len: usize) {
+    let Some(request) = query::request(tid) else {
+        cold_warn!("mysql: no room for the command of thread {}", tid);
+        events::count_lost(tool::MYSQL);
         thread.active = false;
         return;
     };
+    let pid = task::current_pid_tid().map_or(0, |(pid, _)| pid);
+    request.done.session = ((pid as u64) << 32) | (io.fd & 0xffff_ffff);
+    request.done.statement = 0;
     let command = unsafe { bpf_probe_read_user(buffer as *const u8) }.unwrap_or(0) as u32;
     request.done.received = command;
     thread.command = command as u8;
@@ -182,8 +207,7 @@ fn sent(arguments: impl FnOnce() -> Option<socket::Io>) {
     if layout.via_socket == 0 {
         return;
     }
-    let tid = task::current_tid();
-    let Some(thread) = query::traced_thread::<Mysql>(tid) else {
+    let Some((tid, thread)) = server_thread() else {
         return;
     };
     if !thread.active || thread.origin != origin::SOCKET as u8 || thread.step != 0 {
