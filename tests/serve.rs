@@ -453,3 +453,41 @@ fn pg_and_mysql_at_once_each_count_their_own_queries() {
     assert_eq!(count("tracer_mysql_query_seconds_count"), 4);
     serve.stop_with(libc::SIGTERM).assert_success();
 }
+
+#[test]
+fn mysql_through_the_socket_with_its_connections() {
+    let mariadb = Mariadb::start("serve-socket");
+    let port = free_port();
+    let options = format!("-p {} --via socket --connections", mariadb.pid());
+    let listen = format!("127.0.0.1:{port}");
+    let serve = Tracer::start(&[
+        "serve", "--listen", &listen, "--tools", "oom", "--mysql", &options,
+    ]);
+    let connections = 5;
+    for _ in 0..connections {
+        mariadb.sql("SELECT 7");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = scrape(port);
+    let queries = sample_sum(
+        &samples,
+        "tracer_mysql_query_seconds_count",
+        &[("query", "SELECT ?")],
+    );
+    assert_eq!(queries as u64, connections);
+    for phase in [
+        "accept_to_handshake",
+        "handshake_to_authenticated",
+        "authenticated_to_first_command",
+    ] {
+        let count = sample_sum(
+            &samples,
+            "tracer_mysql_connection_phase_seconds_count",
+            &[("phase", phase)],
+        );
+        assert_eq!(count as u64, connections, "{phase}");
+    }
+    let busy = sample_sum(&samples, "tracer_mysql_listener_busy_seconds_count", &[]);
+    assert_eq!(busy as u64, connections);
+    serve.stop_with(libc::SIGTERM).assert_success();
+}
