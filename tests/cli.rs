@@ -40,8 +40,7 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
 /// and the pids it takes and shows are that namespace's.
 #[test]
 fn pids_are_those_of_tracers_own_pid_namespace() {
-    let memcg = Cgroup::create("memory", "tracer-pidns");
-    memcg.set("memory.limit_in_bytes", "64M");
+    let memcg = Cgroup::memory("tracer-pidns", "64M");
     let scratch = Scratch::new("pidns");
     let (out, err, victim) = (
         scratch.file("out"),
@@ -112,16 +111,25 @@ fn refuses_without_privileges() {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
     }
-    // As user nobody: setpriv drops every capability along with root.
+    // As user nobody: giving up root drops every capability.
     assert_refused(
         &["direct-reclaim"],
         |command| {
             let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
-            *command = std::process::Command::new("setpriv");
-            command
-                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-                .arg(&copy)
-                .args(args);
+            *command = std::process::Command::new(&copy);
+            command.args(args);
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(command, || {
+                    let nobody = 65534;
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setresgid(nobody, nobody, nobody) != 0
+                        || libc::setresuid(nobody, nobody, nobody) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         },
         "needs root (or CAP_BPF and CAP_PERFMON)",
     );

@@ -309,8 +309,7 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
 }
 
 fn reclaim_stalls(via: &[&str]) {
-    let memcg = Cgroup::create("memory", "tracer-mysql-reclaim");
-    memcg.set("memory.limit_in_bytes", "160M");
+    let memcg = Cgroup::memory("tracer-mysql-reclaim", "160M");
     // A small server: performance_schema's own memory would not fit.
     let options = [
         "--max-allowed-packet=1G",

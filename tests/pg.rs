@@ -165,8 +165,7 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     run(std::process::Command::new("chown")
         .arg("postgres")
         .arg(&data));
-    let memcg = Cgroup::create("memory", "tracer-pg");
-    memcg.set("memory.limit_in_bytes", "32M");
+    let memcg = Cgroup::memory("tracer-pg", "32M");
     let mut session = server.session();
     let backend = session.query("SELECT pg_backend_pid()");
     let tracers = tracers(&["-p", &backend]);

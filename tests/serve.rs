@@ -58,10 +58,8 @@ fn oom_kill_in(memcg: &Cgroup) -> u32 {
 fn metrics_count_what_the_kernel_counts_and_an_oom_kill_is_recorded() {
     let port = free_port();
     let records = Scratch::new("records");
-    let memcg = Cgroup::create("memory", "tracer-serve-memcg");
-    memcg.set("memory.limit_in_bytes", "256M");
-    let oomcg = Cgroup::create("memory", "tracer-serve-oom");
-    oomcg.set("memory.limit_in_bytes", "64M");
+    let memcg = Cgroup::memory("tracer-serve-memcg", "256M");
+    let oomcg = Cgroup::memory("tracer-serve-oom", "64M");
     let scratch = Scratch::new("serve");
     let before_objects = BpfObjects::now();
     let serve = Tracer::start(&[

@@ -292,16 +292,20 @@ fn meminfo_kib(field: &str) -> u64 {
 }
 
 /// Global direct reclaim on purpose: a sparse file is read (page cache, no disk I/O) while huge
-/// pages hold all but 2 GiB of memory, so the reader must reclaim page cache to go on. Returns
-/// the reader's pid; every setting is back when it returns.
+/// pages hold all but 2 GiB of memory (a quarter of a small machine's), so the reader must
+/// reclaim page cache to go on. Returns the reader's pid; every setting is back when it
+/// returns. (Under QEMU's emulator kswapd keeps up with the reader: the kernel matrix skips the
+/// test that needs this.)
 pub fn cause_global_reclaim() -> u32 {
     std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
     let free_kib = meminfo_kib("MemFree:");
-    let huge_pages = free_kib.saturating_sub(2 << 20) / 2048;
+    let huge_pages = (free_kib - (2 << 20).min(free_kib / 4)) / 2048;
     let _reserved = Sysctl::set("vm.nr_hugepages", &huge_pages.to_string());
+    // Two and a half times what is left free.
+    let left_kib = meminfo_kib("MemFree:");
     let scratch = Scratch::new("sparse");
     let sparse = scratch.file("sparse");
-    run(Command::new("truncate").args(["-s", "5G", &sparse]));
+    run(Command::new("truncate").args(["-s", &format!("{}K", left_kib * 5 / 2), &sparse]));
     let mut reader = Command::new("sh")
         .args(["-c", &format!("exec cat {sparse} > /dev/null")])
         .spawn()
@@ -316,16 +320,59 @@ pub struct Cgroup {
     pub path: PathBuf,
 }
 
+/// Whether the machine has cgroup v2 only (a Kubernetes node, the test kernels' guests) rather
+/// than v1's memory controller beside a v2 hierarchy without it (this project's test machine).
+pub fn cgroup_v2_only() -> bool {
+    !Path::new("/sys/fs/cgroup/memory").is_dir()
+        && Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
 impl Cgroup {
     /// `/sys/fs/cgroup/<controller>/<name>` in a cgroup v1 hierarchy, or in the v2 hierarchy
-    /// with `controller = "unified"`.
+    /// with `controller = "unified"` (wherever it is mounted).
     pub fn create(controller: &str, name: &str) -> Self {
-        let root = Path::new("/sys/fs/cgroup").join(controller);
+        let mut root = Path::new("/sys/fs/cgroup").join(controller);
+        if controller == "unified" && cgroup_v2_only() {
+            root = PathBuf::from("/sys/fs/cgroup");
+        }
         assert!(root.is_dir(), "no cgroup hierarchy at {}", root.display());
         let path = root.join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir(&path);
         std::fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
         Self { path }
+    }
+
+    /// A memory cgroup limited to `limit` (as "64M", or "max" for none): in cgroup v1's memory
+    /// hierarchy, or with
+    /// cgroup v2 only, in the v2 hierarchy with the memory controller enabled.
+    pub fn memory(name: &str, limit: &str) -> Self {
+        if cgroup_v2_only() {
+            let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+memory");
+            let cgroup = Self::create("unified", name);
+            cgroup.set("memory.max", limit);
+            // As v1 without swap: no swapping out instead of reclaim or an OOM kill.
+            let _ = std::fs::write(cgroup.path.join("memory.swap.max"), "0");
+            cgroup
+        } else {
+            let cgroup = Self::create("memory", name);
+            if limit != "max" {
+                cgroup.set("memory.limit_in_bytes", limit);
+            }
+            cgroup
+        }
+    }
+
+    /// OOM kills in it so far (v1 `memory.oom_control`, v2 `memory.events`).
+    pub fn oom_kills(&self) -> u64 {
+        ["memory.oom_control", "memory.events"]
+            .iter()
+            .flat_map(|file| {
+                self.read(file)
+                    .lines()
+                    .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
+            })
+            .next()
+            .unwrap_or(0)
     }
 
     pub fn set(&self, file: &str, value: &str) {

@@ -75,6 +75,9 @@ pub struct OomLayout {
     pub task_signal: u32,
     /// `signal_struct.oom_score_adj`
     pub signal_oom_score_adj: u32,
+    /// `signal_struct.live`, the threads not yet exiting: 0 once the last began to (for
+    /// kernels whose `sched_process_exit` does not say so, before 6.16).
+    pub signal_live: u32,
     /// `mm_struct.total_vm`
     pub mm_total_vm: u32,
     /// `mm_struct.pgtables_bytes`

@@ -277,6 +277,29 @@ pub fn sched_process_exit_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Before Linux 6.16 `sched_process_exit` has only the task: its thread group is dead once no
+/// thread is live (each decrements `signal->live` before this tracepoint).
+#[inline(always)]
+fn group_dead_now() -> bool {
+    let layout = OOM_LAYOUT.load();
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    read_ptr(current, layout.task_signal)
+        .and_then(|signal| read::<i32>(signal, layout.signal_live))
+        .is_some_and(|live| live == 0)
+}
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_live(_ctx: BtfTracePointContext) -> i32 {
+    exited(group_dead_now());
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit_live_tp(_ctx: TracePointContext) -> u32 {
+    exited(group_dead_now());
+    0
+}
+
 #[btf_tracepoint(function = "start_task_reaping")]
 pub fn start_task_reaping(ctx: BtfTracePointContext) -> i32 {
     reaping(kind::REAP_START, ctx.arg(0));

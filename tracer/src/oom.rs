@@ -20,6 +20,7 @@ use crate::{
     options::TraceOptions,
     output::{self, Output},
     session::{self, Context, Plan},
+    tracefs::Tracefs,
     workload::Workload,
 };
 
@@ -65,13 +66,6 @@ const TRACEPOINTS: &[Tracepoint] = &[
         ],
     },
     Tracepoint {
-        category: "sched",
-        name: "sched_process_exit",
-        program: "sched_process_exit",
-        args: Some(&["struct task_struct *", "bool"]),
-        fields: &[("group_dead", 32, 1)],
-    },
-    Tracepoint {
         category: "oom",
         name: "start_task_reaping",
         program: "start_task_reaping",
@@ -109,7 +103,9 @@ impl Plan for Args {
     }
 
     fn tracepoints(&self) -> Vec<Tracepoint> {
-        TRACEPOINTS.to_vec()
+        let mut tracepoints = TRACEPOINTS.to_vec();
+        tracepoints.push(process_exit());
+        tracepoints
     }
 
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
@@ -135,6 +131,29 @@ impl Plan for Args {
             metrics: None,
         }))
     }
+}
+
+/// A victim's exit: `sched_process_exit` says whether the thread group died with it from Linux
+/// 6.16; before, the kernel program reads the task's count of live threads.
+fn process_exit() -> Tracepoint {
+    const SAYS_GROUP_DEAD: Tracepoint = Tracepoint {
+        category: "sched",
+        name: "sched_process_exit",
+        program: "sched_process_exit",
+        args: Some(&["struct task_struct *", "bool"]),
+        fields: &[("group_dead", 32, 1)],
+    };
+    const TASK_ONLY: Tracepoint = Tracepoint {
+        category: "sched",
+        name: "sched_process_exit",
+        program: "sched_process_exit_live",
+        args: Some(&["struct task_struct *"]),
+        fields: &[],
+    };
+    let says = Tracefs::locate()
+        .and_then(|tracefs| tracefs.format("sched", "sched_process_exit"))
+        .is_ok_and(|format| format.fields.iter().any(|field| field.name == "group_dead"));
+    if says { SAYS_GROUP_DEAD } else { TASK_ONLY }
 }
 
 fn layout(btf: &KernelBtf) -> Result<OomLayout> {
@@ -168,6 +187,7 @@ fn layout(btf: &KernelBtf) -> Result<OomLayout> {
         task_mm: btf.member_offset("task_struct", "mm")?,
         task_signal: btf.member_offset("task_struct", "signal")?,
         signal_oom_score_adj: btf.member_offset("signal_struct", "oom_score_adj")?,
+        signal_live: btf.member_offset("signal_struct", "live")?,
         mm_total_vm: btf.member_offset("mm_struct", "total_vm")?,
         mm_pgtables_bytes: btf.member_offset("mm_struct", "pgtables_bytes")?,
         mm_rss_stat: rss_stat,

@@ -49,8 +49,7 @@ pub fn run(tracer: &Path, minutes: f64) -> Result<()> {
 
     // OOM kills are compared in the soak's own cgroup: the machine's oom_kill counts kills
     // anywhere, and serve drops the series of cgroups gone for --grace.
-    let oomcg = Arc::new(Cgroup::create("memory", "tracer-soak-oom"));
-    oomcg.set("memory.limit_in_bytes", "64M");
+    let oomcg = Arc::new(Cgroup::memory("tracer-soak-oom", "64M"));
     let stop = Arc::new(AtomicBool::new(false));
     let storms = storms(&server, &stop, &oomcg);
     let start = Instant::now();
@@ -101,11 +100,7 @@ pub fn run(tracer: &Path, minutes: f64) -> Result<()> {
         .psql("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements")
         .parse()
         .unwrap_or(f64::NAN);
-    let kernel_kills: f64 = oomcg
-        .read("memory.oom_control")
-        .lines()
-        .find_map(|line| line.strip_prefix("oom_kill ")?.trim().parse().ok())
-        .unwrap_or(f64::NAN);
+    let kernel_kills = oomcg.oom_kills() as f64;
     let kernel_written = after["nr_written"] - before["nr_written"];
     let secs = start.elapsed().as_secs_f64();
 
@@ -113,7 +108,7 @@ pub fn run(tracer: &Path, minutes: f64) -> Result<()> {
         "soak: tracer serve under reclaim, writeback, OOM kills and pgbench for {minutes} min, scraped every second"
     );
     println!(
-        "events: {stalls} reclaim stalls, {written} pages written back (vmstat nr_written: {kernel_written}), {kills} OOM kills in the soak's cgroup (its memory.oom_control: {kernel_kills}), {queries} queries (pg_stat_statements: {issued}); lost and reported: {lost}"
+        "events: {stalls} reclaim stalls, {written} pages written back (vmstat nr_written: {kernel_written}), {kills} OOM kills in the soak's cgroup (its own count: {kernel_kills}), {queries} queries (pg_stat_statements: {issued}); lost and reported: {lost}"
     );
     let unreported = (issued - queries - lost).max(0.0) + (kernel_kills - kills).max(0.0);
     println!(
@@ -184,8 +179,7 @@ fn storms(
     );
     // Memory-cgroup reclaim: 512 MiB through a 256 MiB cgroup.
     let scratch = Arc::new(Scratch::new("soak"));
-    let memcg = Arc::new(Cgroup::create("memory", "tracer-soak"));
-    memcg.set("memory.limit_in_bytes", "256M");
+    let memcg = Arc::new(Cgroup::memory("tracer-soak", "256M"));
     let (reclaim_dir, reclaim_cg) = (scratch.clone(), memcg.clone());
     spawn(
         &mut threads,

@@ -7,9 +7,11 @@ mod bench_mysql;
 mod bench_pg;
 mod bench_soak;
 mod image;
+mod kernels;
 mod paired;
 mod setup;
 mod shell;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -50,6 +52,10 @@ enum Task {
     Test {
         /// Only tests whose name contains this.
         filter: Option<String>,
+        /// Instead, run the tests that can run in a guest on a Debian kernel in QEMU: 5.10,
+        /// 6.1, 6.12, host (the same tests here), or all of them, and print the matrix.
+        #[arg(long, value_name = "VERSION")]
+        kernel: Option<String>,
     },
     /// Set up and build tracer's container image (a static binary, FROM scratch), load it into
     /// the local docker and save it to target/tracer-image.tar.
@@ -74,6 +80,7 @@ fn run(task: Task) -> Result<()> {
             test,
             bench,
             image: test,
+            kernels: test,
         }),
         Task::Image => {
             setup::run(setup::Needs {
@@ -91,7 +98,18 @@ fn run(task: Task) -> Result<()> {
             let tracer = build(release)?;
             shell::exec(shell::cmd(tracer).args(args))
         }
-        Task::Test { filter } => test(filter),
+        Task::Test {
+            kernel: Some(kernel),
+            filter,
+        } => {
+            setup::run(setup::Needs {
+                test: true,
+                kernels: true,
+                ..Default::default()
+            })?;
+            vm::test(&kernel, filter.as_deref())
+        }
+        Task::Test { filter, .. } => test(filter),
         Task::Bench { bench } => {
             setup::run(setup::Needs {
                 bench: true,

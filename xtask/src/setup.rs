@@ -16,6 +16,8 @@ pub struct Needs {
     pub bench: bool,
     /// The container image: the musl target and a docker engine.
     pub image: bool,
+    /// Test kernels in QEMU: the emulator and what guests are made of.
+    pub kernels: bool,
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
@@ -39,6 +41,16 @@ const TEST_PACKAGES: &[&str] = &[
 /// What `cargo xtask image` builds with.
 const IMAGE_PACKAGES: &[&str] = &["docker.io"];
 /// Peer tools the benchmarks measure tracer against, and what they load.
+/// What the kernel matrix boots guests with: the emulator, a static busybox, the initramfs and
+/// scratch-disk tools, xz for Debian 13's modules and depmod for their dependencies.
+const KERNEL_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "e2fsprogs",
+    "xz-utils",
+    "kmod",
+];
 const BENCH_PACKAGES: &[&str] = &[
     "bpftrace",
     "libbpf-tools",
@@ -52,7 +64,7 @@ pub fn run(needs: Needs) -> Result<()> {
     let sysroot = sysroot()?;
     rust_src(&sysroot)?;
     bpf_linker(&sysroot)?;
-    if needs.image {
+    if needs.image || needs.kernels {
         musl_target(&sysroot)?;
     }
     let mut packages = Vec::new();
@@ -65,6 +77,10 @@ pub fn run(needs: Needs) -> Result<()> {
     if needs.bench {
         packages.extend_from_slice(BENCH_PACKAGES);
     }
+    if needs.kernels {
+        packages.extend_from_slice(KERNEL_PACKAGES);
+    }
+    packages.sort_unstable();
     packages.dedup();
     debian_packages(&packages)?;
     if needs.test {

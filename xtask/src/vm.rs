@@ -1,0 +1,483 @@
+//! `cargo xtask test --kernel VERSION`: tracer's end-to-end tests inside Debian's kernels, in
+//! QEMU's emulator (this machine's KVM cannot run them), with cgroup v2 only, as Kubernetes
+//! nodes run. The guest is an initramfs: busybox, the static (musl) tracer and test binaries at
+//! the paths they have here (the tests find their helpers where they were built), and the
+//! kernel's modules for the disk and for KVM. Scratch files go to an ext4 disk, since the tests
+//! need the page cache and writeback. The guest prints each test's result on its console and
+//! passes its verdict back through QEMU's debug-exit port.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{image, kernels, shell};
+
+/// The suites that run in a guest; the others need what a guest lacks.
+const SUITES: &[&str] = &["cli", "direct_reclaim", "oom", "writeback", "kvm_exit"];
+/// Suites left to the host, and why.
+const HOST_ONLY: &[(&str, &str)] = &[
+    ("pg", "PostgreSQL"),
+    ("mysql", "MariaDB"),
+    (
+        "serve",
+        "PostgreSQL, MariaDB, Python's Prometheus client, docker",
+    ),
+    ("containers", "docker"),
+    ("kubernetes", "podman, docker"),
+    ("pipeline", "a second CPU to itself"),
+];
+/// Tests skipped in guests, and why.
+const SKIPPED: &[(&str, &str)] = &[(
+    "direct_reclaim::global_stalls_match_allocstall_and_pgsteal_direct",
+    "under the emulator kswapd keeps up with any reader: no global direct reclaim to count (the memcg test covers the reclaim tracepoints)",
+)];
+/// Tools whose attach mode the report shows.
+const TOOLS: &[&str] = &["direct-reclaim", "writeback", "oom", "kvm-exit"];
+/// Longest a guest may run before it counts as hung.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(1500);
+
+/// One kernel's run.
+struct Outcome {
+    name: String,
+    /// suite::test -> ok, FAILED, ignored
+    tests: BTreeMap<String, String>,
+    /// tool -> attach mode, or why it could not attach
+    attach: BTreeMap<String, String>,
+    passed: bool,
+    seconds: f64,
+}
+
+/// Runs the guest suites on `which` ("5.10", "6.1", "6.12", "host", or "all") and prints a
+/// report; fails if any test failed.
+pub fn test(which: &str, filter: Option<&str>) -> Result<()> {
+    let versions: Vec<&str> = match which {
+        "all" => kernels::RELEASES
+            .iter()
+            .map(|release| release.version)
+            .chain(["host"])
+            .collect(),
+        version => vec![version],
+    };
+    let binaries = Binaries::build()?;
+    let mut outcomes = Vec::new();
+    for version in versions {
+        let outcome = if version == "host" {
+            run_on_host(&binaries, filter)?
+        } else {
+            let kernel = kernels::fetch(kernels::release(version)?)?;
+            boot(&kernel, &binaries, filter)?
+        };
+        eprintln!(
+            "kernel {}: {} in {:.0} s",
+            outcome.name,
+            if outcome.passed { "passed" } else { "FAILED" },
+            outcome.seconds
+        );
+        outcomes.push(outcome);
+    }
+    let report = report(&outcomes);
+    println!("{report}");
+    std::fs::write(
+        shell::workspace_root().join("target/kernel-matrix.md"),
+        &report,
+    )?;
+    if outcomes.iter().any(|outcome| !outcome.passed) {
+        bail!("tests failed on a kernel: see the report above");
+    }
+    Ok(())
+}
+
+/// The static binaries a guest runs.
+struct Binaries {
+    tracer: PathBuf,
+    /// Suite name -> test binary.
+    suites: BTreeMap<String, PathBuf>,
+    /// Other binaries the tests run (kvm-guest).
+    helpers: Vec<PathBuf>,
+}
+
+impl Binaries {
+    fn build() -> Result<Self> {
+        let root = shell::workspace_root();
+        shell::run(shell::cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "tracer",
+            "--target",
+            image::TARGET,
+        ]))?;
+        let tracer = root
+            .join("target")
+            .join(image::TARGET)
+            .join("release/tracer");
+        let mut cargo = shell::cargo();
+        cargo.args([
+            "test",
+            "--no-run",
+            "--package",
+            "tracer-tests",
+            "--target",
+            image::TARGET,
+            "--message-format=json",
+        ]);
+        for suite in SUITES {
+            cargo.args(["--test", suite]);
+        }
+        let messages = shell::output(&mut cargo)?;
+        let mut suites = BTreeMap::new();
+        for line in messages.lines() {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(executable), Some(name)) = (
+                message["executable"].as_str(),
+                message["target"]["name"].as_str(),
+            ) else {
+                continue;
+            };
+            if message["profile"]["test"] == true {
+                suites.insert(name.to_owned(), PathBuf::from(executable));
+            }
+        }
+        let helpers = vec![
+            root.join("target")
+                .join(image::TARGET)
+                .join("debug/kvm-guest"),
+        ];
+        for helper in &helpers {
+            if !helper.exists() {
+                bail!("{} was not built", helper.display());
+            }
+        }
+        Ok(Self {
+            tracer,
+            suites,
+            helpers,
+        })
+    }
+}
+
+/// The guest's /init: mounts, modules, the suites, the verdict.
+fn init_script(suites: &[&String], tracer: &Path, filter: Option<&str>) -> String {
+    let mut filter = filter.unwrap_or_default().to_owned();
+    for (test, _) in SKIPPED {
+        let name = test.split_once("::").map_or(*test, |(_, name)| name);
+        filter.push_str(&format!(" --skip {name}"));
+    }
+    let tools = TOOLS.join(" ");
+    let suites: Vec<&str> = suites.iter().map(|s| s.as_str()).collect();
+    let suites = suites.join(" ");
+    let tracer = tracer.display();
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin TRACER_BIN={tracer}
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t bpf bpf /sys/fs/bpf
+for module in $(cat /modules.order); do insmod $module || echo "=== insmod $module failed"; done
+mount -t ext4 /dev/vda /tmp || echo "=== no scratch disk"
+echo "=== kernel $(uname -r)"
+# kvm_amd (SVM, which the emulator offers) emits kvm:kvm_exit, unlike this project's host.
+[ -e /dev/kvm ] && echo "=== kvm yes" && export TRACER_KVM_EXIT_FIRES=1 || echo "=== kvm no"
+[ -d /sys/kernel/tracing/events/sock/sock_recv_length ] && echo "=== sock yes" || echo "=== sock no"
+for tool in {tools}; do
+    said=$($TRACER_BIN $tool -v -d 1 2>&1 >/dev/null) || said="refused: $(echo "$said" | tail -n 1)"
+    echo "$said" | while read -r line; do echo "=== attach $tool $line"; done
+done
+status=0
+for suite in {suites}; do
+    echo "=== suite $suite"
+    /suites/$suite --test-threads=1 {filter} || status=1
+done
+echo "=== verdict $status"
+printf "\\$(printf %o $status)" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+poweroff -f
+"#
+    )
+}
+
+/// Builds the initramfs for `kernel`.
+fn initramfs(
+    kernel: &kernels::Kernel,
+    binaries: &Binaries,
+    filter: Option<&str>,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&root);
+    for sub in [
+        "bin", "sbin", "proc", "sys", "dev", "tmp", "suites", "modules",
+    ] {
+        std::fs::create_dir_all(root.join(sub))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static")?;
+    // At the paths they have here: the tests find tracer and their helpers where they were
+    // built.
+    for binary in [&binaries.tracer].into_iter().chain(&binaries.helpers) {
+        let inside = root.join(binary.strip_prefix("/")?);
+        std::fs::create_dir_all(inside.parent().unwrap())?;
+        std::fs::copy(binary, &inside)?;
+    }
+    let mut names = Vec::new();
+    for (name, binary) in &binaries.suites {
+        std::fs::copy(binary, root.join("suites").join(name))?;
+        names.push(name);
+    }
+    let mut order = String::new();
+    for module in &kernel.modules {
+        let name = module.file_name().unwrap();
+        std::fs::copy(module, root.join("modules").join(name))?;
+        order.push_str(&format!("/modules/{}\n", name.to_string_lossy()));
+    }
+    std::fs::write(root.join("modules.order"), order)?;
+    let init = root.join("init");
+    std::fs::write(&init, init_script(&names, &binaries.tracer, filter))?;
+    shell::run(shell::cmd("chmod").arg("+x").arg(&init))?;
+    let image = dir.join("initrd.gz");
+    shell::run(shell::cmd("sh").arg("-c").arg(format!(
+        "cd '{}' && find . | cpio --quiet -o -H newc | gzip -1 > '{}'",
+        root.display(),
+        image.display()
+    )))?;
+    Ok(image)
+}
+
+fn boot(kernel: &kernels::Kernel, binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
+    let dir = shell::workspace_root()
+        .join("target/vm")
+        .join(kernel.version);
+    std::fs::create_dir_all(&dir)?;
+    let initrd = initramfs(kernel, binaries, filter, &dir)?;
+    let disk = dir.join("scratch.img");
+    let _ = std::fs::remove_file(&disk);
+    shell::run(shell::cmd("truncate").args(["-s", "8G"]).arg(&disk))?;
+    shell::run(shell::cmd("mkfs.ext4").args(["-q", "-F"]).arg(&disk))?;
+    let console = dir.join("console.log");
+    let started = Instant::now();
+    eprintln!("kernel {}: booting {}", kernel.version, kernel.release);
+    let mut qemu = Command::new("timeout");
+    qemu.arg(GUEST_TIMEOUT.as_secs().to_string())
+        .args(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max,-cx16"])
+        .args(["-m", "2G", "-smp", "2", "-kernel"])
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 oops=panic quiet loglevel=1 cgroup_no_v1=all rdinit=/init",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-drive",
+        ])
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()));
+    let status = qemu
+        .status()
+        .context("qemu-system-x86_64 (cargo xtask setup --matrix)")?;
+    let _ = std::fs::remove_file(&disk);
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    // The guest writes its status N to the debug-exit port, and QEMU exits with (N << 1) | 1;
+    // its console says it too.
+    let said = log.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("=== verdict ")?
+            .parse::<i32>()
+            .ok()
+    });
+    let verdict = match status.code() {
+        Some(code) if code & 1 == 1 => Some(code >> 1),
+        _ => said,
+    };
+    let mut outcome = parse(&format!("{} ({})", kernel.version, kernel.release), &log);
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome.passed = verdict == Some(0) && !outcome.tests.is_empty();
+    if verdict.is_none() {
+        eprintln!(
+            "kernel {}: no verdict from the guest (qemu: {status}); its console: {}",
+            kernel.version,
+            console.display()
+        );
+    }
+    Ok(outcome)
+}
+
+/// The same suites on the running kernel, for the report's last column.
+fn run_on_host(binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
+    let started = Instant::now();
+    let mut log = format!(
+        "=== kernel {}\n",
+        shell::output(Command::new("uname").arg("-r"))?
+    );
+    log += &format!(
+        "=== kvm {}\n=== sock {}\n",
+        if Path::new("/dev/kvm").exists() {
+            "yes"
+        } else {
+            "no"
+        },
+        if Path::new("/sys/kernel/tracing/events/sock/sock_recv_length").exists() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    for tool in TOOLS {
+        let output = Command::new(&binaries.tracer)
+            .args([tool, "-v", "-d", "1"])
+            .output()?;
+        let said = String::from_utf8_lossy(&output.stderr);
+        for line in said.lines() {
+            log += &format!("=== attach {tool} {line}\n");
+        }
+        if !output.status.success() {
+            let last = said.lines().last().unwrap_or_default();
+            log += &format!("=== attach {tool} refused: {last}\n");
+        }
+    }
+    let mut passed = true;
+    for (name, binary) in &binaries.suites {
+        log += &format!("=== suite {name}\n");
+        let output = Command::new(binary)
+            .arg("--test-threads=1")
+            .args(filter)
+            .env("TRACER_BIN", &binaries.tracer)
+            .output()?;
+        passed &= output.status.success();
+        log += &String::from_utf8_lossy(&output.stdout);
+    }
+    let mut outcome = parse("host", &log);
+    outcome.name = format!("host ({})", outcome.name.trim());
+    outcome.passed = passed;
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Reads a run's console: its kernel, test results and attach modes.
+fn parse(name: &str, log: &str) -> Outcome {
+    let mut outcome = Outcome {
+        name: name.to_owned(),
+        tests: BTreeMap::new(),
+        attach: BTreeMap::new(),
+        passed: false,
+        seconds: 0.0,
+    };
+    let mut suite = String::new();
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(kernel) = line.strip_prefix("=== kernel ") {
+            if name == "host" {
+                outcome.name = kernel.to_owned();
+            }
+        } else if let Some(name) = line.strip_prefix("=== suite ") {
+            suite = name.to_owned();
+        } else if let Some(rest) = line.strip_prefix("=== attach ") {
+            let (tool, message) = rest.split_once(' ').unwrap_or((rest, ""));
+            let mode = attach_mode(message);
+            let entry = outcome.attach.entry(tool.to_owned()).or_default();
+            if let Some(mode) = mode
+                && !entry.contains(&mode)
+            {
+                if !entry.is_empty() {
+                    entry.push_str(" + ");
+                }
+                entry.push_str(&mode);
+            }
+        } else if let Some(rest) = line.strip_prefix("test ")
+            && let Some((test, result)) = rest.rsplit_once(" ... ")
+        {
+            outcome
+                .tests
+                .insert(format!("{suite}::{test}"), result.trim().to_owned());
+        }
+    }
+    outcome
+}
+
+/// What a line of `tracer TOOL -v` says about how it attached.
+fn attach_mode(line: &str) -> Option<String> {
+    if line.contains(": BTF tracepoint") {
+        Some("tp_btf".into())
+    } else if line.contains(": classic tracepoint") {
+        Some("classic".into())
+    } else if line.starts_with("refused: ") {
+        Some(line.replace("refused: tracer: ", "refused: "))
+    } else {
+        None
+    }
+}
+
+/// The report: a table of tools' attach modes and one of test results, kernel by kernel.
+fn report(outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    let header = |out: &mut String, first: &str| {
+        out.push_str(&format!("| {first} |"));
+        for outcome in outcomes {
+            out.push_str(&format!(" {} |", outcome.name));
+        }
+        out.push('\n');
+        out.push_str(&"|---".repeat(outcomes.len() + 1));
+        out.push_str("|\n");
+    };
+    header(&mut out, "tool: attach mode");
+    for tool in TOOLS {
+        out.push_str(&format!("| `{tool}` |"));
+        for outcome in outcomes {
+            let mode = outcome.attach.get(*tool).map_or("-", String::as_str);
+            out.push_str(&format!(" {mode} |"));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    header(&mut out, "test");
+    let tests: std::collections::BTreeSet<&String> = outcomes
+        .iter()
+        .flat_map(|outcome| outcome.tests.keys())
+        .collect();
+    for test in tests {
+        out.push_str(&format!("| `{test}` |"));
+        for outcome in outcomes {
+            let skipped = SKIPPED.iter().any(|(name, _)| name == test);
+            let result = match outcome.tests.get(test) {
+                Some(result) => result.as_str(),
+                None if skipped && !outcome.name.starts_with("host") => "skipped",
+                None => "not run",
+            };
+            out.push_str(&format!(" {result} |"));
+        }
+        out.push('\n');
+    }
+    out.push_str("| wall time |");
+    for outcome in outcomes {
+        out.push_str(&format!(" {:.0} s |", outcome.seconds));
+    }
+    out.push('\n');
+    let host_only: Vec<String> = HOST_ONLY
+        .iter()
+        .map(|(suite, needs)| format!("`{suite}` ({needs})"))
+        .collect();
+    out.push_str(&format!(
+        "\nNot run in guests, for what they need: {}.\n",
+        host_only.join(", ")
+    ));
+    for (test, why) in SKIPPED {
+        out.push_str(&format!("Skipped in guests: `{test}`: {why}.\n"));
+    }
+    out
+}
