@@ -138,7 +138,16 @@ fn memcg_stalls_are_attributed_and_filtered_by_cgroup() {
         .filter(|name| after.contains_key(**name))
         .map(|name| rise(name))
         .sum::<u64>();
-    assert_eq!(pages, memcg_pgsteal, "tracer's pages vs vmstat");
+    // As for global reclaim: before Linux 6.3 or so nr_reclaimed also counts slab pages freed by
+    // shrinkers, which no pgsteal counter sees.
+    assert!(
+        pages >= memcg_pgsteal,
+        "tracer's {pages} pages < vmstat's {memcg_pgsteal}"
+    );
+    assert!(
+        pages - memcg_pgsteal <= pages / 20 + 1024,
+        "tracer's {pages} pages vs vmstat's {memcg_pgsteal}"
+    );
 
     // Unfiltered, the same stalls show up under the same cgroup.
     let row = json["cgroups"]

@@ -36,5 +36,14 @@ pub struct Stall {
     pub nr_reclaimed: u64,
 }
 
-plain_old_data!(Stall);
+/// Where the classic begin tracepoints' records keep `gfp_flags`: an `unsigned long` at 16 from
+/// Linux 5.16 or so, a 4-byte `gfp_t` at 12 before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GfpField {
+    pub offset: u32,
+    pub size: u32,
+}
+
+plain_old_data!(Stall, GfpField);
 records!(tool::DIRECT_RECLAIM => Stall);

@@ -1,13 +1,14 @@
 //! `tracer direct-reclaim`: time tasks spend stalled in global and memory-cgroup reclaim.
 
 use aya_ebpf::{
+    Global,
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map, tracepoint},
     maps::HashMap,
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    direct_reclaim::{ReclaimKind, STALL, Stall},
+    direct_reclaim::{GfpField, ReclaimKind, STALL, Stall},
     task::Task,
 };
 
@@ -98,12 +99,29 @@ pub fn memcg_reclaim_end(ctx: BtfTracePointContext) -> i32 {
 // the kernel's format files before attaching.
 
 const ORDER: usize = 8;
-const GFP_FLAGS: usize = 16;
 const NR_RECLAIMED: usize = 8;
+
+#[unsafe(no_mangle)]
+static GFP_FIELD: Global<GfpField> = Global::new(GfpField {
+    offset: 16,
+    size: 8,
+});
+
+/// The begin record's `gfp_flags`, of the size this kernel gives it.
+#[inline(always)]
+fn gfp_flags(ctx: &TracePointContext) -> Option<u64> {
+    let field = GFP_FIELD.load();
+    let offset = field.offset as usize;
+    if field.size == 4 {
+        unsafe { ctx.read_at::<u32>(offset) }.ok().map(u64::from)
+    } else {
+        unsafe { ctx.read_at::<u64>(offset) }.ok()
+    }
+}
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_begin")]
 pub fn direct_reclaim_begin_tp(ctx: TracePointContext) -> u32 {
-    let (order, gfp_flags) = unsafe { (ctx.read_at(ORDER), ctx.read_at(GFP_FLAGS)) };
+    let (order, gfp_flags) = (unsafe { ctx.read_at(ORDER) }, gfp_flags(&ctx));
     begin(
         ReclaimKind::Global,
         order.unwrap_or(0),
@@ -123,7 +141,7 @@ pub fn direct_reclaim_end_tp(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_begin")]
 pub fn memcg_reclaim_begin_tp(ctx: TracePointContext) -> u32 {
-    let (order, gfp_flags) = unsafe { (ctx.read_at(ORDER), ctx.read_at(GFP_FLAGS)) };
+    let (order, gfp_flags) = (unsafe { ctx.read_at(ORDER) }, gfp_flags(&ctx));
     begin(
         ReclaimKind::Memcg,
         order.unwrap_or(0),

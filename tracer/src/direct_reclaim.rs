@@ -2,22 +2,23 @@
 
 use std::{collections::HashMap, io::Write};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
-use tracer_common::direct_reclaim::{ReclaimKind, Stall};
+use tracer_common::direct_reclaim::{GfpField, ReclaimKind, Stall};
 
 use crate::{
     cgroup,
     event_loop::{Tool, Window, read_record},
     flags::Names,
     histogram::{Latencies, LatencySummary, human_ns},
-    loader::Tracepoint,
+    loader::{Kernel, Setting, Tracepoint},
     metrics::{Counters, Histograms, Labeler, Metrics},
     options::TraceOptions,
     output::{self, Output},
     session::{self, Context, Plan},
     tally::{self, CgroupKey, ProcessKey, Tally, TallyJson},
+    tracefs::{Format, Tracefs},
 };
 
 #[derive(clap::Args, Debug)]
@@ -37,7 +38,8 @@ pub struct Args {
 
 const BEGIN_ARGS: &[&str] = &["int", "gfp_t"];
 const END_ARGS: &[&str] = &["long unsigned int"];
-const BEGIN_FIELDS: &[(&str, usize, usize)] = &[("order", 8, 4), ("gfp_flags", 16, 8)];
+/// `gfp_flags` too, wherever the kernel puts it (see [`gfp_field`]).
+const BEGIN_FIELDS: &[(&str, usize, usize)] = &[("order", 8, 4)];
 const END_FIELDS: &[(&str, usize, usize)] = &[("nr_reclaimed", 8, 8)];
 
 const TRACEPOINTS: &[Tracepoint] = &[
@@ -89,6 +91,13 @@ impl Plan for Args {
         TRACEPOINTS.to_vec()
     }
 
+    fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
+        Ok(vec![Setting::global(
+            "GFP_FIELD",
+            &gfp_field(&kernel.tracefs)?,
+        )])
+    }
+
     fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>> {
         let begin = context
             .kernel
@@ -104,6 +113,27 @@ impl Plan for Args {
             printed_events: 0,
             metrics: None,
         }))
+    }
+}
+
+/// Where the classic begin tracepoints keep `gfp_flags` on this kernel (both share one record
+/// layout): its size changed from 4 to 8 bytes over the kernels users run.
+fn gfp_field(tracefs: &Tracefs) -> Result<GfpField> {
+    let format = tracefs.format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
+    gfp_field_of(&format)
+}
+
+fn gfp_field_of(format: &Format) -> Result<GfpField> {
+    match format.fields.iter().find(|field| field.name == "gfp_flags") {
+        Some(field) if field.size == 4 || field.size == 8 => Ok(GfpField {
+            offset: field.offset as u32,
+            size: field.size as u32,
+        }),
+        Some(field) => bail!(
+            "vmscan:mm_vmscan_direct_reclaim_begin's gfp_flags is {} bytes on this kernel",
+            field.size
+        ),
+        None => bail!("vmscan:mm_vmscan_direct_reclaim_begin has no gfp_flags on this kernel"),
     }
 }
 
@@ -387,5 +417,39 @@ impl SummaryJson {
             processes: tally::process_rows(&totals.processes, true),
             cgroups: tally::cgroup_rows(&totals.cgroups, true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `mm_vmscan_direct_reclaim_begin` as Linux 5.10 (Debian 11) and 6.18 lay it out.
+    fn begin_format(gfp: &str) -> Format {
+        Format::parse(&format!(
+            "name: mm_vmscan_direct_reclaim_begin\nformat:\n\
+             \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+             \tfield:int order;\toffset:8;\tsize:4;\tsigned:1;\n\
+             \t{gfp}\n\nprint fmt: \"order=%d\", REC->order\n"
+        ))
+    }
+
+    #[test]
+    fn gfp_flags_are_read_where_each_kernel_keeps_them() {
+        let linux_5_10 = begin_format("field:gfp_t gfp_flags;\toffset:12;\tsize:4;\tsigned:0;");
+        let linux_6_18 =
+            begin_format("field:unsigned long gfp_flags;\toffset:16;\tsize:8;\tsigned:0;");
+        let field = gfp_field_of(&linux_5_10).unwrap();
+        assert_eq!((field.offset, field.size), (12, 4));
+        let field = gfp_field_of(&linux_6_18).unwrap();
+        assert_eq!((field.offset, field.size), (16, 8));
+        // The rest of the record is checked before a classic program reads it.
+        assert!(linux_5_10.expect_fields(BEGIN_FIELDS).is_ok());
+        // A layout no program reads is refused, not read as garbage.
+        let odd = begin_format("field:u16 gfp_flags;\toffset:12;\tsize:2;\tsigned:0;");
+        let refused = gfp_field_of(&odd).unwrap_err().to_string();
+        assert!(refused.contains("is 2 bytes"), "{refused}");
+        let moved = Format::parse("format:\n\tfield:int order;\toffset:12;\tsize:4;\tsigned:1;\n");
+        assert!(moved.expect_fields(BEGIN_FIELDS).is_err());
     }
 }

@@ -166,12 +166,13 @@ fn layout(btf: &KernelBtf) -> Result<OomLayout> {
         btf.member_offset("mem_cgroup", "css")? == 0,
         "struct mem_cgroup does not begin with its css on this kernel"
     );
-    // Linux 6.2+ counts RSS in percpu_counters, older kernels in atomics.
-    let (rss_stat, stride, count) = match btf.member_offset("percpu_counter", "count") {
-        Ok(count) => (
+    // Linux 6.2+ counts RSS in an array of percpu_counters, older kernels in a struct holding an
+    // array of atomics (`percpu_counter` exists there too, for other counts).
+    let (rss_stat, stride, count) = match btf.array_stride("mm_struct", "rss_stat") {
+        Ok(stride) => (
             btf.member_offset("mm_struct", "rss_stat")?,
-            btf.array_stride("mm_struct", "rss_stat")?,
-            count,
+            stride,
+            btf.member_offset("percpu_counter", "count")?,
         ),
         Err(_) => (
             btf.member_offset("mm_struct", "rss_stat.count")?,
@@ -596,6 +597,31 @@ struct SummaryJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sched_process_exit` before Linux 6.16 (here Debian 13's 6.12): no `group_dead`.
+    const EXIT_6_12: &str = "name: sched_process_exit
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;
+\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:int prio;\toffset:28;\tsize:4;\tsigned:1;
+
+print fmt: \"comm=%s pid=%d prio=%d\", REC->comm, REC->pid, REC->prio
+";
+
+    #[test]
+    fn an_exit_record_without_group_dead_is_not_read_as_one() {
+        let format = crate::tracefs::Format::parse(EXIT_6_12);
+        let refused = format
+            .expect_fields(&[("group_dead", 32, 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("no field group_dead"), "{refused}");
+    }
 
     fn oom() -> Oom {
         let nowhere = Hierarchy {

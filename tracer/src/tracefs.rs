@@ -82,7 +82,7 @@ fn mount(target: &str) -> std::io::Result<()> {
 }
 
 impl Format {
-    fn parse(text: &str) -> Self {
+    pub fn parse(text: &str) -> Self {
         let mut fields = Vec::new();
         let mut print_fmt = String::new();
         for line in text.lines() {

@@ -48,7 +48,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then check formatting and lints and run every test (end-to-end tests need root).
+    /// Set up, then check formatting and lints and run every test (end-to-end tests need root),
+    /// then the kernel matrix (the tests that run in a guest, on each Debian kernel in QEMU).
     Test {
         /// Only tests whose name contains this.
         filter: Option<String>,
@@ -140,6 +141,7 @@ fn test(filter: Option<String>) -> Result<()> {
     setup::run(setup::Needs {
         test: true,
         image: true,
+        kernels: true,
         ..Default::default()
     })?;
     shell::run(shell::cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -171,6 +173,11 @@ fn test(filter: Option<String>) -> Result<()> {
         .env("TRACER_BIN", &tracer)
         .env("TRACER_IMAGE", &image)
         .args(["test", "--workspace", "--exclude", "tracer-ebpf", "--"]);
-    cargo.args(filter).arg("--test-threads=1");
-    shell::run(&mut cargo)
+    cargo.args(&filter).arg("--test-threads=1");
+    shell::run(&mut cargo)?;
+    // Then the same binary on the kernels users run.
+    if filter.is_none() {
+        vm::test("all", None)?;
+    }
+    Ok(())
 }

@@ -38,8 +38,9 @@ const SKIPPED: &[(&str, &str)] = &[(
 )];
 /// Tools whose attach mode the report shows.
 const TOOLS: &[&str] = &["direct-reclaim", "writeback", "oom", "kvm-exit"];
-/// Longest a guest may run before it counts as hung.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(1500);
+/// Longest a suite may run in a guest, and the whole guest, before they count as hung.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
+const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
 
 /// One kernel's run.
 struct Outcome {
@@ -82,10 +83,11 @@ pub fn test(which: &str, filter: Option<&str>) -> Result<()> {
     }
     let report = report(&outcomes);
     println!("{report}");
-    std::fs::write(
-        shell::workspace_root().join("target/kernel-matrix.md"),
-        &report,
-    )?;
+    let root = shell::workspace_root();
+    std::fs::write(root.join("target/kernel-matrix.md"), &report)?;
+    if which == "all" {
+        update_readme(&root.join("README.md"), &report)?;
+    }
     if outcomes.iter().any(|outcome| !outcome.passed) {
         bail!("tests failed on a kernel: see the report above");
     }
@@ -174,6 +176,7 @@ fn init_script(suites: &[&String], tracer: &Path, filter: Option<&str>) -> Strin
     let suites: Vec<&str> = suites.iter().map(|s| s.as_str()).collect();
     let suites = suites.join(" ");
     let tracer = tracer.display();
+    let suite_timeout = SUITE_TIMEOUT.as_secs();
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -192,13 +195,16 @@ echo "=== kernel $(uname -r)"
 [ -e /dev/kvm ] && echo "=== kvm yes" && export TRACER_KVM_EXIT_FIRES=1 || echo "=== kvm no"
 [ -d /sys/kernel/tracing/events/sock/sock_recv_length ] && echo "=== sock yes" || echo "=== sock no"
 for tool in {tools}; do
-    said=$($TRACER_BIN $tool -v -d 1 2>&1 >/dev/null) || said="refused: $(echo "$said" | tail -n 1)"
+    said=$(timeout -s KILL 120 $TRACER_BIN $tool -v -d 1 2>&1 >/dev/null) || said="refused: $(echo "$said" | tail -n 1)"
     echo "$said" | while read -r line; do echo "=== attach $tool $line"; done
 done
 status=0
 for suite in {suites}; do
     echo "=== suite $suite"
-    /suites/$suite --test-threads=1 {filter} || status=1
+    timeout -s KILL {suite_timeout} /suites/$suite --test-threads=1 {filter} || {{
+        status=1
+        echo "=== suite $suite ended: $?"
+    }}
 done
 echo "=== verdict $status"
 printf "\\$(printf %o $status)" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
@@ -421,6 +427,19 @@ fn attach_mode(line: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The README's matrix is this run's report, between its markers.
+fn update_readme(readme: &Path, report: &str) -> Result<()> {
+    const START: &str = "<!-- kernel-matrix: written by cargo xtask test --kernel all -->\n";
+    const END: &str = "<!-- kernel-matrix end -->";
+    let text = std::fs::read_to_string(readme)?;
+    let (Some(start), Some(end)) = (text.find(START), text.find(END)) else {
+        bail!("README.md has no kernel-matrix markers");
+    };
+    let updated = format!("{}{START}{report}{}", &text[..start], &text[end..]);
+    std::fs::write(readme, updated)?;
+    Ok(())
 }
 
 /// The report: a table of tools' attach modes and one of test results, kernel by kernel.
