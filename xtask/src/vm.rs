@@ -195,15 +195,17 @@ echo "=== kernel $(uname -r)"
 [ -e /dev/kvm ] && echo "=== kvm yes" && export TRACER_KVM_EXIT_FIRES=1 || echo "=== kvm no"
 [ -d /sys/kernel/tracing/events/sock/sock_recv_length ] && echo "=== sock yes" || echo "=== sock no"
 for tool in {tools}; do
-    said=$(timeout -s KILL 120 $TRACER_BIN $tool -v -d 1 2>&1 >/dev/null) || said="refused: $(echo "$said" | tail -n 1)"
+    said=$(timeout -s KILL 120 $TRACER_BIN $tool -v -d 1 2>&1 >/dev/null) ||
+        said="refused: $(echo "$said" | tail -n 1 | grep . || echo no answer in 120 s)"
     echo "$said" | while read -r line; do echo "=== attach $tool $line"; done
 done
 status=0
 for suite in {suites}; do
     echo "=== suite $suite"
     timeout -s KILL {suite_timeout} /suites/$suite --test-threads=1 {filter} || {{
+        code=$?
         status=1
-        echo "=== suite $suite ended: $?"
+        echo "=== suite $suite ended: $code"
     }}
 done
 echo "=== verdict $status"
