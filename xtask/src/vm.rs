@@ -189,7 +189,8 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 for module in $(cat /modules.order); do insmod $module || echo "=== insmod $module failed"; done
-mount -t ext4 /dev/vda /tmp || echo "=== no scratch disk"
+# Not on /tmp, which may hold the binaries (a checkout under /tmp).
+mkdir -p /scratch && mount -t ext4 /dev/vda /scratch && export TMPDIR=/scratch || echo "=== no scratch disk"
 echo "=== kernel $(uname -r)"
 # kvm_amd (SVM, which the emulator offers) emits kvm:kvm_exit, unlike this project's host.
 [ -e /dev/kvm ] && echo "=== kvm yes" && export TRACER_KVM_EXIT_FIRES=1 || echo "=== kvm no"
