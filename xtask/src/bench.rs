@@ -24,33 +24,12 @@ pub enum Bench {
     /// pgbench -S on two identical servers at once, the second untraced or under `tracer pg`
     /// (full per-query table), a bpftrace USDT latency histogram or bcc's dbstat, in turn;
     /// prints the TPS loss of each.
-    Pg {
-        /// Rounds; each runs every configuration once.
-        #[arg(long, default_value_t = 9)]
-        rounds: usize,
-        /// Seconds of pgbench per run.
-        #[arg(long, default_value_t = 8)]
-        seconds: u32,
-        /// Transactions per second per server (pgbench -R) instead of as many as they take:
-        /// servers that are not saturated show tracing's CPU cost with less noise, but no TPS
-        /// loss.
-        #[arg(long, value_name = "TPS")]
-        rate: Option<u32>,
-    },
+    Pg(Paired),
     /// sysbench oltp_point_select on two identical MariaDB servers at once, the second untraced
     /// or under `tracer mysql` (full per-query table; probes or through the socket) or a
     /// bpftrace uprobe latency histogram on dispatch_command, in turn; prints the TPS loss and
     /// CPU cost of each.
-    Mysql {
-        #[arg(long, default_value_t = 9)]
-        rounds: usize,
-        #[arg(long, default_value_t = 8)]
-        seconds: u32,
-        /// Transactions per second per server (sysbench --rate) instead of as many as they
-        /// take.
-        #[arg(long, value_name = "TPS")]
-        rate: Option<u32>,
-    },
+    Mysql(Paired),
     /// tracer serve with its tools under a continuous event storm (reclaim, writeback, OOM
     /// kills, pgbench against a traced server), scraped every second: RSS over the run, events
     /// lost, scrape latency.
@@ -71,20 +50,28 @@ pub enum Bench {
     },
 }
 
+/// How the paired-server benchmarks run.
+#[derive(clap::Args)]
+pub struct Paired {
+    /// Rounds; each runs every configuration once.
+    #[arg(long, default_value_t = 9)]
+    pub rounds: usize,
+    /// Seconds of load per run.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u32,
+    /// Transactions per second per server (pgbench -R, sysbench --rate) instead of as many as
+    /// they take: servers that are not saturated show tracing's CPU cost with less noise, but
+    /// no TPS loss.
+    #[arg(long, value_name = "TPS")]
+    pub rate: Option<u32>,
+}
+
 impl Bench {
     pub fn run(self, tracer: &Path) -> Result<()> {
         match self {
             Bench::Startup { runs } => startup(tracer, runs),
-            Bench::Pg {
-                rounds,
-                seconds,
-                rate,
-            } => crate::bench_pg::run(tracer, rounds, seconds, rate),
-            Bench::Mysql {
-                rounds,
-                seconds,
-                rate,
-            } => crate::bench_mysql::run(tracer, rounds, seconds, rate),
+            Bench::Pg(paired) => crate::bench_pg::run(tracer, &paired),
+            Bench::Mysql(paired) => crate::bench_mysql::run(tracer, &paired),
             Bench::Soak { minutes } => crate::bench_soak::run(tracer, minutes),
             Bench::Events { rounds, seconds } => crate::bench_events::run(tracer, rounds, seconds),
         }

@@ -12,7 +12,7 @@ use crate::paired::{self, Config, CpuAccount, Plan};
 const TABLES: &str = "--tables=2";
 const TABLE_SIZE: &str = "--table-size=20000";
 
-pub fn run(tracer: &Path, rounds: usize, seconds: u32, rate: Option<u32>) -> Result<()> {
+pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
     let accounts = [
         CpuAccount::create("bench-mysql"),
         CpuAccount::create("bench-mysql-traced"),
@@ -63,9 +63,9 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32, rate: Option<u32>) -> Res
         configs,
         peer: bpftrace,
         ours: "tracer mysql",
-        rounds,
-        seconds,
-        rate,
+        rounds: paired.rounds,
+        seconds: paired.seconds,
+        rate: paired.rate,
         run_both: &run_both,
     })
 }

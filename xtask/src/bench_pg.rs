@@ -8,7 +8,7 @@ use tracer_tests::Postgres;
 
 use crate::paired::{self, Config, CpuAccount, Plan};
 
-pub fn run(tracer: &Path, rounds: usize, seconds: u32, rate: Option<u32>) -> Result<()> {
+pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
     let accounts = [
         CpuAccount::create("bench"),
         CpuAccount::create("bench-traced"),
@@ -82,9 +82,9 @@ pub fn run(tracer: &Path, rounds: usize, seconds: u32, rate: Option<u32>) -> Res
         configs,
         peer: bpftrace,
         ours: "tracer pg",
-        rounds,
-        seconds,
-        rate,
+        rounds: paired.rounds,
+        seconds: paired.seconds,
+        rate: paired.rate,
         run_both: &run_both,
     })
 }

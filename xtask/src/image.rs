@@ -21,9 +21,8 @@ pub fn archive() -> PathBuf {
     shell::workspace_root().join("target/tracer-image.tar")
 }
 
-/// Builds the image into `docker`'s store and saves it; returns its name.
-pub fn build(docker: &tracer_tests::Docker) -> Result<String> {
-    let root = shell::workspace_root();
+/// Builds tracer as a static (musl) binary and returns its path.
+pub fn static_binary() -> Result<PathBuf> {
     shell::run(shell::cargo().args([
         "build",
         "--release",
@@ -32,7 +31,16 @@ pub fn build(docker: &tracer_tests::Docker) -> Result<String> {
         "--target",
         TARGET,
     ]))?;
-    let binary = root.join("target").join(TARGET).join("release/tracer");
+    Ok(shell::workspace_root()
+        .join("target")
+        .join(TARGET)
+        .join("release/tracer"))
+}
+
+/// Builds the image into `docker`'s store and saves it; returns its name.
+pub fn build(docker: &tracer_tests::Docker) -> Result<String> {
+    let root = shell::workspace_root();
+    let binary = static_binary()?;
     let context = root.join("target/image");
     std::fs::create_dir_all(&context)?;
     std::fs::copy(&binary, context.join("tracer"))

@@ -106,18 +106,7 @@ struct Binaries {
 impl Binaries {
     fn build() -> Result<Self> {
         let root = shell::workspace_root();
-        shell::run(shell::cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "tracer",
-            "--target",
-            image::TARGET,
-        ]))?;
-        let tracer = root
-            .join("target")
-            .join(image::TARGET)
-            .join("release/tracer");
+        let tracer = image::static_binary()?;
         let mut cargo = shell::cargo();
         cargo.args([
             "test",

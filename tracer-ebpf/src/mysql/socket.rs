@@ -156,13 +156,7 @@ fn payload(tid: u32, thread: &mut Thread, io: socket::Io, buffer: u64, len: usiz
 /// The thread's command is over; its record goes out.
 #[inline(always)]
 fn end(tid: u32, thread: &mut Thread) {
-    let Some(request) = query::request_of(tid) else {
-        cold_warn!(
-            "mysql: the command of thread {} was evicted before its end",
-            tid
-        );
-        thread.active = false;
-        events::count_lost(tool::MYSQL);
+    let Some(request) = super::command_at_end(tid, thread) else {
         return;
     };
     let end_ns = match thread.detail {

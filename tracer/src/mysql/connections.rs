@@ -14,6 +14,7 @@ use prometheus_client::{
 use serde::Serialize;
 use tracer_common::mysql::{Accepted, Connection};
 
+use super::demangled;
 use crate::{
     event_loop::Window,
     histogram::{Latencies, LatencySummary},
@@ -46,11 +47,6 @@ pub struct Sites(Vec<(&'static str, u64)>);
 
 impl Sites {
     pub fn find(binary: &Binary, shown: &str) -> Result<Self> {
-        let demangled = |name: &str| {
-            cpp_demangle::Symbol::new(name)
-                .ok()
-                .and_then(|symbol| symbol.demangle().ok())
-        };
         let mut sites = Vec::new();
         for &(function, _, _) in FUNCTIONS {
             let short = function.split('(').next().unwrap_or(function);

@@ -193,14 +193,16 @@ impl MysqlPlan {
     }
 }
 
+/// A C++ symbol's demangled name, as `dispatch_command(THD*, ...)`.
+fn demangled(name: &str) -> Option<String> {
+    cpp_demangle::Symbol::new(name)
+        .ok()
+        .and_then(|symbol| symbol.demangle().ok())
+}
+
 /// Finds `dispatch_command()` in a binary by its demangled signature.
 fn target(path: PathBuf, shown: String) -> Result<Target> {
     let binary = Binary::open(&path).with_context(|| format!("cannot read {shown}"))?;
-    let demangled = |name: &str| {
-        cpp_demangle::Symbol::new(name)
-            .ok()
-            .and_then(|symbol| symbol.demangle().ok())
-    };
     let found = binary.find_symbol(|name| {
         name.contains("dispatch_command")
             && demangled(name).is_some_and(|d| SIGNATURES.iter().any(|(s, _)| *s == d))
