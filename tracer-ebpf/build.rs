@@ -6,4 +6,11 @@ fn main() {
         Ok(linker) => println!("cargo:rerun-if-changed={}", linker.display()),
         Err(_) => println!("cargo:warning=bpf-linker is not installed: run `cargo xtask setup`"),
     }
+    // bpf-linker's default (`--bpf-expand-memcpy-in-order`) leaves every memset, even of five
+    // bytes, as a call to a byte loop in a subprogram. Kernels before 6.4 cannot track
+    // precision across such calls and give up pruning: `tracer oom` then exceeded the
+    // verifier's million instructions on 6.1. LLVM's own expansion inlines them; without the
+    // exported builtins a copy it cannot expand fails the build instead of costing a call.
+    println!("cargo:rustc-link-arg=--disable-expand-memcpy-in-order");
+    println!("cargo:rustc-link-arg=--disable-memory-builtins");
 }

@@ -1,11 +1,37 @@
 //! Reading kernel memory at offsets userspace found in the kernel's BTF.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use aya_ebpf::{
+    EbpfContext,
+    cty::c_void,
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        generated::bpf_probe_read_kernel as bpf_probe_read_kernel_raw,
+    },
+    programs::TracePointContext,
+};
 
 /// The `T` at `base + offset`.
 #[inline(always)]
 pub fn read<T>(base: *const u8, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }.ok()
+}
+
+/// The `T` at `base + offset`, or zero when the read fails (the helper zeroes it), without a
+/// branch. Prefer it to `read(..).unwrap_or(0)`: each such pair of paths, one with a known zero
+/// and one with an unknown value, doubles what the verifier of kernels before 6.4 walks (they
+/// cannot prune a path whose stack holds a value where the other holds a zero). Eight of
+/// them in `tracer oom` made 5.10 and 6.1 give up (E2BIG).
+#[inline(always)]
+pub fn read_or_zero<T>(base: *const u8, offset: u32) -> T {
+    let mut value = core::mem::MaybeUninit::<T>::uninit();
+    unsafe {
+        bpf_probe_read_kernel_raw(
+            value.as_mut_ptr() as *mut c_void,
+            core::mem::size_of::<T>() as u32,
+            base.wrapping_add(offset as usize) as *const c_void,
+        );
+        value.assume_init()
+    }
 }
 
 /// The non-null pointer at `base + offset`.
@@ -14,11 +40,16 @@ pub fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
     read::<*const u8>(base, offset).filter(|ptr| !ptr.is_null())
 }
 
-/// Fills `buf` from `base + offset`, leaving it zeroed when the read fails.
+/// Fills `buf` from `base + offset`; the helper zeroes it when the read fails.
 #[inline(always)]
 pub fn read_bytes(base: *const u8, offset: u32, buf: &mut [u8]) {
     let src = base.wrapping_add(offset as usize);
-    if unsafe { bpf_probe_read_kernel_buf(src, buf) }.is_err() {
-        buf.fill(0);
-    }
+    let _ = unsafe { bpf_probe_read_kernel_buf(src, buf) };
+}
+
+/// The field at `offset` of a classic tracepoint's record, 0 if unreadable: branch-free, as
+/// [`read_or_zero`].
+#[inline(always)]
+pub fn field<T>(ctx: &TracePointContext, offset: usize) -> T {
+    read_or_zero(ctx.as_ptr() as *const u8, offset as u32)
 }

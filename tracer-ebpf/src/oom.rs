@@ -14,7 +14,7 @@ use tracer_common::{
 
 use crate::{
     events,
-    kernel::{read, read_ptr},
+    kernel::{field, read, read_or_zero, read_ptr},
     task,
 };
 
@@ -70,12 +70,9 @@ fn emit_victim(victim: Task, uid: u32, memory: Memory) {
     if victim.pid != 0 && VICTIMS.insert(victim.pid, victim.tid, 0).is_err() {
         cold_warn!("oom: no room to follow victim {} to its exit", victim.pid);
     }
-    let Some(mut entry) = events::reserve::<Victim>() else {
-        return;
-    };
     let layout = OOM_LAYOUT.load();
     let task_layout = task::layout();
-    entry.write(Victim {
+    events::emit(Victim {
         kind: kind::VICTIM,
         uid,
         time_ns: unsafe { bpf_ktime_get_ns() },
@@ -91,7 +88,6 @@ fn emit_victim(victim: Task, uid: u32, memory: Memory) {
         killed: killed as u8,
         _pad: [0; 5],
     });
-    entry.submit(0);
 }
 
 /// The id of the memory cgroup, from the allocating task's up to the root, whose usage has
@@ -103,53 +99,39 @@ fn memcg_at_limit(layout: &OomLayout, task_layout: &TaskLayout) -> u64 {
     let Some(mut memcg) = task::subsys_state(task_layout, current, layout.memory_subsys) else {
         return 0;
     };
+    let mut at_limit = core::ptr::null();
     for _ in 0..MAX_MEMCG_DEPTH {
-        let usage: u64 = read(memcg, layout.memcg_usage).unwrap_or(0);
-        let max: u64 = read(memcg, layout.memcg_max).unwrap_or(u64::MAX);
-        if max < UNLIMITED_PAGES && usage + MEMCG_OOM_MARGIN_PAGES >= max {
-            return read_ptr(memcg, task_layout.css_cgroup)
-                .map_or(0, |cgroup| task::cgroup_id(task_layout, cgroup));
+        let usage: u64 = read_or_zero(memcg, layout.memcg_usage);
+        let max: u64 = read_or_zero(memcg, layout.memcg_max);
+        if (max.wrapping_sub(1) < UNLIMITED_PAGES - 1) & (usage + MEMCG_OOM_MARGIN_PAGES >= max) {
+            at_limit = memcg;
+            break;
         }
-        match read_ptr(memcg, layout.css_parent) {
-            Some(parent) => memcg = parent,
-            None => return 0,
+        memcg = read_or_zero(memcg, layout.css_parent);
+        if memcg.is_null() {
+            break;
         }
     }
-    0
+    task::cgroup_id(task_layout, read_or_zero(at_limit, task_layout.css_cgroup))
 }
 
-/// Reads what the classic record carries from the task itself.
+/// Reads what the classic record carries from the task itself (zeros where unreadable).
 #[inline(always)]
 fn memory_of(layout: &OomLayout, victim: *const u8) -> Memory {
     let kb = |pages: i64| pages.max(0) as u64 * layout.page_kb as u64;
-    let signal = read_ptr(victim, layout.task_signal);
-    let oom_score_adj = signal
-        .and_then(|signal| read(signal, layout.signal_oom_score_adj))
-        .unwrap_or(0);
-    let Some(mm) = read_ptr(victim, layout.task_mm) else {
-        return Memory {
-            total_vm_kb: 0,
-            anon_rss_kb: 0,
-            file_rss_kb: 0,
-            shmem_rss_kb: 0,
-            pgtables_kb: 0,
-            oom_score_adj,
-        };
-    };
+    let signal: *const u8 = read_or_zero(victim, layout.task_signal);
+    let mm: *const u8 = read_or_zero(victim, layout.task_mm);
     let rss = |index: u32| -> u64 {
         let at = layout.mm_rss_stat + index * layout.rss_stat_stride + layout.rss_stat_count;
-        kb(read(mm, at).unwrap_or(0))
+        kb(read_or_zero(mm, at))
     };
     Memory {
-        total_vm_kb: kb(read(mm, layout.mm_total_vm).unwrap_or(0)),
+        total_vm_kb: kb(read_or_zero(mm, layout.mm_total_vm)),
         anon_rss_kb: rss(layout.mm_anonpages),
         file_rss_kb: rss(layout.mm_filepages),
         shmem_rss_kb: rss(layout.mm_shmempages),
-        pgtables_kb: read::<i64>(mm, layout.mm_pgtables_bytes)
-            .unwrap_or(0)
-            .max(0) as u64
-            / 1024,
-        oom_score_adj,
+        pgtables_kb: read_or_zero::<i64>(mm, layout.mm_pgtables_bytes).max(0) as u64 / 1024,
+        oom_score_adj: read_or_zero(signal, layout.signal_oom_score_adj),
     }
 }
 
@@ -183,8 +165,7 @@ const OOM_SCORE_ADJ: usize = 64;
 /// and comm are left for userspace to find in /proc (pid 0 says so).
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
-    let field = |offset: usize| -> u64 { unsafe { ctx.read_at(offset) }.unwrap_or(0) };
-    let tid = unsafe { ctx.read_at::<i32>(PID) }.unwrap_or(0) as u32;
+    let tid = field::<i32>(&ctx, PID) as u32;
     // The record has the host's thread id.
     let victim = if tid == aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32 {
         match task::current() {
@@ -200,15 +181,14 @@ pub fn mark_victim_tp(ctx: TracePointContext) -> u32 {
         }
     };
     let memory = Memory {
-        total_vm_kb: field(TOTAL_VM),
-        anon_rss_kb: field(ANON_RSS),
-        file_rss_kb: field(FILE_RSS),
-        shmem_rss_kb: field(SHMEM_RSS),
-        pgtables_kb: field(PGTABLES),
-        oom_score_adj: unsafe { ctx.read_at(OOM_SCORE_ADJ) }.unwrap_or(0),
+        total_vm_kb: field(&ctx, TOTAL_VM),
+        anon_rss_kb: field(&ctx, ANON_RSS),
+        file_rss_kb: field(&ctx, FILE_RSS),
+        shmem_rss_kb: field(&ctx, SHMEM_RSS),
+        pgtables_kb: field(&ctx, PGTABLES),
+        oom_score_adj: field(&ctx, OOM_SCORE_ADJ),
     };
-    let uid = unsafe { ctx.read_at(UID) }.unwrap_or(0);
-    emit_victim(victim, uid, memory);
+    emit_victim(victim, field(&ctx, UID), memory);
     0
 }
 

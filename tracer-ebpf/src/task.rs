@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use tracer_common::task::{COMM_LEN, Filter, Task, TaskLayout};
 
-use crate::kernel::{read, read_bytes, read_ptr};
+use crate::kernel::{read, read_bytes, read_or_zero, read_ptr};
 
 #[unsafe(no_mangle)]
 static FILTER: Global<Filter> = Global::new(unsafe { core::mem::zeroed() });
@@ -136,7 +136,7 @@ fn identify(
     }
     let layout = TASK_LAYOUT.load();
     let cgroup = cgroup_of(&layout, task);
-    let cgroup_id = cgroup.map_or(0, |cgroup| cgroup_id(&layout, cgroup));
+    let cgroup_id = cgroup_id(&layout, cgroup);
     if filtered && filter.cgroup_id != 0 && !is_under(&layout, cgroup, cgroup_id, filter.cgroup_id)
     {
         return None;
@@ -149,15 +149,15 @@ fn identify(
     })
 }
 
-/// `struct cgroup *` of `task` in the configured hierarchy.
+/// `struct cgroup *` of `task` in the configured hierarchy (null if unreadable).
 #[inline(always)]
-fn cgroup_of(layout: &TaskLayout, task: *const u8) -> Option<*const u8> {
-    let css_set = read_ptr(task, layout.task_cgroups)?;
+fn cgroup_of(layout: &TaskLayout, task: *const u8) -> *const u8 {
+    let css_set: *const u8 = read_or_zero(task, layout.task_cgroups);
     if layout.v1_subsys == TaskLayout::UNIFIED {
-        read_ptr(css_set, layout.css_set_dfl_cgrp)
+        read_or_zero(css_set, layout.css_set_dfl_cgrp)
     } else {
-        let css = subsys_state(layout, task, layout.v1_subsys)?;
-        read_ptr(css, layout.css_cgroup)
+        let css: *const u8 = read_or_zero(css_set, layout.css_set_subsys + 8 * layout.v1_subsys);
+        read_or_zero(css, layout.css_cgroup)
     }
 }
 
@@ -173,23 +173,23 @@ pub fn layout() -> TaskLayout {
     TASK_LAYOUT.load()
 }
 
-/// The id (kernfs inode number) of a `struct cgroup *`.
+/// The id (kernfs inode number) of a `struct cgroup *`; 0 if unreadable (reads through a null
+/// pointer fail and give 0).
 #[inline(always)]
 pub fn cgroup_id(layout: &TaskLayout, cgroup: *const u8) -> u64 {
-    read_ptr(cgroup, layout.cgroup_kn)
-        .and_then(|kn| read::<u64>(kn, layout.kernfs_node_id))
-        .unwrap_or(0)
+    let kn: *const u8 = read_or_zero(cgroup, layout.cgroup_kn);
+    read_or_zero(kn, layout.kernfs_node_id)
 }
 
 /// Whether `cgroup` (whose id is `id`) is `target` or one of its descendants.
 #[inline(always)]
-fn is_under(layout: &TaskLayout, cgroup: Option<*const u8>, id: u64, target: u64) -> bool {
+fn is_under(layout: &TaskLayout, mut cgroup: *const u8, id: u64, target: u64) -> bool {
     if id == target {
         return true;
     }
-    let Some(mut cgroup) = cgroup else {
+    if cgroup.is_null() {
         return false;
-    };
+    }
     for _ in 0..MAX_CGROUP_DEPTH {
         // `cgroup.self.parent` points at the parent's embedded `self` css.
         let Some(parent_css) = read_ptr(cgroup, layout.cgroup_parent) else {
