@@ -59,6 +59,8 @@ fn pids_are_those_of_tracers_own_pid_namespace() {
         tracer = tracer_bin().display(),
         cgroup = memcg.path.display(),
     );
+    // The same kill as the host's namespace numbers it, to tell the two numberings apart.
+    let host = Tracer::start(&["oom", "--json"]);
     let status = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
         .status()
@@ -77,7 +79,12 @@ fn pids_are_those_of_tracers_own_pid_namespace() {
     let kills = finished.json_of_type("oom_kill");
     assert_eq!(kills.len(), 1, "{finished:#?}");
     assert_eq!(kills[0]["victim"]["pid"], victim, "{finished:#?}");
-    assert!(victim < 100, "a pid of the new namespace: {victim}");
+    let host_kills = host.stop().json_of_type("oom_kill");
+    assert_eq!(host_kills.len(), 1, "{host_kills:?}");
+    assert_ne!(
+        host_kills[0]["victim"]["pid"], victim,
+        "the host's pid, not the new namespace's"
+    );
     let with_pid = std::fs::read_to_string(format!("{err}.p")).unwrap();
     assert!(
         !with_pid.contains("refused"),
