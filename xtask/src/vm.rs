@@ -15,14 +15,15 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{image, kernels, shell};
+use crate::{image, kernels, rootfs, shell};
 
-/// The suites that run in a guest; the others need what a guest lacks.
+/// The suites that run in a guest's initramfs.
 const SUITES: &[&str] = &["cli", "direct_reclaim", "oom", "writeback", "kvm_exit"];
+/// The suites that run in a guest chrooted into Debian's root with the databases
+/// ([`rootfs`]), unless a run leaves the databases out.
+const DATABASE_SUITES: &[&str] = &["pg", "mysql"];
 /// Suites left to the host, and why.
 const HOST_ONLY: &[(&str, &str)] = &[
-    ("pg", "PostgreSQL"),
-    ("mysql", "MariaDB"),
     (
         "serve",
         "PostgreSQL, MariaDB, Python's Prometheus client, docker",
@@ -36,11 +37,26 @@ const SKIPPED: &[(&str, &str)] = &[(
     "direct_reclaim::global_stalls_match_allocstall_and_pgsteal_direct",
     "under the emulator kswapd keeps up with any reader: no global direct reclaim to count (the memcg test covers the reclaim tracepoints)",
 )];
-/// Tools whose attach mode the report shows.
-const TOOLS: &[&str] = &["direct-reclaim", "writeback", "oom", "kvm-exit"];
+/// Tools whose attach mode the report shows: the name in the report and tracer's arguments.
+const TOOLS: &[(&str, &str)] = &[
+    ("direct-reclaim", "direct-reclaim"),
+    ("writeback", "writeback"),
+    ("oom", "oom"),
+    ("kvm-exit", "kvm-exit"),
+];
+/// The same for the database tools, run in Debian's root (`$PG_BIN` is PostgreSQL's bin
+/// directory there): their probes, and the socket boundaries (or the syscall fallback).
+const DATABASE_TOOLS: &[(&str, &str)] = &[
+    ("pg", "pg --bin $PG_BIN/postgres"),
+    (
+        "mysql:socket",
+        "mysql --via socket --bin /usr/sbin/mariadbd",
+    ),
+];
 /// Longest a suite may run in a guest, and the whole guest, before they count as hung.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
-const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
+const DATABASE_SUITE_TIMEOUT: Duration = Duration::from_secs(1200);
+const GUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// One kernel's run.
 struct Outcome {
@@ -53,18 +69,17 @@ struct Outcome {
     seconds: f64,
 }
 
-/// Runs the guest suites on `which` ("5.10", "6.1", "6.12", "host", or "all") and prints a
-/// report; fails if any test failed.
-pub fn test(which: &str, filter: Option<&str>) -> Result<()> {
+/// Runs the guest suites on `which` ("5.10", "6.1", "6.12", "host", "guests" for the three
+/// guests, or "all" for the guests and the host) and prints a report; fails if any test failed.
+/// With `databases`, the database suites too (slow under the emulator: CI leaves them out).
+pub fn test(which: &str, filter: Option<&str>, databases: bool) -> Result<()> {
+    let guests = kernels::RELEASES.iter().map(|release| release.version);
     let versions: Vec<&str> = match which {
-        "all" => kernels::RELEASES
-            .iter()
-            .map(|release| release.version)
-            .chain(["host"])
-            .collect(),
+        "all" => guests.chain(["host"]).collect(),
+        "guests" => guests.collect(),
         version => vec![version],
     };
-    let binaries = Binaries::build()?;
+    let binaries = Binaries::build(databases)?;
     let mut outcomes = Vec::new();
     for version in versions {
         let outcome = if version == "host" {
@@ -81,7 +96,7 @@ pub fn test(which: &str, filter: Option<&str>) -> Result<()> {
         );
         outcomes.push(outcome);
     }
-    let report = report(&outcomes);
+    let report = report(&outcomes, databases);
     println!("{report}");
     let root = shell::workspace_root();
     std::fs::write(root.join("target/kernel-matrix.md"), &report)?;
@@ -99,12 +114,14 @@ struct Binaries {
     tracer: PathBuf,
     /// Suite name -> test binary.
     suites: BTreeMap<String, PathBuf>,
-    /// Other binaries the tests run (kvm-guest).
+    /// Other files the tests run (kvm-guest, prepared.pl).
     helpers: Vec<PathBuf>,
+    /// Debian's root for the database suites, if they run.
+    rootfs: Option<PathBuf>,
 }
 
 impl Binaries {
-    fn build() -> Result<Self> {
+    fn build(databases: bool) -> Result<Self> {
         let root = shell::workspace_root();
         let tracer = image::static_binary()?;
         let mut cargo = shell::cargo();
@@ -117,7 +134,8 @@ impl Binaries {
             image::TARGET,
             "--message-format=json",
         ]);
-        for suite in SUITES {
+        let database_suites = if databases { DATABASE_SUITES } else { &[] };
+        for suite in SUITES.iter().chain(database_suites) {
             cargo.args(["--test", suite]);
         }
         let messages = shell::output(&mut cargo)?;
@@ -136,20 +154,29 @@ impl Binaries {
                 suites.insert(name.to_owned(), PathBuf::from(executable));
             }
         }
-        let helpers = vec![
+        let mut helpers = vec![
             root.join("target")
                 .join(image::TARGET)
                 .join("debug/kvm-guest"),
         ];
+        if databases {
+            helpers.push(root.join("tests/support/prepared.pl"));
+        }
         for helper in &helpers {
             if !helper.exists() {
                 bail!("{} was not built", helper.display());
             }
         }
+        let rootfs = if databases {
+            Some(rootfs::image()?)
+        } else {
+            None
+        };
         Ok(Self {
             tracer,
             suites,
             helpers,
+            rootfs,
         })
     }
 }
@@ -161,11 +188,36 @@ fn init_script(suites: &[&String], tracer: &Path, filter: Option<&str>) -> Strin
         let name = test.split_once("::").map_or(*test, |(_, name)| name);
         filter.push_str(&format!(" --skip {name}"));
     }
-    let tools = TOOLS.join(" ");
-    let suites: Vec<&str> = suites.iter().map(|s| s.as_str()).collect();
-    let suites = suites.join(" ");
+    let databases = suites
+        .iter()
+        .any(|suite| DATABASE_SUITES.contains(&suite.as_str()));
+    let mut attach: Vec<String> = TOOLS
+        .iter()
+        .map(|(name, args)| format!("attach '{name}' $TRACER_BIN {args}"))
+        .collect();
+    if databases {
+        attach.extend(
+            DATABASE_TOOLS
+                .iter()
+                .map(|(name, args)| format!("attach '{name}' in_root $TRACER_BIN {args}")),
+        );
+    }
+    let attach = attach.join("\n");
+    let mut runs = Vec::new();
+    for suite in suites {
+        let run = if DATABASE_SUITES.contains(&suite.as_str()) {
+            let limit = DATABASE_SUITE_TIMEOUT.as_secs();
+            format!("run {suite} {limit} in_root /suites/{suite}")
+        } else {
+            format!("run {suite} {} /suites/{suite}", SUITE_TIMEOUT.as_secs())
+        };
+        runs.push(run);
+    }
+    let runs = runs.join("\n");
     let tracer = tracer.display();
-    let suite_timeout = SUITE_TIMEOUT.as_secs();
+    // The checkout's top directory, where the binaries are, for the database root to see.
+    let top = tracer.to_string();
+    let top = top.split('/').nth(1).unwrap_or_default();
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -177,27 +229,44 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
+# Loopback, for the databases' TCP (TLS) clients.
+ip link set lo up
 for module in $(cat /modules.order); do insmod $module || echo "=== insmod $module failed"; done
 # Not on /tmp, which may hold the binaries (a checkout under /tmp).
 mkdir -p /scratch && mount -t ext4 /dev/vda /scratch && export TMPDIR=/scratch || echo "=== no scratch disk"
+# Debian's root with the databases, if given: the same mounts, binaries and scratch disk.
+if [ -b /dev/vdb ]; then
+    mkdir -p /root && mount -t ext4 /dev/vdb /root &&
+    mount -t proc proc /root/proc && mount -o rbind /sys /root/sys && mount -o rbind /dev /root/dev &&
+    mkdir -p /root/scratch /root/suites /root/{top} && mount -o bind /scratch /root/scratch &&
+    mount -o bind /suites /root/suites && mount -o bind /{top} /root/{top} ||
+    echo "=== no database root"
+    export PG_BIN=$(ls -d /root/usr/lib/postgresql/*/bin | tail -n 1 | sed s,^/root,,)
+fi
+printf '#!/bin/sh\nexec chroot /root /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"\n' > /bin/in_root
+chmod +x /bin/in_root
 echo "=== kernel $(uname -r)"
 # kvm_amd (SVM, which the emulator offers) emits kvm:kvm_exit, unlike this project's host.
 [ -e /dev/kvm ] && echo "=== kvm yes" && export TRACER_KVM_EXIT_FIRES=1 || echo "=== kvm no"
 [ -d /sys/kernel/tracing/events/sock/sock_recv_length ] && echo "=== sock yes" || echo "=== sock no"
-for tool in {tools}; do
-    said=$(timeout -s KILL 120 $TRACER_BIN $tool -v -d 1 2>&1 >/dev/null) ||
+attach() {{
+    name=$1; shift
+    said=$(timeout -s KILL 120 "$@" -v -d 1 2>&1 >/dev/null) ||
         said="refused: $(echo "$said" | tail -n 1 | grep . || echo no answer in 120 s)"
-    echo "$said" | while read -r line; do echo "=== attach $tool $line"; done
-done
+    echo "$said" | while read -r line; do echo "=== attach $name $line"; done
+}}
+{attach}
 status=0
-for suite in {suites}; do
+run() {{
+    suite=$1; limit=$2; shift 2
     echo "=== suite $suite"
-    timeout -s KILL {suite_timeout} /suites/$suite --test-threads=1 {filter} || {{
+    timeout -s KILL $limit "$@" --test-threads=1 --color never {filter} || {{
         code=$?
         status=1
         echo "=== suite $suite ended: $code"
     }}
-done
+}}
+{runs}
 echo "=== verdict $status"
 printf "\\$(printf %o $status)" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
 poweroff -f
@@ -294,6 +363,13 @@ fn boot(kernel: &kernels::Kernel, binaries: &Binaries, filter: Option<&str>) -> 
         ))
         .arg("-serial")
         .arg(format!("file:{}", console.display()));
+    if let Some(rootfs) = &binaries.rootfs {
+        // /dev/vdb; the guest's writes go to a throwaway overlay.
+        qemu.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            rootfs.display()
+        ));
+    }
     let status = qemu
         .status()
         .context("qemu-system-x86_64 (cargo xtask setup --matrix)")?;
@@ -344,9 +420,20 @@ fn run_on_host(binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
             "no"
         }
     );
-    for tool in TOOLS {
+    let pg_bin = shell::output(
+        Command::new("sh").args(["-c", "ls -d /usr/lib/postgresql/*/bin | tail -n 1"]),
+    )
+    .unwrap_or_default();
+    let database_tools = if binaries.rootfs.is_some() {
+        DATABASE_TOOLS
+    } else {
+        &[]
+    };
+    for (tool, args) in TOOLS.iter().chain(database_tools) {
+        let args = args.replace("$PG_BIN", pg_bin.trim());
         let output = Command::new(&binaries.tracer)
-            .args([tool, "-v", "-d", "1"])
+            .args(args.split_whitespace())
+            .args(["-v", "-d", "1"])
             .output()?;
         let said = String::from_utf8_lossy(&output.stderr);
         for line in said.lines() {
@@ -395,7 +482,7 @@ fn parse(name: &str, log: &str) -> Outcome {
             suite = name.to_owned();
         } else if let Some(rest) = line.strip_prefix("=== attach ") {
             let (tool, message) = rest.split_once(' ').unwrap_or((rest, ""));
-            let mode = attach_mode(message);
+            let mode = attach_mode(tool, message);
             let entry = outcome.attach.entry(tool.to_owned()).or_default();
             if let Some(mode) = mode
                 && !entry.contains(&mode)
@@ -417,11 +504,22 @@ fn parse(name: &str, log: &str) -> Outcome {
 }
 
 /// What a line of `tracer TOOL -v` says about how it attached.
-fn attach_mode(line: &str) -> Option<String> {
-    if line.contains(": BTF tracepoint") {
+fn attach_mode(tool: &str, line: &str) -> Option<String> {
+    // The database tools attach the reclaim tracepoints too; their row is about the queries.
+    let database_tool = DATABASE_TOOLS.iter().any(|(name, _)| *name == tool);
+    let line = line.strip_prefix("tracer: ").unwrap_or(line);
+    if database_tool && line.starts_with("vmscan:") {
+        None
+    } else if line.contains(": BTF tracepoint") {
         Some("tp_btf".into())
+    } else if line.starts_with("syscalls:") && line.contains(": classic tracepoint") {
+        Some("syscall fallback".into())
     } else if line.contains(": classic tracepoint") {
         Some("classic".into())
+    } else if line.starts_with("postgresql:") && line.contains(" at 0x") {
+        Some("USDT".into())
+    } else if line.contains(" at 0x") && line.contains(", entry") {
+        Some("uprobe".into())
     } else if line.starts_with("refused: ") {
         Some(line.replace("refused: tracer: ", "refused: "))
     } else {
@@ -443,7 +541,7 @@ fn update_readme(readme: &Path, report: &str) -> Result<()> {
 }
 
 /// The report: a table of tools' attach modes and one of test results, kernel by kernel.
-fn report(outcomes: &[Outcome]) -> String {
+fn report(outcomes: &[Outcome], databases: bool) -> String {
     let mut out = String::new();
     let header = |out: &mut String, first: &str| {
         out.push_str(&format!("| {first} |"));
@@ -455,7 +553,8 @@ fn report(outcomes: &[Outcome]) -> String {
         out.push_str("|\n");
     };
     header(&mut out, "tool: attach mode");
-    for tool in TOOLS {
+    let database_tools = if databases { DATABASE_TOOLS } else { &[] };
+    for (tool, _) in TOOLS.iter().chain(database_tools) {
         out.push_str(&format!("| `{tool}` |"));
         for outcome in outcomes {
             let mode = outcome.attach.get(*tool).map_or("-", String::as_str);
@@ -487,8 +586,12 @@ fn report(outcomes: &[Outcome]) -> String {
         out.push_str(&format!(" {:.0} s |", outcome.seconds));
     }
     out.push('\n');
-    let host_only: Vec<String> = HOST_ONLY
+    let left_out = DATABASE_SUITES
         .iter()
+        .filter(|_| !databases)
+        .map(|suite| (*suite, "left out of this run: CI's subset"));
+    let host_only: Vec<String> = left_out
+        .chain(HOST_ONLY.iter().copied())
         .map(|(suite, needs)| format!("`{suite}` ({needs})"))
         .collect();
     out.push_str(&format!(
