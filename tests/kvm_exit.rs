@@ -163,6 +163,18 @@ fn counts_exits_to_userspace_ports_and_mmio_exactly() {
         assert!(
             guest_exits >= reason("KVM_EXIT_IO") + reason("KVM_EXIT_MMIO") + reason("KVM_EXIT_HLT")
         );
+        // kvm:kvm_entry ends each exit's handling: all but each vCPU's last (its HLT ends the
+        // VM) are followed by an entry.
+        let handled: u64 = summary["exits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["handled"].as_u64().unwrap())
+            .sum();
+        assert!(
+            handled <= exits && exits - handled <= vcpus,
+            "kvm:kvm_entry: {handled} of {exits} exits handled: {summary:#}"
+        );
     }
     assert!(text.stdout.contains("0x3f8  write"), "{}", text.stdout);
 }

@@ -225,7 +225,9 @@ fn check_reclaim_and_counters(finished: &Finished, memcg: &Cgroup, backend_fault
         // receiving the query and sending the result (which, through the socket, are some).
         let faults = faulting["counters"]["page-faults"].as_u64().unwrap();
         eprintln!("faulting query: {faults} page faults; the backend took {backend_faults}");
-        assert!(faults > 1000, "{faulting:#}");
+        // 50 MB: thousands of faults on 4 KiB pages, some hundreds where huge pages serve part
+        // of it (932 in the 6.12 guest).
+        assert!(faults > 100, "{faulting:#}");
         assert!(
             faults <= backend_faults && faults * 100 >= backend_faults * 95,
             "tracer counted {faults} page faults, the backend took {backend_faults}"
