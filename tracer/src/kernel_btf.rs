@@ -280,6 +280,12 @@ impl KernelBtf {
 
     /// Byte offset of `path` (`"self.parent"`, members separated by dots) inside `struct name`,
     /// looking through anonymous structs and unions as C does.
+    /// Whether the kernel has BPF ring buffers (Linux 5.8+), which carry every tool's records.
+    pub fn has_ring_buffer(&self) -> bool {
+        self.find(Kind::Struct, "bpf_ringbuf", |ty| ty.vlen() > 0)
+            .is_some()
+    }
+
     pub fn member_offset(&self, name: &str, path: &str) -> Result<u32> {
         let (_, offset_bits) = self.member_path(name, path)?;
         if offset_bits % 8 != 0 {
@@ -532,6 +538,26 @@ mod tests {
         let all = btf.walked.borrow().types.len();
         assert!(walked < all, "{walked} of {all} walked for task_struct");
         assert_eq!(btf.walked.borrow().at, btf.walked.borrow().end);
+    }
+
+    #[test]
+    fn tells_a_kernel_without_ring_buffers() {
+        assert!(kernel().has_ring_buffer());
+        // As old a kernel as this question goes: its one struct is not bpf_ringbuf.
+        let strings = b"\0task_struct\0";
+        let mut types = Vec::new();
+        for word in [1u32, (Kind::Struct as u32) << 24 | 1, 8, 1, 0, 0] {
+            types.extend_from_slice(&word.to_le_bytes());
+        }
+        let mut blob = vec![0x9f, 0xeb, 1, 0];
+        for word in [24, 0, types.len(), types.len(), strings.len()] {
+            blob.extend_from_slice(&(word as u32).to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        let old = KernelBtf::parse(Bytes::Read(blob)).unwrap();
+        assert!(old.find(Kind::Struct, "task_struct", |_| true).is_some());
+        assert!(!old.has_ring_buffer());
     }
 
     #[test]

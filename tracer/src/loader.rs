@@ -24,6 +24,11 @@ pub struct Kernel {
 impl Kernel {
     pub fn inspect() -> Result<Self> {
         let btf = KernelBtf::open(&crate::kernel_btf::default_path())?;
+        if !btf.has_ring_buffer() {
+            bail!(
+                "this kernel has no BPF ring buffer (Linux 5.8+), which carries tracer's records"
+            );
+        }
         let tracefs = Tracefs::locate()?;
         Ok(Self { btf, tracefs })
     }
