@@ -70,6 +70,9 @@ pub struct TaskLayout {
     pub upid_size: u32,
     pub upid_ns: u32,
     pub pidns_inum: u32,
+    /// 0 where `bpf_task_pt_regs` (Linux 5.15+) finds a system call's saved registers; before,
+    /// `task_struct.stack`, at whose top x86-64 saves them.
+    pub task_stack: u32,
 }
 
 impl TaskLayout {

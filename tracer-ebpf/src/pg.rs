@@ -1,7 +1,8 @@
 //! `tracer pg`: PostgreSQL queries with the kernel time stolen from them.
 //!
 //! Query boundaries come from probes in the server or from its client sockets. One uprobe
-//! program serves every probe site; its attach cookie names the [`Site`]. The socket programs
+//! program serves every probe site; its attach cookie names the [`Site`] (before 5.15, each
+//! site has a program of its own). The socket programs
 //! see the backend receive a request and send the ReadyForQuery that ends its answer; they run at
 //! every socket receive and send on the machine, so they do little for any other process. Per backend
 //! thread they keep the query in progress, to which reclaim stalls and counter deltas are added.
@@ -15,7 +16,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     pg::{Backend, Site, kind, site},
-    query::{MAX_TEXT, QueryConfig, origin},
+    query::{QueryConfig, origin},
     record::tool,
 };
 
@@ -38,8 +39,8 @@ impl Database for Pg {
     const BACKEND: u32 = kind::BACKEND;
 
     #[inline(always)]
-    fn config() -> QueryConfig {
-        PG_CONFIG.load()
+    fn config() -> *const QueryConfig {
+        &PG_CONFIG as *const Global<QueryConfig> as *const QueryConfig
     }
 }
 
@@ -49,8 +50,40 @@ static PG_SITES: Array<Site> = Array::with_max_entries(256, 0);
 
 #[uprobe]
 pub fn pg_probe(ctx: ProbeContext) -> u32 {
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let Some(site) = PG_SITES.get(cookie as u32) else {
+    probe(&ctx, unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32)
+}
+
+/// Before Linux 5.15 there are no attach cookies: there each site has a program of its own,
+/// whose number is the site's slot.
+macro_rules! site_programs {
+    ($($name:ident = $slot:literal),* $(,)?) => {
+        $(
+            #[uprobe]
+            pub fn $name(ctx: ProbeContext) -> u32 {
+                probe(&ctx, $slot)
+            }
+        )*
+    };
+}
+
+site_programs!(
+    pg_probe_1 = 1,
+    pg_probe_2 = 2,
+    pg_probe_3 = 3,
+    pg_probe_4 = 4,
+    pg_probe_5 = 5,
+    pg_probe_6 = 6,
+    pg_probe_7 = 7,
+    pg_probe_8 = 8,
+    pg_probe_9 = 9,
+    pg_probe_10 = 10,
+    pg_probe_11 = 11,
+    pg_probe_12 = 12,
+);
+
+#[inline(always)]
+fn probe(ctx: &ProbeContext, slot: u32) -> u32 {
+    let Some(site) = PG_SITES.get(slot) else {
         return 0;
     };
     let tid = task::current_tid();
@@ -59,9 +92,9 @@ pub fn pg_probe(ctx: ProbeContext) -> u32 {
     };
     let portal = thread.origin == origin::PORTAL as u8;
     match site.kind {
-        site::QUERY_START => start_at_site(&ctx, site, tid, thread, origin::SIMPLE),
+        site::QUERY_START => start_at_site(ctx, site, tid, thread, origin::SIMPLE),
         site::EXECUTE_START if !thread.active => {
-            start_at_site(&ctx, site, tid, thread, origin::PORTAL)
+            start_at_site(ctx, site, tid, thread, origin::PORTAL)
         }
         // A portal inside a simple query, or nested in another portal run.
         site::EXECUTE_START if portal => thread.depth += 1,
@@ -162,7 +195,7 @@ fn received(received: i64) {
         events::count_lost(tool::PG);
         return;
     };
-    let limit = (PG_CONFIG.load().text_len as usize).min(MAX_TEXT);
+    let limit = query::text_limit::<Pg>();
     let len = (received as usize).min(limit);
     let text = &mut request.text[..len];
     if unsafe { bpf_probe_read_user_buf(buffer as *const u8, text) }.is_err() {

@@ -31,8 +31,28 @@ pub trait Database {
     /// The kinds of its query records and new-backend records.
     const QUERY: u32;
     const BACKEND: u32;
-    /// Its settings, from its own read-only global.
-    fn config() -> QueryConfig;
+    /// Its settings: its own read-only global, read a field at a time through [`setting!`].
+    fn config() -> *const QueryConfig;
+}
+
+/// A field of a tool's settings, read alone: `Global::load()` would copy all of them (112
+/// bytes) onto the 512-byte stack at each use, too much for 5.10's verifier in the socket
+/// programs. `setting!(D, text_len)`.
+macro_rules! setting {
+    ($tool:ty, $($field:tt)+) => {
+        unsafe {
+            core::ptr::read_volatile(
+                &raw const (*<$tool as $crate::query::Database>::config()).$($field)+,
+            )
+        }
+    };
+}
+pub(crate) use setting;
+
+/// Bytes of query text to read.
+#[inline(always)]
+pub fn text_limit<D: Database>() -> usize {
+    (setting!(D, text_len) as usize).min(MAX_TEXT)
 }
 
 /// Per server thread: whether the filters keep it, its counters, and the query it runs. An LRU
@@ -159,16 +179,14 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
     thread.reclaim_begin_ns = 0;
     thread.reclaim_ns = 0;
     thread.reclaim_count = 0;
-    let config = D::config();
-    let per_thread_events = config.task_counters[0][0] == 0;
+    let per_thread_events = setting!(D, task_counters[0][0]) == 0;
     if per_thread_events
         && thread.counter_slot == NO_SLOT
         && let Some(&slot) = unsafe { QUERY_COUNTER_SLOTS.get(tid) }
     {
         thread.counter_slot = slot;
     }
-    thread.counters_valid =
-        read_counters(&config, thread.counter_slot, &mut thread.counters) as u32;
+    thread.counters_valid = read_counters::<D>(thread.counter_slot, &mut thread.counters) as u32;
     thread.start_ns = unsafe { bpf_ktime_get_ns() };
 }
 
@@ -176,39 +194,42 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
 /// backend); with no servers named, any process reaching a probe.
 #[inline(always)]
 fn in_servers<D: Database>() -> bool {
-    let config = D::config();
-    let count = (config.server_count as usize).min(MAX_SERVERS);
+    let count = (setting!(D, server_count) as usize).min(MAX_SERVERS);
     if count == 0 {
         return true;
     }
     let Some((pid, _)) = task::current_pid_tid() else {
         return false;
     };
-    let parent = parent_pid(&config);
-    config.servers[..count]
-        .iter()
-        .any(|&server| server == pid || server == parent)
+    let parent = parent_pid::<D>();
+    for i in 0..MAX_SERVERS {
+        if i >= count {
+            break;
+        }
+        let server = setting!(D, servers[i]);
+        if server == pid || server == parent {
+            return true;
+        }
+    }
+    false
 }
 
 #[inline(always)]
-fn parent_pid(config: &QueryConfig) -> u32 {
+fn parent_pid<D: Database>() -> u32 {
     let current = unsafe { bpf_get_current_task() } as *const u8;
-    read_ptr(current, config.task_real_parent)
+    read_ptr(current, setting!(D, task_real_parent))
         .and_then(task::ids_of)
         .map_or(0, |(pid, _)| pid)
 }
 
-/// Reads the counters into `values`: from the current task where the kernel keeps them, else
-/// from the thread's perf events from slot `first` on. False when there are none.
-#[inline(always)]
-fn read_counters(config: &QueryConfig, first: u32, values: &mut [u64; MAX_COUNTERS]) -> bool {
-    if config.task_counters[0][0] != 0 {
-        return read_task_counters(&config.task_counters, values);
+fn read_counters<D: Database>(first: u32, values: &mut [u64; MAX_COUNTERS]) -> bool {
+    if setting!(D, task_counters[0][0]) != 0 {
+        return read_task_counters::<D>(values);
     }
     if first == NO_SLOT {
         return false;
     }
-    let count = config.counters as usize;
+    let count = setting!(D, counters) as usize;
     let map = &QUERY_COUNTERS as *const PerfEventArray<u32> as *mut core::ffi::c_void;
     for (i, value) in values.iter_mut().enumerate() {
         if i >= count {
@@ -228,9 +249,13 @@ fn read_counters(config: &QueryConfig, first: u32, values: &mut [u64; MAX_COUNTE
 /// Per-task counts the kernel keeps in `task_struct` (faults, context switches, migrations):
 /// reading them costs nothing between queries, where a perf event is switched with the task.
 #[inline(always)]
-fn read_task_counters(fields: &[[u32; 2]; MAX_COUNTERS], values: &mut [u64; MAX_COUNTERS]) -> bool {
+fn read_task_counters<D: Database>(values: &mut [u64; MAX_COUNTERS]) -> bool {
     let current = unsafe { bpf_get_current_task() } as *const u8;
-    for (value, &[first, second]) in values.iter_mut().zip(fields) {
+    for (i, value) in values.iter_mut().enumerate() {
+        let (first, second) = (
+            setting!(D, task_counters[i][0]),
+            setting!(D, task_counters[i][1]),
+        );
         // Each read is a helper call: two neighbours are read at once.
         let sum = match (first, second) {
             (0, _) => Some(0),
@@ -280,7 +305,7 @@ pub fn done<D: Database>(tid: u32, thread: &mut Thread, text: u64) {
         return;
     };
     finish::<D>(tid, thread, &mut scratch.done);
-    let limit = (D::config().text_len as usize).min(MAX_TEXT);
+    let limit = text_limit::<D>();
     let len = if text == 0 {
         0
     } else {
@@ -314,7 +339,7 @@ pub fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryD
     thread.active = false;
     let mut end = [0u64; MAX_COUNTERS];
     let counters_valid =
-        thread.counters_valid != 0 && read_counters(&D::config(), thread.counter_slot, &mut end);
+        thread.counters_valid != 0 && read_counters::<D>(thread.counter_slot, &mut end);
     record.kind = D::QUERY;
     record.task = Task {
         pid: task::current_pid_tid().map_or(0, |(pid, _)| pid),

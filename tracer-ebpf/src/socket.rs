@@ -5,9 +5,11 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
-    helpers::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
     programs::TracePointContext,
 };
+
+use crate::{kernel::read_or_zero, task};
 
 /// A field of a classic tracepoint's record: read in place, where a helper call would cost more.
 #[inline(always)]
@@ -33,11 +35,34 @@ const WRITE: u64 = 1;
 const SENDTO: u64 = 44;
 const RECVFROM: u64 = 45;
 
-/// The registers the current thread's system call saved at entry: its arguments are there
-/// still, so a program at the end of the call (or below it) needs none at its entry.
+/// The kernel stack's size on x86-64 (without KASAN, as distributions build), at whose top a
+/// task's user registers are saved.
+const THREAD_SIZE: usize = 16 << 10;
+/// Offset in x86-64's `struct pt_regs` of `dx`, followed by `si`, `di` and `orig_ax`, and its
+/// size.
+const PT_REGS_DX: usize = 96;
+const PT_REGS_SIZE: usize = 168;
+
+/// The current thread's system call number and its first three arguments, from the registers
+/// it saved at entry: a program at the end of the call (or below it) needs none at its entry.
 #[inline(always)]
-fn syscall_regs() -> &'static pt_regs {
-    unsafe { &*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs) }
+fn syscall() -> (u64, Io) {
+    let stack = task::layout().task_stack;
+    if stack == 0 {
+        let regs = unsafe { &*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs) };
+        let io = Io {
+            fd: regs.rdi,
+            buffer: regs.rsi,
+            len: regs.rdx,
+        };
+        return (regs.orig_rax, io);
+    }
+    // Before 5.15 (no bpf_task_pt_regs): where task_pt_regs() finds them.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let stack: *const u8 = read_or_zero(task, stack);
+    let at = (THREAD_SIZE - PT_REGS_SIZE + PT_REGS_DX) as u32;
+    let [len, buffer, fd, number]: [u64; 4] = read_or_zero(stack, at);
+    (number, Io { fd, buffer, len })
 }
 
 /// A receive's or a send's socket and buffer.
@@ -51,23 +76,15 @@ pub struct Io {
 /// The recv() or read() below a sock tracepoint or at a system call's end.
 #[inline(always)]
 pub fn receive() -> Option<Io> {
-    let regs = syscall_regs();
-    (regs.orig_rax == RECVFROM || regs.orig_rax == READ).then_some(Io {
-        fd: regs.rdi,
-        buffer: regs.rsi,
-        len: regs.rdx,
-    })
+    let (number, io) = syscall();
+    (number == RECVFROM || number == READ).then_some(io)
 }
 
 /// The send() or write() below a sock tracepoint.
 #[inline(always)]
 pub fn send() -> Option<Io> {
-    let regs = syscall_regs();
-    (regs.orig_rax == SENDTO || regs.orig_rax == WRITE).then_some(Io {
-        fd: regs.rdi,
-        buffer: regs.rsi,
-        len: regs.rdx,
-    })
+    let (number, io) = syscall();
+    (number == SENDTO || number == WRITE).then_some(io)
 }
 
 /// The send() at a `syscalls:sys_enter_sendto` tracepoint.

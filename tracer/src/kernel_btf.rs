@@ -286,6 +286,11 @@ impl KernelBtf {
             .is_some()
     }
 
+    /// Whether uprobe programs can tell their attach points apart by a cookie (Linux 5.15+).
+    pub fn has_attach_cookies(&self) -> bool {
+        self.enum_value("BPF_FUNC_get_attach_cookie").is_some()
+    }
+
     pub fn member_offset(&self, name: &str, path: &str) -> Result<u32> {
         let (_, offset_bits) = self.member_path(name, path)?;
         if offset_bits % 8 != 0 {

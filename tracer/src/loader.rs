@@ -395,7 +395,7 @@ impl Probes {
         }
         let event = perf::open_uprobe(uprobe)?;
         let link = perf::attach(loaded.fd()?.as_fd(), &event, cookie)?;
-        self.uprobes.extend([link, event]);
+        self.uprobes.extend(link.into_iter().chain([event]));
         Ok(())
     }
 

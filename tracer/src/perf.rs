@@ -54,9 +54,11 @@ pub fn open_uprobe(uprobe: &Uprobe) -> Result<OwnedFd> {
     })
 }
 
-/// Attaches a loaded kprobe-type program to a perf event through a BPF link carrying
-/// `cookie`; closing the returned fd detaches it.
-pub fn attach(program: BorrowedFd, event: &OwnedFd, cookie: u64) -> Result<OwnedFd> {
+/// Attaches a loaded kprobe-type program to a perf event: through a BPF link carrying `cookie`
+/// (Linux 5.15+), whose fd the caller keeps (closing it detaches), or where links for perf
+/// events do not exist and no cookie is needed, the older way: the event holds the program
+/// until it is closed (`None`).
+pub fn attach(program: BorrowedFd, event: &OwnedFd, cookie: u64) -> Result<Option<OwnedFd>> {
     const BPF_LINK_CREATE: libc::c_long = 28;
     const BPF_PERF_EVENT: u32 = 41;
     #[repr(C)]
@@ -76,8 +78,22 @@ pub fn attach(program: BorrowedFd, event: &OwnedFd, cookie: u64) -> Result<Owned
         bpf_cookie: cookie,
         _rest: [0; 6],
     };
-    let fd = bpf(BPF_LINK_CREATE, &attr).context("cannot attach a BPF program to a uprobe")?;
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    match bpf(BPF_LINK_CREATE, &attr) {
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(err) if cookie == 0 && err.raw_os_error() == Some(libc::EINVAL) => {
+            let fd = program.as_raw_fd() as u32;
+            if unsafe { perf_event_open_sys::ioctls::SET_BPF(event.as_raw_fd(), fd) } < 0 {
+                return Err(io::Error::last_os_error())
+                    .context("cannot attach a BPF program to a uprobe");
+            }
+            Ok(None)
+        }
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Err(err).context(
+            "this kernel has no BPF links for perf events (Linux 5.15+), which carry the \
+             probe's cookie",
+        ),
+        Err(err) => Err(err).context("cannot attach a BPF program to a uprobe"),
+    }
 }
 
 /// A `BPF_MAP_TYPE_PERF_EVENT_ARRAY` of `slots` entries.

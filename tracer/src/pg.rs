@@ -189,8 +189,9 @@ impl session::Plan for PgPlan {
             )
         } else {
             let mut cookie = 0;
+            let cookies = context.kernel.btf.has_attach_cookies();
             for sites in &planned {
-                attach(probes, sites, &mut cookie)?;
+                attach(probes, sites, &mut cookie, cookies)?;
             }
             let used: Vec<&str> = planned.iter().map(|sites| sites.used.as_str()).collect();
             used.join("; ")
@@ -406,8 +407,11 @@ fn probe_sites(target: &Target, protocol: Protocol) -> Result<ProbeSites> {
     })
 }
 
-/// Attaches every site, each with its own cookie.
-fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64) -> Result<()> {
+/// Programs for one site each, where the kernel has no attach cookies (tracer-ebpf's pg.rs).
+const SITE_PROGRAMS: u64 = 12;
+
+/// Attaches every site, each with its own cookie, or without `cookies`, its own program.
+fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64, cookies: bool) -> Result<()> {
     for (uprobe, site, name) in &sites.sites {
         *cookie += 1;
         let mut sites: aya::maps::Array<_, Site> =
@@ -415,7 +419,16 @@ fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64) -> Result<(
         sites
             .set(*cookie as u32, site, 0)
             .context("more probe sites than tracer has room for")?;
-        probes.attach_uprobe("pg_probe", uprobe, *cookie)?;
+        if cookies {
+            probes.attach_uprobe("pg_probe", uprobe, *cookie)?;
+        } else if *cookie <= SITE_PROGRAMS {
+            probes.attach_uprobe(&format!("pg_probe_{cookie}"), uprobe, 0)?;
+        } else {
+            bail!(
+                "more than {SITE_PROGRAMS} probe sites on a kernel without attach cookies \
+                 (before 5.15): try --via socket"
+            );
+        }
         let semaphore = if uprobe.semaphore != 0 {
             ", semaphore"
         } else {

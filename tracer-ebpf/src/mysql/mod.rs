@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     mysql::{COM_QUERY, COM_STMT_PREPARE, MysqlLayout, kind, signature},
-    query::{MAX_TEXT, QueryConfig, origin},
+    query::{QueryConfig, origin},
     record::tool,
 };
 
@@ -39,8 +39,8 @@ impl Database for Mysql {
     const BACKEND: u32 = kind::BACKEND;
 
     #[inline(always)]
-    fn config() -> QueryConfig {
-        MYSQL_CONFIG.load()
+    fn config() -> *const QueryConfig {
+        &MYSQL_CONFIG as *const Global<QueryConfig> as *const QueryConfig
     }
 }
 
@@ -86,7 +86,7 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
         events::count_lost(tool::MYSQL);
         return 0;
     };
-    let len = len.min((MYSQL_CONFIG.load().text_len as usize).min(MAX_TEXT));
+    let len = len.min(query::text_limit::<Mysql>());
     let text = &mut request.text[..len];
     let read = unsafe { bpf_probe_read_user_buf(packet as *const u8, text) }.is_ok();
     request.done.text_len = if read { len as u32 } else { 0 };

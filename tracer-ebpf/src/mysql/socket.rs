@@ -6,24 +6,21 @@
 //! (`COM_QUIT`, `COM_STMT_CLOSE`, `COM_STMT_SEND_LONG_DATA`) are counted at receipt, their
 //! time unseen.
 
-use core::ptr::read_volatile;
-
 use aya_ebpf::{
-    Global,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
     mysql::{COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, command},
-    query::{MAX_SERVERS, MAX_TEXT, QueryConfig, origin},
+    query::{MAX_SERVERS, origin},
     record::tool,
 };
 
-use super::{MYSQL_CONFIG, MYSQL_LAYOUT, Mysql, connections};
+use super::{MYSQL_LAYOUT, Mysql, connections};
 use crate::{
     events,
-    query::{self, Thread},
+    query::{self, Thread, setting},
     socket::{self, field, offset},
     task,
 };
@@ -37,16 +34,14 @@ const AWAITING_PAYLOAD: u8 = 1;
 #[inline(always)]
 fn server_thread() -> Option<(u32, &'static mut Thread)> {
     let (pid, tid) = task::current_pid_tid()?;
-    // Field by field: the whole configuration would not fit on the stack beside the rest.
-    let config = &MYSQL_CONFIG as *const Global<QueryConfig> as *const QueryConfig;
-    let count = unsafe { read_volatile(&(*config).server_count) } as usize;
+    let count = setting!(Mysql, server_count) as usize;
     if count != 0 {
         let mut found = false;
         for i in 0..MAX_SERVERS {
             if i >= count {
                 break;
             }
-            if unsafe { read_volatile(&(*config).servers[i]) } == pid {
+            if setting!(Mysql, servers[i]) == pid {
                 found = true;
                 break;
             }
@@ -144,7 +139,7 @@ fn payload(tid: u32, thread: &mut Thread, io: socket::Io, buffer: u64, len: usiz
     let command = unsafe { bpf_probe_read_user(buffer as *const u8) }.unwrap_or(0) as u32;
     request.done.received = command;
     thread.command = command as u8;
-    let len = (len - 1).min((MYSQL_CONFIG.load().text_len as usize).min(MAX_TEXT));
+    let len = (len - 1).min(query::text_limit::<Mysql>());
     let text = &mut request.text[..len];
     let read = unsafe { bpf_probe_read_user_buf((buffer + 1) as *const u8, text) }.is_ok();
     request.done.text_len = if read { len as u32 } else { 0 };
