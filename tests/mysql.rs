@@ -8,6 +8,16 @@ fn calls(summary: &Json, query: &str) -> u64 {
     query_entry(summary, query)["calls"].as_u64().unwrap()
 }
 
+/// The same, 0 for a command tracer never saw.
+fn calls_if_any(summary: &Json, query: &str) -> u64 {
+    summary["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["query"] == query)
+        .map_or(0, |entry| entry["calls"].as_u64().unwrap())
+}
+
 /// Each way tracer finds commands: uprobes on dispatch_command(), the sock tracepoints, the
 /// system calls (what kernels before 6.3 get).
 const VIAS: [&[&str]; 3] = [
@@ -135,8 +145,13 @@ fn prepared_statements(via: &[&str]) {
     assert_eq!(early.query(&format!("prepare before {before}")), "ok");
     let tracer = tracer_mysql(&server, via, &[]);
     let (executes, prepares) = ("statement/com/Execute", "statement/com/Prepare");
+    let (closes, resets) = ("statement/com/Close stmt", "statement/com/Reset stmt");
     let executed_before = server.statement_count(executes);
     let prepared_before = server.statement_count(prepares);
+    let (closed_before, reset_before) = (
+        server.statement_count(closes),
+        server.statement_count(resets),
+    );
 
     let ok = |session: &mut tracer_tests::SqlSession, line: &str| {
         assert_eq!(session.query(line), "ok", "{line}");
@@ -165,6 +180,8 @@ fn prepared_statements(via: &[&str]) {
     let counted = server.statement_count(executes) - executed_before;
     let prepared = server.statement_count(prepares) - prepared_before;
     std::thread::sleep(std::time::Duration::from_millis(300));
+    let closed = server.statement_count(closes) - closed_before;
+    let reset = server.statement_count(resets) - reset_before;
     let summary = summary(&tracer.stop());
 
     let expected = [
@@ -182,10 +199,23 @@ fn prepared_statements(via: &[&str]) {
     eprintln!("executes: issued {issued}, performance_schema {counted}");
     assert_eq!(counted, issued);
     // Five statements prepared after tracer started (one failed), one closed by the client,
-    // the others by their connections' end.
+    // the others by their connections' end. The client library resets the statement
+    // (COM_STMT_RESET) and closes it (COM_STMT_CLOSE), though under load the close at times
+    // never reaches the server before the connection ends: the server's counts say which.
     assert_eq!(calls(&summary, "COM_STMT_PREPARE"), 5);
     assert_eq!(prepared, 5);
-    assert_eq!(calls(&summary, "COM_STMT_CLOSE"), 1);
+    eprintln!("closes: {closed}, resets: {reset} (performance_schema)");
+    assert!(closed + reset > 0, "the client closed nothing");
+    assert_eq!(
+        calls_if_any(&summary, "COM_STMT_CLOSE"),
+        closed,
+        "{summary:#}"
+    );
+    assert_eq!(
+        calls_if_any(&summary, "COM_STMT_RESET"),
+        reset,
+        "{summary:#}"
+    );
     assert_eq!(summary["lost"], 0);
 }
 
