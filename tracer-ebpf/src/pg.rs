@@ -22,8 +22,9 @@ use tracer_common::{
 
 use crate::{
     events,
+    kernel::field,
     query::{self, Database, Thread},
-    socket::{self, field, offset},
+    socket::{self, offset},
     task, usdt,
 };
 

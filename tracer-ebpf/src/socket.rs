@@ -3,19 +3,15 @@
 //! call below them, whose registers still hold its arguments.
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::pt_regs,
     helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
     programs::TracePointContext,
 };
 
-use crate::{kernel::read_or_zero, task};
-
-/// A field of a classic tracepoint's record: read in place, where a helper call would cost more.
-#[inline(always)]
-pub fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    unsafe { *(ctx.as_ptr() as *const u8).add(offset).cast::<T>() }
-}
+use crate::{
+    kernel::{field, read_or_zero},
+    task,
+};
 
 /// Offsets in the classic tracepoints' records.
 pub mod offset {

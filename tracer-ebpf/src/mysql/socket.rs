@@ -20,8 +20,9 @@ use tracer_common::{
 use super::{MYSQL_LAYOUT, Mysql, connections};
 use crate::{
     events,
+    kernel::field,
     query::{self, Thread, setting},
-    socket::{self, field, offset},
+    socket::{self, offset},
     task,
 };
 
