@@ -109,7 +109,7 @@ pub fn test(which: &str, filter: Option<&str>, databases: bool) -> Result<()> {
     Ok(())
 }
 
-/// The static binaries a guest runs.
+/// What a guest runs: the static binaries, and Debian's root for the database suites.
 struct Binaries {
     tracer: PathBuf,
     /// Suite name -> test binary.
