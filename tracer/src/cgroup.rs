@@ -71,9 +71,10 @@ impl Hierarchy {
             cgroup_self,
             cgroup_kn: btf.member_offset("cgroup", "kn")?,
             kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
-            task_stack: match btf.enum_value("BPF_FUNC_task_pt_regs") {
-                Some(_) => 0,
-                None => btf.member_offset("task_struct", "stack")?,
+            task_stack: if btf.has_task_pt_regs() {
+                0
+            } else {
+                btf.member_offset("task_struct", "stack")?
             },
             ..TaskLayout::default()
         })

@@ -286,6 +286,12 @@ impl KernelBtf {
             .is_some()
     }
 
+    /// Whether programs can find a task's saved user registers with `bpf_task_pt_regs`
+    /// (Linux 5.15+).
+    pub fn has_task_pt_regs(&self) -> bool {
+        self.enum_value("BPF_FUNC_task_pt_regs").is_some()
+    }
+
     /// Whether uprobe programs can tell their attach points apart by a cookie (Linux 5.15+).
     pub fn has_attach_cookies(&self) -> bool {
         self.enum_value("BPF_FUNC_get_attach_cookie").is_some()

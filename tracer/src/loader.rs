@@ -395,6 +395,11 @@ impl Probes {
         }
         let event = perf::open_uprobe(uprobe)?;
         let link = perf::attach(loaded.fd()?.as_fd(), &event, cookie)?;
+        if link.is_none() && self.uprobes.is_empty() {
+            self.say(format_args!(
+                "uprobes hold their programs themselves (no BPF links for them before 5.15)"
+            ));
+        }
         self.uprobes.extend(link.into_iter().chain([event]));
         Ok(())
     }

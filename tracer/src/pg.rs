@@ -182,6 +182,7 @@ impl session::Plan for PgPlan {
         let probes = &mut *context.probes;
         let counters = counters::usable(counters, probes);
         let attached = if socket {
+            crate::socket::say_registers(context.kernel, probes);
             let pids: Vec<String> = servers.iter().map(u32::to_string).collect();
             format!(
                 "client sockets of the servers with postmaster pid {}",
@@ -190,6 +191,11 @@ impl session::Plan for PgPlan {
         } else {
             let mut cookie = 0;
             let cookies = context.kernel.btf.has_attach_cookies();
+            if !cookies {
+                probes.say(format_args!(
+                    "a program per probe site (no attach cookies before 5.15)"
+                ));
+            }
             for sites in &planned {
                 attach(probes, sites, &mut cookie, cookies)?;
             }

@@ -5,7 +5,10 @@
 
 use anyhow::Result;
 
-use crate::{loader::Tracepoint, tracefs::Tracefs};
+use crate::{
+    loader::{Kernel, Probes, Tracepoint},
+    tracefs::Tracefs,
+};
 
 const SOCK_LENGTH_ARGS: &[&str] = &["struct sock *", "int", "int"];
 
@@ -56,5 +59,16 @@ pub fn send(sock: bool, program: &'static str, syscall_program: &'static str) ->
             args: None,
             fields: &[("fd", 16, 8), ("buff", 24, 8), ("len", 32, 8)],
         }
+    }
+}
+
+/// Says (with -v) where the programs find the system call's registers on a kernel without
+/// `bpf_task_pt_regs`.
+pub fn say_registers(kernel: &Kernel, probes: &Probes) {
+    if !kernel.btf.has_task_pt_regs() {
+        probes.say(format_args!(
+            "system call registers read at the top of the task's stack (no bpf_task_pt_regs \
+             before 5.15)"
+        ));
     }
 }

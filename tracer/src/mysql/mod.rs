@@ -272,6 +272,9 @@ impl session::Plan for MysqlPlan {
         } = *self;
         let probes = &mut *context.probes;
         let counters = counters::usable(counters, probes);
+        if args.via == Via::Socket {
+            crate::socket::say_registers(context.kernel, probes);
+        }
         for target in targets.iter().filter(|_| args.via == Via::Probes) {
             for (program, retprobe) in [("mysql_dispatch", false), ("mysql_dispatch_return", true)]
             {
