@@ -518,6 +518,10 @@ fn attach_mode(tool: &str, line: &str) -> Option<String> {
         Some("classic".into())
     } else if line.starts_with("postgresql:") && line.contains(" at 0x") {
         Some("USDT".into())
+    } else if line.contains("no attach cookies") {
+        Some("a program per site".into())
+    } else if line.contains("no bpf_task_pt_regs") {
+        Some("registers from the task's stack".into())
     } else if line.contains(" at 0x") && line.contains(", entry") {
         Some("uprobe".into())
     } else if line.starts_with("refused: ") {
