@@ -251,14 +251,7 @@ fn sending(arguments: impl FnOnce() -> Option<socket::Io>) {
         Ok(tail) if tail[..5] == READY_FOR_QUERY => {}
         _ => return,
     }
-    let Some(request) = query::request_of(tid) else {
-        // Evicted by more backends answering requests at once than the map holds.
-        cold_warn!(
-            "pg: the request of backend {} was evicted before its reply",
-            tid
-        );
-        thread.active = false;
-        events::count_lost(tool::PG);
+    let Some(request) = query::request_at_end::<Pg>(tid, thread) else {
         return;
     };
     query::finish::<Pg>(tid, thread, &mut request.done);

@@ -297,6 +297,22 @@ pub fn request_of(tid: u32) -> Option<&'static mut Record> {
     Some(unsafe { &mut *QUERY_REQUESTS.get_ptr_mut(tid)? })
 }
 
+/// The thread's request record at its query's end; if more threads ran queries at once than
+/// the map holds and it was evicted, the query ends unreported and is counted lost.
+#[inline(always)]
+pub fn request_at_end<D: Database>(tid: u32, thread: &mut Thread) -> Option<&'static mut Record> {
+    let request = request_of(tid);
+    if request.is_none() {
+        cold_warn!(
+            "per-query tools: the request of thread {} was evicted before its end",
+            tid
+        );
+        thread.active = false;
+        events::count_lost(D::TOOL);
+    }
+    request
+}
+
 /// A query ends: sends its record with its text, read as a C string at `text` (0: none).
 #[inline(always)]
 pub fn done<D: Database>(tid: u32, thread: &mut Thread, text: u64) {

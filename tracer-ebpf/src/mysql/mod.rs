@@ -118,22 +118,6 @@ fn prepared_statement(answer: u64) -> u32 {
     }
 }
 
-/// The record of the thread's command at its end; if more threads ran commands at once than
-/// the map holds and it was evicted, the command ends unreported and is counted lost.
-#[inline(always)]
-fn command_at_end(tid: u32, thread: &mut query::Thread) -> Option<&'static mut query::Record> {
-    let request = query::request_of(tid);
-    if request.is_none() {
-        cold_warn!(
-            "mysql: the command of thread {} was evicted before its end",
-            tid
-        );
-        thread.active = false;
-        events::count_lost(tool::MYSQL);
-    }
-    request
-}
-
 #[uretprobe]
 pub fn mysql_dispatch_return(_ctx: RetProbeContext) -> u32 {
     let tid = task::current_tid();
@@ -143,7 +127,7 @@ pub fn mysql_dispatch_return(_ctx: RetProbeContext) -> u32 {
     if !thread.active || thread.origin != origin::COMMAND as u8 {
         return 0;
     }
-    let Some(request) = command_at_end(tid, thread) else {
+    let Some(request) = query::request_at_end::<Mysql>(tid, thread) else {
         return 0;
     };
     query::finish::<Mysql>(tid, thread, &mut request.done);

@@ -152,7 +152,7 @@ fn payload(tid: u32, thread: &mut Thread, io: socket::Io, buffer: u64, len: usiz
 /// The thread's command is over; its record goes out.
 #[inline(always)]
 fn end(tid: u32, thread: &mut Thread) {
-    let Some(request) = super::command_at_end(tid, thread) else {
+    let Some(request) = query::request_at_end::<Mysql>(tid, thread) else {
         return;
     };
     let end_ns = match thread.detail {
