@@ -1,7 +1,8 @@
 //! `tracer mysql` against a MariaDB server of the test's own, checked with performance_schema.
 
 use tracer_tests::{
-    Cgroup, Json, Mariadb, Scratch, Tracer, assert_refused, query_entry, run, summary,
+    Cgroup, Json, Mariadb, Scratch, Tracer, assert_refused, query_entry, query_entry_if_any, run,
+    summary,
 };
 
 fn calls(summary: &Json, query: &str) -> u64 {
@@ -10,12 +11,7 @@ fn calls(summary: &Json, query: &str) -> u64 {
 
 /// The same, 0 for a command tracer never saw.
 fn calls_if_any(summary: &Json, query: &str) -> u64 {
-    summary["queries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|entry| entry["query"] == query)
-        .map_or(0, |entry| entry["calls"].as_u64().unwrap())
+    query_entry_if_any(summary, query).map_or(0, |entry| entry["calls"].as_u64().unwrap())
 }
 
 /// Each way tracer finds commands: uprobes on dispatch_command(), the sock tracepoints, the

@@ -179,12 +179,17 @@ pub fn summary(finished: &Finished) -> Json {
 
 /// The entry of a normalized query in a per-query tool's summary, or fails the test.
 pub fn query_entry<'a>(summary: &'a Json, text: &str) -> &'a Json {
+    query_entry_if_any(summary, text)
+        .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
+}
+
+/// The same, `None` for a query the summary does not have.
+pub fn query_entry_if_any<'a>(summary: &'a Json, text: &str) -> Option<&'a Json> {
     summary["queries"]
         .as_array()
         .unwrap()
         .iter()
         .find(|entry| entry["query"] == text)
-        .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
 }
 
 /// Runs tracer to completion (for inputs it must reject).

@@ -17,6 +17,10 @@ pub mod site {
     pub const EXECUTE_DONE: u32 = 4;
 }
 
+/// Uprobe programs with one probe site each (`pg_probe_1`, ...), for kernels without attach
+/// cookies (before 5.15).
+pub const SITE_PROGRAMS: u32 = 12;
+
 /// One attached probe site, found by the kernel program through its attach cookie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

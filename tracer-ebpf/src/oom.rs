@@ -96,9 +96,10 @@ fn emit_victim(victim: Task, uid: u32, memory: Memory) {
 fn memcg_at_limit(layout: &OomLayout, task_layout: &TaskLayout) -> u64 {
     let current = unsafe { bpf_get_current_task() } as *const u8;
     // A `struct mem_cgroup` begins with its css, so the css pointer is the memcg pointer.
-    let Some(mut memcg) = task::subsys_state(task_layout, current, layout.memory_subsys) else {
+    let mut memcg = task::subsys_state(task_layout, current, layout.memory_subsys);
+    if memcg.is_null() {
         return 0;
-    };
+    }
     let mut at_limit = core::ptr::null();
     for _ in 0..MAX_MEMCG_DEPTH {
         let usage: u64 = read_or_zero(memcg, layout.memcg_usage);

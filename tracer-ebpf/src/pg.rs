@@ -15,7 +15,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, TracePointContext},
 };
 use tracer_common::{
-    pg::{Backend, Site, kind, site},
+    pg::{Backend, SITE_PROGRAMS, Site, kind, site},
     query::{QueryConfig, origin},
     record::tool,
 };
@@ -64,6 +64,7 @@ macro_rules! site_programs {
                 probe(&ctx, $slot)
             }
         )*
+        const _: () = assert!([$($slot),*].len() == SITE_PROGRAMS as usize);
     };
 }
 

@@ -47,7 +47,6 @@ macro_rules! setting {
         }
     };
 }
-pub(crate) use setting;
 
 /// Bytes of query text to read.
 #[inline(always)]
@@ -194,14 +193,22 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
 /// backend); with no servers named, any process reaching a probe.
 #[inline(always)]
 fn in_servers<D: Database>() -> bool {
-    let count = (setting!(D, server_count) as usize).min(MAX_SERVERS);
-    if count == 0 {
+    if setting!(D, server_count) == 0 {
         return true;
     }
     let Some((pid, _)) = task::current_pid_tid() else {
         return false;
     };
-    let parent = parent_pid::<D>();
+    named_server::<D>(pid, parent_pid::<D>())
+}
+
+/// Whether process `pid` or `parent` is one of the servers named (with none named, any is).
+#[inline(always)]
+pub fn named_server<D: Database>(pid: u32, parent: u32) -> bool {
+    let count = (setting!(D, server_count) as usize).min(MAX_SERVERS);
+    if count == 0 {
+        return true;
+    }
     for i in 0..MAX_SERVERS {
         if i >= count {
             break;
@@ -222,6 +229,9 @@ fn parent_pid<D: Database>() -> u32 {
         .map_or(0, |(pid, _)| pid)
 }
 
+/// Reads the counters into `values`: from the current task where the kernel keeps them, else
+/// from the thread's perf events from slot `first` on. False when there are none.
+#[inline(always)]
 fn read_counters<D: Database>(first: u32, values: &mut [u64; MAX_COUNTERS]) -> bool {
     if setting!(D, task_counters[0][0]) != 0 {
         return read_task_counters::<D>(values);

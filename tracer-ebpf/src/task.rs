@@ -152,21 +152,23 @@ fn identify(
 /// `struct cgroup *` of `task` in the configured hierarchy (null if unreadable).
 #[inline(always)]
 fn cgroup_of(layout: &TaskLayout, task: *const u8) -> *const u8 {
-    let css_set: *const u8 = read_or_zero(task, layout.task_cgroups);
     if layout.v1_subsys == TaskLayout::UNIFIED {
+        let css_set: *const u8 = read_or_zero(task, layout.task_cgroups);
         read_or_zero(css_set, layout.css_set_dfl_cgrp)
     } else {
-        let css: *const u8 = read_or_zero(css_set, layout.css_set_subsys + 8 * layout.v1_subsys);
-        read_or_zero(css, layout.css_cgroup)
+        read_or_zero(
+            subsys_state(layout, task, layout.v1_subsys),
+            layout.css_cgroup,
+        )
     }
 }
 
 /// `task->cgroups->subsys[subsys]`: the task's state in one controller (for the memory
-/// controller, its `struct mem_cgroup *`).
+/// controller, its `struct mem_cgroup *`); null if unreadable.
 #[inline(always)]
-pub fn subsys_state(layout: &TaskLayout, task: *const u8, subsys: u32) -> Option<*const u8> {
-    let css_set = read_ptr(task, layout.task_cgroups)?;
-    read_ptr(css_set, layout.css_set_subsys + 8 * subsys)
+pub fn subsys_state(layout: &TaskLayout, task: *const u8, subsys: u32) -> *const u8 {
+    let css_set: *const u8 = read_or_zero(task, layout.task_cgroups);
+    read_or_zero(css_set, layout.css_set_subsys + 8 * subsys)
 }
 
 pub fn layout() -> TaskLayout {

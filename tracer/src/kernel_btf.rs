@@ -278,8 +278,6 @@ impl KernelBtf {
         }
     }
 
-    /// Byte offset of `path` (`"self.parent"`, members separated by dots) inside `struct name`,
-    /// looking through anonymous structs and unions as C does.
     /// Whether the kernel has BPF ring buffers (Linux 5.8+), which carry every tool's records.
     pub fn has_ring_buffer(&self) -> bool {
         self.find(Kind::Struct, "bpf_ringbuf", |ty| ty.vlen() > 0)
@@ -297,6 +295,8 @@ impl KernelBtf {
         self.enum_value("BPF_FUNC_get_attach_cookie").is_some()
     }
 
+    /// Byte offset of `path` (`"self.parent"`, members separated by dots) inside `struct name`,
+    /// looking through anonymous structs and unions as C does.
     pub fn member_offset(&self, name: &str, path: &str) -> Result<u32> {
         let (_, offset_bits) = self.member_path(name, path)?;
         if offset_bits % 8 != 0 {

@@ -7,7 +7,7 @@ use std::{borrow::Cow, path::PathBuf, rc::Rc};
 
 use anyhow::{Context, Result, bail};
 use tracer_common::{
-    pg::{Backend, QueryDone, Site, kind, site},
+    pg::{Backend, QueryDone, SITE_PROGRAMS, Site, kind, site},
     query::{MAX_SERVERS, origin},
 };
 
@@ -413,9 +413,6 @@ fn probe_sites(target: &Target, protocol: Protocol) -> Result<ProbeSites> {
     })
 }
 
-/// Programs for one site each, where the kernel has no attach cookies (tracer-ebpf's pg.rs).
-const SITE_PROGRAMS: u64 = 12;
-
 /// Attaches every site, each with its own cookie, or without `cookies`, its own program.
 fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64, cookies: bool) -> Result<()> {
     for (uprobe, site, name) in &sites.sites {
@@ -427,7 +424,7 @@ fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64, cookies: bo
             .context("more probe sites than tracer has room for")?;
         if cookies {
             probes.attach_uprobe("pg_probe", uprobe, *cookie)?;
-        } else if *cookie <= SITE_PROGRAMS {
+        } else if *cookie <= u64::from(SITE_PROGRAMS) {
             probes.attach_uprobe(&format!("pg_probe_{cookie}"), uprobe, 0)?;
         } else {
             bail!(

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     mysql::{COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, command},
-    query::{MAX_SERVERS, origin},
+    query::origin,
     record::tool,
 };
 
@@ -21,7 +21,7 @@ use super::{MYSQL_LAYOUT, Mysql, connections};
 use crate::{
     events,
     kernel::field,
-    query::{self, Thread, setting},
+    query::{self, Thread},
     socket::{self, offset},
     task,
 };
@@ -35,21 +35,8 @@ const AWAITING_PAYLOAD: u8 = 1;
 #[inline(always)]
 fn server_thread() -> Option<(u32, &'static mut Thread)> {
     let (pid, tid) = task::current_pid_tid()?;
-    let count = setting!(Mysql, server_count) as usize;
-    if count != 0 {
-        let mut found = false;
-        for i in 0..MAX_SERVERS {
-            if i >= count {
-                break;
-            }
-            if setting!(Mysql, servers[i]) == pid {
-                found = true;
-                break;
-            }
-        }
-        if !found {
-            return None;
-        }
+    if !query::named_server::<Mysql>(pid, pid) {
+        return None;
     }
     Some((tid, query::traced_thread::<Mysql>(tid)?))
 }
