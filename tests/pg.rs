@@ -13,9 +13,10 @@ fn calls(summary: &Json, text: &str) -> u64 {
 /// A `tracer pg --json` for each way of finding queries, all at once on the same server: what
 /// each measures must be the same. The socket is watched two ways: through the sock
 /// tracepoints, and through the system calls kernels before 6.3 have instead.
-fn tracers(args: &[&str]) -> [(&'static str, Tracer); 3] {
+fn tracers(args: &[&str]) -> [(&'static str, Tracer); 4] {
     [
         ("probes", &["--via", "probes"][..]),
+        ("default", &[]),
         ("socket", &["--via", "socket"]),
         ("socket (syscalls)", &["--via", "socket", "--via-syscalls"]),
     ]
@@ -57,6 +58,8 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
     }
     // Extended protocol: prepared statements, 2 clients x 40 transactions of one SELECT.
     server.pgbench(&["-M", "prepared", "-S", "-t", "40", "-c", "2", "-n"]);
+    // Two statements in one Query message (psql -c sends it whole).
+    server.psql("SELECT lower('One'); SELECT 2 + 3, 4");
     drop((early, session));
 
     let expected = [
@@ -76,6 +79,8 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
             "SELECT abalance FROM pgbench_accounts WHERE aid = $1%",
             80,
         ),
+        ("SELECT lower(?)", "SELECT lower($1)", 1),
+        ("SELECT ? + ?, ?", "SELECT $1 + $2, $3", 1),
     ];
     for (via, tracer) in tracers {
         let summary = summary(&tracer.stop());
@@ -105,20 +110,38 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
 }
 
 #[test]
-fn tls_connections_are_reported_unseen_through_the_socket() {
+fn tls_backends_get_probes_of_their_own_by_default_and_are_unseen_through_the_socket() {
     let server = Postgres::start_tls("tls");
-    let [(_, probes), sockets @ ..] = tracers(&["-p", &server.pid().to_string()]);
+    let [(_, probes), (_, default), sockets @ ..] = tracers(&["-p", &server.pid().to_string()]);
     for _ in 0..3 {
         server.psql_over_tls("SELECT 'encrypted'");
     }
     server.psql("SELECT 'plain'");
     assert_eq!(server.statement_calls("SELECT $1"), 4);
-    // Probes see every query; the socket only the plain one, and says what it missed.
+    // Probes see every query. The default reads the plain backend's socket and gives each TLS
+    // backend probes of its own, which take milliseconds to attach: a psql -c over TLS may be
+    // done by then, and then it says so (the backend was past its startup).
     assert_eq!(calls(&summary(&probes.stop()), "SELECT ?"), 4);
+    let default = summary(&default.stop());
+    let count = |field: &str| default[field].as_u64().unwrap();
+    let traced = calls(&default, "SELECT ?");
+    let (probed, late, unseen) = (
+        count("probed_backends"),
+        count("late_backends"),
+        count("encrypted_backends"),
+    );
+    eprintln!(
+        "default: {traced} of 4 queries; of 3 TLS backends {probed} probed ({late} late), \
+         {unseen} gone before"
+    );
+    // Every query missed is one of a backend said to be probed late or gone.
+    assert_eq!(probed + unseen, 3, "{default:#}");
+    assert!(traced <= 4 && 4 - traced <= late + unseen, "{default:#}");
+    // The socket sees only the plain one, and says what it missed.
     for (via, tracer) in sockets {
         let finished = tracer.stop();
         assert!(
-            finished.stderr.contains("talks TLS"),
+            finished.stderr.contains("is encrypted"),
             "{via}: {finished:#?}"
         );
         let socket = summary(&finished);
@@ -145,6 +168,88 @@ fn semaphore_gated_probes_fire_in_a_server_started_after_tracer() {
     // query__start is gated by a semaphore: without it set in the new server, nothing fires.
     assert_eq!(calls(&summary, "SELECT ?"), 4);
     assert_eq!(server.statement_calls("SELECT $1"), 4);
+}
+
+/// The default mode as a user starts it, with no server named, before the server: it must
+/// find the server when it starts, read its plaintext backends' requests off their sockets and
+/// probe its TLS backends alone, with clients of both kinds at once, multi-statement queries
+/// and pipelines. The TLS clients connect and then work, as pooled connections do: the probes
+/// of their backends are attached by then.
+#[test]
+fn the_default_mode_counts_a_later_servers_plain_and_tls_queries_at_once() {
+    let tracer = Tracer::start(&["pg", "--json", "-v"]);
+    let server = Postgres::start_tls("later");
+    let pipeline = |name: &str, before: &str| {
+        let script = server.dir.join(name);
+        let text = format!(
+            "{before}\\startpipeline\nSELECT length('piped');\nSELECT 7 * 6;\n\\endpipeline\n"
+        );
+        std::fs::write(&script, text).unwrap();
+        script.to_str().unwrap().to_owned()
+    };
+    // Over TLS, each client's work begins a moment after it connects.
+    let (plain_script, tls_script) = (
+        pipeline("plain.sql", ""),
+        pipeline("tls.sql", "\\sleep 300 ms\n"),
+    );
+    server.psql("SELECT pg_stat_statements_reset()");
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut session = server.session_over_tls();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            for _ in 0..25 {
+                session.query("SELECT 'encrypted' || 'tls'");
+            }
+            drop(session);
+            server.pgbench_over_tls(&["-M", "prepared", "-t", "10", "-n", "-f", &tls_script]);
+        });
+        scope.spawn(|| {
+            let mut session = server.session();
+            for _ in 0..30 {
+                session.query("SELECT upper('plain')");
+            }
+            drop(session);
+            for _ in 0..3 {
+                server.psql("SELECT lower('One'); SELECT 2 + 3; SELECT abs(-4)");
+            }
+            server.pgbench(&["-M", "prepared", "-t", "30", "-n", "-f", &plain_script]);
+        });
+    });
+    let finished = tracer.stop();
+    eprintln!("{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("postmaster pid {}", server.pid())),
+        "{finished:#?}"
+    );
+    let summary = summary(&finished);
+    let expected = [
+        ("SELECT ? || ?", "SELECT $1 || $2", 25),
+        ("SELECT upper(?)", "SELECT upper($1)", 30),
+        ("SELECT lower(?)", "SELECT lower($1)", 3),
+        ("SELECT ? + ?", "SELECT $1 + $2", 3),
+        ("SELECT abs(?)", "SELECT abs($1)", 3),
+        ("SELECT length(?)", "SELECT length($1)", 40),
+        ("SELECT ? * ?", "SELECT $1 * $2", 40),
+    ];
+    for (normalized, pattern, issued) in expected {
+        let traced = calls(&summary, normalized);
+        let statements = server.statement_calls(pattern);
+        eprintln!(
+            "{normalized}: issued {issued}, tracer {traced}, pg_stat_statements {statements}"
+        );
+        assert_eq!(statements, issued, "{pattern}");
+        assert_eq!(traced, issued, "{normalized}: {summary:#}");
+    }
+    // A psql and a pgbench client over TLS got probes of their own (pgbench's first
+    // connection, which runs nothing, may be gone before); the plain ones went through their
+    // sockets.
+    let count = |field: &str| summary[field].as_u64().unwrap();
+    assert!(count("probed_backends") >= 2, "{summary:#}");
+    assert_eq!(count("probed_backends") + count("encrypted_backends"), 3);
+    assert!(count("socket_backends") >= 5, "{summary:#}");
+    assert_eq!(summary["lost"], 0);
 }
 
 #[test]
@@ -277,11 +382,6 @@ fn what_is_not_postgres_is_refused_in_one_line() {
         .spawn()
         .unwrap();
     let sleeper_pid = sleeper.id().to_string();
-    // A server binary no server runs.
-    let idle_copy = std::env::temp_dir().join(format!("tracer-idle-{}", std::process::id()));
-    std::fs::create_dir_all(&idle_copy).unwrap();
-    let idle_binary = idle_copy.join("postgres");
-    std::fs::copy(Postgres::bin_dir().join("postgres"), &idle_binary).unwrap();
     let cases = [
         (
             vec!["pg", "-p", sleeper_pid.as_str()],
@@ -301,16 +401,6 @@ fn what_is_not_postgres_is_refused_in_one_line() {
             "is not a PostgreSQL server",
         ),
         (
-            vec![
-                "pg",
-                "--via",
-                "socket",
-                "--bin",
-                idle_binary.to_str().unwrap(),
-            ],
-            "--via socket traces servers running when it starts",
-        ),
-        (
             vec!["pg", "--bin", "/bin/true", "-p", "1"],
             "cannot be used with",
         ),
@@ -320,7 +410,6 @@ fn what_is_not_postgres_is_refused_in_one_line() {
     }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
-    let _ = std::fs::remove_dir_all(&idle_copy);
     assert!(Path::new("/bin/true").exists());
 }
 
@@ -329,8 +418,19 @@ fn protocol_chooses_which_probes_queries_pass() {
     let server = Postgres::start("protocol");
     server.pgbench(&["-i", "-s", "1", "-q"]);
     let pid = server.pid().to_string();
-    let simple = Tracer::start(&["pg", "--json", "--protocol", "simple", "-p", &pid]);
-    let portals = Tracer::start(&["pg", "--json", "--protocol", "extended", "-p", &pid]);
+    let probes = |protocol| {
+        Tracer::start(&[
+            "pg",
+            "--json",
+            "--via",
+            "probes",
+            "--protocol",
+            protocol,
+            "-p",
+            &pid,
+        ])
+    };
+    let (simple, portals) = (probes("simple"), probes("extended"));
     let executes = Tracer::start(&[
         "pg",
         "--json",

@@ -699,11 +699,31 @@ impl Postgres {
     /// Like [`Self::psql`], over a TLS connection to a server started with
     /// [`Self::start_tls`].
     pub fn psql_over_tls(&self, sql: &str) -> String {
-        let conninfo = format!(
+        self.psql_on(&[self.tls_conninfo()], sql)
+    }
+
+    fn tls_conninfo(&self) -> String {
+        format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
             self.port
+        )
+    }
+
+    /// Like [`Self::pgbench`], over TLS connections.
+    pub fn pgbench_over_tls(&self, args: &[&str]) -> String {
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pgbench"))
+            .args(args)
+            .arg(self.tls_conninfo())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "pgbench {args:?} over TLS: {}",
+            String::from_utf8_lossy(&output.stderr)
         );
-        self.psql_on(&[conninfo], sql)
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     fn psql_on(&self, connection: &[String], sql: &str) -> String {
@@ -749,6 +769,15 @@ impl Postgres {
             Command::new("psql")
                 .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
                 .args(self.connection()),
+        )
+    }
+
+    /// A psql session over TLS (see [`Self::psql_over_tls`]).
+    pub fn session_over_tls(&self) -> SqlSession {
+        SqlSession::spawn(
+            Command::new("psql")
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+                .arg(self.tls_conninfo()),
         )
     }
 

@@ -43,9 +43,13 @@ pub mod kind {
     pub const QUERY: u32 = crate::record::kind(crate::record::tool::PG, 1);
     /// A backend ran its first query since tracer started: a [`super::Backend`].
     pub const BACKEND: u32 = crate::record::kind(crate::record::tool::PG, 2);
-    /// A backend's connection is TLS-encrypted, so its requests cannot be read from its
-    /// socket: a [`super::Backend`], once per backend.
+    /// A backend's connection is encrypted (it began a TLS handshake or asked for GSSAPI
+    /// encryption), so its requests cannot be read from its socket: a [`super::Backend`], once
+    /// per backend.
     pub const ENCRYPTED: u32 = crate::record::kind(crate::record::tool::PG, 3);
+    /// A process exec'd a program named postgres (maybe a server starting): a
+    /// [`super::Backend`] with its pid.
+    pub const EXEC: u32 = crate::record::kind(crate::record::tool::PG, 4);
 }
 
 plain_old_data!(Site);

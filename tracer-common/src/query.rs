@@ -10,8 +10,9 @@ pub const MAX_TEXT: usize = 2048;
 pub const MAX_COUNTERS: usize = 4;
 /// Counter slots in the perf event array: backends times counters.
 pub const COUNTER_SLOTS: u32 = 4096;
-/// Servers a tracer can tell apart (by PostgreSQL postmaster, or MySQL server process).
-pub const MAX_SERVERS: usize = 16;
+/// Server processes the per-query tools can trace at once (PostgreSQL postmasters, MySQL
+/// servers).
+pub const MAX_SERVERS: u32 = 1024;
 
 /// Where a query's boundaries come from; a [`QueryDone`] says which.
 pub mod origin {
@@ -31,10 +32,9 @@ pub mod origin {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueryConfig {
-    /// Only backends of the first `server_count` of these postmasters (and those themselves);
-    /// with none, any process reaching a probe.
-    pub servers: [u32; MAX_SERVERS],
-    pub server_count: u32,
+    /// 1: only the servers userspace names in a map (and their children: PostgreSQL's
+    /// backends); 0: any process reaching the tool's probes.
+    pub filter_servers: u32,
     /// Bytes of query text to read, at most [`MAX_TEXT`].
     pub text_len: u32,
     /// Counters per backend, at most [`MAX_COUNTERS`].

@@ -1,7 +1,7 @@
 //! Delivery of records to userspace through one ring buffer, counting what does not fit.
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
@@ -45,6 +45,19 @@ pub fn emit_as<T: 'static>(tool: u32, record: T) {
         Some(mut entry) => {
             entry.write(record);
             entry.submit(0);
+        }
+        None => count_lost(tool),
+    }
+}
+
+/// Sends one record of `tool`'s and wakes userspace at once, for records it must act on
+/// quickly (attach something), or counts it as lost.
+#[inline(always)]
+pub fn emit_now<T: 'static>(tool: u32, record: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(record);
+            entry.submit(BPF_RB_FORCE_WAKEUP as u64);
         }
         None => count_lost(tool),
     }

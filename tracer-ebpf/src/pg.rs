@@ -2,14 +2,17 @@
 //!
 //! Query boundaries come from probes in the server or from its client sockets. One uprobe
 //! program serves every probe site; its attach cookie names the [`Site`] (before 5.15, each
-//! site has a program of its own). The socket programs
-//! see the backend receive a request and send the ReadyForQuery that ends its answer; they run at
-//! every socket receive and send on the machine, so they do little for any other process. Per backend
-//! thread they keep the query in progress, to which reclaim stalls and counter deltas are added.
+//! site has a program of its own). The socket programs see the backend receive a request and
+//! send the ReadyForQuery that ends its answer; they run at every socket receive and send on
+//! the machine, so they do little for any other process. A backend whose connection turns out
+//! encrypted is left to probes userspace attaches in that process alone. Per backend thread
+//! they keep the query in progress, to which reclaim stalls and counter deltas are added.
 
 use aya_ebpf::{
     EbpfContext, Global,
-    helpers::{bpf_get_attach_cookie, bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_comm, bpf_probe_read_user, bpf_probe_read_user_buf,
+    },
     macros::{btf_tracepoint, map, tracepoint, uprobe},
     maps::Array,
     programs::{BtfTracePointContext, ProbeContext, TracePointContext},
@@ -136,8 +139,14 @@ fn start_at_site(ctx: &ProbeContext, site: &Site, tid: u32, thread: &mut Thread,
 /// first byte is its length's top byte, 0), or TLS records.
 const REQUEST_TYPES: &[u8] = b"QPBEDCSFH";
 
-/// The first byte of a TLS record of application data.
+/// The first bytes of TLS records: a handshake (the client's hello opens one) and application
+/// data; then the major version, 3.
+const TLS_HANDSHAKE: u8 = 22;
 const TLS_APPLICATION_DATA: u8 = 23;
+const TLS_MAJOR_VERSION: u8 = 3;
+
+/// A GSSENCRequest: length 8, then the code 80877104, big-endian.
+const GSS_ENCRYPTION_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 48];
 
 /// Bytes that end a backend's reply: ReadyForQuery, five bytes long, then the transaction
 /// status.
@@ -169,20 +178,24 @@ fn received(received: i64) {
     let Some(thread) = query::traced_thread::<Pg>(tid) else {
         return;
     };
-    if thread.active || received <= 0 {
+    // An encrypted backend's requests are its probes' (or unseen).
+    if thread.active || thread.encrypted || received <= 0 {
         return;
     }
     let Some(io) = socket::receive() else {
         return;
     };
     let buffer = io.buffer;
-    let Ok(first) = (unsafe { bpf_probe_read_user(buffer as *const u8) }) else {
+    let Ok(first) = (unsafe { bpf_probe_read_user(buffer as *const [u8; 8]) }) else {
         return;
     };
-    if !REQUEST_TYPES.contains(&first) {
-        if first == TLS_APPLICATION_DATA && !thread.encrypted {
+    if !REQUEST_TYPES.contains(&first[0]) {
+        let tls = matches!(first[0], TLS_HANDSHAKE | TLS_APPLICATION_DATA)
+            && first[1] == TLS_MAJOR_VERSION;
+        if tls || (received == 8 && first == GSS_ENCRYPTION_REQUEST) {
+            // As early as the handshake: userspace has its round trips to attach probes.
             thread.encrypted = true;
-            events::emit_as(
+            events::emit_now(
                 tool::PG,
                 Backend {
                     kind: kind::ENCRYPTED,
@@ -257,4 +270,35 @@ fn sending(arguments: impl FnOnce() -> Option<socket::Io>) {
     };
     query::finish::<Pg>(tid, thread, &mut request.done);
     query::send::<Pg>(request);
+}
+
+/// A process exec'd a program: its threads start afresh, and a postgres may be a new server
+/// for userspace to trace.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn pg_exec(_ctx: BtfTracePointContext) -> i32 {
+    exec();
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn pg_exec_tp(_ctx: TracePointContext) -> u32 {
+    exec();
+    0
+}
+
+#[inline(always)]
+fn exec() {
+    let Some((pid, tid)) = task::current_pid_tid() else {
+        return;
+    };
+    query::forget_thread(tid);
+    if bpf_get_current_comm().is_ok_and(|comm| comm.starts_with(b"postgres\0")) {
+        events::emit_now(
+            tool::PG,
+            Backend {
+                kind: kind::EXEC,
+                pid,
+            },
+        );
+    }
 }

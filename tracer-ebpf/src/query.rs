@@ -54,10 +54,17 @@ pub fn text_limit<D: Database>() -> usize {
     (setting!(D, text_len) as usize).min(MAX_TEXT)
 }
 
-/// Per server thread: whether the filters keep it, its counters, and the query it runs. An LRU
-/// map is always preallocated: the per-query tools size it, other tools leave it at one entry.
+/// Per server thread: the tool that traces it (if any), its counters, and the query it runs. An
+/// LRU map is always preallocated: the per-query tools size it, other tools leave it at one
+/// entry.
 #[map]
 static QUERY_THREADS: LruHashMap<u32, Thread> = LruHashMap::with_max_entries(1, 0);
+
+/// Server processes (pids in tracer's namespace), each with the tool that traces it and its
+/// children. Userspace fills it before anything is attached and adds servers started later.
+#[map]
+static QUERY_SERVERS: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_SERVERS, events::NO_PREALLOC);
 
 /// The first slot of each thread's counters in `QUERY_COUNTERS`, kept by userspace.
 #[map]
@@ -88,7 +95,11 @@ static QUERY_REQUESTS: LruHashMap<u32, Record> = LruHashMap::with_max_entries(1,
 
 #[derive(Clone, Copy)]
 pub struct Thread {
-    pub traced: bool,
+    /// The tool tracing it (`tracer_common::record::tool`), 0 for none, as decided when the
+    /// thread first showed up.
+    tool: u8,
+    /// Whether its tool heard of it (a [`Backend`] record).
+    announced: bool,
     /// Whether a query runs, and its `origin`.
     pub active: bool,
     pub origin: u8,
@@ -115,15 +126,15 @@ pub struct Thread {
 
 const NO_SLOT: u32 = u32::MAX;
 
-/// The thread's state, created when it first shows up with the filters' verdict.
+/// The thread's state, created when it first shows up with the tool that traces it.
 #[inline(always)]
-pub fn thread<D: Database>(tid: u32) -> Option<*mut Thread> {
+fn thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
     if let Some(thread) = QUERY_THREADS.get_ptr_mut(tid) {
-        return Some(thread);
+        return Some(unsafe { &mut *thread });
     }
-    let traced = in_servers::<D>() && task::current().is_some();
     let thread = Thread {
-        traced,
+        tool: owner::<D>() as u8,
+        announced: false,
         active: false,
         origin: 0,
         depth: 0,
@@ -143,7 +154,62 @@ pub fn thread<D: Database>(tid: u32) -> Option<*mut Thread> {
         cold_warn!("per-query tools: no room for thread {}", tid);
         return None;
     }
-    if traced {
+    Some(unsafe { &mut *QUERY_THREADS.get_ptr_mut(tid)? })
+}
+
+/// The tool that traces the current task: the one whose server it is or whose server is its
+/// parent (a PostgreSQL backend); for a tool without servers named, that tool, as only its
+/// probes in the processes it chose bring a thread here.
+#[inline(always)]
+fn owner<D: Database>() -> u32 {
+    if task::current().is_none() {
+        return 0;
+    }
+    if setting!(D, filter_servers) == 0 {
+        return D::TOOL;
+    }
+    let Some((pid, _)) = task::current_pid_tid() else {
+        return 0;
+    };
+    server_tool(pid, parent_pid::<D>())
+}
+
+/// The tool tracing server `pid`, or `parent`'s; 0 for none.
+#[inline(always)]
+fn server_tool(pid: u32, parent: u32) -> u32 {
+    match unsafe { QUERY_SERVERS.get(pid) } {
+        Some(&tool) => tool,
+        None => unsafe { QUERY_SERVERS.get(parent) }.copied().unwrap_or(0),
+    }
+}
+
+/// Whether the filters keep the calling process, for probes outside queries (a server's
+/// listener); no state is kept.
+#[inline(always)]
+pub fn traced_process<D: Database>() -> bool {
+    owner::<D>() == D::TOOL
+}
+
+/// Whether process `pid` or `parent` is one of `D`'s servers (with none named, any is).
+#[inline(always)]
+pub fn named_server<D: Database>(pid: u32, parent: u32) -> bool {
+    setting!(D, filter_servers) == 0 || server_tool(pid, parent) == D::TOOL
+}
+
+/// The calling thread if `D` traces it, or `None` for any other. The first time, `D` hears of
+/// it. A thread first seen by another tool is claimed by a tool without servers named (its
+/// probes fire only in processes it chose).
+#[inline(always)]
+pub fn traced_thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
+    let thread = thread::<D>(tid)?;
+    if thread.tool == 0 && setting!(D, filter_servers) == 0 {
+        thread.tool = owner::<D>() as u8;
+    }
+    if thread.tool != D::TOOL as u8 {
+        return None;
+    }
+    if !thread.announced {
+        thread.announced = true;
         events::emit_as(
             D::TOOL,
             Backend {
@@ -152,21 +218,14 @@ pub fn thread<D: Database>(tid: u32) -> Option<*mut Thread> {
             },
         );
     }
-    QUERY_THREADS.get_ptr_mut(tid)
+    Some(thread)
 }
 
-/// Whether the filters keep the calling process, for probes outside queries (a server's
-/// listener); no state is kept.
+/// A process execs a new program: whatever was decided about its threads goes (it may be a
+/// server starting, which userspace then adds).
 #[inline(always)]
-pub fn traced_process<D: Database>() -> bool {
-    in_servers::<D>() && task::current().is_some()
-}
-
-/// The traced thread calling, or `None` for any other.
-#[inline(always)]
-pub fn traced_thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
-    let thread = unsafe { &mut *thread::<D>(tid)? };
-    thread.traced.then_some(thread)
+pub fn forget_thread(tid: u32) {
+    let _ = QUERY_THREADS.remove(tid);
 }
 
 /// A query begins on the thread.
@@ -187,38 +246,6 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
     }
     thread.counters_valid = read_counters::<D>(thread.counter_slot, &mut thread.counters) as u32;
     thread.start_ns = unsafe { bpf_ktime_get_ns() };
-}
-
-/// Whether the current process is one of the servers or a child of one (a PostgreSQL
-/// backend); with no servers named, any process reaching a probe.
-#[inline(always)]
-fn in_servers<D: Database>() -> bool {
-    if setting!(D, server_count) == 0 {
-        return true;
-    }
-    let Some((pid, _)) = task::current_pid_tid() else {
-        return false;
-    };
-    named_server::<D>(pid, parent_pid::<D>())
-}
-
-/// Whether process `pid` or `parent` is one of the servers named (with none named, any is).
-#[inline(always)]
-pub fn named_server<D: Database>(pid: u32, parent: u32) -> bool {
-    let count = (setting!(D, server_count) as usize).min(MAX_SERVERS);
-    if count == 0 {
-        return true;
-    }
-    for i in 0..MAX_SERVERS {
-        if i >= count {
-            break;
-        }
-        let server = setting!(D, servers[i]);
-        if server == pid || server == parent {
-            return true;
-        }
-    }
-    false
 }
 
 #[inline(always)]

@@ -119,6 +119,8 @@ pub struct Probes {
     verbose: bool,
     /// Uprobes attached outside aya, and their links.
     uprobes: Vec<std::os::fd::OwnedFd>,
+    /// Whether -v heard that uprobes are attached without links.
+    said_no_links: bool,
     /// Whether [`Setting::OwnMap`]s replaced the object's maps.
     pub own_maps: bool,
     /// The kernel side's diagnostics, with -v.
@@ -217,6 +219,7 @@ impl Loading {
             ebpf,
             verbose: self.verbose,
             uprobes: Vec::new(),
+            said_no_links: false,
             own_maps,
             kernel_log,
         })
@@ -379,13 +382,32 @@ impl Probes {
     }
 
     /// Attaches the uprobe program `program` (loading it first) at `uprobe`, with `cookie` for
-    /// `bpf_get_attach_cookie()`.
+    /// `bpf_get_attach_cookie()`, in every process.
     pub fn attach_uprobe(
         &mut self,
         program: &str,
         uprobe: &perf::Uprobe,
         cookie: u64,
     ) -> Result<()> {
+        let attached = self.attach_uprobe_in(program, uprobe, cookie, None)?;
+        self.keep(attached);
+        Ok(())
+    }
+
+    /// Keeps what [`Self::attach_uprobe_in`] attached for as long as everything else.
+    pub fn keep(&mut self, attached: Vec<std::os::fd::OwnedFd>) {
+        self.uprobes.extend(attached);
+    }
+
+    /// The same in process `pid` alone (`None`: every process); dropping what it returns
+    /// detaches it.
+    pub fn attach_uprobe_in(
+        &mut self,
+        program: &str,
+        uprobe: &perf::Uprobe,
+        cookie: u64,
+        pid: Option<u32>,
+    ) -> Result<Vec<std::os::fd::OwnedFd>> {
         let verbose = self.verbose;
         let loaded: &mut UProbe = self.program(program)?;
         if loaded.fd().is_err() {
@@ -393,15 +415,15 @@ impl Probes {
                 .load()
                 .map_err(|err| rejected(program, err, verbose))?;
         }
-        let event = perf::open_uprobe(uprobe)?;
+        let event = perf::open_uprobe(uprobe, pid)?;
         let link = perf::attach(loaded.fd()?.as_fd(), &event, cookie)?;
-        if link.is_none() && self.uprobes.is_empty() {
+        if link.is_none() && !self.said_no_links {
+            self.said_no_links = true;
             self.say(format_args!(
                 "uprobes hold their programs themselves (no BPF links for them before 5.15)"
             ));
         }
-        self.uprobes.extend(link.into_iter().chain([event]));
-        Ok(())
+        Ok(link.into_iter().chain([event]).collect())
     }
 
     pub fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {

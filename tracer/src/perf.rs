@@ -23,8 +23,9 @@ pub struct Uprobe {
     pub retprobe: bool,
 }
 
-/// Opens the uprobe for all processes.
-pub fn open_uprobe(uprobe: &Uprobe) -> Result<OwnedFd> {
+/// Opens the uprobe in process `pid` alone (its breakpoints and semaphore are installed there
+/// only), or with `None` in every process.
+pub fn open_uprobe(uprobe: &Uprobe, pid: Option<u32>) -> Result<OwnedFd> {
     let pmu = |file: &str| {
         std::fs::read_to_string(format!("/sys/bus/event_source/devices/uprobe/{file}"))
     };
@@ -45,13 +46,26 @@ pub fn open_uprobe(uprobe: &Uprobe) -> Result<OwnedFd> {
     attr.__bindgen_anon_3.config1 = path.as_ptr() as u64;
     attr.__bindgen_anon_4.config2 = uprobe.offset;
     // pid -1 needs a cpu; the program runs whichever CPU the probe fires on.
-    open(&mut attr, -1, 0).with_context(|| {
+    let (pid, cpu) = pid.map_or((-1, 0), |pid| (pid as i32, -1));
+    open(&mut attr, pid, cpu).with_context(|| {
         format!(
             "cannot place a uprobe at {:#x} in {}",
             uprobe.offset,
             uprobe.path.display()
         )
     })
+}
+
+/// A do-nothing event on tracer's own thread, held while per-process uprobes may be opened:
+/// the first perf event tied to a task turns on the scheduler's perf hooks (a static key,
+/// patched into the kernel's text: 15-30 ms in a VM), and the last one's close turns them off
+/// a second later. With one held, opening a uprobe in a process takes microseconds, not the
+/// rest of a short-lived connection's life.
+pub fn hold_task_events() -> Result<OwnedFd> {
+    let mut attr = new_attr();
+    attr.type_ = bindings::PERF_TYPE_SOFTWARE;
+    attr.config = bindings::PERF_COUNT_SW_DUMMY as u64;
+    open(&mut attr, 0, -1).context("cannot open a perf event on tracer's own thread")
 }
 
 /// Attaches a loaded kprobe-type program to a perf event: through a BPF link carrying `cookie`

@@ -1,14 +1,23 @@
 //! `tracer pg`: which PostgreSQL queries are slow, and how much of their time the kernel took
 //! from them in reclaim, with per-query counters.
 
+mod servers;
+mod sites;
 mod wire;
 
-use std::{borrow::Cow, path::PathBuf, rc::Rc};
+use std::{
+    borrow::Cow,
+    collections::HashSet,
+    path::PathBuf,
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tracer_common::{
-    pg::{Backend, QueryDone, SITE_PROGRAMS, Site, kind, site},
-    query::{MAX_SERVERS, origin},
+    pg::{Backend, QueryDone, kind},
+    query::origin,
+    record::tool,
 };
 
 use crate::{
@@ -19,10 +28,11 @@ use crate::{
     output::Output,
     perf::{self, Counter},
     processes,
-    query::{self, BackendCounters, Queries, Unseen, counters},
+    query::{self, Aside, BackendCounters, Queries, Ran, counters},
     session, socket, sql,
-    usdt::Binary,
 };
+use servers::{Servers, Target};
+use sites::{ProbeSites, Sites};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,7 +51,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Protocol::All)]
     pub protocol: Protocol,
     /// Where queries begin and end
-    #[arg(long, value_enum, default_value_t = Via::Probes)]
+    #[arg(long, value_enum, default_value_t = Via::Auto)]
     pub via: Via,
     /// With --via socket, take requests from the system call tracepoints even where the sock
     /// ones exist: what kernels before 6.3 get, for tests
@@ -51,12 +61,15 @@ pub struct Args {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
+    /// The socket for plaintext backends, and for each backend whose connection turns out
+    /// encrypted, probes in that process alone: no traps but in encrypted backends
+    Auto,
     /// USDT probes in the server (uprobes on PortalRun() without them): each statement
     /// exactly, at the cost of a trap into the kernel at every probe
     Probes,
     /// The backend's client socket: from receiving a request to sending the ReadyForQuery
-    /// that ends its answer. No traps; one call per round trip (a multi-statement query or a
-    /// pipeline counts once); plaintext connections only; servers running when tracer starts
+    /// that ends its answer. No traps; the statements of a multi-statement query or a
+    /// pipeline share their request's time; plaintext connections only
     Socket,
 }
 
@@ -87,44 +100,37 @@ pub fn run(args: Args) -> Result<()> {
 /// What `tracer pg` found to trace before loading anything.
 struct PgPlan {
     args: Args,
-    socket: bool,
     targets: Vec<Target>,
-    servers: Vec<u32>,
+    servers: Servers,
     tracepoints: Vec<Tracepoint>,
-    probes: Vec<ProbeSites>,
+    sites: Vec<ProbeSites>,
     counters: Vec<Counter>,
 }
 
 impl PgPlan {
     fn new(args: Args) -> Result<Self> {
-        let socket = args.via == Via::Socket;
-        let (targets, server_pid) = targets(&args)?;
+        let through_sockets = args.via != Via::Probes;
+        let (targets, named) =
+            servers::targets(args.trace.pid, args.bin.as_ref(), through_sockets)?;
         // Only probes tell postgres from other processes: through sockets, the kernel side
-        // keeps the backends of the servers running now.
-        let servers = match server_pid {
-            Some(pid) => vec![pid],
-            None if socket => running_servers(&targets)?,
-            None => Vec::new(),
-        };
-        if servers.len() > MAX_SERVERS {
-            bail!(
-                "{} PostgreSQL servers run here, more than tracer tells apart ({MAX_SERVERS}): name one with -p PID",
-                servers.len()
-            );
-        }
+        // keeps the backends of the servers named to it.
+        let servers = Servers::running(&targets, named, args.bin.as_ref());
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
-        if socket {
+        if through_sockets {
             // A backend's receive and send: the boundaries of client requests, with no trap
             // into the kernel. The kernel programs take the buffers from the registers of the
             // system call below them.
             let sock = socket::sock_tracepoints(args.via_syscalls)?;
             tracepoints.push(socket::receive(sock, "pg_sock_received", "pg_received"));
             tracepoints.push(socket::send(sock, "pg_sock_sent", "pg_send"));
+            if servers.watch {
+                tracepoints.push(EXEC_TRACEPOINT);
+            }
         }
         // Planned through the socket too: that tells a server from any other binary.
-        let probes = targets
+        let sites = targets
             .iter()
-            .map(|target| probe_sites(target, args.protocol))
+            .map(|target| sites::plan(target, args.protocol))
             .collect::<Result<Vec<_>>>()?;
         let counters = if args.query.no_counters {
             Vec::new()
@@ -133,15 +139,28 @@ impl PgPlan {
         };
         Ok(Self {
             args,
-            socket,
             targets,
             servers,
             tracepoints,
-            probes,
+            sites,
             counters,
         })
     }
+
+    /// Whether the kernel side keeps only the servers named to it.
+    fn filters_servers(&self) -> bool {
+        self.args.via != Via::Probes || !self.servers.watch
+    }
 }
+
+/// A process exec'ing a new program: a server that starts after tracer.
+const EXEC_TRACEPOINT: Tracepoint = Tracepoint {
+    category: "sched",
+    name: "sched_process_exec",
+    program: "pg_exec",
+    args: Some(&["struct task_struct *", "pid_t", "struct linux_binprm *"]),
+    fields: &[],
+};
 
 impl session::Plan for PgPlan {
     fn name(&self) -> &'static str {
@@ -149,7 +168,7 @@ impl session::Plan for PgPlan {
     }
 
     fn records(&self) -> u32 {
-        tracer_common::record::tool::PG
+        tool::PG
     }
 
     fn tracepoints(&self) -> Vec<Tracepoint> {
@@ -162,299 +181,121 @@ impl session::Plan for PgPlan {
         query::settings(
             kernel,
             "PG_CONFIG",
-            &self.servers,
+            self.filters_servers(),
             options,
             counters,
-            self.socket,
+            self.args.via != Via::Probes,
         )
+    }
+
+    fn prepare(&self, probes: &mut Probes) -> Result<()> {
+        if self.filters_servers() {
+            for &pid in &self.servers.pids {
+                query::add_server(probes, tool::PG, pid)?;
+            }
+        }
+        Ok(())
     }
 
     fn start(self: Box<Self>, context: &mut session::Context) -> Result<Box<dyn Tool>> {
         let Self {
             args,
-            socket,
             targets,
             servers,
-            probes: planned,
+            sites,
             counters,
             ..
         } = *self;
         let probes = &mut *context.probes;
         let counters = counters::usable(counters, probes);
-        let attached = if socket {
-            crate::socket::say_registers(context.kernel, probes);
-            let pids: Vec<String> = servers.iter().map(u32::to_string).collect();
-            format!(
-                "client sockets of the servers with postmaster pid {}",
-                pids.join(", ")
-            )
-        } else {
-            let mut cookie = 0;
-            let cookies = context.kernel.btf.has_attach_cookies();
-            if !cookies {
-                probes.say(format_args!(
-                    "a program per probe site (no attach cookies before 5.15)"
-                ));
+        let cookies = context.kernel.btf.has_attach_cookies();
+        if !cookies {
+            probes.say(format_args!(
+                "a program per probe site (no attach cookies before 5.15)"
+            ));
+        }
+        let mut sites = Sites::new(sites, args.protocol, cookies);
+        let sockets = match (&servers.pids[..], servers.watch) {
+            ([], _) => "client sockets of the servers that start from now on".to_owned(),
+            (pids, watch) => {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                let later = if watch {
+                    " and servers started later"
+                } else {
+                    ""
+                };
+                format!(
+                    "client sockets of the servers with postmaster pid {}{later}",
+                    pids.join(", ")
+                )
             }
-            for sites in &planned {
-                attach(probes, sites, &mut cookie, cookies)?;
+        };
+        let attached = match args.via {
+            Via::Probes => {
+                sites.attach_everywhere(probes)?;
+                sites.used().join("; ")
             }
-            let used: Vec<&str> = planned.iter().map(|sites| sites.used.as_str()).collect();
-            used.join("; ")
+            Via::Socket => {
+                crate::socket::say_registers(context.kernel, probes);
+                sockets
+            }
+            Via::Auto => {
+                crate::socket::say_registers(context.kernel, probes);
+                probes.keep(vec![perf::hold_task_events()?]);
+                format!("{sockets}; encrypted backends through probes in them alone")
+            }
         };
         let mut counters = BackendCounters::new(counters);
         // Perf counters: running backends get theirs now, later ones when their first query
         // shows them.
-        for pid in running_backends(&targets, &servers) {
+        for pid in servers::running_backends(&targets, &servers.pids) {
             counters.add(probes, pid)?;
         }
         Ok(Box::new(Pg {
             banner: format!("Tracing PostgreSQL queries: {attached}... Hit Ctrl-C to end."),
             queries: Queries::new(&args.query, sql::Dialect::Postgres, counters),
             protocol: args.protocol,
+            via: args.via,
             statements: wire::Statements::default(),
-            encrypted_backends: 0,
+            servers,
+            sites,
+            execs: Vec::new(),
+            encrypted: Vec::new(),
+            socket_backends: HashSet::new(),
+            unseen_backends: 0,
+            late_backends: 0,
+            probed_backends: 0,
+            last_check: Instant::now(),
         }))
     }
-}
-
-/// A postgres binary to attach to, as a path the kernel can resolve from here (through
-/// /proc/PID/exe for a server in another mount namespace).
-struct Target {
-    path: PathBuf,
-    /// What to call it in messages.
-    shown: String,
-}
-
-/// The binaries to attach to and, with -p, the postmaster whose backends to keep.
-fn targets(args: &Args) -> Result<(Vec<Target>, Option<u32>)> {
-    if let Some(bin) = &args.bin {
-        let shown = bin.display().to_string();
-        return Ok((
-            vec![Target {
-                path: bin.clone(),
-                shown,
-            }],
-            None,
-        ));
-    }
-    if let Some(pid) = args.trace.pid {
-        crate::options::check_pid(pid)?;
-        let exe = processes::exe(pid).with_context(|| format!("no such process: {pid}"))?;
-        // A backend's parent runs the same binary: the postmaster.
-        let postmaster = match processes::parent(pid) {
-            Some(parent)
-                if processes::same_file(&processes::exe(parent).unwrap_or_default(), &exe) =>
-            {
-                parent
-            }
-            _ => pid,
-        };
-        let shown = format!("{} (pid {postmaster})", processes::shown(pid));
-        return Ok((vec![Target { path: exe, shown }], Some(postmaster)));
-    }
-    let targets: Vec<Target> = processes::binaries(postmasters())
-        .into_iter()
-        .map(|(path, pid)| Target {
-            path,
-            shown: processes::shown(pid),
-        })
-        .collect();
-    if targets.is_empty() {
-        bail!(
-            "no running PostgreSQL server found: start one, or name it with -p PID or --bin PATH"
-        );
-    }
-    Ok((targets, None))
-}
-
-/// Processes running one of the target binaries (and, given servers, belonging to one).
-fn running_backends(targets: &[Target], servers: &[u32]) -> Vec<u32> {
-    let in_servers = |pid: u32| {
-        servers.is_empty()
-            || servers.contains(&pid)
-            || processes::parent(pid).is_some_and(|parent| servers.contains(&parent))
-    };
-    processes::all()
-        .filter(|&pid| runs_target(pid, targets) && in_servers(pid))
-        .collect()
-}
-
-fn runs_target(pid: u32, targets: &[Target]) -> bool {
-    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-    targets
-        .iter()
-        .any(|target| processes::same_file(&exe, &target.path))
-}
-
-/// The postmasters running one of the target binaries.
-fn running_servers(targets: &[Target]) -> Result<Vec<u32>> {
-    let servers: Vec<u32> = postmasters()
-        .into_iter()
-        .filter(|&pid| runs_target(pid, targets))
-        .collect();
-    if servers.is_empty() {
-        let shown: Vec<&str> = targets.iter().map(|target| target.shown.as_str()).collect();
-        bail!(
-            "no PostgreSQL server runs {}: --via socket traces servers running when it starts",
-            shown.join(", ")
-        );
-    }
-    Ok(servers)
-}
-
-/// Processes running a binary named postgres whose parent does not: the postmasters.
-fn postmasters() -> Vec<u32> {
-    let is_postgres = |pid: u32| processes::runs_named(pid, &["postgres"]);
-    processes::all()
-        .filter(|&pid| is_postgres(pid) && !processes::parent(pid).is_some_and(is_postgres))
-        .collect()
-}
-
-/// Where to attach in one binary: USDT probes where it has them, else uprobes on PortalRun.
-struct ProbeSites {
-    sites: Vec<(perf::Uprobe, Site, String)>,
-    /// What was chosen, for the banner.
-    used: String,
-}
-
-fn probe_sites(target: &Target, protocol: Protocol) -> Result<ProbeSites> {
-    let binary = Binary::open(&target.path)?;
-    let query_string = binary
-        .symbol("debug_query_string")
-        .map_or(0, |(address, _)| address);
-    let query = [
-        ("query__start", site::QUERY_START),
-        ("query__done", site::QUERY_DONE),
-    ];
-    let execute = [
-        ("query__execute__start", site::EXECUTE_START),
-        ("query__execute__done", site::EXECUTE_DONE),
-    ];
-    let (wanted, used) = match protocol {
-        Protocol::Simple => (query.to_vec(), "USDT postgresql:query__start/done"),
-        Protocol::Extended => (
-            execute.to_vec(),
-            "USDT postgresql:query__execute__start/done",
-        ),
-        Protocol::All => (
-            [query, execute].concat(),
-            "USDT postgresql:query__start/done and query__execute__start/done",
-        ),
-    };
-    let mut sites = Vec::new();
-    for probe in binary.probes("postgresql")? {
-        let Some(&(_, kind)) = wanted.iter().find(|(name, _)| *name == probe.name) else {
-            continue;
-        };
-        let query = match kind {
-            site::QUERY_START | site::QUERY_DONE => probe.arg(0)?,
-            _ => Default::default(),
-        };
-        let uprobe = perf::Uprobe {
-            path: target.path.clone(),
-            offset: probe.file_offset,
-            semaphore: probe.semaphore,
-            retprobe: false,
-        };
-        let site = Site {
-            kind,
-            query,
-            address: probe.address,
-            query_string,
-            ..Site::default()
-        };
-        sites.push((uprobe, site, format!("postgresql:{}", probe.name)));
-    }
-    let starts = |kind| sites.iter().any(|(_, site, _)| site.kind == kind);
-    if starts(site::QUERY_START) || starts(site::EXECUTE_START) {
-        return Ok(ProbeSites {
-            sites,
-            used: format!("{} ({used})", target.shown),
-        });
-    }
-    // No USDT: a portal run per statement, from the exported PortalRun().
-    let (address, offset) = binary.symbol("PortalRun").with_context(|| {
-        format!(
-            "{} is not a PostgreSQL server: it has neither postgresql USDT probes nor a PortalRun symbol",
-            target.shown
-        )
-    })?;
-    if protocol == Protocol::Simple {
-        bail!(
-            "{} has no postgresql:query__start/done USDT probes: only portal runs can be traced (--protocol extended)",
-            target.shown
-        );
-    }
-    let sites = [(site::EXECUTE_START, false), (site::EXECUTE_DONE, true)]
-        .map(|(kind, retprobe)| {
-            let uprobe = perf::Uprobe {
-                path: target.path.clone(),
-                offset,
-                semaphore: 0,
-                retprobe,
-            };
-            let site = Site {
-                kind,
-                address,
-                query_string,
-                ..Site::default()
-            };
-            (uprobe, site, "PortalRun".to_owned())
-        })
-        .into_iter()
-        .collect();
-    Ok(ProbeSites {
-        sites,
-        used: format!(
-            "{} (no USDT probes: uprobes on PortalRun() entry and return)",
-            target.shown
-        ),
-    })
-}
-
-/// Attaches every site, each with its own cookie, or without `cookies`, its own program.
-fn attach(probes: &mut Probes, sites: &ProbeSites, cookie: &mut u64, cookies: bool) -> Result<()> {
-    for (uprobe, site, name) in &sites.sites {
-        *cookie += 1;
-        let mut sites: aya::maps::Array<_, Site> =
-            aya::maps::Array::try_from(probes.map_mut("PG_SITES")?)?;
-        sites
-            .set(*cookie as u32, site, 0)
-            .context("more probe sites than tracer has room for")?;
-        if cookies {
-            probes.attach_uprobe("pg_probe", uprobe, *cookie)?;
-        } else if *cookie <= u64::from(SITE_PROGRAMS) {
-            probes.attach_uprobe(&format!("pg_probe_{cookie}"), uprobe, 0)?;
-        } else {
-            bail!(
-                "more than {SITE_PROGRAMS} probe sites on a kernel without attach cookies \
-                 (before 5.15): try --via socket"
-            );
-        }
-        let semaphore = if uprobe.semaphore != 0 {
-            ", semaphore"
-        } else {
-            ""
-        };
-        probes.say(format_args!(
-            "{name} at {:#x} in {}{semaphore}",
-            uprobe.offset,
-            uprobe.path.display()
-        ));
-    }
-    Ok(())
 }
 
 struct Pg {
     banner: String,
     queries: Queries,
     protocol: Protocol,
+    via: Via,
     /// Statements parsed by each backend, for requests seen on sockets.
     statements: wire::Statements,
-    /// Backends found talking TLS since tracer started, whose requests the socket hides.
-    encrypted_backends: u64,
+    servers: Servers,
+    /// Probe sites, and the probes of encrypted backends.
+    sites: Sites,
+    /// Processes that exec'd postgres, and encrypted backends, to act on after the batch.
+    execs: Vec<u32>,
+    encrypted: Vec<u32>,
+    /// Backends whose requests came through their sockets.
+    socket_backends: HashSet<u32>,
+    /// Encrypted backends whose requests no probe shows, and those probed only once past
+    /// their startup.
+    unseen_backends: u64,
+    late_backends: u64,
+    /// Encrypted backends that got probes of their own.
+    probed_backends: u64,
+    last_check: Instant,
 }
+
+/// How often backends and servers that exited are looked for, to let their probes go.
+const EXITED_CHECKS: Duration = Duration::from_secs(1);
 
 impl Tool for Pg {
     fn start(&mut self, _out: &mut Output) -> Result<()> {
@@ -472,13 +313,12 @@ impl Tool for Pg {
             kind::QUERY => self.query(data, out),
             kind::ENCRYPTED => {
                 let backend: Backend = read_record(data)?;
-                if self.encrypted_backends == 0 {
-                    eprintln!(
-                        "tracer: backend {} talks TLS: --via socket cannot read its requests (--via probes can)",
-                        backend.pid
-                    );
-                }
-                self.encrypted_backends += 1;
+                self.encrypted.push(backend.pid);
+                Ok(())
+            }
+            kind::EXEC => {
+                let exec: Backend = read_record(data)?;
+                self.execs.push(exec.pid);
                 Ok(())
             }
             other => bail!("unknown pg record kind {other}"),
@@ -486,12 +326,41 @@ impl Tool for Pg {
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
-        let unseen = Unseen {
-            field: "encrypted_backends",
-            count: self.encrypted_backends,
-            text: format!("the requests of {} TLS backends", self.encrypted_backends),
+        let (socket, probed, unseen, late) = (
+            self.socket_backends.len() as u64,
+            self.probed_backends,
+            self.unseen_backends,
+            self.late_backends,
+        );
+        let asides = [
+            Aside {
+                field: "socket_backends",
+                count: socket,
+                text: format!("{socket} backends through their sockets"),
+            },
+            Aside {
+                field: "probed_backends",
+                count: probed,
+                text: format!("{probed} encrypted through probes of their own"),
+            },
+            Aside {
+                field: "late_backends",
+                count: late,
+                text: format!(
+                    "{late} of them probed past their startup (queries before may be missing)"
+                ),
+            },
+            Aside {
+                field: "encrypted_backends",
+                count: unseen,
+                text: format!("unseen: the requests of {unseen} encrypted backends"),
+            },
+        ];
+        let shown = match self.via {
+            Via::Probes => &asides[3..],
+            _ => &asides[..],
         };
-        self.queries.summary(window, &[unseen], out)
+        self.queries.summary(window, shown, out)
     }
 
     fn register_metrics(&mut self, metrics: &mut Metrics) {
@@ -503,6 +372,31 @@ impl Tool for Pg {
     }
 
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
+        for pid in std::mem::take(&mut self.execs) {
+            if self.servers.admit(pid) {
+                query::add_server(probes, tool::PG, pid)?;
+                eprintln!(
+                    "tracer: tracing a PostgreSQL server started since: postmaster pid {pid} ({})",
+                    processes::shown(pid)
+                );
+                if self.via == Via::Auto {
+                    // Its binary read now, for its encrypted backends not to wait for it.
+                    if let Err(err) = self.sites.plan_binary_of(pid) {
+                        eprintln!("tracer: server {pid}: {err:#}");
+                    }
+                }
+            }
+        }
+        for pid in std::mem::take(&mut self.encrypted) {
+            self.encrypted_backend(probes, pid);
+        }
+        if self.last_check.elapsed() >= EXITED_CHECKS {
+            self.last_check = Instant::now();
+            self.sites.forget_exited();
+            for pid in self.servers.exited() {
+                query::remove_server(probes, pid)?;
+            }
+        }
         self.queries.after_batch(probes)
     }
 }
@@ -516,20 +410,57 @@ impl Pg {
         if done.origin != origin::SOCKET {
             return self.queries.add_text(&utf8(bytes), &done, out);
         }
+        self.socket_backends.insert(done.task.pid);
         let complete = done.received as usize <= bytes.len();
         let queries = &mut self.queries;
         let key_of = |text: &[u8]| Rc::from(queries.key(&utf8(text)));
-        match self
+        let protocol = self.protocol;
+        let ran: Vec<Ran> = self
             .statements
             .request(done.task.pid, bytes, complete, key_of)
-        {
-            Some(wire::Query::Simple(sent)) if self.protocol != Protocol::Extended => {
-                self.queries.add_text(&utf8(sent), &done, out)
+            .into_iter()
+            .filter_map(|query| match query {
+                wire::Query::Simple(text) if protocol != Protocol::Extended => {
+                    Some(Ran::Text(utf8(text)))
+                }
+                wire::Query::Prepared(key) if protocol != Protocol::Simple => Some(Ran::Key(key)),
+                _ => None,
+            })
+            .collect();
+        self.queries.add_request(&ran, &done, out)
+    }
+
+    /// A backend's connection turned out encrypted: through the socket its requests are
+    /// unseen; by default, probes in it alone take over. They take some milliseconds to
+    /// attach: a backend already past its startup by then may have run queries unseen.
+    fn encrypted_backend(&mut self, probes: &mut Probes, pid: u32) {
+        let attached = match self.via {
+            Via::Auto => self
+                .sites
+                .attach_backend(probes, pid)
+                .inspect(|()| self.probed_backends += 1),
+            _ => Err(anyhow::anyhow!("--via socket cannot read its requests")),
+        };
+        if attached.is_ok() && servers::past_startup(pid) {
+            if self.late_backends == 0 {
+                eprintln!(
+                    "tracer: encrypted backend {pid} was past its startup when its probes were \
+                     attached: queries it ran before may be missing"
+                );
             }
-            Some(wire::Query::Prepared(key)) if self.protocol != Protocol::Simple => {
-                self.queries.add_key(&key, &done, out)
+            self.late_backends += 1;
+        }
+        if let Err(err) = attached {
+            let hint = match self.via {
+                Via::Socket => " (the default --via auto probes such backends)",
+                _ => "",
+            };
+            let message = format_args!("backend {pid} is encrypted: {err:#}{hint}");
+            match self.unseen_backends {
+                0 => eprintln!("tracer: {message}"),
+                _ => probes.say(message),
             }
-            _ => Ok(()),
+            self.unseen_backends += 1;
         }
     }
 }

@@ -56,10 +56,13 @@ pub fn parent(pid: u32) -> Option<u32> {
 }
 
 pub fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    }
+    matches!((file_id(a), file_id(b)), (Some(a), Some(b)) if a == b)
+}
+
+/// What tells a file from any other, wherever it is reached from: device and inode.
+pub fn file_id(path: &Path) -> Option<(u64, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.dev(), metadata.ino()))
 }
 
 /// The distinct binaries `pids` run, each once: its `/proc/PID/exe` and the pid.

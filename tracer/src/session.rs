@@ -27,6 +27,11 @@ pub trait Plan {
     fn settings(&self, _kernel: &Kernel) -> Result<Vec<Setting>> {
         Ok(Vec::new())
     }
+    /// Once loaded, before anything is attached: fills the maps its programs read from their
+    /// first run (the servers to trace).
+    fn prepare(&self, _probes: &mut Probes) -> Result<()> {
+        Ok(())
+    }
     /// Once its tracepoints are attached: attaches anything else and builds the userspace half.
     fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>>;
 }
@@ -117,8 +122,16 @@ impl Session {
                 .into_iter()
                 .filter(|tp| !attached.contains(&tp.program))
                 .collect();
-            let result = probes
-                .attach_tracepoints(&kernel, &plan_tracepoints, options.attach, index.as_ref())
+            let result = plan
+                .prepare(&mut probes)
+                .and_then(|()| {
+                    probes.attach_tracepoints(
+                        &kernel,
+                        &plan_tracepoints,
+                        options.attach,
+                        index.as_ref(),
+                    )
+                })
                 .and_then(|()| {
                     plan.start(&mut Context {
                         kernel: &kernel,

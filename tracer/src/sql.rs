@@ -37,6 +37,10 @@ impl Normalizer {
         }
     }
 
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     pub fn normalize(&mut self, query: &str) -> &str {
         normalize_into(query, self.dialect, &mut self.out);
         if find_in_list(&self.out).is_some() {
@@ -45,6 +49,63 @@ impl Normalizer {
         }
         &self.out
     }
+}
+
+/// The statements of a query that holds several (a multi-statement Query message, MySQL's
+/// multi-statements), split at the semicolons between them (not in strings, quoted names or
+/// comments), empty ones left out; a query of one statement is returned whole. A CREATE with a
+/// BEGIN block (PostgreSQL's BEGIN ATOMIC bodies, MySQL's procedures and triggers) ends the
+/// splitting: the semicolons after it are its own.
+pub fn statements(query: &str, dialect: Dialect) -> Vec<&str> {
+    if !query.contains(';') {
+        return vec![query];
+    }
+    let mysql = dialect == Dialect::Mysql;
+    let bytes = query.as_bytes();
+    let mut pieces = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let (c, rest) = (bytes[i], &query[i..]);
+        i = if is_line_comment(rest, mysql) {
+            i + rest.find('\n').unwrap_or(rest.len())
+        } else if rest.starts_with("/*") {
+            i + rest.find("*/").map_or(rest.len(), |end| end + 2)
+        } else if (c == b'"' && !mysql) || (c == b'`' && mysql) {
+            i + rest[1..].find(c as char).map_or(rest.len(), |end| end + 2)
+        } else if c == b'\'' || (c == b'"' && mysql) {
+            let escapes = mysql || (i > 0 && matches!(bytes[i - 1], b'E' | b'e'));
+            string_end(bytes, i, escapes)
+        } else if c == b'$' && !mysql && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            dollar_quote_end(query, i).unwrap_or(i + 1)
+        } else if c == b';' {
+            let piece = &query[start..i];
+            if has_begin_block(piece) {
+                break;
+            }
+            pieces.push(piece);
+            start = i + 1;
+            i + 1
+        } else {
+            i + rest.chars().next().map_or(1, char::len_utf8)
+        };
+    }
+    pieces.push(&query[start..]);
+    pieces.retain(|piece| !piece.trim().is_empty());
+    if pieces.len() <= 1 {
+        return vec![query];
+    }
+    pieces
+}
+
+/// Whether `statement` creates something whose body is a BEGIN block.
+fn has_begin_block(statement: &str) -> bool {
+    let mut words = statement
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|word| !word.is_empty());
+    words
+        .next()
+        .is_some_and(|word| word.eq_ignore_ascii_case("create"))
+        && words.any(|word| word.eq_ignore_ascii_case("begin"))
 }
 
 fn normalize_into(query: &str, dialect: Dialect, out: &mut String) {
@@ -261,7 +322,40 @@ fn find_in_list(text: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Dialect, Normalizer, normalize};
+    use super::{Dialect, Normalizer, normalize, statements};
+
+    #[test]
+    fn splits_statements_at_semicolons_between_them() {
+        let pg = |query| statements(query, Dialect::Postgres);
+        assert_eq!(pg("SELECT 1"), ["SELECT 1"]);
+        // A trailing semicolon leaves one statement, kept whole.
+        assert_eq!(pg("SELECT 1;"), ["SELECT 1;"]);
+        assert_eq!(
+            pg("SELECT 1; SELECT 'a;b', \"c;\" -- d;\n; /* e; */ SELECT $x$;$x$;"),
+            [
+                "SELECT 1",
+                " SELECT 'a;b', \"c;\" -- d;\n",
+                " /* e; */ SELECT $x$;$x$"
+            ]
+        );
+        assert_eq!(
+            pg("SELECT E'\\';'; SELECT 2"),
+            ["SELECT E'\\';'", " SELECT 2"]
+        );
+        assert_eq!(
+            pg("SELECT 1; CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END; "),
+            [
+                "SELECT 1",
+                " CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END; "
+            ]
+        );
+        let mysql = |query| statements(query, Dialect::Mysql);
+        assert_eq!(
+            mysql("SELECT \"a;\"; SELECT `b;` # c;"),
+            ["SELECT \"a;\"", " SELECT `b;` # c;"]
+        );
+        assert_eq!(mysql("SELECT 'ü;'; SELECT 2"), ["SELECT 'ü;'", " SELECT 2"]);
+    }
 
     fn mysql(query: &str) -> String {
         Normalizer::new(Dialect::Mysql).normalize(query).to_owned()

@@ -1,5 +1,5 @@
 //! `cargo xtask bench pg`: what tracing costs PostgreSQL, measured as pgbench -S throughput
-//! and CPU per transaction on paired servers.
+//! and CPU per transaction on paired servers, saturated and at a fixed rate, in one run.
 
 use std::path::Path;
 
@@ -7,6 +7,9 @@ use anyhow::Result;
 use tracer_tests::Postgres;
 
 use crate::paired::{self, Config, CpuAccount, Plan};
+
+/// Transactions per second per server for the fixed-rate half, unless `--rate` says.
+const DEFAULT_RATE: u32 = 3000;
 
 pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
     let accounts = [
@@ -31,30 +34,32 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
     );
     let pid = traced.pid().to_string();
     let bpftrace = "bpftrace USDT histogram";
-    let configs = vec![
-        Config::untraced(),
-        Config::tracer("tracer pg", tracer, &["pg", "-p", &pid]),
-        Config::bpftrace(bpftrace, &histogram),
-        Config::tracer(
-            "tracer pg --protocol simple",
-            tracer,
-            &["pg", "-p", &pid, "--protocol", "simple"],
-        ),
-        Config::tracer(
-            "tracer pg --via socket",
-            tracer,
-            &["pg", "-p", &pid, "--via", "socket"],
-        ),
-        Config {
-            name: "bcc dbstat",
-            tool: Some((
-                ["stdbuf", "-oL", "dbstat-bpfcc", "postgres", "-p", &pid]
-                    .map(String::from)
-                    .to_vec(),
-                "Tracing",
-            )),
-        },
-    ];
+    let configs = || {
+        vec![
+            Config::untraced(),
+            Config::tracer("tracer pg", tracer, &["pg", "-p", &pid]),
+            Config::bpftrace(bpftrace, &histogram),
+            Config::tracer(
+                "tracer pg --via probes",
+                tracer,
+                &["pg", "-p", &pid, "--via", "probes"],
+            ),
+            Config::tracer(
+                "tracer pg --via socket",
+                tracer,
+                &["pg", "-p", &pid, "--via", "socket"],
+            ),
+            Config {
+                name: "bcc dbstat",
+                tool: Some((
+                    ["stdbuf", "-oL", "dbstat-bpfcc", "postgres", "-p", &pid]
+                        .map(String::from)
+                        .to_vec(),
+                    "Tracing",
+                )),
+            },
+        ]
+    };
     let run_both = |seconds: u32, rate: Option<u32>| {
         let seconds = seconds.to_string();
         let mut args = vec!["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds];
@@ -77,14 +82,19 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
             },
         )
     };
-    paired::measure(Plan {
-        load: "pg: pgbench -S -c 4 -j 2".into(),
-        configs,
-        peer: bpftrace,
-        ours: "tracer pg",
-        rounds: paired.rounds,
-        seconds: paired.seconds,
-        rate: paired.rate,
-        run_both: &run_both,
-    })
+    // Saturated, then at a fixed rate below saturation, where CPU cost shows with less noise.
+    for rate in [None, Some(paired.rate.unwrap_or(DEFAULT_RATE))] {
+        paired::measure(Plan {
+            load: "pg: pgbench -S -c 4 -j 2".into(),
+            configs: configs(),
+            peer: bpftrace,
+            ours: "tracer pg",
+            rounds: paired.rounds,
+            seconds: paired.seconds,
+            rate,
+            run_both: &run_both,
+        })?;
+        println!();
+    }
+    Ok(())
 }

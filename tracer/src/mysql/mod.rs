@@ -11,7 +11,7 @@ use tracer_common::{
         Accepted, COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, Connection,
         MysqlLayout, command, kind, signature,
     },
-    query::{MAX_SERVERS, QueryDone},
+    query::QueryDone,
 };
 
 mod connections;
@@ -143,12 +143,6 @@ impl MysqlPlan {
                 (binaries, servers)
             }
         };
-        if servers.len() > MAX_SERVERS {
-            bail!(
-                "{} MySQL servers run here, more than tracer tells apart ({MAX_SERVERS}): name one with -p PID",
-                servers.len()
-            );
-        }
         let mut targets = binaries
             .into_iter()
             .map(|(path, shown)| target(path, shown))
@@ -248,7 +242,7 @@ impl session::Plan for MysqlPlan {
         let mut settings = query::settings(
             kernel,
             "MYSQL_CONFIG",
-            &self.servers,
+            !self.servers.is_empty(),
             options,
             counters,
             true,
@@ -260,6 +254,13 @@ impl session::Plan for MysqlPlan {
         };
         settings.push(Setting::global("MYSQL_LAYOUT", &layout));
         Ok(settings)
+    }
+
+    fn prepare(&self, probes: &mut Probes) -> Result<()> {
+        for &pid in &self.servers {
+            query::add_server(probes, tracer_common::record::tool::MYSQL, pid)?;
+        }
+        Ok(())
     }
 
     fn start(self: Box<Self>, context: &mut session::Context) -> Result<Box<dyn Tool>> {

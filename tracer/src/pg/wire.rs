@@ -28,28 +28,34 @@ pub struct Statements {
 }
 
 impl Statements {
-    /// What the request of backend `pid` that begins with `bytes` runs, or `None` when it runs
-    /// nothing (it only parses or describes). `complete` says whether `bytes` hold all the
-    /// request's first receive; `key` turns a parsed statement's text into its key.
+    /// What the request of backend `pid` that begins with `bytes` runs, in order: each Query
+    /// message's text and each Execute's statement (several in a pipeline); nothing when it
+    /// only parses or describes. `complete` says whether `bytes` hold all the request's first
+    /// receive; `key` turns a parsed statement's text into its key.
     pub fn request<'a>(
         &mut self,
         pid: u32,
         bytes: &'a [u8],
         complete: bool,
         mut key: impl FnMut(&[u8]) -> Rc<str>,
-    ) -> Option<Query<'a>> {
+    ) -> Vec<Query<'a>> {
+        let mut ran = Vec::new();
+        // The statement the last Bind bound, while no Execute ran it.
         let mut bound: Option<&[u8]> = None;
-        let mut executes = false;
+        let mut last_bound: &[u8] = &[];
         for (kind, body) in messages(bytes) {
             match kind {
-                b'Q' => return Some(Query::Simple(c_string(body).0)),
+                b'Q' => ran.push(Query::Simple(c_string(body).0)),
                 b'P' => {
                     let (name, rest) = c_string(body);
                     let text = c_string(rest).0;
                     self.backend(pid).insert(name.into(), key(text));
                 }
                 b'B' => bound = Some(c_string(c_string(body).1).0),
-                b'E' => executes = true,
+                b'E' => {
+                    last_bound = bound.take().unwrap_or(last_bound);
+                    ran.push(Query::Prepared(self.key(pid, last_bound)));
+                }
                 // Close of a statement.
                 b'C' if body.first() == Some(&b'S') => {
                     self.backend(pid).remove(c_string(&body[1..]).0);
@@ -57,14 +63,16 @@ impl Statements {
                 _ => {}
             }
         }
-        // Cut short, a request that binds or parses most likely executes further on.
-        let runs = executes || (!complete && bound.is_some());
-        if !runs {
-            return None;
+        // Cut short, a request that binds most likely executes further on.
+        if let (Some(name), false) = (bound, complete) {
+            ran.push(Query::Prepared(self.key(pid, name)));
         }
-        let name = bound.unwrap_or_default();
-        let key = self
-            .by_backend
+        ran
+    }
+
+    /// The key of statement `name` of backend `pid`.
+    fn key(&self, pid: u32, name: &[u8]) -> Rc<str> {
+        self.by_backend
             .get(&pid)
             .and_then(|statements| statements.get(name))
             .cloned()
@@ -74,8 +82,7 @@ impl Statements {
                     String::from_utf8_lossy(name)
                 )
                 .into()
-            });
-        Some(Query::Prepared(key))
+            })
     }
 
     fn backend(&mut self, pid: u32) -> &mut FxHashMap<Box<[u8]>, Rc<str>> {
@@ -130,7 +137,7 @@ mod tests {
         let bytes = message(b'Q', &[b"select 1\0"]);
         let mut statements = Statements::default();
         let query = statements.request(7, &bytes, true, upper);
-        assert_eq!(query, Some(Query::Simple(b"select 1")));
+        assert_eq!(query, [Query::Simple(b"select 1")]);
     }
 
     #[test]
@@ -142,7 +149,7 @@ mod tests {
         ]
         .concat();
         // Parsing alone runs nothing.
-        assert_eq!(statements.request(7, &parse, true, upper), None);
+        assert_eq!(statements.request(7, &parse, true, upper), []);
         let execute = [
             message(b'B', &[b"\0P_0\0", &[0, 0, 0, 0, 0, 0]]),
             message(b'E', &[b"\0", &[0, 0, 0, 0]]),
@@ -150,19 +157,19 @@ mod tests {
         ]
         .concat();
         let query = statements.request(7, &execute, true, upper);
-        assert_eq!(query, Some(Query::Prepared("SELECT $1".into())));
+        assert_eq!(query, [Query::Prepared("SELECT $1".into())]);
         // Another backend's P_0 is another statement.
         let query = statements.request(8, &execute, true, upper);
         assert_eq!(
             query,
-            Some(Query::Prepared(
+            [Query::Prepared(
                 "<statement \"P_0\" parsed before tracing>".into()
-            ))
+            )]
         );
         // Cut after the Bind, the Execute is taken for granted.
         let cut = &execute[..16];
-        assert!(statements.request(7, cut, false, upper).is_some());
-        assert_eq!(statements.request(7, cut, true, upper), None);
+        assert_eq!(statements.request(7, cut, false, upper).len(), 1);
+        assert_eq!(statements.request(7, cut, true, upper), []);
     }
 
     #[test]
@@ -176,7 +183,7 @@ mod tests {
         .concat();
         let mut statements = Statements::default();
         let query = statements.request(7, &bytes, true, upper);
-        assert_eq!(query, Some(Query::Prepared("SELECT 2".into())));
+        assert_eq!(query, [Query::Prepared("SELECT 2".into())]);
     }
 
     #[test]
@@ -192,7 +199,7 @@ mod tests {
         ]
         .concat();
         let query = statements.request(7, &execute, true, upper);
-        assert!(matches!(query, Some(Query::Prepared(key)) if key.starts_with("<statement")));
+        assert!(matches!(&query[..], [Query::Prepared(key)] if key.starts_with("<statement")));
     }
 
     #[test]
@@ -200,6 +207,34 @@ mod tests {
         let bytes = message(b'Q', &[b"select 4 from somewhere\0"]);
         let mut statements = Statements::default();
         let query = statements.request(7, &bytes[..14], false, upper);
-        assert_eq!(query, Some(Query::Simple(b"select 4 ")));
+        assert_eq!(query, [Query::Simple(b"select 4 ")]);
+    }
+
+    #[test]
+    fn a_pipeline_runs_each_execute_and_query() {
+        let mut statements = Statements::default();
+        let bytes = [
+            message(b'P', &[b"a\0select 5\0", &[0, 0]]),
+            message(b'P', &[b"b\0select 6\0", &[0, 0]]),
+            message(b'B', &[b"\0a\0", &[0, 0, 0, 0, 0, 0]]),
+            message(b'E', &[b"\0", &[0, 0, 0, 0]]),
+            message(b'B', &[b"\0b\0", &[0, 0, 0, 0, 0, 0]]),
+            message(b'E', &[b"\0", &[0, 0, 0, 0]]),
+            // The unnamed portal executed again, and a simple query behind the Sync.
+            message(b'E', &[b"\0", &[0, 0, 0, 0]]),
+            message(b'S', &[]),
+            message(b'Q', &[b"select 7\0"]),
+        ]
+        .concat();
+        let query = statements.request(7, &bytes, true, upper);
+        assert_eq!(
+            query,
+            [
+                Query::Prepared("SELECT 5".into()),
+                Query::Prepared("SELECT 6".into()),
+                Query::Prepared("SELECT 6".into()),
+                Query::Simple(b"select 7"),
+            ]
+        );
     }
 }

@@ -7,10 +7,12 @@ pub mod counters;
 
 use std::{collections::HashMap, io::Write, rc::Rc};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use tracer_common::query::{COUNTER_SLOTS, MAX_COUNTERS, MAX_TEXT, QueryConfig, QueryDone};
+use tracer_common::query::{
+    COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone,
+};
 
 use crate::{
     event_loop::Window,
@@ -62,20 +64,21 @@ pub const RECLAIM_TRACEPOINTS: &[Tracepoint] = &[
 /// Ring buffer for query records: at 40k queries/s of ~300 bytes, 100 ms of them.
 const RING_BYTES: u32 = 16 << 20;
 
-/// The load-time settings every per-query tool has: its `QueryConfig` global (named `global`)
-/// for these servers, text length and counters, and the engine's maps sized; with `requests`,
-/// the per-thread request records too (preallocated, an LRU map: 9 MB).
+/// The load-time settings every per-query tool has: its `QueryConfig` global (named `global`),
+/// whether it traces only the servers it names ([`add_server`]), text length and counters, and
+/// the engine's maps sized; with `requests`, the per-thread request records too (preallocated,
+/// an LRU map: 9 MB).
 pub fn settings(
     kernel: &Kernel,
     global: &'static str,
-    servers: &[u32],
+    filter_servers: bool,
     options: &Options,
     counters: &[Counter],
     requests: bool,
 ) -> Result<Vec<Setting>> {
     let per_thread_events = counters::needs_perf_events(counters);
-    let mut config = QueryConfig {
-        server_count: servers.len() as u32,
+    let config = QueryConfig {
+        filter_servers: filter_servers as u32,
         text_len: options.query_len,
         counters: counters.len() as u32,
         task_real_parent: counters::real_parent(&kernel.btf)?,
@@ -84,9 +87,7 @@ pub fn settings(
         } else {
             counters::task_counters(&kernel.btf, counters)?
         },
-        ..Default::default()
     };
-    config.servers[..servers.len()].copy_from_slice(servers);
     let mut settings = vec![
         Setting::global(global, &config),
         Setting::MapSize {
@@ -113,6 +114,26 @@ pub fn settings(
     Ok(settings)
 }
 
+/// Names process `pid` a server of `tool`'s (`tracer_common::record::tool`): its threads and
+/// its children's are traced.
+pub fn add_server(probes: &mut Probes, tool: u32, pid: u32) -> Result<()> {
+    let mut servers: aya::maps::HashMap<_, u32, u32> =
+        aya::maps::HashMap::try_from(probes.map_mut("QUERY_SERVERS")?)?;
+    servers
+        .insert(pid, tool, 0)
+        .with_context(|| format!("cannot trace server {pid}: at most {MAX_SERVERS} at once"))
+}
+
+/// Forgets server `pid` (it exited: its pid may come back as anything).
+pub fn remove_server(probes: &mut Probes, pid: u32) -> Result<()> {
+    let mut servers: aya::maps::HashMap<_, u32, u32> =
+        aya::maps::HashMap::try_from(probes.map_mut("QUERY_SERVERS")?)?;
+    match servers.remove(&pid) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Options every per-query tool takes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
@@ -137,8 +158,31 @@ pub struct Options {
     pub top: usize,
 }
 
-/// Something a summary says it could not see, with how many: "the requests of 2 TLS backends".
-pub struct Unseen {
+/// What a request ran: query text, or a statement's key.
+pub enum Ran<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Key(Rc<str>),
+}
+
+/// Statement `index` of `count` in the request `done` ended: its equal share, timed as if they
+/// ran one after the other (integer remainders go to the first).
+fn share(done: &QueryDone, count: u64, index: u64) -> QueryDone {
+    let part = |total: u64| total / count + if index == 0 { total % count } else { 0 };
+    let latency = done.latency_ns / count;
+    let mut share = *done;
+    share.start_ns = done.start_ns + index * latency;
+    share.latency_ns = part(done.latency_ns);
+    share.reclaim_ns = part(done.reclaim_ns);
+    share.reclaim_count = part(done.reclaim_count.into()) as u32;
+    for counter in &mut share.counters {
+        *counter = part(*counter);
+    }
+    share
+}
+
+/// Something a summary says beside the queries, with how many: "unseen: the requests of 2 TLS
+/// backends", "3 backends through their sockets".
+pub struct Aside {
     /// Its NDJSON field, always there.
     pub field: &'static str,
     pub count: u64,
@@ -196,22 +240,53 @@ impl Queries {
         table_key(&mut self.normalizer, self.raw, text)
     }
 
-    /// A query of this text finished.
+    /// A query of this text finished (a text of several statements: each is a call).
     pub fn add_text(&mut self, text: &str, done: &QueryDone, out: &mut Output) -> Result<()> {
-        let key = table_key(&mut self.normalizer, self.raw, text);
-        let (window, metrics) = (&mut self.window, &self.metrics);
-        let slow = record(window, metrics, key, done, self.slow_ns);
-        if slow {
-            let key = key.to_owned();
-            self.print_slow(done, &key, out)?;
-        }
-        Ok(())
+        self.add_request(&[Ran::Text(text.into())], done, out)
     }
 
     /// A query counted under `key` (already normalized) finished.
     pub fn add_key(&mut self, key: &str, done: &QueryDone, out: &mut Output) -> Result<()> {
         if record(&mut self.window, &self.metrics, key, done, self.slow_ns) {
             self.print_slow(done, key, out)?;
+        }
+        Ok(())
+    }
+
+    /// A request that ran these finished: each statement is a call. The wire tells only when
+    /// the whole answer ends: several statements share the request's time, stalls and
+    /// counters equally.
+    pub fn add_request(&mut self, ran: &[Ran], done: &QueryDone, out: &mut Output) -> Result<()> {
+        let dialect = self.normalizer.dialect();
+        match ran {
+            [Ran::Key(key)] => return self.add_key(key, done, out),
+            [Ran::Text(text)]
+                if !text.contains(';') || sql::statements(text, dialect).len() == 1 =>
+            {
+                let key = table_key(&mut self.normalizer, self.raw, text);
+                if record(&mut self.window, &self.metrics, key, done, self.slow_ns) {
+                    let key = key.to_owned();
+                    self.print_slow(done, &key, out)?;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let mut keys: Vec<String> = Vec::new();
+        for item in ran {
+            match item {
+                Ran::Text(text) => {
+                    for statement in sql::statements(text, dialect) {
+                        keys.push(
+                            table_key(&mut self.normalizer, self.raw, statement.trim()).to_owned(),
+                        );
+                    }
+                }
+                Ran::Key(key) => keys.push(key.to_string()),
+            }
+        }
+        for (i, key) in keys.iter().enumerate() {
+            self.add_key(key, &share(done, keys.len() as u64, i as u64), out)?;
         }
         Ok(())
     }
@@ -235,12 +310,12 @@ impl Queries {
     }
 
     /// Prints the window's summary and starts a new window.
-    pub fn summary(&mut self, window: &Window, unseen: &[Unseen], out: &mut Output) -> Result<()> {
+    pub fn summary(&mut self, window: &Window, asides: &[Aside], out: &mut Output) -> Result<()> {
         let totals = std::mem::take(&mut self.window);
         if out.json {
-            return Ok(out.json_line(&self.summary_json(&totals, window, unseen))?);
+            return Ok(out.json_line(&self.summary_json(&totals, window, asides))?);
         }
-        self.print_summary(&totals, window, unseen, out)
+        self.print_summary(&totals, window, asides, out)
     }
 
     fn print_slow(&self, done: &QueryDone, query: &str, out: &mut Output) -> Result<()> {
@@ -289,28 +364,28 @@ impl Queries {
         &self,
         totals: &Totals,
         window: &Window,
-        unseen: &[Unseen],
+        asides: &[Aside],
         out: &mut Output,
     ) -> Result<()> {
         let time = output::clock_time(window.end);
         let secs = window.length.as_secs_f64();
         let all = &totals.all;
-        let unseen: String = unseen
+        let asides: String = asides
             .iter()
-            .filter(|unseen| unseen.count > 0)
-            .map(|unseen| format!("; unseen: {}", unseen.text))
+            .filter(|aside| aside.count > 0)
+            .map(|aside| format!("; {}", aside.text))
             .collect();
         if all.count() == 0 {
             writeln!(
                 out,
-                "{time}  no queries in {secs:.1}s; lost: {}{unseen}",
+                "{time}  no queries in {secs:.1}s; lost: {}{asides}",
                 window.lost
             )?;
             return Ok(());
         }
         writeln!(
             out,
-            "{time}  {} queries in {secs:.1}s ({:.0}/s), {} in all; lost: {}{unseen}",
+            "{time}  {} queries in {secs:.1}s ({:.0}/s), {} in all; lost: {}{asides}",
             all.count(),
             all.count() as f64 / secs,
             human_ns(all.total_ns()),
@@ -383,16 +458,16 @@ impl Queries {
         &self,
         totals: &'a Totals,
         window: &Window,
-        unseen: &[Unseen],
+        asides: &[Aside],
     ) -> SummaryJson<'a> {
         SummaryJson {
             r#type: "summary",
             time: output::rfc3339(window.end),
             interval_s: window.length.as_secs_f64(),
             lost: window.lost,
-            unseen: unseen
+            asides: asides
                 .iter()
-                .map(|unseen| (unseen.field, unseen.count))
+                .map(|aside| (aside.field, aside.count))
                 .collect(),
             counters: self
                 .counters
@@ -506,9 +581,9 @@ struct SummaryJson<'a> {
     time: String,
     interval_s: f64,
     lost: u64,
-    /// What the tool could not see, by field (pg: `encrypted_backends`).
+    /// What the tool says beside the queries, by field (pg: `encrypted_backends`).
     #[serde(flatten)]
-    unseen: HashMap<&'static str, u64>,
+    asides: HashMap<&'static str, u64>,
     counters: Vec<&'static str>,
     latency: LatencySummary,
     queries: Vec<QueryJson<'a>>,
