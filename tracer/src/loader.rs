@@ -394,6 +394,19 @@ impl Probes {
         Ok(())
     }
 
+    /// Loads the uprobe program `program`, unless loaded: ahead of time where attaching must
+    /// not wait for the verifier.
+    pub fn load_uprobe(&mut self, program: &str) -> Result<&mut UProbe> {
+        let verbose = self.verbose;
+        let loaded: &mut UProbe = self.program(program)?;
+        if loaded.fd().is_err() {
+            loaded
+                .load()
+                .map_err(|err| rejected(program, err, verbose))?;
+        }
+        Ok(loaded)
+    }
+
     /// Keeps what [`Self::attach_uprobe_in`] attached for as long as everything else.
     pub fn keep(&mut self, attached: Vec<std::os::fd::OwnedFd>) {
         self.uprobes.extend(attached);
@@ -408,13 +421,7 @@ impl Probes {
         cookie: u64,
         pid: Option<u32>,
     ) -> Result<Vec<std::os::fd::OwnedFd>> {
-        let verbose = self.verbose;
-        let loaded: &mut UProbe = self.program(program)?;
-        if loaded.fd().is_err() {
-            loaded
-                .load()
-                .map_err(|err| rejected(program, err, verbose))?;
-        }
+        let loaded = self.load_uprobe(program)?;
         let event = perf::open_uprobe(uprobe, pid)?;
         let link = perf::attach(loaded.fd()?.as_fd(), &event, cookie)?;
         if link.is_none() && !self.said_no_links {

@@ -39,10 +39,11 @@ pub struct Args {
     /// -p takes a postmaster or any of its backends, and traces all of that server's backends
     #[command(flatten)]
     pub trace: TraceOptions,
-    /// Trace every server running this postgres binary (default: all running servers)
+    /// Trace every server running this postgres binary (default: every server; through the
+    /// socket, also ones started later)
     #[arg(long, value_name = "PATH", conflicts_with = "pid")]
     pub bin: Option<PathBuf>,
-    /// --query-len: with --via socket, of each request
+    /// --query-len: through the socket, of each request (statements past it are not seen)
     #[command(flatten)]
     pub query: query::Options,
     /// Which queries to time. Every probe a query passes costs it a trap into the kernel, and
@@ -53,7 +54,7 @@ pub struct Args {
     /// Where queries begin and end
     #[arg(long, value_enum, default_value_t = Via::Auto)]
     pub via: Via,
-    /// With --via socket, take requests from the system call tracepoints even where the sock
+    /// Through the socket, take requests from the system call tracepoints even where the sock
     /// ones exist: what kernels before 6.3 get, for tests
     #[arg(long, hide = true)]
     pub via_syscalls: bool,
@@ -242,6 +243,7 @@ impl session::Plan for PgPlan {
             Via::Auto => {
                 crate::socket::say_registers(context.kernel, probes);
                 probes.keep(vec![perf::hold_task_events()?]);
+                sites.load_programs(probes)?;
                 format!("{sockets}; encrypted backends through probes in them alone")
             }
         };

@@ -165,16 +165,18 @@ fn runs_once(pid: u32) -> bool {
 }
 
 /// Whether backend `pid` has been through its startup (authentication, then its first
-/// ReadyForQuery), as its process title tells: `postgres: user db host activity`, whose
-/// activity is "authentication" or "startup" (or none yet) before, "idle" or a command after.
-/// Without update_process_title the title stays at none: taken as not yet.
+/// ReadyForQuery), as its process title tells.
 pub fn past_startup(pid: u32) -> bool {
-    let Ok(title) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let title = String::from_utf8_lossy(&title);
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|title| title_past_startup(&String::from_utf8_lossy(&title)))
+}
+
+/// A backend's title is `postgres: [cluster: ]user db host activity`, whose activity is
+/// "authentication" or "startup" (or none yet) before its first ReadyForQuery, "idle" or a
+/// command after; before the startup packet it is still the postmaster's command line. Without
+/// update_process_title it stays at none: taken as not yet.
+fn title_past_startup(title: &str) -> bool {
     let title = title.trim_end_matches(['\0', ' ']);
-    // Before the startup packet is read, the title is still the postmaster's command line.
     if !title.contains("postgres: ") {
         return false;
     }
@@ -183,4 +185,26 @@ pub fn past_startup(pid: u32) -> bool {
         || activity.ends_with(')')
         || activity.ends_with("[local]");
     !in_startup
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_past_startup;
+
+    #[test]
+    fn a_backends_title_tells_whether_it_is_past_its_startup() {
+        let before = [
+            "/usr/lib/postgresql/15/bin/postgres\0-D\0/var/lib/postgresql/15/main\0",
+            "postgres: 15/main: app shop 10.0.0.7(51234) authentication",
+            "postgres: app shop 10.0.0.7(51234) startup",
+            "postgres: app shop [local] ",
+        ];
+        let after = [
+            "postgres: app shop 10.0.0.7(51234) idle",
+            "postgres: 15/main: app shop [local] SELECT",
+            "postgres: app shop 10.0.0.7(51234) idle in transaction",
+        ];
+        assert!(before.iter().all(|title| !title_past_startup(title)));
+        assert!(after.iter().all(|title| title_past_startup(title)));
+    }
 }

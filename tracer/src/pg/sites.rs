@@ -222,6 +222,19 @@ impl Sites {
             .retain(|pid, _| processes::exe(*pid).is_some());
     }
 
+    /// Loads the probe programs ahead of the first encrypted backend, which must not wait for
+    /// the verifier.
+    pub fn load_programs(&self, probes: &mut Probes) -> Result<()> {
+        if self.cookies {
+            probes.load_uprobe("pg_probe")?;
+        } else {
+            for slot in 1..=SITE_PROGRAMS {
+                probes.load_uprobe(&format!("pg_probe_{slot}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes binary `index`'s sites into the kernel's table, once.
     fn register(&mut self, probes: &mut Probes, index: usize) -> Result<()> {
         let sites = &mut self.binaries[index];
