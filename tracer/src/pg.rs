@@ -7,13 +7,13 @@ mod wire;
 
 use std::{
     borrow::Cow,
-    collections::HashSet,
     path::PathBuf,
     rc::Rc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Result, bail};
+use rustc_hash::FxHashSet;
 use tracer_common::{
     pg::{Backend, QueryDone, kind},
     query::origin,
@@ -263,7 +263,7 @@ impl session::Plan for PgPlan {
             sites,
             execs: Vec::new(),
             encrypted: Vec::new(),
-            socket_backends: HashSet::new(),
+            socket_backends: FxHashSet::default(),
             unseen_backends: 0,
             late_backends: 0,
             probed_backends: 0,
@@ -286,7 +286,7 @@ struct Pg {
     execs: Vec<u32>,
     encrypted: Vec<u32>,
     /// Backends whose requests came through their sockets.
-    socket_backends: HashSet<u32>,
+    socket_backends: FxHashSet<u32>,
     /// Encrypted backends whose requests no probe shows, and those probed only once past
     /// their startup.
     unseen_backends: u64,

@@ -57,7 +57,7 @@ impl Normalizer {
 /// BEGIN block (PostgreSQL's BEGIN ATOMIC bodies, MySQL's procedures and triggers) ends the
 /// splitting: the semicolons after it are its own.
 pub fn statements(query: &str, dialect: Dialect) -> Vec<&str> {
-    if !query.contains(';') {
+    if single_statement(query) {
         return vec![query];
     }
     let mysql = dialect == Dialect::Mysql;
@@ -95,6 +95,12 @@ pub fn statements(query: &str, dialect: Dialect) -> Vec<&str> {
         return vec![query];
     }
     pieces
+}
+
+/// Whether `query` surely holds one statement, at a glance: no semicolon but a trailing one
+/// (the common case, checked without lexing).
+pub fn single_statement(query: &str) -> bool {
+    !query.trim_end().trim_end_matches(';').contains(';')
 }
 
 /// Whether `statement` creates something whose body is a BEGIN block.

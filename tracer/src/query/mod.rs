@@ -261,7 +261,7 @@ impl Queries {
         match ran {
             [Ran::Key(key)] => return self.add_key(key, done, out),
             [Ran::Text(text)]
-                if !text.contains(';') || sql::statements(text, dialect).len() == 1 =>
+                if sql::single_statement(text) || sql::statements(text, dialect).len() == 1 =>
             {
                 let key = table_key(&mut self.normalizer, self.raw, text);
                 if record(&mut self.window, &self.metrics, key, done, self.slow_ns) {
