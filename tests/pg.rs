@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Postgres, Tracer, assert_refused, proc_stat, query_entry, run, summary,
+    Cgroup, Finished, Json, Postgres, Tracer, assert_refused, proc_schedstat, proc_stat,
+    query_entry, run, summary,
 };
 
 fn calls(summary: &Json, text: &str) -> u64 {
@@ -470,4 +471,144 @@ fn protocol_chooses_which_probes_queries_pass() {
         "{executes:#}"
     );
     assert_eq!(server.statement_calls("SELECT abalance%"), 25);
+}
+
+/// `--breakdown`: where a query's time went. A CPU-bound query sharing its CPU with a busy
+/// loop waits for it about as long as the kernel's own schedstat says; the same on an idle
+/// CPU hardly waits; and for every query the parts add up to its latency.
+#[test]
+fn the_breakdown_adds_up_and_shows_a_run_queue_wait_as_schedstat_does() {
+    let server = Postgres::start("breakdown");
+    let mut session = server.session();
+    let backend = session.query("SELECT pg_backend_pid()");
+    let tracer = Tracer::start(&["pg", "--json", "--breakdown", "--slow", "0", "-p", &backend]);
+    let pin = |cpu: &str| run(std::process::Command::new("taskset").args(["-pc", cpu, &backend]));
+    let wait_ns = || proc_schedstat(&backend)[1];
+
+    pin("0");
+    let mut hog = std::process::Command::new("taskset")
+        .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let before = wait_ns();
+    session.query("SELECT count(*) FROM generate_series(1, 4000000) AS crowded");
+    let waited = wait_ns() - before;
+    let _ = hog.kill();
+    let _ = hog.wait();
+    pin("1");
+    session.query("SELECT sum(n) FROM generate_series(1, 4000000) AS alone(n)");
+    drop(session);
+
+    let finished = tracer.stop();
+    let slow = finished.json_of_type("slow_query");
+    let line = |text: &str| {
+        slow.iter()
+            .find(|line| line["query"] == text)
+            .unwrap_or_else(|| panic!("no slow line for {text}: {finished:#?}"))
+    };
+    let us = |line: &Json, part: &str| line["breakdown"][part].as_f64().unwrap();
+    let crowded = line("SELECT count(*) FROM generate_series(?, ?) AS crowded");
+    let alone = line("SELECT sum(n) FROM generate_series(?, ?) AS alone(n)");
+    let schedstat_us = waited as f64 / 1000.0;
+    eprintln!(
+        "crowded: {:.0} us, on CPU {:.0}, run queue {:.0} (schedstat {schedstat_us:.0}); \
+         alone: {:.0} us, run queue {:.0}",
+        crowded["latency_us"].as_f64().unwrap(),
+        us(crowded, "oncpu_us"),
+        us(crowded, "runq_us"),
+        alone["latency_us"].as_f64().unwrap(),
+        us(alone, "runq_us"),
+    );
+    // The busy loop takes about half the CPU: the query waits a good part of its time, as
+    // much as schedstat counts (which also holds the moments around the query).
+    assert!(us(crowded, "runq_us") > 0.2 * crowded["latency_us"].as_f64().unwrap());
+    assert!(
+        (us(crowded, "runq_us") - schedstat_us).abs() <= 0.15 * schedstat_us + 5000.0,
+        "{crowded:#}"
+    );
+    assert!(
+        us(alone, "runq_us") < 0.05 * alone["latency_us"].as_f64().unwrap(),
+        "{alone:#}"
+    );
+    // Every query's parts add up to its latency: nothing is left out.
+    for line in &slow {
+        let latency = line["latency_us"].as_f64().unwrap();
+        let rest = us(line, "rest_us");
+        assert!(rest.abs() <= 0.01 * latency + 20.0, "{line:#}");
+    }
+}
+
+/// `--breakdown`'s page-cache misses: a sequential scan of a table whose file was just dropped
+/// from the page cache misses the pages the kernel then added for that file (as fincore counts
+/// them, before and after); the second scan, none.
+#[test]
+fn page_cache_misses_are_the_pages_a_cold_scan_reads() {
+    let server = Postgres::start("cache");
+    // 80 MB: past a quarter of shared_buffers, so scans go through a small ring of buffers and
+    // read from the page cache each time.
+    server.psql(
+        "CREATE TABLE cold AS SELECT n, repeat('x', 100) AS pad FROM generate_series(1, 600000) n",
+    );
+    // Hint bits set now, not by the measured scan (which would write pages back).
+    server.psql("VACUUM FREEZE cold");
+    server.psql("CHECKPOINT");
+    let file = format!(
+        "{}/{}",
+        server.data(),
+        server.psql("SELECT pg_relation_filepath('cold')")
+    );
+    run(&mut std::process::Command::new("sync"));
+    // GNU dd drops a whole file's cached pages so (posix_fadvise DONTNEED).
+    run(std::process::Command::new("dd")
+        .arg(format!("if={file}"))
+        .args(["iflag=nocache", "count=0", "status=none"]));
+    let tracer = Tracer::start(&[
+        "pg",
+        "--json",
+        "--breakdown",
+        "--slow",
+        "0",
+        "-p",
+        &server.pid().to_string(),
+    ]);
+    let mut session = server.session();
+    // The backend's own reads: parallel workers would read part of the table in their own.
+    session.fail("SET max_parallel_workers_per_gather = 0");
+    let cold = cached_pages(&file);
+    session.query("SELECT count(*) FROM cold AS first_scan");
+    let warm = cached_pages(&file);
+    session.query("SELECT count(*) FROM cold AS second_scan");
+    let again = cached_pages(&file);
+    drop(session);
+    let finished = tracer.stop();
+    let slow = finished.json_of_type("slow_query");
+    let misses = |scan: &str| {
+        let text = format!("SELECT count(*) FROM cold AS {scan}");
+        let line = slow.iter().find(|line| line["query"] == text.as_str());
+        line.unwrap_or_else(|| panic!("{text}: {finished:#?}"))["breakdown"]["cache_misses"]
+            .as_f64()
+            .unwrap() as u64
+    };
+    let (first, second) = (misses("first_scan"), misses("second_scan"));
+    let added = warm - cold;
+    eprintln!(
+        "file pages cached: {cold} before, {warm} after the first scan, {again} after the \
+         second; tracer: first scan missed {first}, second {second}"
+    );
+    assert!(added > 10_000, "the scan read the file from disk: {added}");
+    assert_eq!(first, added);
+    assert_eq!(second, again - warm);
+    assert_eq!(second, 0);
+}
+
+/// Pages of `file` in the page cache, as fincore counts them.
+fn cached_pages(file: &str) -> u64 {
+    let output = std::process::Command::new("fincore")
+        .args(["--noheadings", "--output", "PAGES", file])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
 }

@@ -220,6 +220,15 @@ pub fn proc_stat(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `/proc/PID/schedstat`: time on a CPU, time runnable waiting for one (both ns), timeslices.
+pub fn proc_schedstat(pid: &str) -> Vec<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|field| field.parse().ok())
+        .collect()
+}
+
 /// Runs tracer and asserts it refused with exactly one line on stderr mentioning `expected`.
 pub fn assert_refused(
     args: &[&str],
@@ -648,7 +657,7 @@ impl Postgres {
         server
     }
 
-    fn data(&self) -> String {
+    pub fn data(&self) -> String {
         self.dir.join("data").to_str().unwrap().to_owned()
     }
 

@@ -82,6 +82,21 @@ pub struct QueryDone {
     /// For a MySQL `COM_STMT_PREPARE`: the id the server gave the statement (0: not seen).
     pub statement: u32,
     pub _pad: u32,
+    /// Where the query's time went (with `--breakdown`; all 0 without).
+    pub breakdown: Breakdown,
+}
+
+/// Where a query's time went, from the scheduler's switches and wake-ups of its thread: on a
+/// CPU, runnable but waiting for one, blocked in uninterruptible sleep (disk I/O and other
+/// D-state waits), or sleeping (locks, the client); and the pages it added to the page cache.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Breakdown {
+    pub oncpu_ns: u64,
+    pub runq_ns: u64,
+    pub blocked_ns: u64,
+    pub sleep_ns: u64,
+    pub cache_misses: u64,
 }
 
 plain_old_data!(QueryConfig, Backend, QueryDone);

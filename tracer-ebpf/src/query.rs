@@ -4,6 +4,7 @@
 //! database's module finds where queries begin and end (probes, sockets) and calls in here.
 
 use aya_ebpf::{
+    EbpfContext, Global,
     bindings::bpf_perf_event_value,
     helpers::{
         bpf_get_current_task, bpf_ktime_get_ns, bpf_perf_event_read_value,
@@ -14,13 +15,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    query::{Backend, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone},
+    query::{Backend, Breakdown, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone},
     task::Task,
 };
 
 use crate::{
     events,
-    kernel::{read, read_ptr},
+    kernel::{field, read, read_or_zero, read_ptr},
     task,
 };
 
@@ -122,9 +123,27 @@ pub struct Thread {
     reclaim_ns: u64,
     counters_valid: u32,
     counters: [u64; MAX_COUNTERS],
+    /// Where the query's time went so far, by [`sched`] state, what the thread does now and
+    /// since when; the pages it added to the page cache.
+    sched_ns: [u64; 4],
+    sched_state: u8,
+    sched_since_ns: u64,
+    cache_misses: u64,
 }
 
 const NO_SLOT: u32 = u32::MAX;
+
+/// What a thread in a query is doing, as the scheduler's tracepoints tell; each is the index
+/// of its time in `Thread::sched_ns`.
+mod sched {
+    pub const RUNNING: u8 = 0;
+    /// Preempted or woken, waiting for a CPU.
+    pub const RUNNABLE: u8 = 1;
+    /// In uninterruptible sleep (D).
+    pub const BLOCKED: u8 = 2;
+    /// In any other sleep (S, stopped, ...).
+    pub const SLEEPING: u8 = 3;
+}
 
 /// The thread's state, created when it first shows up with the tool that traces it.
 #[inline(always)]
@@ -149,6 +168,10 @@ fn thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
         reclaim_ns: 0,
         counters_valid: 0,
         counters: [0; MAX_COUNTERS],
+        sched_ns: [0; 4],
+        sched_state: sched::RUNNING,
+        sched_since_ns: 0,
+        cache_misses: 0,
     };
     if QUERY_THREADS.insert(tid, thread, 0).is_err() {
         cold_warn!("per-query tools: no room for thread {}", tid);
@@ -245,7 +268,11 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
         thread.counter_slot = slot;
     }
     thread.counters_valid = read_counters::<D>(thread.counter_slot, &mut thread.counters) as u32;
+    thread.sched_ns = [0; 4];
+    thread.cache_misses = 0;
+    thread.sched_state = sched::RUNNING;
     thread.start_ns = unsafe { bpf_ktime_get_ns() };
+    thread.sched_since_ns = thread.start_ns;
 }
 
 #[inline(always)]
@@ -413,6 +440,134 @@ pub fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryD
         };
     }
     record.origin = thread.origin as u32;
+    // It ends on a CPU, in the thread's own context.
+    enter(thread, sched::RUNNING, end_ns);
+    let [oncpu_ns, runq_ns, blocked_ns, sleep_ns] = thread.sched_ns;
+    record.breakdown = Breakdown {
+        oncpu_ns,
+        runq_ns,
+        blocked_ns,
+        sleep_ns,
+        cache_misses: thread.cache_misses,
+    };
+}
+
+/// The thread `tid`'s state, if it runs a query.
+#[inline(always)]
+fn in_query(tid: u32) -> Option<&'static mut Thread> {
+    let thread = unsafe { &mut *QUERY_THREADS.get_ptr_mut(tid)? };
+    thread.active.then_some(thread)
+}
+
+/// The time `thread` spent in its state until `now`, added to its part; then it is in `state`.
+#[inline(always)]
+fn enter(thread: &mut Thread, state: u8, now: u64) {
+    let spent = now.saturating_sub(thread.sched_since_ns);
+    // Masked, so that the verifier sees the index in bounds.
+    thread.sched_ns[(thread.sched_state & 3) as usize] += spent;
+    thread.sched_state = state;
+    thread.sched_since_ns = now;
+}
+
+/// A CPU switched from thread `prev` (leaving in `prev_state`, or preempted) to `next`: the
+/// two lookups every other thread on the machine pays.
+#[inline(always)]
+fn switched(prev: u32, preempted: bool, prev_state: u64, next: u32) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(thread) = in_query(prev) {
+        let state = if preempted || prev_state & 0xff == 0 {
+            sched::RUNNABLE
+        } else if prev_state & TASK_UNINTERRUPTIBLE != 0 {
+            sched::BLOCKED
+        } else {
+            sched::SLEEPING
+        };
+        enter(thread, state, now);
+    }
+    if let Some(thread) = in_query(next) {
+        enter(thread, sched::RUNNING, now);
+    }
+}
+
+/// `TASK_UNINTERRUPTIBLE`, in `task_struct.__state` and in the classic record's `prev_state`.
+const TASK_UNINTERRUPTIBLE: u64 = 2;
+
+/// A sleeping thread was woken: from now it waits for a CPU.
+#[inline(always)]
+fn woken(tid: u32) {
+    if let Some(thread) = in_query(tid)
+        && matches!(thread.sched_state, sched::BLOCKED | sched::SLEEPING)
+    {
+        enter(thread, sched::RUNNABLE, unsafe { bpf_ktime_get_ns() });
+    }
+}
+
+/// The thread id, as tracer numbers it, of a task at a BTF tracepoint (0 outside tracer's pid
+/// namespace, a key no thread has).
+#[inline(always)]
+fn tid_of(task: *const u8) -> u32 {
+    task::ids_of(task).map_or(0, |(_, tid)| tid)
+}
+
+/// Since Linux 5.18 the tracepoint passes `prev_state`; older kernels take the classic one.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn query_sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let preempted: u8 = ctx.arg(0);
+    let (prev, next): (*const u8, *const u8) = (ctx.arg(1), ctx.arg(2));
+    let prev_state: u32 = ctx.arg(3);
+    switched(
+        tid_of(prev),
+        preempted != 0,
+        prev_state.into(),
+        tid_of(next),
+    );
+    0
+}
+
+/// `sched:sched_switch`'s record: `prev_state` (a `long`: 0 for runnable, the preempted
+/// included, `TASK_REPORT_MAX` = 0x100 when preempted) and `next_pid` (the host's numbering:
+/// only where tracer runs in the host's pid namespace, which the plan checks).
+const SWITCH_PREV_STATE: usize = 32;
+const SWITCH_NEXT_PID: usize = 56;
+const WAKEUP_PID: usize = 24;
+
+#[tracepoint(category = "sched", name = "sched_switch")]
+pub fn query_sched_switch_tp(ctx: TracePointContext) -> u32 {
+    let prev_state: i64 = field(&ctx, SWITCH_PREV_STATE);
+    let next: i32 = field(&ctx, SWITCH_NEXT_PID);
+    // The record runs in the context of the task leaving.
+    switched(task::current_tid(), false, prev_state as u64, next as u32);
+    0
+}
+
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn query_sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    woken(tid_of(ctx.arg(0)));
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_wakeup")]
+pub fn query_sched_wakeup_tp(ctx: TracePointContext) -> u32 {
+    woken(field::<i32>(&ctx, WAKEUP_PID) as u32);
+    0
+}
+
+/// Where `filemap:mm_filemap_add_to_page_cache`'s record keeps `order` (a folio of 2^order
+/// pages joined the page cache); 0 on kernels whose record has none (a page each).
+#[unsafe(no_mangle)]
+static QUERY_PAGE_CACHE_ORDER: Global<u32> = Global::new(0);
+
+/// A folio joined the page cache, read in by the task in whose context this fires.
+#[tracepoint(category = "filemap", name = "mm_filemap_add_to_page_cache")]
+pub fn query_page_cache_add_tp(ctx: TracePointContext) -> u32 {
+    if let Some(thread) = in_query(task::current_tid()) {
+        let order: u8 = match QUERY_PAGE_CACHE_ORDER.load() {
+            0 => 0,
+            offset => read_or_zero(ctx.as_ptr() as *const u8, offset),
+        };
+        thread.cache_misses += 1 << (order & 31);
+    }
+    0
 }
 
 /// A reclaim stall of the current thread begins: note it on its query, if it runs one.

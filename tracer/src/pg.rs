@@ -117,6 +117,9 @@ impl PgPlan {
         // keeps the backends of the servers named to it.
         let servers = Servers::running(&targets, named, args.bin.as_ref());
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
+        if args.query.breakdown {
+            tracepoints.extend(query::breakdown_tracepoints());
+        }
         if through_sockets {
             // A backend's receive and send: the boundaries of client requests, with no trap
             // into the kernel. The kernel programs take the buffers from the registers of the

@@ -12,6 +12,11 @@ use crate::kernel_btf::KernelBtf;
 /// The initial pid namespace's inode number is fixed (PROC_PID_INIT_INO).
 const HOST_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 
+/// Whether tracer runs in the host's pid namespace.
+pub fn is_hosts() -> bool {
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|ns| ns.ino() == HOST_PID_NAMESPACE)
+}
+
 /// Sets `layout` up to number tasks as tracer's pid namespace does (nothing to do in the
 /// host's).
 pub fn apply(layout: &mut TaskLayout, btf: &KernelBtf) -> Result<()> {

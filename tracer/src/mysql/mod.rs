@@ -148,6 +148,9 @@ impl MysqlPlan {
             .map(|(path, shown)| target(path, shown))
             .collect::<Result<Vec<_>>>()?;
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
+        if args.query.breakdown {
+            tracepoints.extend(query::breakdown_tracepoints());
+        }
         let via_socket = args.via == Via::Socket;
         let sock = socket::sock_tracepoints(args.via_syscalls)?;
         if via_socket {

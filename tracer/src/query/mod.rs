@@ -7,11 +7,11 @@ pub mod counters;
 
 use std::{collections::HashMap, io::Write, rc::Rc};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tracer_common::query::{
-    COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone,
+    Breakdown, COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone,
 };
 
 use crate::{
@@ -76,6 +76,16 @@ pub fn settings(
     counters: &[Counter],
     requests: bool,
 ) -> Result<Vec<Setting>> {
+    let switch_args = kernel
+        .btf
+        .tracepoint_args("sched_switch")
+        .map_or(0, |args| args.len());
+    if options.breakdown && switch_args != 4 && !crate::pidns::is_hosts() {
+        bail!(
+            "--breakdown in a pid namespace of tracer's own needs Linux 5.18+ (sched_switch with \
+             prev_state): the classic record numbers tasks as the host does"
+        );
+    }
     let per_thread_events = counters::needs_perf_events(counters);
     let config = QueryConfig {
         filter_servers: filter_servers as u32,
@@ -88,8 +98,22 @@ pub fn settings(
             counters::task_counters(&kernel.btf, counters)?
         },
     };
+    // A folio's order, where the record has it (Linux 6.x); before, a page each.
+    let order = kernel
+        .tracefs
+        .format("filemap", "mm_filemap_add_to_page_cache")
+        .ok()
+        .and_then(|format| {
+            let order = format
+                .fields
+                .into_iter()
+                .find(|field| field.name == "order")?;
+            (order.size == 1).then_some(order.offset as u32)
+        })
+        .unwrap_or(0);
     let mut settings = vec![
         Setting::global(global, &config),
+        Setting::global("QUERY_PAGE_CACHE_ORDER", &order),
         Setting::MapSize {
             name: "EVENTS",
             size: RING_BYTES,
@@ -156,6 +180,46 @@ pub struct Options {
     /// Rows in the per-query table
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+    /// Where each query's time went: on a CPU, waiting for one, blocked (D state: disk and
+    /// other uninterruptible waits), sleeping (locks, the client), and the pages it missed in
+    /// the page cache (attaches sched:sched_switch, sched:sched_wakeup and
+    /// filemap:mm_filemap_add_to_page_cache)
+    #[arg(long)]
+    pub breakdown: bool,
+}
+
+/// What `--breakdown` attaches: the scheduler's switches and wake-ups, and pages joining the
+/// page cache.
+pub fn breakdown_tracepoints() -> Vec<Tracepoint> {
+    vec![
+        Tracepoint {
+            category: "sched",
+            name: "sched_switch",
+            program: "query_sched_switch",
+            // With prev_state (Linux 5.18+); before, the classic record.
+            args: Some(&[
+                "bool",
+                "struct task_struct *",
+                "struct task_struct *",
+                "unsigned int",
+            ]),
+            fields: &[("prev_state", 32, 8), ("next_pid", 56, 4)],
+        },
+        Tracepoint {
+            category: "sched",
+            name: "sched_wakeup",
+            program: "query_sched_wakeup",
+            args: Some(&["struct task_struct *"]),
+            fields: &[("pid", 24, 4)],
+        },
+        Tracepoint {
+            category: "filemap",
+            name: "mm_filemap_add_to_page_cache",
+            program: "query_page_cache_add",
+            args: None,
+            fields: &[],
+        },
+    ]
 }
 
 /// What a request ran: query text, or a statement's key.
@@ -174,6 +238,16 @@ fn share(done: &QueryDone, count: u64, index: u64) -> QueryDone {
     share.latency_ns = part(done.latency_ns);
     share.reclaim_ns = part(done.reclaim_ns);
     share.reclaim_count = part(done.reclaim_count.into()) as u32;
+    let parts = &mut share.breakdown;
+    for value in [
+        &mut parts.oncpu_ns,
+        &mut parts.runq_ns,
+        &mut parts.blocked_ns,
+        &mut parts.sleep_ns,
+        &mut parts.cache_misses,
+    ] {
+        *value = part(*value);
+    }
     for counter in &mut share.counters {
         *counter = part(*counter);
     }
@@ -197,6 +271,7 @@ pub struct Queries {
     normalizer: sql::Normalizer,
     slow_ns: Option<u64>,
     top: usize,
+    breakdown: bool,
     window: Totals,
     /// Threads seen for the first time, whose counters to open once the probes are at hand.
     new_threads: Vec<u32>,
@@ -219,6 +294,8 @@ struct QueryStats {
     /// Calls whose counters were read (with perf counters, a thread's first query goes
     /// without).
     counted_calls: u64,
+    /// The sums of its calls' breakdowns.
+    breakdown: Breakdown,
 }
 
 impl Queries {
@@ -229,6 +306,7 @@ impl Queries {
             normalizer: sql::Normalizer::new(dialect),
             slow_ns: options.slow.map(|ms| (ms * 1e6) as u64),
             top: options.top,
+            breakdown: options.breakdown,
             window: Totals::default(),
             new_threads: Vec::new(),
             metrics: None,
@@ -329,12 +407,30 @@ impl Queries {
                 reclaim_us: done.reclaim_ns as f64 / 1000.0,
                 reclaim_stalls: done.reclaim_count,
                 counters: self.counter_values(&done.counters, done.counters_valid != 0),
+                breakdown: self
+                    .breakdown
+                    .then(|| BreakdownJson::of(&done.breakdown, done.latency_ns, 1)),
                 query,
             })?;
         } else {
+            let parts = match self.breakdown {
+                true => {
+                    let ms = |ns: u64| ns as f64 / 1e6;
+                    let parts = &done.breakdown;
+                    format!(
+                        "cpu {:.3} runq {:.3} blocked {:.3} sleep {:.3} ms, {} pages missed: ",
+                        ms(parts.oncpu_ns),
+                        ms(parts.runq_ns),
+                        ms(parts.blocked_ns),
+                        ms(parts.sleep_ns),
+                        parts.cache_misses
+                    )
+                }
+                false => String::new(),
+            };
             writeln!(
                 out,
-                "{} {:>7} {:>10.3} {:>10.3} {}",
+                "{} {:>7} {:>10.3} {:>10.3} {parts}{}",
                 output::clock_time(time),
                 done.task.pid,
                 done.latency_ns as f64 / 1e6,
@@ -414,6 +510,12 @@ impl Queries {
                     .map(|counter| (per_call_header(*counter), Align::Right)),
             );
         }
+        if self.breakdown {
+            columns.extend(
+                ["ON CPU", "RUNQ", "BLOCKED", "SLEEP", "REST", "MISS/CALL"]
+                    .map(|header| (header, Align::Right)),
+            );
+        }
         columns.push(("QUERY", Align::Left));
         let mut table = Table::new(&columns);
         for (query, stats) in ranked(totals).into_iter().take(self.top) {
@@ -446,6 +548,23 @@ impl Queries {
                         .iter()
                         .map(|&total| per_call(total)),
                 );
+            }
+            if self.breakdown {
+                let parts = BreakdownJson::of(&stats.breakdown, latencies.total_ns(), 1);
+                row.extend(
+                    [
+                        stats.breakdown.oncpu_ns,
+                        stats.breakdown.runq_ns,
+                        stats.breakdown.blocked_ns,
+                        stats.breakdown.sleep_ns,
+                    ]
+                    .map(human_ns),
+                );
+                row.push(format!("{:.0}us", parts.rest_us));
+                row.push(format!(
+                    "{:.1}",
+                    stats.breakdown.cache_misses as f64 / latencies.count().max(1) as f64
+                ));
             }
             row.push(shorten(query, 120));
             table.row(row);
@@ -485,6 +604,14 @@ impl Queries {
                     reclaim_us: stats.reclaim_ns as f64 / 1000.0,
                     reclaim_stalls: stats.reclaim_count,
                     counted_calls: stats.counted_calls,
+                    breakdown: self.breakdown.then(|| {
+                        let total = stats.latencies.total_ns();
+                        let calls = stats.latencies.count();
+                        BreakdownTotals {
+                            total: BreakdownJson::of(&stats.breakdown, total, 1),
+                            per_call: BreakdownJson::of(&stats.breakdown, total, calls),
+                        }
+                    }),
                     counters: self
                         .counters
                         .kinds
@@ -513,6 +640,12 @@ fn record(
     stats.latencies.record(done.latency_ns);
     stats.reclaim_ns += done.reclaim_ns;
     stats.reclaim_count += done.reclaim_count as u64;
+    let (sum, part) = (&mut stats.breakdown, &done.breakdown);
+    sum.oncpu_ns += part.oncpu_ns;
+    sum.runq_ns += part.runq_ns;
+    sum.blocked_ns += part.blocked_ns;
+    sum.sleep_ns += part.sleep_ns;
+    sum.cache_misses += part.cache_misses;
     if done.counters_valid != 0 {
         stats.counted_calls += 1;
         for (total, delta) in stats.counters.iter_mut().zip(done.counters) {
@@ -572,6 +705,8 @@ struct SlowJson<'a> {
     reclaim_us: f64,
     reclaim_stalls: u32,
     counters: Option<HashMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<BreakdownJson>,
     query: &'a str,
 }
 
@@ -599,4 +734,39 @@ struct QueryJson<'a> {
     /// Calls whose counters were read; `counters` are their totals.
     counted_calls: u64,
     counters: HashMap<&'static str, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<BreakdownTotals>,
+}
+
+#[derive(Serialize)]
+struct BreakdownTotals {
+    total: BreakdownJson,
+    per_call: BreakdownJson,
+}
+
+/// A breakdown in microseconds, over `calls` calls of `latency_ns` in all: the parts, and what
+/// the wall time holds beyond them (`rest_us`: ideally 0, shown rather than hidden).
+#[derive(Serialize)]
+struct BreakdownJson {
+    oncpu_us: f64,
+    runq_us: f64,
+    blocked_us: f64,
+    sleep_us: f64,
+    rest_us: f64,
+    cache_misses: f64,
+}
+
+impl BreakdownJson {
+    fn of(parts: &Breakdown, latency_ns: u64, calls: u64) -> Self {
+        let per = |ns: u64| ns as f64 / 1000.0 / calls.max(1) as f64;
+        let sum = parts.oncpu_ns + parts.runq_ns + parts.blocked_ns + parts.sleep_ns;
+        Self {
+            oncpu_us: per(parts.oncpu_ns),
+            runq_us: per(parts.runq_ns),
+            blocked_us: per(parts.blocked_ns),
+            sleep_us: per(parts.sleep_ns),
+            rest_us: (latency_ns as f64 - sum as f64) / 1000.0 / calls.max(1) as f64,
+            cache_misses: parts.cache_misses as f64 / calls.max(1) as f64,
+        }
+    }
 }
