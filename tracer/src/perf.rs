@@ -56,18 +56,6 @@ pub fn open_uprobe(uprobe: &Uprobe, pid: Option<u32>) -> Result<OwnedFd> {
     })
 }
 
-/// A do-nothing event on tracer's own thread, held while per-process uprobes may be opened:
-/// the first perf event tied to a task turns on the scheduler's perf hooks (a static key,
-/// patched into the kernel's text: 15-30 ms in a VM), and the last one's close turns them off
-/// a second later. With one held, opening a uprobe in a process takes microseconds, not the
-/// rest of a short-lived connection's life.
-pub fn hold_task_events() -> Result<OwnedFd> {
-    let mut attr = new_attr();
-    attr.type_ = bindings::PERF_TYPE_SOFTWARE;
-    attr.config = bindings::PERF_COUNT_SW_DUMMY as u64;
-    open(&mut attr, 0, -1).context("cannot open a perf event on tracer's own thread")
-}
-
 /// Attaches a loaded kprobe-type program to a perf event: through a BPF link carrying `cookie`
 /// (Linux 5.15+), whose fd the caller keeps (closing it detaches), or where links for perf
 /// events do not exist and no cookie is needed, the older way: the event holds the program

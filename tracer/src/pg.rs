@@ -26,7 +26,7 @@ use crate::{
     metrics::Metrics,
     options::TraceOptions,
     output::Output,
-    perf::{self, Counter},
+    perf::Counter,
     processes,
     query::{self, Aside, BackendCounters, Queries, Ran, counters},
     session, socket, sql,
@@ -245,7 +245,6 @@ impl session::Plan for PgPlan {
             }
             Via::Auto => {
                 crate::socket::say_registers(context.kernel, probes);
-                probes.keep(vec![perf::hold_task_events()?]);
                 sites.load_programs(probes)?;
                 format!("{sockets}; encrypted backends through probes in them alone")
             }
