@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Postgres, Tracer, assert_refused, proc_schedstat, proc_stat,
-    query_entry, run, summary,
+    Cgroup, Finished, Json, Postgres, Tracer, assert_refused, cgroup_v2_only, proc_schedstat,
+    proc_stat, query_entry, run, summary,
 };
 
 fn calls(summary: &Json, text: &str) -> u64 {
@@ -611,4 +611,82 @@ fn cached_pages(file: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// `--breakdown`'s throttling: a CPU-bound query in a cgroup with a small CPU quota is held
+/// back as long as the cgroup's own `cpu.stat` says (`throttled_usec`, v1's `throttled_time`);
+/// the same query outside, not at all.
+#[test]
+fn cpu_quota_throttling_is_what_the_cgroup_counted() {
+    // A fifth of a CPU: cgroup v2's cpu.max, or v1's CFS quota in the cpu hierarchy.
+    let v2 = cgroup_v2_only();
+    let (quota, hierarchy, counter, to_us) = if v2 {
+        let _ = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu");
+        let quota = Cgroup::create("unified", "tracer-quota");
+        quota.set("cpu.max", "20000 100000");
+        (quota, "/sys/fs/cgroup", "throttled_usec ", 1.0)
+    } else {
+        let quota = Cgroup::create("cpu", "tracer-quota");
+        quota.set("cpu.cfs_period_us", "100000");
+        quota.set("cpu.cfs_quota_us", "20000");
+        (quota, "/sys/fs/cgroup/cpu", "throttled_time ", 1e-3)
+    };
+    let server = Postgres::start("quota");
+    let mut session = server.session();
+    let backend = session.query("SELECT pg_backend_pid()");
+    // Where the backend was: "0::/path" (v2), "N:cpu,cpuacct:/path" (v1).
+    let home = std::fs::read_to_string(format!("/proc/{backend}/cgroup")).unwrap();
+    let home = home
+        .lines()
+        .find_map(|line| {
+            let (_, rest) = line.split_once(':')?;
+            let (controllers, path) = rest.split_once(':')?;
+            let ours = if v2 {
+                controllers.is_empty()
+            } else {
+                controllers.split(',').any(|c| c == "cpu")
+            };
+            ours.then(|| path.to_owned())
+        })
+        .unwrap();
+    let tracer = Tracer::start(&["pg", "--json", "--breakdown", "--slow", "0", "-p", &backend]);
+    let throttled_us = || {
+        let stat = quota.read("cpu.stat");
+        let line = stat.lines().find_map(|line| line.strip_prefix(counter));
+        line.unwrap().trim().parse::<f64>().unwrap() * to_us
+    };
+    quota.set("cgroup.procs", &backend);
+    let before = throttled_us();
+    session.query("SELECT count(*) FROM generate_series(1, 3000000) AS held");
+    let rose = throttled_us() - before;
+    std::fs::write(format!("{hierarchy}{home}/cgroup.procs"), &backend).unwrap();
+    session.query("SELECT sum(n) FROM generate_series(1, 3000000) AS free(n)");
+    drop(session);
+
+    let finished = tracer.stop();
+    let slow = finished.json_of_type("slow_query");
+    let throttled = |text: &str| {
+        let line = slow.iter().find(|line| line["query"] == text);
+        let line = line.unwrap_or_else(|| panic!("{text}: {finished:#?}"));
+        let parts = &line["breakdown"];
+        eprintln!(
+            "{text}: {:.0} us, run queue {:.0}, throttled {:.0}",
+            line["latency_us"].as_f64().unwrap(),
+            parts["runq_us"].as_f64().unwrap(),
+            parts["throttled_us"].as_f64().unwrap()
+        );
+        parts["throttled_us"].as_f64().unwrap()
+    };
+    let held = throttled("SELECT count(*) FROM generate_series(?, ?) AS held");
+    let free = throttled("SELECT sum(n) FROM generate_series(?, ?) AS free(n)");
+    eprintln!("the cgroup's throttled_usec rose by {rose:.0}");
+    assert!(
+        rose > 100_000.0,
+        "a fifth of a CPU throttles a CPU-bound query: {rose}"
+    );
+    assert!(
+        (held - rose).abs() <= 0.05 * rose + 2000.0,
+        "{held} against {rose}"
+    );
+    assert_eq!(free, 0.0);
 }

@@ -41,6 +41,11 @@ pub struct QueryConfig {
     pub counters: u32,
     /// `task_struct.real_parent`
     pub task_real_parent: u32,
+    /// With `--breakdown`, where the CPU-quota throttling of a task's cgroup is counted:
+    /// `task_struct.sched_task_group` and `task_group.cfs_bandwidth.throttled_time` (0: not
+    /// wanted, or a kernel without CFS bandwidth control).
+    pub task_sched_task_group: u32,
+    pub task_group_throttled_time: u32,
     /// Where the counters are kept in `task_struct`, when all of them are software counters
     /// the kernel keeps per task anyway: each is the sum of the `u64`s at up to two offsets
     /// (0: none). All zero: the counters are perf events userspace opens per backend.
@@ -97,6 +102,10 @@ pub struct Breakdown {
     pub blocked_ns: u64,
     pub sleep_ns: u64,
     pub cache_misses: u64,
+    /// How long the CPU quota of the thread's cgroup (`cpu.max`) held its CPU time back while
+    /// the query ran, all its CPUs together: what the cgroup's `throttled_usec` rose by. A
+    /// throttled thread is runnable: this is within the run-queue wait, not beside it.
+    pub throttled_ns: u64,
 }
 
 plain_old_data!(QueryConfig, Backend, QueryDone);

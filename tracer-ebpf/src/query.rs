@@ -129,6 +129,8 @@ pub struct Thread {
     sched_state: u8,
     sched_since_ns: u64,
     cache_misses: u64,
+    /// The thread's cgroup's throttled time at the query's start.
+    throttled_at_start: u64,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -172,6 +174,7 @@ fn thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
         sched_state: sched::RUNNING,
         sched_since_ns: 0,
         cache_misses: 0,
+        throttled_at_start: 0,
     };
     if QUERY_THREADS.insert(tid, thread, 0).is_err() {
         cold_warn!("per-query tools: no room for thread {}", tid);
@@ -270,6 +273,7 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
     thread.counters_valid = read_counters::<D>(thread.counter_slot, &mut thread.counters) as u32;
     thread.sched_ns = [0; 4];
     thread.cache_misses = 0;
+    thread.throttled_at_start = throttled_time::<D>();
     thread.sched_state = sched::RUNNING;
     thread.start_ns = unsafe { bpf_ktime_get_ns() };
     thread.sched_since_ns = thread.start_ns;
@@ -449,7 +453,21 @@ pub fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryD
         blocked_ns,
         sleep_ns,
         cache_misses: thread.cache_misses,
+        throttled_ns: throttled_time::<D>().saturating_sub(thread.throttled_at_start),
     };
+}
+
+/// The time the CPU quota of the current task's cgroup has throttled it, in all (0 without
+/// `--breakdown`).
+#[inline(always)]
+fn throttled_time<D: Database>() -> u64 {
+    let throttled_time = setting!(D, task_group_throttled_time);
+    if throttled_time == 0 {
+        return 0;
+    }
+    let current = unsafe { bpf_get_current_task() } as *const u8;
+    let group: *const u8 = read_or_zero(current, setting!(D, task_sched_task_group));
+    read_or_zero(group, throttled_time)
 }
 
 /// The thread `tid`'s state, if it runs a query.

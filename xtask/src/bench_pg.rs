@@ -49,6 +49,12 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
                 tracer,
                 &["pg", "-p", &pid, "--via", "socket"],
             ),
+            // Every column: its goal is bpftrace's cost at most (not half of it).
+            Config::tracer(
+                "tracer pg --breakdown",
+                tracer,
+                &["pg", "-p", &pid, "--breakdown"],
+            ),
             Config {
                 name: "bcc dbstat",
                 tool: Some((

@@ -87,8 +87,21 @@ pub fn settings(
         );
     }
     let per_thread_events = counters::needs_perf_events(counters);
+    // The CPU quota's throttling, where the kernel has CFS bandwidth control.
+    let throttling = |path| kernel.btf.member_offset("task_group", path).ok();
+    let (task_sched_task_group, task_group_throttled_time) = match options.breakdown {
+        true => kernel
+            .btf
+            .member_offset("task_struct", "sched_task_group")
+            .ok()
+            .zip(throttling("cfs_bandwidth.throttled_time"))
+            .unwrap_or_default(),
+        false => (0, 0),
+    };
     let config = QueryConfig {
         filter_servers: filter_servers as u32,
+        task_sched_task_group,
+        task_group_throttled_time,
         text_len: options.query_len,
         counters: counters.len() as u32,
         task_real_parent: counters::real_parent(&kernel.btf)?,
@@ -245,6 +258,7 @@ fn share(done: &QueryDone, count: u64, index: u64) -> QueryDone {
         &mut parts.blocked_ns,
         &mut parts.sleep_ns,
         &mut parts.cache_misses,
+        &mut parts.throttled_ns,
     ] {
         *value = part(*value);
     }
@@ -418,9 +432,11 @@ impl Queries {
                     let ms = |ns: u64| ns as f64 / 1e6;
                     let parts = &done.breakdown;
                     format!(
-                        "cpu {:.3} runq {:.3} blocked {:.3} sleep {:.3} ms, {} pages missed: ",
+                        "cpu {:.3} runq {:.3} (throttled {:.3}) blocked {:.3} sleep {:.3} ms, \
+                         {} pages missed: ",
                         ms(parts.oncpu_ns),
                         ms(parts.runq_ns),
+                        ms(parts.throttled_ns),
                         ms(parts.blocked_ns),
                         ms(parts.sleep_ns),
                         parts.cache_misses
@@ -512,8 +528,16 @@ impl Queries {
         }
         if self.breakdown {
             columns.extend(
-                ["ON CPU", "RUNQ", "BLOCKED", "SLEEP", "REST", "MISS/CALL"]
-                    .map(|header| (header, Align::Right)),
+                [
+                    "ON CPU",
+                    "RUNQ",
+                    "THROTTLED",
+                    "BLOCKED",
+                    "SLEEP",
+                    "REST",
+                    "MISS/CALL",
+                ]
+                .map(|header| (header, Align::Right)),
             );
         }
         columns.push(("QUERY", Align::Left));
@@ -555,6 +579,7 @@ impl Queries {
                     [
                         stats.breakdown.oncpu_ns,
                         stats.breakdown.runq_ns,
+                        stats.breakdown.throttled_ns,
                         stats.breakdown.blocked_ns,
                         stats.breakdown.sleep_ns,
                     ]
@@ -646,6 +671,7 @@ fn record(
     sum.blocked_ns += part.blocked_ns;
     sum.sleep_ns += part.sleep_ns;
     sum.cache_misses += part.cache_misses;
+    sum.throttled_ns += part.throttled_ns;
     if done.counters_valid != 0 {
         stats.counted_calls += 1;
         for (total, delta) in stats.counters.iter_mut().zip(done.counters) {
@@ -750,6 +776,8 @@ struct BreakdownTotals {
 struct BreakdownJson {
     oncpu_us: f64,
     runq_us: f64,
+    /// Within `runq_us`: the cgroup's CPU quota throttling.
+    throttled_us: f64,
     blocked_us: f64,
     sleep_us: f64,
     rest_us: f64,
@@ -763,6 +791,7 @@ impl BreakdownJson {
         Self {
             oncpu_us: per(parts.oncpu_ns),
             runq_us: per(parts.runq_ns),
+            throttled_us: per(parts.throttled_ns),
             blocked_us: per(parts.blocked_ns),
             sleep_us: per(parts.sleep_ns),
             rest_us: (latency_ns as f64 - sum as f64) / 1000.0 / calls.max(1) as f64,
