@@ -118,7 +118,7 @@ impl PgPlan {
         let servers = Servers::running(&targets, named, args.bin.as_ref());
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
         if args.query.breakdown {
-            tracepoints.extend(query::breakdown_tracepoints());
+            tracepoints.extend(query::breakdown::tracepoints());
         }
         if through_sockets {
             // A backend's receive and send: the boundaries of client requests, with no trap
@@ -287,13 +287,12 @@ struct Pg {
     /// Processes that exec'd postgres, and encrypted backends, to act on after the batch.
     execs: Vec<u32>,
     encrypted: Vec<u32>,
-    /// Backends whose requests came through their sockets.
+    /// Backends whose requests came through their sockets in this window.
     socket_backends: FxHashSet<u32>,
-    /// Encrypted backends whose requests no probe shows, and those probed only once past
-    /// their startup.
+    /// Since tracer started: encrypted backends whose requests no probe shows, those probed
+    /// only once past their startup, and those that got probes of their own.
     unseen_backends: u64,
     late_backends: u64,
-    /// Encrypted backends that got probes of their own.
     probed_backends: u64,
     last_check: Instant,
 }
@@ -331,7 +330,7 @@ impl Tool for Pg {
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
         let (socket, probed, unseen, late) = (
-            self.socket_backends.len() as u64,
+            std::mem::take(&mut self.socket_backends).len() as u64,
             self.probed_backends,
             self.unseen_backends,
             self.late_backends,

@@ -149,7 +149,7 @@ impl MysqlPlan {
             .collect::<Result<Vec<_>>>()?;
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
         if args.query.breakdown {
-            tracepoints.extend(query::breakdown_tracepoints());
+            tracepoints.extend(query::breakdown::tracepoints());
         }
         let via_socket = args.via == Via::Socket;
         let sock = socket::sock_tracepoints(args.via_syscalls)?;

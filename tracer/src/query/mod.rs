@@ -3,11 +3,12 @@
 //! query lines, summaries in text and NDJSON, and the serve metric. Each database's module
 //! decodes its records into query text and hands it here.
 
+pub mod breakdown;
 pub mod counters;
 
 use std::{collections::HashMap, io::Write, rc::Rc};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tracer_common::query::{
@@ -24,6 +25,7 @@ use crate::{
     sql,
 };
 
+use breakdown::{BreakdownJson, BreakdownTotals};
 pub use counters::BackendCounters;
 
 const BEGIN_ARGS: &[&str] = &["int", "gfp_t"];
@@ -76,32 +78,12 @@ pub fn settings(
     counters: &[Counter],
     requests: bool,
 ) -> Result<Vec<Setting>> {
-    let switch_args = kernel
-        .btf
-        .tracepoint_args("sched_switch")
-        .map_or(0, |args| args.len());
-    if options.breakdown && switch_args != 4 && !crate::pidns::is_hosts() {
-        bail!(
-            "--breakdown in a pid namespace of tracer's own needs Linux 5.18+ (sched_switch with \
-             prev_state): the classic record numbers tasks as the host does"
-        );
-    }
     let per_thread_events = counters::needs_perf_events(counters);
-    // The CPU quota's throttling, where the kernel has CFS bandwidth control.
-    let throttling = |path| kernel.btf.member_offset("task_group", path).ok();
-    let (task_sched_task_group, task_group_throttled_time) = match options.breakdown {
-        true => kernel
-            .btf
-            .member_offset("task_struct", "sched_task_group")
-            .ok()
-            .zip(throttling("cfs_bandwidth.throttled_time"))
-            .unwrap_or_default(),
-        false => (0, 0),
-    };
+    let offsets = breakdown::Offsets::find(kernel, options.breakdown)?;
     let config = QueryConfig {
         filter_servers: filter_servers as u32,
-        task_sched_task_group,
-        task_group_throttled_time,
+        task_sched_task_group: offsets.task_sched_task_group,
+        task_group_throttled_time: offsets.task_group_throttled_time,
         text_len: options.query_len,
         counters: counters.len() as u32,
         task_real_parent: counters::real_parent(&kernel.btf)?,
@@ -111,22 +93,9 @@ pub fn settings(
             counters::task_counters(&kernel.btf, counters)?
         },
     };
-    // A folio's order, where the record has it (Linux 6.x); before, a page each.
-    let order = kernel
-        .tracefs
-        .format("filemap", "mm_filemap_add_to_page_cache")
-        .ok()
-        .and_then(|format| {
-            let order = format
-                .fields
-                .into_iter()
-                .find(|field| field.name == "order")?;
-            (order.size == 1).then_some(order.offset as u32)
-        })
-        .unwrap_or(0);
     let mut settings = vec![
         Setting::global(global, &config),
-        Setting::global("QUERY_PAGE_CACHE_ORDER", &order),
+        Setting::global("QUERY_PAGE_CACHE_ORDER", &offsets.page_cache_order),
         Setting::MapSize {
             name: "EVENTS",
             size: RING_BYTES,
@@ -201,40 +170,6 @@ pub struct Options {
     pub breakdown: bool,
 }
 
-/// What `--breakdown` attaches: the scheduler's switches and wake-ups, and pages joining the
-/// page cache.
-pub fn breakdown_tracepoints() -> Vec<Tracepoint> {
-    vec![
-        Tracepoint {
-            category: "sched",
-            name: "sched_switch",
-            program: "query_sched_switch",
-            // With prev_state (Linux 5.18+); before, the classic record.
-            args: Some(&[
-                "bool",
-                "struct task_struct *",
-                "struct task_struct *",
-                "unsigned int",
-            ]),
-            fields: &[("prev_state", 32, 8), ("next_pid", 56, 4)],
-        },
-        Tracepoint {
-            category: "sched",
-            name: "sched_wakeup",
-            program: "query_sched_wakeup",
-            args: Some(&["struct task_struct *"]),
-            fields: &[("pid", 24, 4)],
-        },
-        Tracepoint {
-            category: "filemap",
-            name: "mm_filemap_add_to_page_cache",
-            program: "query_page_cache_add",
-            args: None,
-            fields: &[],
-        },
-    ]
-}
-
 /// What a request ran: query text, or a statement's key.
 pub enum Ran<'a> {
     Text(std::borrow::Cow<'a, str>),
@@ -251,15 +186,7 @@ fn share(done: &QueryDone, count: u64, index: u64) -> QueryDone {
     share.latency_ns = part(done.latency_ns);
     share.reclaim_ns = part(done.reclaim_ns);
     share.reclaim_count = part(done.reclaim_count.into()) as u32;
-    let parts = &mut share.breakdown;
-    for value in [
-        &mut parts.oncpu_ns,
-        &mut parts.runq_ns,
-        &mut parts.blocked_ns,
-        &mut parts.sleep_ns,
-        &mut parts.cache_misses,
-        &mut parts.throttled_ns,
-    ] {
+    for value in breakdown::values(&mut share.breakdown) {
         *value = part(*value);
     }
     for counter in &mut share.counters {
@@ -665,13 +592,10 @@ fn record(
     stats.latencies.record(done.latency_ns);
     stats.reclaim_ns += done.reclaim_ns;
     stats.reclaim_count += done.reclaim_count as u64;
-    let (sum, part) = (&mut stats.breakdown, &done.breakdown);
-    sum.oncpu_ns += part.oncpu_ns;
-    sum.runq_ns += part.runq_ns;
-    sum.blocked_ns += part.blocked_ns;
-    sum.sleep_ns += part.sleep_ns;
-    sum.cache_misses += part.cache_misses;
-    sum.throttled_ns += part.throttled_ns;
+    let mut part = done.breakdown;
+    for (sum, part) in breakdown::values(&mut stats.breakdown).zip(breakdown::values(&mut part)) {
+        *sum += *part;
+    }
     if done.counters_valid != 0 {
         stats.counted_calls += 1;
         for (total, delta) in stats.counters.iter_mut().zip(done.counters) {
@@ -762,40 +686,4 @@ struct QueryJson<'a> {
     counters: HashMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<BreakdownTotals>,
-}
-
-#[derive(Serialize)]
-struct BreakdownTotals {
-    total: BreakdownJson,
-    per_call: BreakdownJson,
-}
-
-/// A breakdown in microseconds, over `calls` calls of `latency_ns` in all: the parts, and what
-/// the wall time holds beyond them (`rest_us`: ideally 0, shown rather than hidden).
-#[derive(Serialize)]
-struct BreakdownJson {
-    oncpu_us: f64,
-    runq_us: f64,
-    /// Within `runq_us`: the cgroup's CPU quota throttling.
-    throttled_us: f64,
-    blocked_us: f64,
-    sleep_us: f64,
-    rest_us: f64,
-    cache_misses: f64,
-}
-
-impl BreakdownJson {
-    fn of(parts: &Breakdown, latency_ns: u64, calls: u64) -> Self {
-        let per = |ns: u64| ns as f64 / 1000.0 / calls.max(1) as f64;
-        let sum = parts.oncpu_ns + parts.runq_ns + parts.blocked_ns + parts.sleep_ns;
-        Self {
-            oncpu_us: per(parts.oncpu_ns),
-            runq_us: per(parts.runq_ns),
-            throttled_us: per(parts.throttled_ns),
-            blocked_us: per(parts.blocked_ns),
-            sleep_us: per(parts.sleep_ns),
-            rest_us: (latency_ns as f64 - sum as f64) / 1000.0 / calls.max(1) as f64,
-            cache_misses: parts.cache_misses as f64 / calls.max(1) as f64,
-        }
-    }
 }
