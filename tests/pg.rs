@@ -175,7 +175,7 @@ fn semaphore_gated_probes_fire_in_a_server_started_after_tracer() {
 /// find the server when it starts, read its plaintext backends' requests off their sockets and
 /// probe its TLS backends alone, with clients of both kinds at once, multi-statement queries
 /// and pipelines. The TLS clients connect and then work, as pooled connections do: the probes
-/// of their backends are attached by then.
+/// of their backends are attached by then (2 s: under QEMU's emulator 300 ms were not).
 #[test]
 fn the_default_mode_counts_a_later_servers_plain_and_tls_queries_at_once() {
     let tracer = Tracer::start(&["pg", "--json", "-v"]);
@@ -191,13 +191,13 @@ fn the_default_mode_counts_a_later_servers_plain_and_tls_queries_at_once() {
     // Over TLS, each client's work begins a moment after it connects.
     let (plain_script, tls_script) = (
         pipeline("plain.sql", ""),
-        pipeline("tls.sql", "\\sleep 300 ms\n"),
+        pipeline("tls.sql", "\\sleep 2 s\n"),
     );
     server.psql("SELECT pg_stat_statements_reset()");
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut session = server.session_over_tls();
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::thread::sleep(std::time::Duration::from_secs(2));
             for _ in 0..25 {
                 session.query("SELECT 'encrypted' || 'tls'");
             }
@@ -482,7 +482,12 @@ fn the_breakdown_adds_up_and_shows_a_run_queue_wait_as_schedstat_does() {
     let mut session = server.session();
     let backend = session.query("SELECT pg_backend_pid()");
     let tracer = Tracer::start(&["pg", "--json", "--breakdown", "--slow", "0", "-p", &backend]);
-    let pin = |cpu: &str| run(std::process::Command::new("taskset").args(["-pc", cpu, &backend]));
+    // taskset -p says what it did on stdout, which would land amid the test harness's lines.
+    let pin = |cpu: &str| {
+        run(std::process::Command::new("taskset")
+            .args(["-pc", cpu, &backend])
+            .stdout(std::process::Stdio::null()))
+    };
     let wait_ns = || proc_schedstat(&backend)[1];
 
     pin("0");
