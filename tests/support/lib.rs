@@ -720,19 +720,7 @@ impl Postgres {
 
     /// Like [`Self::pgbench`], over TLS connections.
     pub fn pgbench_over_tls(&self, args: &[&str]) -> String {
-        let output = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pgbench"))
-            .args(args)
-            .arg(self.tls_conninfo())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "pgbench {args:?} over TLS: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        pgbench_output(self.pgbench_on(&[self.tls_conninfo()], args), args)
     }
 
     fn psql_on(&self, connection: &[String], sql: &str) -> String {
@@ -752,41 +740,39 @@ impl Postgres {
 
     /// pgbench with the given arguments.
     pub fn pgbench(&self, args: &[&str]) -> String {
-        let output = self.pgbench_command(args).output().unwrap();
-        assert!(
-            output.status.success(),
-            "pgbench {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        pgbench_output(self.pgbench_command(args), args)
     }
 
     /// pgbench with the given arguments, to be run by the caller.
     pub fn pgbench_command(&self, args: &[&str]) -> Command {
+        self.pgbench_on(&self.connection(), args)
+    }
+
+    fn pgbench_on(&self, connection: &[String], args: &[&str]) -> Command {
         let mut command = Command::new("runuser");
         command
             .args(["-u", "postgres", "--"])
             .arg(self.bin.join("pgbench"))
             .args(args)
-            .args(self.connection());
+            .args(connection);
         command
     }
 
     /// A psql session kept open, for queries that must share a backend.
     pub fn session(&self) -> SqlSession {
-        SqlSession::spawn(
-            Command::new("psql")
-                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                .args(self.connection()),
-        )
+        self.session_on(&self.connection())
     }
 
     /// A psql session over TLS (see [`Self::psql_over_tls`]).
     pub fn session_over_tls(&self) -> SqlSession {
+        self.session_on(&[self.tls_conninfo()])
+    }
+
+    fn session_on(&self, connection: &[String]) -> SqlSession {
         SqlSession::spawn(
             Command::new("psql")
                 .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                .arg(self.tls_conninfo()),
+                .args(connection),
         )
     }
 
@@ -798,6 +784,17 @@ impl Postgres {
         );
         self.psql(&sql).parse().unwrap()
     }
+}
+
+/// Runs pgbench and returns its output, failing the test when it fails.
+fn pgbench_output(mut command: Command, args: &[&str]) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "pgbench {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 impl Drop for Postgres {
