@@ -491,8 +491,12 @@ fn enter(thread: &mut Thread, state: u8, now: u64) {
 /// two lookups every other thread on the machine pays.
 #[inline(always)]
 fn switched(prev: u32, preempted: bool, prev_state: u64, next: u32) {
+    let (prev, next) = (in_query(prev), in_query(next));
+    if prev.is_none() && next.is_none() {
+        return;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(thread) = in_query(prev) {
+    if let Some(thread) = prev {
         let state = if preempted || prev_state & 0xff == 0 {
             sched::RUNNABLE
         } else if prev_state & TASK_UNINTERRUPTIBLE != 0 {
@@ -502,7 +506,7 @@ fn switched(prev: u32, preempted: bool, prev_state: u64, next: u32) {
         };
         enter(thread, state, now);
     }
-    if let Some(thread) = in_query(next) {
+    if let Some(thread) = next {
         enter(thread, sched::RUNNING, now);
     }
 }
