@@ -1,8 +1,8 @@
 //! `tracer mysql` against a MariaDB server of the test's own, checked with performance_schema.
 
 use tracer_tests::{
-    Cgroup, Json, Mariadb, Scratch, Tracer, assert_refused, query_entry, query_entry_if_any, run,
-    summary,
+    Cgroup, Json, Mariadb, Scratch, Tracer, assert_refused, proc_schedstat, query_entry,
+    query_entry_if_any, run, summary,
 };
 
 fn calls(summary: &Json, query: &str) -> u64 {
@@ -302,6 +302,62 @@ fn raw_shows_literals_and_slow_lines_name_the_server() {
         .find(|line| line["query"] == "SELECT 4242")
         .unwrap_or_else(|| panic!("{finished:#?}"));
     assert_eq!(line["pid"], server.pid());
+}
+
+/// `--breakdown` through the engine pg shares: a command busy on a CPU is on CPU as long as its
+/// thread's `/proc/.../schedstat` says, one in `SLEEP()` sleeps, and each one's parts add up to
+/// its latency; probes and the socket alike.
+#[test]
+fn the_breakdown_is_what_the_connections_thread_spent() {
+    for via in &VIAS[..2] {
+        breakdown(via);
+    }
+}
+
+fn breakdown(via: &[&str]) {
+    let server = Mariadb::start("breakdown");
+    let tracer = tracer_mysql(&server, via, &["--breakdown=sched", "--slow", "0"]);
+    let mut session = server.session();
+    let thread = session.query(
+        "SELECT THREAD_OS_ID FROM performance_schema.threads WHERE PROCESSLIST_ID = CONNECTION_ID()",
+    );
+    let schedstat = format!("{}/task/{thread}", server.pid());
+    let oncpu_before = proc_schedstat(&schedstat)[0];
+    session.query("SELECT BENCHMARK(2000000, MD5('busy'))");
+    let oncpu = (proc_schedstat(&schedstat)[0] - oncpu_before) as f64 / 1000.0;
+    session.query("SELECT SLEEP(0.2)");
+    drop(session);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let finished = tracer.stop();
+    let slow = finished.json_of_type("slow_query");
+    let line = |text: &str| {
+        let line = slow.iter().find(|line| line["query"] == text);
+        line.unwrap_or_else(|| panic!("{text}: {finished:#?}"))
+            .clone()
+    };
+    let (busy, asleep) = (line("SELECT BENCHMARK(?, MD5(?))"), line("SELECT SLEEP(?)"));
+    let us = |line: &Json, part: &str| line["breakdown"][part].as_f64().unwrap();
+    eprintln!(
+        "busy: {} us on CPU by tracer, {oncpu:.0} by schedstat; asleep: {} of {} us",
+        us(&busy, "oncpu_us"),
+        us(&asleep, "sleep_us"),
+        asleep["latency_us"]
+    );
+    // schedstat's span also holds the reply and the read of the next command; tracer's wall
+    // time on a CPU also holds the interrupts served meanwhile, which schedstat leaves out.
+    let busy_us = us(&busy, "oncpu_us");
+    assert!(
+        (busy_us - oncpu).abs() <= 0.02 * oncpu + 2000.0,
+        "{busy_us} against {oncpu}"
+    );
+    assert!(us(&asleep, "sleep_us") >= 190_000.0);
+    for line in [&busy, &asleep] {
+        let latency = line["latency_us"].as_f64().unwrap();
+        assert!(
+            us(line, "rest_us").abs() <= 0.01 * latency + 20.0,
+            "{line:#}"
+        );
+    }
 }
 
 #[test]

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Postgres, Tracer, assert_refused, cgroup_v2_only, proc_schedstat,
-    proc_stat, query_entry, run, summary,
+    Cgroup, Finished, Json, Postgres, SwapDevice, Tracer, assert_refused, cgroup_v2_only,
+    proc_schedstat, proc_stat, query_entry, run, summary, vmstat,
 };
 
 fn calls(summary: &Json, text: &str) -> u64 {
@@ -543,11 +543,12 @@ fn the_breakdown_adds_up_and_shows_a_run_queue_wait_as_schedstat_does() {
     }
 }
 
-/// `--breakdown`'s page-cache misses: a sequential scan of a table whose file was just dropped
-/// from the page cache misses the pages the kernel then added for that file (as fincore counts
-/// them, before and after); the second scan, none.
+/// `--breakdown`'s page-cache misses and block I/O: a sequential scan of a table whose file was
+/// just dropped from the page cache misses the pages the kernel then added for that file (as
+/// fincore counts them, before and after) and reads what the backend's `/proc/PID/io` says it
+/// read; the second scan, nothing.
 #[test]
-fn page_cache_misses_are_the_pages_a_cold_scan_reads() {
+fn page_cache_misses_and_reads_are_what_a_cold_scan_costs() {
     let server = Postgres::start("cache");
     // 80 MB: past a quarter of shared_buffers, so scans go through a small ring of buffers and
     // read from the page cache each time.
@@ -578,23 +579,28 @@ fn page_cache_misses_are_the_pages_a_cold_scan_reads() {
     ]);
     let mut session = server.session();
     // The backend's own reads: parallel workers would read part of the table in their own.
-    session.fail("SET max_parallel_workers_per_gather = 0");
+    session.execute("SET max_parallel_workers_per_gather = 0");
+    let backend = session.query("SELECT pg_backend_pid()");
     let cold = cached_pages(&file);
+    let read_before = read_bytes(&backend);
     session.query("SELECT count(*) FROM cold AS first_scan");
+    let read = read_bytes(&backend) - read_before;
     let warm = cached_pages(&file);
     session.query("SELECT count(*) FROM cold AS second_scan");
     let again = cached_pages(&file);
     drop(session);
     let finished = tracer.stop();
     let slow = finished.json_of_type("slow_query");
-    let misses = |scan: &str| {
+    let part = |scan: &str, part: &str| {
         let text = format!("SELECT count(*) FROM cold AS {scan}");
         let line = slow.iter().find(|line| line["query"] == text.as_str());
-        line.unwrap_or_else(|| panic!("{text}: {finished:#?}"))["breakdown"]["cache_misses"]
-            .as_f64()
-            .unwrap() as u64
+        let line = line.unwrap_or_else(|| panic!("{text}: {finished:#?}"));
+        line["breakdown"][part].as_f64().unwrap() as u64
     };
-    let (first, second) = (misses("first_scan"), misses("second_scan"));
+    let (first, second) = (
+        part("first_scan", "cache_misses"),
+        part("second_scan", "cache_misses"),
+    );
     let added = warm - cold;
     eprintln!(
         "file pages cached: {cold} before, {warm} after the first scan, {again} after the \
@@ -604,6 +610,92 @@ fn page_cache_misses_are_the_pages_a_cold_scan_reads() {
     assert_eq!(first, added);
     assert_eq!(second, again - warm);
     assert_eq!(second, 0);
+    let (traced, bios) = (part("first_scan", "read_bytes"), part("first_scan", "bios"));
+    eprintln!("read: {traced} bytes in {bios} bios by tracer, {read} by /proc/PID/io");
+    assert_eq!(traced, read);
+    assert!(bios > 0 && bios <= read / 4096, "{bios} bios");
+    assert_eq!(part("second_scan", "read_bytes"), 0);
+    assert_eq!(part("first_scan", "swapins"), 0);
+}
+
+/// `--breakdown`'s swap-ins: a temporary table in the backend's own memory (its local
+/// buffers), pushed out to a swap device by its memory cgroup, is swapped back in by the scan
+/// that reads it: as many pages as /proc/vmstat's `pswpin` rose by.
+#[test]
+fn swap_ins_are_the_pages_the_kernel_swapped_in() {
+    let swap = SwapDevice::on(512);
+    let server = Postgres::start("swap");
+    let memcg = Cgroup::memory("tracer-swap", "max");
+    // The helper's v2 cgroups do not swap; this one must.
+    let _ = std::fs::write(format!("{}/memory.swap.max", memcg.path_str()), "max");
+    let mut session = server.session();
+    let backend = session.query("SELECT pg_backend_pid()");
+    memcg.set("cgroup.procs", &backend);
+    // Charged to the cgroup: the memory the backend touches from now on.
+    session.execute("SET temp_buffers = '256MB'");
+    session.execute(
+        "CREATE TEMP TABLE held AS SELECT n, repeat('x', 100) AS pad \
+         FROM generate_series(1, 500000) n",
+    );
+    session.query("SELECT count(*) FROM held AS warm");
+    // Out to swap: a limit far below what the cgroup holds reclaims the difference.
+    let limit = if cgroup_v2_only() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    memcg.set(limit, "16M");
+    memcg.set(limit, if cgroup_v2_only() { "max" } else { "-1" });
+    let swapped: u64 = swap_used_kib(&swap.device);
+    let tracer = Tracer::start(&[
+        "pg",
+        "--json",
+        "--breakdown=io",
+        "--slow",
+        "0",
+        "-p",
+        &backend,
+    ]);
+    let pswpin = vmstat()["pswpin"];
+    session.query("SELECT count(*) FROM held AS swapped_in");
+    let rose = vmstat()["pswpin"] - pswpin;
+    drop(session);
+    let finished = tracer.stop();
+    let slow = finished.json_of_type("slow_query");
+    let text = "SELECT count(*) FROM held AS swapped_in";
+    let line = slow.iter().find(|line| line["query"] == text);
+    let parts = &line.unwrap_or_else(|| panic!("{text}: {finished:#?}"))["breakdown"];
+    let swapins = parts["swapins"].as_f64().unwrap() as u64;
+    eprintln!(
+        "{swapped} KiB on {} before the scan; pswpin rose by {rose}, tracer: {swapins} pages \
+         swapped in, {} bytes read",
+        swap.device, parts["read_bytes"]
+    );
+    assert!(rose > 5_000, "the scan swapped the table in: {rose}");
+    // Nothing else on the machine swaps; another process touching the backend's pages (none
+    // does) would count in pswpin alone.
+    assert!(
+        swapins <= rose && swapins >= rose * 99 / 100,
+        "{swapins} of {rose}"
+    );
+    assert!(parts["read_bytes"].as_f64().unwrap() as u64 >= swapins * 4096);
+    assert!(parts.get("oncpu_us").is_none(), "only the io part: {parts}");
+}
+
+/// What the process has read from block devices, as its `/proc/PID/io` says.
+fn read_bytes(pid: &str) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let line = io
+        .lines()
+        .find_map(|line| line.strip_prefix("read_bytes: "));
+    line.unwrap().trim().parse().unwrap()
+}
+
+/// What a swap area holds, in KiB, as /proc/swaps says.
+fn swap_used_kib(device: &str) -> u64 {
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap();
+    let line = swaps.lines().find(|line| line.starts_with(device)).unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
 }
 
 /// Pages of `file` in the page cache, as fincore counts them.

@@ -343,7 +343,7 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
     let records = Scratch::new("pg-records");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let pg = format!("-p {} --top 1", server.pid());
+    let pg = format!("-p {} --top 1 --breakdown", server.pid());
     let serve = Tracer::start(&[
         "serve",
         "--listen",
@@ -391,6 +391,24 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
         &[("query", "SELECT pg_sleep(?) IS NULL"), ("le", "0.131072")],
     );
     assert_eq!(slow, 0.0, "200 ms is above the 131 ms bound");
+    // Its breakdown: asleep for the 200 ms, and the parts add up to its time.
+    let sleep = &[("query", "SELECT pg_sleep(?) IS NULL")];
+    let part = |part: &str| {
+        let labels = [sleep[0], ("part", part)];
+        sample_sum(&samples, "tracer_pg_query_breakdown_seconds_total", &labels)
+    };
+    let latency = sample_sum(&samples, "tracer_pg_query_seconds_sum", sleep);
+    let parts: f64 = ["oncpu", "runq", "blocked", "sleep"].map(part).iter().sum();
+    eprintln!(
+        "pg_sleep(0.2): {latency} s, asleep {} s, parts {parts} s",
+        part("sleep")
+    );
+    assert!(part("sleep") >= 0.19 && part("sleep") <= latency);
+    assert!((latency - parts).abs() < 0.002, "{parts} of {latency}");
+    for family in ["throttled_seconds", "page_cache_misses", "bios", "swapins"] {
+        let name = format!("tracer_pg_query_{family}_total");
+        assert!(samples.iter().any(|sample| sample.name == name), "{name}");
+    }
 
     while slept_at.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(200));

@@ -479,10 +479,57 @@ pub struct Sysctl {
 
 impl Sysctl {
     pub fn set(name: &str, value: &str) -> Self {
-        let path = Path::new("/proc/sys").join(name.replace('.', "/"));
-        let saved = std::fs::read_to_string(&path).expect("read sysctl");
-        std::fs::write(&path, value).unwrap_or_else(|err| panic!("set {name}={value}: {err}"));
+        Self::write(Path::new("/proc/sys").join(name.replace('.', "/")), value)
+    }
+
+    /// Any such knob by its path (a module's parameter), put back on drop.
+    pub fn write(path: PathBuf, value: &str) -> Self {
+        let saved = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+        std::fs::write(&path, value)
+            .unwrap_or_else(|err| panic!("set {}={value}: {err}", path.display()));
         Self { path, saved }
+    }
+}
+
+/// A swap area on a loop device over a scratch file, switched off and removed on drop; with
+/// zswap off meanwhile (it keeps swapped pages in memory: no I/O to count).
+pub struct SwapDevice {
+    pub device: String,
+    _zswap: Option<Sysctl>,
+    _file: Scratch,
+}
+
+impl SwapDevice {
+    pub fn on(mib: u64) -> Self {
+        let file = Scratch::new("swap");
+        let image = file.dir.join("swap.img");
+        run(Command::new("truncate")
+            .arg(format!("--size={mib}M"))
+            .arg(&image));
+        let output = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .expect("losetup");
+        assert!(output.status.success(), "losetup: {output:?}");
+        let device = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let zswap = Path::new("/sys/module/zswap/parameters/enabled");
+        let swap = Self {
+            device,
+            _zswap: zswap.exists().then(|| Sysctl::write(zswap.into(), "N")),
+            _file: file,
+        };
+        run(Command::new("mkswap").arg("--quiet").arg(&swap.device));
+        run(Command::new("swapon").arg(&swap.device));
+        swap
+    }
+}
+
+impl Drop for SwapDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("swapoff").arg(&self.device).status();
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
 }
 
@@ -1360,6 +1407,11 @@ impl SqlSession {
 
     /// Sends a statement that fails: its error goes to the client's stderr, no row comes back.
     pub fn fail(&mut self, sql: &str) {
+        self.send(sql);
+    }
+
+    /// Sends a statement that returns no row (SET, CREATE): the next `query` waits for it.
+    pub fn execute(&mut self, sql: &str) {
         self.send(sql);
     }
 

@@ -106,6 +106,19 @@ pub struct Breakdown {
     /// the query ran, all its CPUs together: what the cgroup's `throttled_usec` rose by. A
     /// throttled thread is runnable: this is within the run-queue wait, not beside it.
     pub throttled_ns: u64,
+    pub io: BlockIo,
+}
+
+/// The block I/O a thread submitted itself (bios as `block:block_bio_queue` sees them, before
+/// the block layer merges or splits them into requests).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockIo {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub bios: u64,
+    /// Of `read_bytes`, those read from a swap device: memory of the thread's swapped back in.
+    pub swapin_bytes: u64,
 }
 
 plain_old_data!(QueryConfig, Backend, QueryDone);

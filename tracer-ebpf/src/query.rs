@@ -15,7 +15,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    query::{Backend, Breakdown, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone},
+    query::{
+        Backend, BlockIo, Breakdown, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone,
+    },
     task::Task,
 };
 
@@ -124,11 +126,12 @@ pub struct Thread {
     counters_valid: u32,
     counters: [u64; MAX_COUNTERS],
     /// Where the query's time went so far, by [`sched`] state, what the thread does now and
-    /// since when; the pages it added to the page cache.
+    /// since when; the pages it added to the page cache; the block I/O it submitted.
     sched_ns: [u64; 4],
     sched_state: u8,
     sched_since_ns: u64,
     cache_misses: u64,
+    io: BlockIo,
     /// The thread's cgroup's throttled time at the query's start.
     throttled_at_start: u64,
 }
@@ -174,6 +177,7 @@ fn thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
         sched_state: sched::RUNNING,
         sched_since_ns: 0,
         cache_misses: 0,
+        io: BlockIo::default(),
         throttled_at_start: 0,
     };
     if QUERY_THREADS.insert(tid, thread, 0).is_err() {
@@ -273,6 +277,7 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
     thread.counters_valid = read_counters::<D>(thread.counter_slot, &mut thread.counters) as u32;
     thread.sched_ns = [0; 4];
     thread.cache_misses = 0;
+    thread.io = BlockIo::default();
     thread.throttled_at_start = throttled_time::<D>();
     thread.sched_state = sched::RUNNING;
     thread.start_ns = unsafe { bpf_ktime_get_ns() };
@@ -454,6 +459,7 @@ pub fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryD
         sleep_ns,
         cache_misses: thread.cache_misses,
         throttled_ns: throttled_time::<D>().saturating_sub(thread.throttled_at_start),
+        io: thread.io,
     };
 }
 
@@ -588,6 +594,42 @@ pub fn query_page_cache_add_tp(ctx: TracePointContext) -> u32 {
             offset => read_or_zero(ctx.as_ptr() as *const u8, offset),
         };
         thread.cache_misses += 1 << (order & 31);
+    }
+    0
+}
+
+/// Block devices holding swap areas (`dev_t` as the kernel numbers them), named by userspace:
+/// a read there is a swap-in.
+#[map]
+static QUERY_SWAP_DEVICES: HashMap<u32, u8> = HashMap::with_max_entries(32, 0);
+
+/// `block:block_bio_queue`'s record: the device, the bio's sectors, and its flags as text
+/// (`rwbs`: "R", "W", "FWS", ...; an `F` first is a flush before the data).
+const BIO_DEV: usize = 8;
+const BIO_SECTORS: usize = 24;
+const BIO_RWBS: usize = 28;
+
+/// A bio was submitted in the current task's context: what a backend reads itself (its reads,
+/// their readahead, swap-ins of its memory) or writes itself (an fsync's writeback), as
+/// `/proc/PID/io`'s `read_bytes` counts it. The kernel's own writeback is not the query's.
+#[tracepoint(category = "block", name = "block_bio_queue")]
+pub fn query_block_io_tp(ctx: TracePointContext) -> u32 {
+    if let Some(thread) = in_query(task::current_tid()) {
+        let rwbs: [u8; 2] = field(&ctx, BIO_RWBS);
+        let op = if rwbs[0] == b'F' { rwbs[1] } else { rwbs[0] };
+        let bytes = u64::from(field::<u32>(&ctx, BIO_SECTORS)) << 9;
+        if op == b'R' {
+            thread.io.read_bytes += bytes;
+            let dev: u32 = field(&ctx, BIO_DEV);
+            if unsafe { QUERY_SWAP_DEVICES.get(dev) }.is_some() {
+                thread.io.swapin_bytes += bytes;
+            }
+        } else if op == b'W' {
+            thread.io.write_bytes += bytes;
+        } else {
+            return 0;
+        }
+        thread.io.bios += 1;
     }
     0
 }

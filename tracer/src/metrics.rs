@@ -244,19 +244,22 @@ impl Metrics {
         series
     }
 
-    /// Histograms per `label` (a normalized query), the `top` with the most time per scrape.
+    /// Histograms per `label` (a normalized query), the `top` with the most time per scrape,
+    /// each with these `totals` beside it.
     pub fn top_histograms(
         &mut self,
         name: &str,
         help: &str,
         label: &'static str,
         top: usize,
+        totals: Vec<TopTotal>,
     ) -> TopHistograms {
         let histograms = TopHistograms(Arc::new(TopTable {
             name: name.to_owned(),
             help: help.to_owned(),
             label,
             top,
+            totals,
             series: Mutex::new(HashMap::new()),
         }));
         self.registry
@@ -294,7 +297,8 @@ impl Metrics {
 }
 
 /// Log2 histograms of seconds per key (a normalized query), too many to export each: every
-/// scrape exports the `top` keys with the most time, and the rest as one `other` series.
+/// scrape exports the `top` keys with the most time, and the rest as one `other` series; the
+/// same keys carry their totals.
 #[derive(Clone, Debug)]
 pub struct TopHistograms(Arc<TopTable>);
 
@@ -304,7 +308,40 @@ struct TopTable {
     help: String,
     label: &'static str,
     top: usize,
-    series: Mutex<HashMap<Arc<str>, Log2Series>>,
+    totals: Vec<TopTotal>,
+    series: Mutex<HashMap<Arc<str>, TopSeries>>,
+}
+
+/// A counter per key beside [`TopHistograms`], in the family `<name>_<suffix>`; totals that
+/// share a suffix are one family, told apart by their `part` label.
+#[derive(Clone, Debug)]
+pub struct TopTotal {
+    pub suffix: &'static str,
+    pub help: &'static str,
+    pub unit: Option<Unit>,
+    pub part: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TopSeries {
+    latency: Log2Series,
+    totals: Vec<f64>,
+}
+
+impl TopSeries {
+    fn add(&mut self, other: &Self) {
+        self.latency.add(&other.latency);
+        add_totals(&mut self.totals, &other.totals);
+    }
+}
+
+fn add_totals(sums: &mut Vec<f64>, values: &[f64]) {
+    if sums.len() < values.len() {
+        sums.resize(values.len(), 0.0);
+    }
+    for (sum, value) in sums.iter_mut().zip(values) {
+        *sum += value;
+    }
 }
 
 /// One key's histogram: counts per log2 bucket of `log2_seconds`, the last for +Inf.
@@ -358,16 +395,19 @@ impl Log2Series {
 }
 
 impl TopHistograms {
-    pub fn observe(&self, key: &str, seconds: f64) {
+    /// A call of `key` took `seconds`, with `totals` in the order of the table's.
+    pub fn observe(&self, key: &str, seconds: f64, totals: &[f64]) {
         let mut series = self
             .0
             .series
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        match series.get_mut(key) {
-            Some(one) => one.observe(seconds),
-            None => series.entry(Arc::from(key)).or_default().observe(seconds),
-        }
+        let one = match series.get_mut(key) {
+            Some(one) => one,
+            None => series.entry(Arc::from(key)).or_default(),
+        };
+        one.latency.observe(seconds);
+        add_totals(&mut one.totals, totals);
     }
 }
 
@@ -381,8 +421,21 @@ impl Collector for TopHistograms {
         if series.is_empty() {
             return Ok(());
         }
-        let mut ranked: Vec<(&Arc<str>, &Log2Series)> = series.iter().collect();
-        ranked.sort_by(|a, b| b.1.sum.total_cmp(&a.1.sum).then(a.0.cmp(b.0)));
+        let mut ranked: Vec<(&str, &TopSeries)> =
+            series.iter().map(|(key, one)| (&**key, one)).collect();
+        ranked.sort_by(|a, b| {
+            b.1.latency
+                .sum
+                .total_cmp(&a.1.latency.sum)
+                .then(a.0.cmp(b.0))
+        });
+        let mut other = TopSeries::default();
+        for (_, one) in ranked.drain(table.top.min(ranked.len())..) {
+            other.add(one);
+        }
+        if other.latency.count > 0 {
+            ranked.push(("other", &other));
+        }
         let unit = Unit::Seconds;
         let mut family = encoder.encode_descriptor(
             &table.name,
@@ -390,18 +443,36 @@ impl Collector for TopHistograms {
             Some(&unit),
             MetricType::Histogram,
         )?;
-        let mut other = Log2Series::default();
-        for (i, (key, one)) in ranked.into_iter().enumerate() {
-            if i < table.top {
-                let labels = [(table.label, &**key)];
-                one.encode(family.encode_family(&labels)?)?;
-            } else {
-                other.add(one);
-            }
+        for (key, one) in &ranked {
+            let labels = [(table.label, *key)];
+            one.latency.encode(family.encode_family(&labels)?)?;
         }
-        if other.count > 0 {
-            let labels = [(table.label, "other")];
-            other.encode(family.encode_family(&labels)?)?;
+        // Each family once, with the totals of its parts.
+        let mut suffixes: Vec<&str> = table.totals.iter().map(|total| total.suffix).collect();
+        suffixes.dedup();
+        for suffix in suffixes {
+            let members =
+                || (table.totals.iter().enumerate()).filter(|(_, total)| total.suffix == suffix);
+            let Some((_, first)) = members().next() else {
+                continue;
+            };
+            let name = format!("{}_{suffix}", table.name);
+            let mut family = encoder.encode_descriptor(
+                &name,
+                first.help,
+                first.unit.as_ref(),
+                MetricType::Counter,
+            )?;
+            for (key, one) in &ranked {
+                for (i, total) in members() {
+                    let mut labels = vec![(table.label, *key)];
+                    labels.extend(total.part.map(|part| ("part", part)));
+                    let value = one.totals.get(i).copied().unwrap_or(0.0);
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+                }
+            }
         }
         Ok(())
     }
@@ -591,12 +662,12 @@ mod tests {
     #[test]
     fn exports_the_top_queries_and_folds_the_rest() {
         let (mut metrics, _dir) = metrics(10);
-        let queries = metrics.top_histograms("tracer_query", "Queries", "query", 2);
-        queries.observe("SELECT ?", 0.5);
-        queries.observe("SELECT ?", 0.5);
-        queries.observe("UPDATE t SET a = ?", 3e-6);
-        queries.observe("INSERT INTO t VALUES (?)", 0.2);
-        queries.observe("DELETE FROM t", 0.001);
+        let queries = metrics.top_histograms("tracer_query", "Queries", "query", 2, Vec::new());
+        queries.observe("SELECT ?", 0.5, &[]);
+        queries.observe("SELECT ?", 0.5, &[]);
+        queries.observe("UPDATE t SET a = ?", 3e-6, &[]);
+        queries.observe("INSERT INTO t VALUES (?)", 0.2, &[]);
+        queries.observe("DELETE FROM t", 0.001, &[]);
         let text = metrics.openmetrics();
         assert!(
             text.contains("# TYPE tracer_query_seconds histogram"),
@@ -620,6 +691,38 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("UPDATE"), "{text}");
+    }
+
+    #[test]
+    fn the_top_queries_carry_their_totals_and_other_the_rest() {
+        let (mut metrics, _dir) = metrics(10);
+        let total = |suffix, unit, part| TopTotal {
+            suffix,
+            help: "Parts",
+            unit,
+            part,
+        };
+        let totals = vec![
+            total("breakdown", Some(Unit::Seconds), Some("oncpu")),
+            total("breakdown", Some(Unit::Seconds), Some("sleep")),
+            total("bios", None, None),
+        ];
+        let queries = metrics.top_histograms("tracer_query", "Queries", "query", 1, totals);
+        queries.observe("SELECT ?", 0.5, &[0.25, 0.25, 3.0]);
+        queries.observe("SELECT ?", 0.5, &[0.5, 0.0, 1.0]);
+        queries.observe("UPDATE t SET a = ?", 0.1, &[0.125, 0.0, 2.0]);
+        queries.observe("DELETE FROM t", 0.1, &[0.0, 0.0, 5.0]);
+        let text = metrics.openmetrics();
+        for line in [
+            "# TYPE tracer_query_breakdown_seconds counter",
+            "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"oncpu\"} 0.75",
+            "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"sleep\"} 0.25",
+            "tracer_query_breakdown_seconds_total{query=\"other\",part=\"oncpu\"} 0.125",
+            "tracer_query_bios_total{query=\"SELECT ?\"} 4",
+            "tracer_query_bios_total{query=\"other\"} 7",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

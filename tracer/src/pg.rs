@@ -117,9 +117,7 @@ impl PgPlan {
         // keeps the backends of the servers named to it.
         let servers = Servers::running(&targets, named, args.bin.as_ref());
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
-        if args.query.breakdown {
-            tracepoints.extend(query::breakdown::tracepoints());
-        }
+        tracepoints.extend(args.query.parts().tracepoints());
         if through_sockets {
             // A backend's receive and send: the boundaries of client requests, with no trap
             // into the kernel. The kernel programs take the buffers from the registers of the
@@ -193,6 +191,7 @@ impl session::Plan for PgPlan {
     }
 
     fn prepare(&self, probes: &mut Probes) -> Result<()> {
+        query::prepare(probes, &self.args.query)?;
         if self.filters_servers() {
             for &pid in &self.servers.pids {
                 query::add_server(probes, tool::PG, pid)?;

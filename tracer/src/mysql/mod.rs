@@ -148,9 +148,7 @@ impl MysqlPlan {
             .map(|(path, shown)| target(path, shown))
             .collect::<Result<Vec<_>>>()?;
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
-        if args.query.breakdown {
-            tracepoints.extend(query::breakdown::tracepoints());
-        }
+        tracepoints.extend(args.query.parts().tracepoints());
         let via_socket = args.via == Via::Socket;
         let sock = socket::sock_tracepoints(args.via_syscalls)?;
         if via_socket {
@@ -260,6 +258,7 @@ impl session::Plan for MysqlPlan {
     }
 
     fn prepare(&self, probes: &mut Probes) -> Result<()> {
+        query::prepare(probes, &self.args.query)?;
         for &pid in &self.servers {
             query::add_server(probes, tracer_common::record::tool::MYSQL, pid)?;
         }

@@ -79,7 +79,7 @@ pub fn settings(
     requests: bool,
 ) -> Result<Vec<Setting>> {
     let per_thread_events = counters::needs_perf_events(counters);
-    let offsets = breakdown::Offsets::find(kernel, options.breakdown)?;
+    let offsets = breakdown::Offsets::find(kernel, options.parts())?;
     let config = QueryConfig {
         filter_servers: filter_servers as u32,
         task_sched_task_group: offsets.task_sched_task_group,
@@ -162,12 +162,34 @@ pub struct Options {
     /// Rows in the per-query table
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
-    /// Where each query's time went: on a CPU, waiting for one, blocked (D state: disk and
-    /// other uninterruptible waits), sleeping (locks, the client), and the pages it missed in
-    /// the page cache (attaches sched:sched_switch, sched:sched_wakeup and
-    /// filemap:mm_filemap_add_to_page_cache)
-    #[arg(long)]
-    pub breakdown: bool,
+    /// Where each query's time went: on a CPU, waiting for one, throttled, blocked (D state:
+    /// disk and other uninterruptible waits), sleeping (locks, the client); the pages it
+    /// missed in the page cache, the block I/O it submitted. Alone: every part
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PARTS",
+        value_delimiter = ',',
+        num_args = 0..,
+        require_equals = true,
+        default_missing_values = breakdown::ALL,
+    )]
+    pub breakdown: Vec<breakdown::Part>,
+}
+
+impl Options {
+    /// The `--breakdown` parts chosen.
+    pub fn parts(&self) -> breakdown::Parts {
+        breakdown::Parts::of(&self.breakdown)
+    }
+}
+
+/// What the engine sets up once its programs are loaded, before anything is attached.
+pub fn prepare(probes: &mut Probes, options: &Options) -> Result<()> {
+    if options.parts().io {
+        breakdown::name_swap_devices(probes)?;
+    }
+    Ok(())
 }
 
 /// What a request ran: query text, or a statement's key.
@@ -212,12 +234,17 @@ pub struct Queries {
     normalizer: sql::Normalizer,
     slow_ns: Option<u64>,
     top: usize,
-    breakdown: bool,
+    breakdown: breakdown::Parts,
     window: Totals,
     /// Threads seen for the first time, whose counters to open once the probes are at hand.
     new_threads: Vec<u32>,
-    /// `tracer serve`'s latency per normalized query.
-    metrics: Option<TopHistograms>,
+    metrics: Option<QueryMetrics>,
+}
+
+/// `tracer serve`'s latency per normalized query, and its breakdown's totals.
+struct QueryMetrics {
+    histograms: TopHistograms,
+    values: Vec<breakdown::PartValue>,
 }
 
 #[derive(Default)]
@@ -247,7 +274,7 @@ impl Queries {
             normalizer: sql::Normalizer::new(dialect),
             slow_ns: options.slow.map(|ms| (ms * 1e6) as u64),
             top: options.top,
-            breakdown: options.breakdown,
+            breakdown: options.parts(),
             window: Totals::default(),
             new_threads: Vec::new(),
             metrics: None,
@@ -325,7 +352,9 @@ impl Queries {
 
     /// `tracer serve`: latency per normalized query as the metric `name`.
     pub fn register_metrics(&mut self, metrics: &mut Metrics, name: &str, help: &str) {
-        self.metrics = Some(metrics.top_histograms(name, help, "query", self.top));
+        let (totals, values) = breakdown::exported(self.breakdown).into_iter().unzip();
+        let histograms = metrics.top_histograms(name, help, "query", self.top, totals);
+        self.metrics = Some(QueryMetrics { histograms, values });
     }
 
     /// Prints the window's summary and starts a new window.
@@ -348,29 +377,13 @@ impl Queries {
                 reclaim_us: done.reclaim_ns as f64 / 1000.0,
                 reclaim_stalls: done.reclaim_count,
                 counters: self.counter_values(&done.counters, done.counters_valid != 0),
-                breakdown: self
-                    .breakdown
-                    .then(|| BreakdownJson::of(&done.breakdown, done.latency_ns, 1)),
+                breakdown: self.breakdown.any().then(|| {
+                    BreakdownJson::of(self.breakdown, &done.breakdown, done.latency_ns, 1)
+                }),
                 query,
             })?;
         } else {
-            let parts = match self.breakdown {
-                true => {
-                    let ms = |ns: u64| ns as f64 / 1e6;
-                    let parts = &done.breakdown;
-                    format!(
-                        "cpu {:.3} runq {:.3} (throttled {:.3}) blocked {:.3} sleep {:.3} ms, \
-                         {} pages missed: ",
-                        ms(parts.oncpu_ns),
-                        ms(parts.runq_ns),
-                        ms(parts.throttled_ns),
-                        ms(parts.blocked_ns),
-                        ms(parts.sleep_ns),
-                        parts.cache_misses
-                    )
-                }
-                false => String::new(),
-            };
+            let parts = breakdown::slow_line(self.breakdown, &done.breakdown);
             writeln!(
                 out,
                 "{} {:>7} {:>10.3} {:>10.3} {parts}{}",
@@ -453,20 +466,11 @@ impl Queries {
                     .map(|counter| (per_call_header(*counter), Align::Right)),
             );
         }
-        if self.breakdown {
-            columns.extend(
-                [
-                    "ON CPU",
-                    "RUNQ",
-                    "THROTTLED",
-                    "BLOCKED",
-                    "SLEEP",
-                    "REST",
-                    "MISS/CALL",
-                ]
+        columns.extend(
+            breakdown::headers(self.breakdown)
+                .into_iter()
                 .map(|header| (header, Align::Right)),
-            );
-        }
+        );
         columns.push(("QUERY", Align::Left));
         let mut table = Table::new(&columns);
         for (query, stats) in ranked(totals).into_iter().take(self.top) {
@@ -500,24 +504,12 @@ impl Queries {
                         .map(|&total| per_call(total)),
                 );
             }
-            if self.breakdown {
-                let parts = BreakdownJson::of(&stats.breakdown, latencies.total_ns(), 1);
-                row.extend(
-                    [
-                        stats.breakdown.oncpu_ns,
-                        stats.breakdown.runq_ns,
-                        stats.breakdown.throttled_ns,
-                        stats.breakdown.blocked_ns,
-                        stats.breakdown.sleep_ns,
-                    ]
-                    .map(human_ns),
-                );
-                row.push(format!("{:.0}us", parts.rest_us));
-                row.push(format!(
-                    "{:.1}",
-                    stats.breakdown.cache_misses as f64 / latencies.count().max(1) as f64
-                ));
-            }
+            row.extend(breakdown::cells(
+                self.breakdown,
+                &stats.breakdown,
+                latencies.total_ns(),
+                latencies.count(),
+            ));
             row.push(shorten(query, 120));
             table.row(row);
         }
@@ -556,12 +548,12 @@ impl Queries {
                     reclaim_us: stats.reclaim_ns as f64 / 1000.0,
                     reclaim_stalls: stats.reclaim_count,
                     counted_calls: stats.counted_calls,
-                    breakdown: self.breakdown.then(|| {
-                        let total = stats.latencies.total_ns();
+                    breakdown: self.breakdown.any().then(|| {
+                        let (parts, total) = (self.breakdown, stats.latencies.total_ns());
                         let calls = stats.latencies.count();
                         BreakdownTotals {
-                            total: BreakdownJson::of(&stats.breakdown, total, 1),
-                            per_call: BreakdownJson::of(&stats.breakdown, total, calls),
+                            total: BreakdownJson::of(parts, &stats.breakdown, total, 1),
+                            per_call: BreakdownJson::of(parts, &stats.breakdown, total, calls),
                         }
                     }),
                     counters: self
@@ -580,7 +572,7 @@ impl Queries {
 /// Adds a finished query to the window (and the metric); true when it is slow.
 fn record(
     window: &mut Totals,
-    metrics: &Option<TopHistograms>,
+    metrics: &Option<QueryMetrics>,
     key: &str,
     done: &QueryDone,
     slow_ns: Option<u64>,
@@ -604,7 +596,10 @@ fn record(
     }
     window.all.record(done.latency_ns);
     if let Some(metrics) = metrics {
-        metrics.observe(key, done.latency_ns as f64 / 1e9);
+        let totals: Vec<f64> = (metrics.values.iter())
+            .map(|value| value(&done.breakdown))
+            .collect();
+        (metrics.histograms).observe(key, done.latency_ns as f64 / 1e9, &totals);
     }
     slow_ns.is_some_and(|slow| done.latency_ns >= slow)
 }
