@@ -1,6 +1,7 @@
 //! Benchmarks that measure tracer beside its peers and print ratios.
 
 use std::{
+    collections::HashMap,
     io::{BufRead, BufReader},
     os::unix::process::ExitStatusExt as _,
     path::Path,
@@ -284,4 +285,40 @@ pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Run time (ns) and run count of every BPF program the process holds, by name.
+pub(crate) fn program_stats(pid: u32) -> HashMap<String, (u64, u64)> {
+    let names: HashMap<u32, String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|info| (info.id(), info.name_as_str().unwrap_or("").to_owned()))
+        .collect();
+    let mut stats = HashMap::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return stats;
+    };
+    for fd in fds.flatten() {
+        let is_program = std::fs::read_link(fd.path())
+            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-prog");
+        if !is_program {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let id = field("prog_id:") as u32;
+        let name = names.get(&id).cloned().unwrap_or_default();
+        stats.insert(
+            format!("{name}#{id}"),
+            (field("run_time_ns:"), field("run_cnt:")),
+        );
+    }
+    stats
 }

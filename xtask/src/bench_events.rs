@@ -5,7 +5,6 @@
 //! per event (bpf_stats) beside an empty program's on the same tracepoint.
 
 use std::{
-    collections::HashMap,
     io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
@@ -20,7 +19,7 @@ use anyhow::{Context, Result, bail};
 
 use tracer_tests::Sysctl;
 
-use crate::bench::{median, stop_with_usage};
+use crate::bench::{median, program_stats, stop_with_usage};
 
 /// One measured run.
 #[derive(Default, Clone, Copy)]
@@ -240,40 +239,4 @@ fn call_getppid(length: Duration) -> u64 {
     std::thread::sleep(length);
     stop.store(true, Ordering::Relaxed);
     caller.join().unwrap_or(0)
-}
-
-/// Run time (ns) and run count of every BPF program the process holds, by name.
-fn program_stats(pid: u32) -> HashMap<String, (u64, u64)> {
-    let names: HashMap<u32, String> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .map(|info| (info.id(), info.name_as_str().unwrap_or("").to_owned()))
-        .collect();
-    let mut stats = HashMap::new();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return stats;
-    };
-    for fd in fds.flatten() {
-        let is_program = std::fs::read_link(fd.path())
-            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-prog");
-        if !is_program {
-            continue;
-        }
-        let info = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        ))
-        .unwrap_or_default();
-        let field = |name: &str| -> u64 {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        let id = field("prog_id:") as u32;
-        let name = names.get(&id).cloned().unwrap_or_default();
-        stats.insert(
-            format!("{name}#{id}"),
-            (field("run_time_ns:"), field("run_cnt:")),
-        );
-    }
-    stats
 }

@@ -1,12 +1,20 @@
 //! `cargo xtask bench pg`: what tracing costs PostgreSQL, measured as pgbench -S throughput
 //! and CPU per transaction on paired servers, saturated and at a fixed rate, in one run.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
 
-use anyhow::Result;
-use tracer_tests::Postgres;
+use anyhow::{Context, Result};
+use tracer_tests::{Postgres, Scratch, Sysctl};
 
-use crate::paired::{self, Config, CpuAccount, Plan};
+use crate::{
+    bench::{Tool, program_stats},
+    paired::{self, Config, CpuAccount, Plan, RunBoth},
+};
 
 /// Transactions per second per server for the fixed-rate half, unless `--rate` says.
 const DEFAULT_RATE: u32 = 3000;
@@ -89,7 +97,8 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
         )
     };
     // Saturated, then at a fixed rate below saturation, where CPU cost shows with less noise.
-    for rate in [None, Some(paired.rate.unwrap_or(DEFAULT_RATE))] {
+    let fixed_rate = paired.rate.unwrap_or(DEFAULT_RATE);
+    for rate in [None, Some(fixed_rate)] {
         paired::measure(Plan {
             load: "pg: pgbench -S -c 4 -j 2".into(),
             configs: configs(),
@@ -102,5 +111,92 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
         })?;
         println!();
     }
+    let breakdown = [
+        tracer.display().to_string(),
+        "pg".into(),
+        "-p".into(),
+        pid,
+        "--breakdown".into(),
+    ];
+    program_costs(&breakdown, &run_both, paired.seconds, fixed_rate)
+}
+
+/// What each kernel program of `tracer pg --breakdown` costs, by the kernel's own accounting
+/// (bpf_stats): runs per second and time per run under the fixed-rate load, with a cold file
+/// read beside it by an untraced process (page-cache adds and bios: the lookup every other task
+/// on the machine pays).
+fn program_costs(command: &[String], run_both: &RunBoth, seconds: u32, rate: u32) -> Result<()> {
+    let _stats = Sysctl::set("kernel.bpf_stats_enabled", "1");
+    let scratch = Scratch::new("bench-cold");
+    let file = scratch.file("cold");
+    shell(
+        Command::new("dd")
+            .args([
+                "if=/dev/zero",
+                "bs=1M",
+                "count=512",
+                "conv=fsync",
+                "status=none",
+            ])
+            .arg(format!("of={file}")),
+    )?;
+    let (tool, _) = Tool::start(command, "Tracing")?;
+    let before = program_stats(tool.pid());
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| -> Result<u64> {
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Out of the page cache (GNU dd: posix_fadvise DONTNEED), then read back.
+                shell(Command::new("dd").arg(format!("if={file}")).args([
+                    "iflag=nocache",
+                    "count=0",
+                    "status=none",
+                ]))?;
+                shell(Command::new("dd").arg(format!("if={file}")).args([
+                    "of=/dev/null",
+                    "bs=1M",
+                    "status=none",
+                ]))?;
+                reads += 1;
+            }
+            Ok(reads)
+        });
+        let load = run_both(seconds, Some(rate));
+        stop.store(true, Ordering::Relaxed);
+        load.and(reader.join().expect("reader"))
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = program_stats(tool.pid());
+    tool.stop()?;
+    println!(
+        "## tracer pg --breakdown: each kernel program's cost (bpf_stats, {rate} tps per server, \
+         {reads} cold reads of 512 MiB beside)\n"
+    );
+    println!("| program | runs/s | ns per run | CPU |\n|---|---|---|---|");
+    let mut programs: Vec<_> = after.iter().collect();
+    programs.sort();
+    for (name, &(time, runs)) in programs {
+        let (time0, runs0) = before.get(name).copied().unwrap_or_default();
+        let (time, runs) = (time - time0, runs - runs0);
+        if runs == 0 {
+            continue;
+        }
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2}% |",
+            name.split('#').next().unwrap_or(name),
+            runs as f64 / elapsed,
+            time as f64 / runs as f64,
+            100.0 * time as f64 / 1e9 / elapsed
+        );
+    }
+    println!();
+    Ok(())
+}
+
+fn shell(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("{command:?}"))?;
+    anyhow::ensure!(status.success(), "{command:?}: {status}");
     Ok(())
 }
