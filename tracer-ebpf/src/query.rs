@@ -120,6 +120,10 @@ pub struct Thread {
     /// What the database module keeps to read at the query's end: PostgreSQL's load bias,
     /// MySQL's packet.
     pub detail: u64,
+    /// For an answer whose end shows only at the next request: when its last part was sent
+    /// (0: none yet), and where the query's time had gone by then.
+    answered_ns: u64,
+    sched_at_answer: [u64; 4],
     reclaim_count: u32,
     reclaim_begin_ns: u64,
     reclaim_ns: u64,
@@ -168,6 +172,8 @@ fn thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
         counter_slot: NO_SLOT,
         start_ns: 0,
         detail: 0,
+        answered_ns: 0,
+        sched_at_answer: [0; 4],
         reclaim_count: 0,
         reclaim_begin_ns: 0,
         reclaim_ns: 0,
@@ -276,6 +282,7 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
     }
     thread.counters_valid = read_counters::<D>(thread.counter_slot, &mut thread.counters) as u32;
     thread.sched_ns = [0; 4];
+    thread.answered_ns = 0;
     thread.cache_misses = 0;
     thread.io = BlockIo::default();
     thread.throttled_at_start = throttled_time::<D>();
@@ -422,9 +429,29 @@ pub fn finish<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone
     finish_at::<D>(tid, thread, record, unsafe { bpf_ktime_get_ns() });
 }
 
+/// The thread sent part of its answer, which may be the last: if so, the query ended now, and
+/// what the thread does until its next request shows the end (waiting for a CPU, for the
+/// client) is not the query's.
+#[inline(always)]
+pub fn answered(thread: &mut Thread) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    enter(thread, sched::RUNNING, now);
+    thread.answered_ns = now;
+    thread.sched_at_answer = thread.sched_ns;
+}
+
+/// A query whose end shows only now: it ended with its last [`answered`] part (now, if none).
+#[inline(always)]
+pub fn finish_answered<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone) {
+    match thread.answered_ns {
+        0 => finish::<D>(tid, thread, record),
+        end_ns => finish_at::<D>(tid, thread, record, end_ns),
+    }
+}
+
 /// The same, for a query that ended at `end_ns`, seen only now.
 #[inline(always)]
-pub fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone, end_ns: u64) {
+fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone, end_ns: u64) {
     thread.active = false;
     let mut end = [0u64; MAX_COUNTERS];
     let counters_valid =
@@ -449,9 +476,13 @@ pub fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryD
         };
     }
     record.origin = thread.origin as u32;
-    // It ends on a CPU, in the thread's own context.
-    enter(thread, sched::RUNNING, end_ns);
-    let [oncpu_ns, runq_ns, blocked_ns, sleep_ns] = thread.sched_ns;
+    // It ends on a CPU, in the thread's own context: now, or at its last answer.
+    let [oncpu_ns, runq_ns, blocked_ns, sleep_ns] = if thread.answered_ns == end_ns {
+        thread.sched_at_answer
+    } else {
+        enter(thread, sched::RUNNING, end_ns);
+        thread.sched_ns
+    };
     record.breakdown = Breakdown {
         oncpu_ns,
         runq_ns,

@@ -33,8 +33,9 @@ pub const RELEASES: &[Release] = &[
     },
 ];
 
-/// Modules the guest loads, with what they need: the disk, and KVM inside the emulator.
-const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "kvm_amd"];
+/// Modules the guest loads, with what they need: the disk, KVM inside the emulator, and loop
+/// devices (a swap area for pg's swap-in test).
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "kvm_amd", "loop"];
 
 /// A kernel ready to boot.
 pub struct Kernel {

@@ -7,7 +7,7 @@
 //! time unseen.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -102,8 +102,6 @@ fn received(received: i64) {
         connections::command(tid as u64);
     }
     query::start::<Mysql>(tid, thread, origin::SOCKET);
-    // The time of the last send of the answer.
-    thread.detail = 0;
     if received == 4 {
         thread.step = AWAITING_PAYLOAD;
     } else {
@@ -142,11 +140,7 @@ fn end(tid: u32, thread: &mut Thread) {
     let Some(request) = query::request_at_end::<Mysql>(tid, thread) else {
         return;
     };
-    let end_ns = match thread.detail {
-        0 => unsafe { bpf_ktime_get_ns() },
-        last_send => last_send,
-    };
-    query::finish_at::<Mysql>(tid, thread, &mut request.done, end_ns);
+    query::finish_answered::<Mysql>(tid, thread, &mut request.done);
     query::send::<Mysql>(request);
 }
 
@@ -190,7 +184,7 @@ fn sent(arguments: impl FnOnce() -> Option<socket::Io>) {
     if !thread.active || thread.origin != origin::SOCKET as u8 || thread.step != 0 {
         return;
     }
-    thread.detail = unsafe { bpf_ktime_get_ns() };
+    query::answered(thread);
     if thread.command != COM_STMT_PREPARE as u8 {
         return;
     }
