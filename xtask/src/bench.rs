@@ -65,6 +65,11 @@ pub struct Paired {
     /// no TPS loss.
     #[arg(long, value_name = "TPS")]
     pub rate: Option<u32>,
+    /// Let the scheduler place the servers, their load and the tool anywhere (saturated, pg's
+    /// bench pins each server and its pgbench to a CPU of its own, the tool beside the traced
+    /// one)
+    #[arg(long)]
+    pub unpinned: bool,
 }
 
 impl Bench {

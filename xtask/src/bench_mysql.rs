@@ -67,6 +67,7 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
         seconds: paired.seconds,
         rate: paired.rate,
         run_both: &run_both,
+        tool_cpu: None,
     })
 }
 

@@ -20,7 +20,7 @@ use crate::{
 const DEFAULT_RATE: u32 = 3000;
 
 pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
-    let accounts = [
+    let mut accounts = [
         CpuAccount::create("bench"),
         CpuAccount::create("bench-traced"),
     ];
@@ -34,6 +34,7 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
             .cgroup
             .set("cgroup.procs", &server.pid().to_string());
     }
+
     let postgres = traced.binary().display().to_string();
     let histogram = format!(
         "usdt:{postgres}:postgresql:query__start {{ @start[tid] = nsecs; }}
@@ -74,7 +75,7 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
             },
         ]
     };
-    let run_both = |seconds: u32, rate: Option<u32>| {
+    let run_both = |accounts: &[CpuAccount; 2], seconds: u32, rate: Option<u32>| {
         let seconds = seconds.to_string();
         let mut args = vec!["-S", "-c", "4", "-j", "2", "-n", "-T", &seconds];
         let rate = rate.map(|rate| rate.to_string());
@@ -82,7 +83,7 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
             args.extend(["-R", rate]);
         }
         paired::run_both_with(
-            &accounts,
+            accounts,
             |i| servers[i].pgbench_command(&args),
             |output| {
                 Ok((
@@ -97,8 +98,17 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
         )
     };
     // Saturated, then at a fixed rate below saturation, where CPU cost shows with less noise.
+    // Saturated, each server and its pgbench on a CPU of their own (with the tool beside the
+    // traced one): unpinned, how the scheduler shares the CPUs between them moved each round's
+    // CPU per transaction by 5-9 points (standard deviation), pinned by 2-4. At a fixed rate,
+    // unpinned: there pinning made it noisier (5-9 points against 2-4).
     let fixed_rate = paired.rate.unwrap_or(DEFAULT_RATE);
+    let pin = std::thread::available_parallelism()?.get() >= 2 && !paired.unpinned;
     for rate in [None, Some(fixed_rate)] {
+        for (cpu, account) in accounts.iter_mut().enumerate() {
+            account.pin((pin && rate.is_none()).then_some(cpu))?;
+        }
+        let run_both = |seconds, rate| run_both(&accounts, seconds, rate);
         paired::measure(Plan {
             load: "pg: pgbench -S -c 4 -j 2".into(),
             configs: configs(),
@@ -108,6 +118,7 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
             seconds: paired.seconds,
             rate,
             run_both: &run_both,
+            tool_cpu: accounts[1].cpu,
         })?;
         println!();
     }
@@ -118,7 +129,12 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
         pid,
         "--breakdown".into(),
     ];
-    program_costs(&breakdown, &run_both, paired.seconds, fixed_rate)
+    program_costs(
+        &breakdown,
+        &|seconds, rate| run_both(&accounts, seconds, rate),
+        paired.seconds,
+        fixed_rate,
+    )
 }
 
 /// What each kernel program of `tracer pg --breakdown` costs, by the kernel's own accounting

@@ -5,7 +5,8 @@
 //! of the first.
 //!
 //! Even so, the two seldom get exactly half of the CPU each, which moves the throughput ratio
-//! by a few percent either way. The CPU time each server's processes take per transaction does
+//! by a few percent either way (unless each server has a CPU of its own: [`CpuAccount::pin`]).
+//! The CPU time each server's processes take per transaction does
 //! not depend on their share: it is measured too, with a cgroup per server (see [`CpuAccount`]),
 //! and the trap and kernel-program time of a probe is spent in the server thread that hits it,
 //! so it lands there.
@@ -82,6 +83,8 @@ pub struct Plan<'a> {
     pub seconds: u32,
     pub rate: Option<u32>,
     pub run_both: &'a RunBoth<'a>,
+    /// The traced server's CPU, where the tool runs too, when the servers are pinned.
+    pub tool_cpu: Option<usize>,
 }
 
 pub fn measure(plan: Plan) -> Result<()> {
@@ -94,6 +97,7 @@ pub fn measure(plan: Plan) -> Result<()> {
         seconds,
         rate,
         run_both,
+        tool_cpu,
     } = plan;
     let cpus = std::thread::available_parallelism()?.get() as f64;
     eprintln!("bench: warming up");
@@ -111,7 +115,12 @@ pub fn measure(plan: Plan) -> Result<()> {
             }
             let tool = match &config.tool {
                 Some((command, ready)) => match Tool::start(command, ready) {
-                    Ok((tool, _)) => Some(tool),
+                    Ok((tool, _)) => {
+                        if tool_cpu.is_some() {
+                            pin(tool.pid(), tool_cpu)?;
+                        }
+                        Some(tool)
+                    }
                     Err(err) => {
                         failed[i] = Some(format!("{err:#}"));
                         continue;
@@ -220,6 +229,8 @@ pub fn measure(plan: Plan) -> Result<()> {
 pub struct CpuAccount {
     pub cgroup: Cgroup,
     v1: bool,
+    /// The CPU its processes and their load run on, once pinned.
+    pub cpu: Option<usize>,
 }
 
 impl CpuAccount {
@@ -235,7 +246,20 @@ impl CpuAccount {
         Self {
             cgroup: Cgroup::create(hierarchy, name),
             v1,
+            cpu: None,
         }
+    }
+
+    /// Keeps its processes (those in it now, and what they fork: a postmaster's backends) and
+    /// the load [`run_both_with`] drives at them on `cpu` alone (`None`: anywhere again): then
+    /// neither server takes the other's CPU time, and a saturated server's CPU per transaction
+    /// does not move with how the scheduler shares the machine between them.
+    pub fn pin(&mut self, cpu: Option<usize>) -> Result<()> {
+        for pid in self.cgroup.read("cgroup.procs").lines() {
+            pin(pid.parse()?, cpu)?;
+        }
+        self.cpu = cpu;
+        Ok(())
     }
 
     /// CPU time its processes took so far.
@@ -264,7 +288,11 @@ pub fn run_both_with(
     use std::process::Stdio;
     let cpu_before = [accounts[0].seconds()?, accounts[1].seconds()?];
     let children = [0, 1].map(|i| {
-        load(i)
+        let mut command = load(i);
+        if let Some(cpu) = accounts[i].cpu {
+            command = pinned(command, cpu);
+        }
+        command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -289,6 +317,46 @@ pub fn run_both_with(
     Ok(runs
         .try_into()
         .unwrap_or_else(|_| unreachable!("a run per server")))
+}
+
+/// Every thread of process `pid` on `cpu` alone (`None`: on any).
+fn pin(pid: u32, cpu: Option<usize>) -> Result<()> {
+    let cpus = match cpu {
+        Some(cpu) => cpu.to_string(),
+        None => format!("0-{}", std::thread::available_parallelism()?.get() - 1),
+    };
+    let status = std::process::Command::new("taskset")
+        .args([
+            "--all-tasks",
+            "--cpu-list",
+            "--pid",
+            &cpus,
+            &pid.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("taskset")?;
+    anyhow::ensure!(status.success(), "taskset {pid}: {status}");
+    Ok(())
+}
+
+/// `command` run on `cpu` alone.
+fn pinned(command: std::process::Command, cpu: usize) -> std::process::Command {
+    let mut taskset = std::process::Command::new("taskset");
+    taskset
+        .args(["--cpu-list", &cpu.to_string()])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => taskset.env(name, value),
+            None => taskset.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        taskset.current_dir(dir);
+    }
+    taskset
 }
 
 /// The number after `prefix` on the first line that has it.
