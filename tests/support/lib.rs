@@ -417,7 +417,11 @@ impl Cgroup {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         for pid in self.read("cgroup.procs").lines() {
-            let _ = Command::new("kill").args(["-9", pid]).status();
+            // Quietly: a process gone meanwhile would print into the guests' result lines.
+            let _ = Command::new("kill")
+                .args(["-9", pid])
+                .stderr(Stdio::null())
+                .status();
         }
         for _ in 0..100 {
             if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {

@@ -723,6 +723,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
+        // And for scrapers that ask for Prometheus' text format.
+        let text = metrics.prometheus_text();
+        let line = "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"oncpu\"} 0.75";
+        assert!(text.contains(line), "{line} in {text}");
     }
 
     #[test]
