@@ -1409,12 +1409,8 @@ impl SqlSession {
             .unwrap_or_else(|err| panic!("{sql}: {err}"))
     }
 
-    /// Sends a statement that fails: its error goes to the client's stderr, no row comes back.
-    pub fn fail(&mut self, sql: &str) {
-        self.send(sql);
-    }
-
-    /// Sends a statement that returns no row (SET, CREATE): the next `query` waits for it.
+    /// Sends a statement that returns no row (SET, CREATE, or one that fails: its error goes
+    /// to the client's stderr): the next `query` waits for it.
     pub fn execute(&mut self, sql: &str) {
         self.send(sql);
     }

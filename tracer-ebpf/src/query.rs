@@ -677,23 +677,19 @@ pub fn query_block_io_tp(ctx: TracePointContext) -> u32 {
 /// A reclaim stall of the current thread begins: note it on its query, if it runs one.
 #[inline(always)]
 fn reclaim_begin() {
-    if let Some(thread) = QUERY_THREADS.get_ptr_mut(task::current_tid()) {
-        let thread = unsafe { &mut *thread };
-        if thread.active {
-            thread.reclaim_begin_ns = unsafe { bpf_ktime_get_ns() };
-        }
+    if let Some(thread) = in_query(task::current_tid()) {
+        thread.reclaim_begin_ns = unsafe { bpf_ktime_get_ns() };
     }
 }
 
 #[inline(always)]
 fn reclaim_end() {
-    if let Some(thread) = QUERY_THREADS.get_ptr_mut(task::current_tid()) {
-        let thread = unsafe { &mut *thread };
-        if thread.active && thread.reclaim_begin_ns != 0 {
-            thread.reclaim_ns += unsafe { bpf_ktime_get_ns() } - thread.reclaim_begin_ns;
-            thread.reclaim_count += 1;
-            thread.reclaim_begin_ns = 0;
-        }
+    if let Some(thread) = in_query(task::current_tid())
+        && thread.reclaim_begin_ns != 0
+    {
+        thread.reclaim_ns += unsafe { bpf_ktime_get_ns() } - thread.reclaim_begin_ns;
+        thread.reclaim_count += 1;
+        thread.reclaim_begin_ns = 0;
     }
 }
 

@@ -331,16 +331,16 @@ struct TopSeries {
 impl TopSeries {
     fn add(&mut self, other: &Self) {
         self.latency.add(&other.latency);
-        add_totals(&mut self.totals, &other.totals);
+        add_totals(&mut self.totals, other.totals.iter().copied());
     }
 }
 
-fn add_totals(sums: &mut Vec<f64>, values: &[f64]) {
-    if sums.len() < values.len() {
-        sums.resize(values.len(), 0.0);
-    }
-    for (sum, value) in sums.iter_mut().zip(values) {
-        *sum += value;
+fn add_totals(sums: &mut Vec<f64>, values: impl IntoIterator<Item = f64>) {
+    for (i, value) in values.into_iter().enumerate() {
+        match sums.get_mut(i) {
+            Some(sum) => *sum += value,
+            None => sums.push(value),
+        }
     }
 }
 
@@ -396,7 +396,7 @@ impl Log2Series {
 
 impl TopHistograms {
     /// A call of `key` took `seconds`, with `totals` in the order of the table's.
-    pub fn observe(&self, key: &str, seconds: f64, totals: &[f64]) {
+    pub fn observe(&self, key: &str, seconds: f64, totals: impl IntoIterator<Item = f64>) {
         let mut series = self
             .0
             .series
@@ -663,11 +663,11 @@ mod tests {
     fn exports_the_top_queries_and_folds_the_rest() {
         let (mut metrics, _dir) = metrics(10);
         let queries = metrics.top_histograms("tracer_query", "Queries", "query", 2, Vec::new());
-        queries.observe("SELECT ?", 0.5, &[]);
-        queries.observe("SELECT ?", 0.5, &[]);
-        queries.observe("UPDATE t SET a = ?", 3e-6, &[]);
-        queries.observe("INSERT INTO t VALUES (?)", 0.2, &[]);
-        queries.observe("DELETE FROM t", 0.001, &[]);
+        queries.observe("SELECT ?", 0.5, []);
+        queries.observe("SELECT ?", 0.5, []);
+        queries.observe("UPDATE t SET a = ?", 3e-6, []);
+        queries.observe("INSERT INTO t VALUES (?)", 0.2, []);
+        queries.observe("DELETE FROM t", 0.001, []);
         let text = metrics.openmetrics();
         assert!(
             text.contains("# TYPE tracer_query_seconds histogram"),
@@ -708,10 +708,10 @@ mod tests {
             total("bios", None, None),
         ];
         let queries = metrics.top_histograms("tracer_query", "Queries", "query", 1, totals);
-        queries.observe("SELECT ?", 0.5, &[0.25, 0.25, 3.0]);
-        queries.observe("SELECT ?", 0.5, &[0.5, 0.0, 1.0]);
-        queries.observe("UPDATE t SET a = ?", 0.1, &[0.125, 0.0, 2.0]);
-        queries.observe("DELETE FROM t", 0.1, &[0.0, 0.0, 5.0]);
+        queries.observe("SELECT ?", 0.5, [0.25, 0.25, 3.0]);
+        queries.observe("SELECT ?", 0.5, [0.5, 0.0, 1.0]);
+        queries.observe("UPDATE t SET a = ?", 0.1, [0.125, 0.0, 2.0]);
+        queries.observe("DELETE FROM t", 0.1, [0.0, 0.0, 5.0]);
         let text = metrics.openmetrics();
         for line in [
             "# TYPE tracer_query_breakdown_seconds counter",

@@ -256,14 +256,13 @@ impl BreakdownJson {
     pub fn of(chosen: Parts, parts: &Breakdown, latency_ns: u64, calls: u64) -> Self {
         let per = |value: u64| value as f64 / calls.max(1) as f64;
         let us = |ns: u64| per(ns) / 1000.0;
-        let sum = parts.oncpu_ns + parts.runq_ns + parts.blocked_ns + parts.sleep_ns;
         Self {
             sched: chosen.sched.then(|| SchedJson {
                 oncpu_us: us(parts.oncpu_ns),
                 runq_us: us(parts.runq_ns),
                 blocked_us: us(parts.blocked_ns),
                 sleep_us: us(parts.sleep_ns),
-                rest_us: (latency_ns as f64 - sum as f64) / 1000.0 / calls.max(1) as f64,
+                rest_us: rest_ns(parts, latency_ns) / 1000.0 / calls.max(1) as f64,
             }),
             throttled_us: chosen.throttle.then(|| us(parts.throttled_ns)),
             cache_misses: chosen.cache.then(|| per(parts.cache_misses)),
@@ -275,11 +274,12 @@ impl BreakdownJson {
             }),
         }
     }
+}
 
-    /// The remainder of the wall time beyond the parts (with `sched` only).
-    pub fn rest_us(&self) -> Option<f64> {
-        self.sched.as_ref().map(|sched| sched.rest_us)
-    }
+/// What `latency_ns` holds beyond the scheduler's parts (negative if they overran it).
+fn rest_ns(parts: &Breakdown, latency_ns: u64) -> f64 {
+    let sum = parts.oncpu_ns + parts.runq_ns + parts.blocked_ns + parts.sleep_ns;
+    latency_ns as f64 - sum as f64
 }
 
 const PAGE: u64 = 4096;
@@ -318,11 +318,10 @@ pub fn cells(chosen: Parts, parts: &Breakdown, latency_ns: u64, calls: u64) -> V
         cells.push(human(parts.throttled_ns));
     }
     if chosen.sched {
-        let rest = BreakdownJson::of(chosen, parts, latency_ns, 1).rest_us();
         cells.extend([
             human(parts.blocked_ns),
             human(parts.sleep_ns),
-            format!("{:.0}us", rest.unwrap_or(0.0)),
+            format!("{:.0}us", rest_ns(parts, latency_ns) / 1000.0),
         ]);
     }
     if chosen.cache {

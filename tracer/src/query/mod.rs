@@ -596,10 +596,8 @@ fn record(
     }
     window.all.record(done.latency_ns);
     if let Some(metrics) = metrics {
-        let totals: Vec<f64> = (metrics.values.iter())
-            .map(|value| value(&done.breakdown))
-            .collect();
-        (metrics.histograms).observe(key, done.latency_ns as f64 / 1e9, &totals);
+        let totals = metrics.values.iter().map(|value| value(&done.breakdown));
+        (metrics.histograms).observe(key, done.latency_ns as f64 / 1e9, totals);
     }
     slow_ns.is_some_and(|slow| done.latency_ns >= slow)
 }
