@@ -174,21 +174,37 @@ pub fn pg_received_tp(ctx: TracePointContext) -> u32 {
 /// The current thread received `received` bytes (or an error) from a socket.
 #[inline(always)]
 fn received(received: i64) {
+    // Before any lookup: a backend's every other receive finds nothing (EAGAIN).
+    if received <= 0 {
+        return;
+    }
     let tid = task::current_tid();
     let Some(thread) = query::traced_thread::<Pg>(tid) else {
         return;
     };
     // An encrypted backend's requests are its probes' (or unseen).
-    if thread.active || thread.encrypted || received <= 0 {
+    if thread.active || thread.encrypted {
         return;
     }
     let Some(io) = socket::receive() else {
         return;
     };
-    let buffer = io.buffer;
-    let Ok(first) = (unsafe { bpf_probe_read_user(buffer as *const [u8; 8]) }) else {
+    let Some(request) = query::request(tid) else {
+        cold_warn!("pg: no room for the request of backend {}", tid);
+        events::count_lost(tool::PG);
         return;
     };
+    // One read for the text and the bytes that tell what it is (at least 8, for a
+    // GSSENCRequest): each read of user memory costs as much as a map lookup.
+    let len = (received as usize).min(query::text_limit::<Pg>());
+    let text = &mut request.text[..len.max(8)];
+    if unsafe { bpf_probe_read_user_buf(io.buffer as *const u8, text) }.is_err() {
+        return;
+    }
+    let read = &request.text;
+    let first = [
+        read[0], read[1], read[2], read[3], read[4], read[5], read[6], read[7],
+    ];
     if !REQUEST_TYPES.contains(&first[0]) {
         let tls = matches!(first[0], TLS_HANDSHAKE | TLS_APPLICATION_DATA)
             && first[1] == TLS_MAJOR_VERSION;
@@ -203,17 +219,6 @@ fn received(received: i64) {
                 },
             );
         }
-        return;
-    }
-    let Some(request) = query::request(tid) else {
-        cold_warn!("pg: no room for the request of backend {}", tid);
-        events::count_lost(tool::PG);
-        return;
-    };
-    let limit = query::text_limit::<Pg>();
-    let len = (received as usize).min(limit);
-    let text = &mut request.text[..len];
-    if unsafe { bpf_probe_read_user_buf(buffer as *const u8, text) }.is_err() {
         return;
     }
     request.done.text_len = len as u32;

@@ -6,7 +6,6 @@ mod sites;
 mod wire;
 
 use std::{
-    borrow::Cow,
     path::PathBuf,
     rc::Rc,
     time::{Duration, Instant},
@@ -410,12 +409,12 @@ impl Pg {
         let bytes = &data[size_of::<QueryDone>()..];
         let bytes = &bytes[..(done.text_len as usize).min(bytes.len())];
         if done.origin != origin::SOCKET {
-            return self.queries.add_text(&utf8(bytes), &done, out);
+            return self.queries.add_text(&sql::text(bytes), &done, out);
         }
         self.socket_backends.insert(done.task.pid);
         let complete = done.received as usize <= bytes.len();
         let queries = &mut self.queries;
-        let key_of = |text: &[u8]| Rc::from(queries.key(&utf8(text)));
+        let key_of = |text: &[u8]| Rc::from(queries.key(&sql::text(text)));
         let protocol = self.protocol;
         let ran: Vec<Ran> = self
             .statements
@@ -423,7 +422,7 @@ impl Pg {
             .into_iter()
             .filter_map(|query| match query {
                 wire::Query::Simple(text) if protocol != Protocol::Extended => {
-                    Some(Ran::Text(utf8(text)))
+                    Some(Ran::Text(sql::text(text)))
                 }
                 wire::Query::Prepared(key) if protocol != Protocol::Simple => Some(Ran::Key(key)),
                 _ => None,
@@ -465,9 +464,4 @@ impl Pg {
             self.unseen_backends += 1;
         }
     }
-}
-
-fn utf8(text: &[u8]) -> Cow<'_, str> {
-    // Invalid mostly where the text was cut inside a character.
-    String::from_utf8_lossy(text)
 }

@@ -347,11 +347,11 @@ impl Mysql {
         let session = done.session;
         match done.received {
             COM_QUERY => {
-                let text = String::from_utf8_lossy(packet);
+                let text = sql::text(packet);
                 return self.queries.add_text(&text, done, out);
             }
             COM_STMT_PREPARE if done.statement != 0 => {
-                let text = String::from_utf8_lossy(packet);
+                let text = sql::text(packet);
                 let key = self.queries.key(&text);
                 self.statements.prepared(session, done.statement, key);
             }
