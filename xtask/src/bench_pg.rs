@@ -16,8 +16,11 @@ use crate::{
     paired::{self, Config, CpuAccount, Plan, RunBoth},
 };
 
-/// Transactions per second per server for the fixed-rate half, unless `--rate` says.
-const DEFAULT_RATE: u32 = 3000;
+/// Transactions per second per server for the fixed-rate half, unless `--rate` says: about a
+/// third of what a server does saturated here. At 3000 the CPUs idle between queries, and each
+/// query's wake-ups (a VM exit when a CPU leaves idle) made the untraced server's CPU per
+/// transaction swing from 69 to 89 us between runs, burying tracing's 1-3 us; at 10000, 53-59.
+const DEFAULT_RATE: u32 = 10000;
 
 pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
     let mut accounts = [
