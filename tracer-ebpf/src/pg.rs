@@ -195,7 +195,7 @@ fn received(received: i64) {
         return;
     };
     // One read for the text and the bytes that tell what it is (at least 8, for a
-    // GSSENCRequest): each read of user memory costs as much as a map lookup.
+    // GSSENCRequest), not a read of each: each is a helper call that guards against faults.
     let len = (received as usize).min(query::text_limit::<Pg>());
     let text = &mut request.text[..len.max(8)];
     if unsafe { bpf_probe_read_user_buf(io.buffer as *const u8, text) }.is_err() {
