@@ -169,11 +169,14 @@ fn test(filter: Option<String>) -> Result<()> {
     // The container tests run the image in a docker engine that stays up while they run.
     let docker = tracer_tests::Docker::start();
     let image = image::build(&docker)?;
+    // Oracle MySQL, beside Debian's MariaDB, for the mysql suite.
+    let mysql_root = rootfs::MYSQL.tree()?;
     // The end-to-end tests share the machine's memory and counters: one at a time.
     let mut cargo = shell::cargo();
     cargo
         .env("TRACER_BIN", &tracer)
         .env("TRACER_IMAGE", &image)
+        .env("TRACER_MYSQL_ROOT", &mysql_root)
         .args(["test", "--workspace", "--exclude", "tracer-ebpf", "--"]);
     cargo.args(&filter).arg("--test-threads=1");
     shell::run(&mut cargo)?;

@@ -89,20 +89,27 @@ pub fn run(needs: Needs) -> Result<()> {
     Ok(())
 }
 
-/// kubernetes-validate from PyPI, which checks the manifests against the Kubernetes API schema,
-/// in a virtual environment of the project's own (`target/python`).
+/// Python packages from PyPI, in a virtual environment of the project's own (`target/python`):
+/// kubernetes-validate, which checks the manifests against the Kubernetes API schema, and
+/// Oracle's own MySQL driver, whose prepared statements and query attributes are what MySQL's
+/// clients send (pure Python: it needs no client library of the host's).
 fn python_environment() -> Result<()> {
-    const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+    const PACKAGES: &[&str] = &[
+        "kubernetes-validate==1.37.0",
+        "mysql-connector-python==26.10.0",
+    ];
     let venv = shell::workspace_root().join("target/python");
-    let marker = venv.join(KUBERNETES_VALIDATE);
+    let marker = venv.join(PACKAGES.join(" "));
     if marker.exists() {
         return Ok(());
     }
-    shell::run(shell::cmd("python3").args(["-m", "venv"]).arg(&venv))?;
+    if !venv.join("bin/pip").exists() {
+        shell::run(shell::cmd("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
     shell::run(
         shell::cmd(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(KUBERNETES_VALIDATE),
+            .args(PACKAGES),
     )?;
     fs::write(marker, "")?;
     Ok(())

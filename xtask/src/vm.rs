@@ -174,7 +174,7 @@ impl Binaries {
             }
         }
         let rootfs = if databases {
-            Some(rootfs::image()?)
+            Some(rootfs::GUEST_DATABASES.image()?)
         } else {
             None
         };
