@@ -98,14 +98,12 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The id MariaDB gave the statement it just prepared, from its answer, which it wrote into the
-/// network buffer the command came in (the packet is one byte, the command, past its start).
+/// The id the server gave the statement it just prepared, from its answer, which both servers
+/// write into the network buffer the command came in (the statement's text is one byte, the
+/// command, past its start).
 #[inline(always)]
-fn prepared_statement_in_buffer(packet: u64) -> u32 {
-    if MYSQL_LAYOUT.load().signature != signature::MARIADB {
-        return 0;
-    }
-    prepared_statement(packet - 1)
+fn prepared_statement_in_buffer(text: u64) -> u32 {
+    prepared_statement(text - 1)
 }
 
 /// The id in a `COM_STMT_PREPARE`'s answer at `answer`: a 12-byte packet of sequence 1

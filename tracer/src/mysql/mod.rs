@@ -11,11 +11,12 @@ use tracer_common::{
         Accepted, COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, Connection,
         MysqlLayout, command, kind, signature,
     },
-    query::QueryDone,
+    query::{QueryDone, origin},
 };
 
 mod connections;
 mod statements;
+mod wire;
 
 use connections::{Connections, Sites};
 use statements::Statements;
@@ -347,8 +348,14 @@ impl Mysql {
         let session = done.session;
         match done.received {
             COM_QUERY => {
-                let text = sql::text(packet);
-                return self.queries.add_text(&text, done, out);
+                // Off the socket, the payload; from the probes, the parsed text alone.
+                let text = match done.origin {
+                    origin::SOCKET => wire::query_text(packet),
+                    _ => packet,
+                };
+                if !text.is_empty() {
+                    return self.queries.add_text(&sql::text(text), done, out);
+                }
             }
             COM_STMT_PREPARE if done.statement != 0 => {
                 let text = sql::text(packet);
