@@ -13,8 +13,8 @@ use std::{
 };
 
 use tracer_tests::{
-    Finished, Json, Scratch, Tracer, busybox_root, free_port, http_get, import_image, kube_python,
-    parse_metrics, sample_sum,
+    Finished, Json, Scratch, Tracer, busybox_root, free_port, http_get, import_image,
+    parse_metrics, project_python, sample_sum,
 };
 
 fn deploy() -> PathBuf {
@@ -29,7 +29,7 @@ fn support(script: &str) -> PathBuf {
 
 /// `kube.py ARGS`: rendered YAML.
 fn kube(args: &[&str]) -> String {
-    let output = Command::new(kube_python())
+    let output = Command::new(project_python())
         .arg(support("kube.py"))
         .args(args)
         .output()
@@ -43,7 +43,7 @@ fn kube(args: &[&str]) -> String {
 }
 
 fn validate(path: &Path) -> Finished {
-    Command::new(kube_python().with_file_name("kubernetes-validate"))
+    Command::new(project_python().with_file_name("kubernetes-validate"))
         .args(["--strict", "--no-warn"])
         .arg(path)
         .output()
@@ -54,7 +54,7 @@ fn validate(path: &Path) -> Finished {
 /// YAML as JSON, through the same Python.
 fn yaml_to_json(yaml: &str) -> Vec<Json> {
     use std::io::Write;
-    let mut python = Command::new(kube_python())
+    let mut python = Command::new(project_python())
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))",
@@ -245,7 +245,7 @@ fn the_daemonsets_pod_runs_in_podman_and_counts_a_pods_reclaim_stalls() {
     );
     let scratch = Scratch::new("pod");
     let pod_path = scratch.dir.join("pod.yaml");
-    let mut python = Command::new(kube_python())
+    let mut python = Command::new(project_python())
         .args(["-c", &adapt])
         .stdin(Stdio::piped())
         .stdout(std::fs::File::create(&pod_path).unwrap())

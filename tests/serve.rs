@@ -7,7 +7,7 @@ use std::{
 };
 
 use tracer_tests::{
-    BpfObjects, Cgroup, Docker, Json, Mariadb, Postgres, Sample, Scratch, Tracer,
+    BpfObjects, Cgroup, Docker, Flavour, Json, MysqlServer, Postgres, Sample, Scratch, Tracer,
     assert_one_line_refusal, assert_refused, cause_global_reclaim, free_port, http_get,
     parse_metrics, run, run_tracer, sample_sum, sh_in, vmstat, vmstat_sum,
 };
@@ -422,8 +422,14 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
 
 #[test]
 fn pg_and_mysql_at_once_each_count_their_own_queries() {
+    for flavour in Flavour::all() {
+        pg_and_mysql_at_once(flavour);
+    }
+}
+
+fn pg_and_mysql_at_once(flavour: Flavour) {
     let pg = Postgres::start("serve-both");
-    let mariadb = Mariadb::start("serve-both");
+    let mariadb = MysqlServer::start(flavour, "serve-both");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let (pg_options, mysql_options) = (format!("-p {}", pg.pid()), format!("-p {}", mariadb.pid()));
@@ -472,7 +478,7 @@ fn pg_and_mysql_at_once_each_count_their_own_queries() {
 
 #[test]
 fn mysql_through_the_socket_with_its_connections() {
-    let mariadb = Mariadb::start("serve-socket");
+    let mariadb = MysqlServer::start(Flavour::Mariadb, "serve-socket");
     let port = free_port();
     let options = format!("-p {} --via socket --connections", mariadb.pid());
     let listen = format!("127.0.0.1:{port}");

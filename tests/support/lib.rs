@@ -376,6 +376,23 @@ impl Cgroup {
         }
     }
 
+    /// The memory charged to it now (v1 `memory.usage_in_bytes`, v2 `memory.current`).
+    pub fn memory_usage(&self) -> u64 {
+        ["memory.usage_in_bytes", "memory.current"]
+            .iter()
+            .find_map(|file| self.read(file).trim().parse().ok())
+            .expect("a memory cgroup")
+    }
+
+    /// Limits it to `bytes`.
+    pub fn limit_memory(&self, bytes: u64) {
+        let file = match cgroup_v2_only() {
+            true => "memory.max",
+            false => "memory.limit_in_bytes",
+        };
+        self.set(file, &bytes.to_string());
+    }
+
     /// OOM kills in it so far (v1 `memory.oom_control`, v2 `memory.events`).
     pub fn oom_kills(&self) -> u64 {
         ["memory.oom_control", "memory.events"]
@@ -1210,82 +1227,151 @@ impl Drop for Docker {
 }
 
 /// The Python of the project's own virtual environment (made by `cargo xtask setup --test`),
-/// with kubernetes-validate and PyYAML.
-pub fn kube_python() -> PathBuf {
+/// with kubernetes-validate, PyYAML and Oracle's MySQL driver.
+pub fn project_python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python/bin/python")
 }
 
-/// A MariaDB server of the test's own (Debian's packages): a fresh data directory, a private
-/// Unix socket and no TCP, performance_schema on; stopped and removed on drop.
-pub struct Mariadb {
+/// Which MySQL-protocol server a test runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// Debian's MariaDB.
+    Mariadb,
+    /// Oracle MySQL, from the root `cargo xtask test` makes of Debian sid's packages.
+    Mysql,
+}
+
+impl Flavour {
+    /// The servers the mysql suite runs against: MariaDB, and Oracle MySQL where its root was
+    /// made (`TRACER_MYSQL_ROOT`, which `cargo xtask test` sets on the host).
+    pub fn all() -> Vec<Flavour> {
+        match mysql_root() {
+            Some(_) => vec![Flavour::Mariadb, Flavour::Mysql],
+            None => {
+                eprintln!("no TRACER_MYSQL_ROOT: Oracle MySQL is left out");
+                vec![Flavour::Mariadb]
+            }
+        }
+    }
+}
+
+fn mysql_root() -> Option<PathBuf> {
+    std::env::var_os("TRACER_MYSQL_ROOT").map(PathBuf::from)
+}
+
+/// A MySQL or MariaDB server of the test's own: a fresh data directory, a private Unix socket
+/// and no TCP, performance_schema on; stopped and removed on drop. Oracle MySQL runs chrooted
+/// in its root (sid's binaries need sid's libraries), as does its client; its folder is in
+/// that root.
+pub struct MysqlServer {
+    pub flavour: Flavour,
+    /// The server's folder, as the host sees it: data, socket, log, files for the server.
     pub dir: PathBuf,
+    /// Oracle MySQL's root.
+    root: Option<PathBuf>,
     server: Child,
 }
 
-impl Mariadb {
-    pub fn start(name: &str) -> Self {
-        Self::start_with(name, None, &[])
+impl MysqlServer {
+    pub fn start(flavour: Flavour, name: &str) -> Self {
+        Self::start_with(flavour, name, None, &[])
     }
 
     /// A server started in `cgroup`, with more server options.
-    pub fn start_with(name: &str, cgroup: Option<&Cgroup>, options: &[&str]) -> Self {
-        Self::start_from(name, false, cgroup, options)
+    pub fn start_with(
+        flavour: Flavour,
+        name: &str,
+        cgroup: Option<&Cgroup>,
+        options: &[&str],
+    ) -> Self {
+        Self::start_from(flavour, name, false, cgroup, options)
     }
 
-    /// With `own_binary`, the server runs a copy of mariadbd of its own (uprobes on it stay out
-    /// of other servers).
+    /// With `own_binary`, a MariaDB server runs a copy of mariadbd of its own (uprobes on it
+    /// stay out of other servers).
     pub fn start_from(
+        flavour: Flavour,
         name: &str,
         own_binary: bool,
         cgroup: Option<&Cgroup>,
         options: &[&str],
     ) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("tracer-mariadb-{name}-{}", std::process::id()));
+        let root = match flavour {
+            Flavour::Mariadb => None,
+            Flavour::Mysql => Some(mysql_root().expect("TRACER_MYSQL_ROOT (cargo xtask test)")),
+        };
+        let folder = format!("tmp/tracer-{flavour:?}-{name}-{}", std::process::id()).to_lowercase();
+        let dir = root.as_deref().unwrap_or(Path::new("/")).join(&folder);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let binary = if own_binary {
-            let copy = dir.join("mariadbd");
-            std::fs::copy("/usr/sbin/mariadbd", &copy).unwrap();
-            copy
-        } else {
-            PathBuf::from("mariadbd")
+        let inside = Path::new("/").join(&folder);
+        let data = format!("--datadir={}", inside.join("data").display());
+        let (mut command, binary) = match (&root, own_binary) {
+            (Some(root), _) => {
+                let mut chroot = Command::new("chroot");
+                chroot.arg(root).arg("/usr/sbin/mysqld");
+                (chroot, "mysqld")
+            }
+            (None, true) => {
+                std::fs::copy("/usr/sbin/mariadbd", dir.join("mariadbd")).unwrap();
+                (Command::new(dir.join("mariadbd")), "mariadbd")
+            }
+            (None, false) => (Command::new("mariadbd"), "mariadbd"),
         };
-        let data = dir.join("data");
-        let output = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--user=root", "--skip-test-db"])
-            .arg(format!("--datadir={}", data.display()))
-            .output()
-            .expect("mariadb-install-db (cargo xtask setup --test)");
+        let output = match &root {
+            Some(root) => Command::new("chroot")
+                .arg(root)
+                .args(["/usr/sbin/mysqld", "--no-defaults", "--initialize-insecure"])
+                .args(["--user=root", &data])
+                .output(),
+            None => Command::new("mariadb-install-db")
+                .args(["--no-defaults", "--user=root", "--skip-test-db", &data])
+                .output(),
+        }
+        .expect("the server's installer (cargo xtask setup --test, cargo xtask test)");
         assert!(
             output.status.success(),
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        // Through sh, which joins the cgroup and becomes the server.
+        command.args([
+            "--no-defaults",
+            "--user=root",
+            "--skip-networking",
+            "--performance-schema=ON",
+        ]);
+        if flavour == Flavour::Mysql {
+            // No X protocol listener; files anywhere may be read (LOAD_FILE).
+            command.args(["--mysqlx=OFF", "--secure-file-priv="]);
+        }
+        command
+            .args(options)
+            .arg(&data)
+            .arg(format!("--socket={}", inside.join("socket").display()))
+            .arg(format!("--pid-file={}", inside.join("pid").display()))
+            .arg(format!("--log-error={}", inside.join("log").display()));
+        // Through sh, which joins the cgroup and becomes the server (chroot too: the pid is
+        // the server's).
         let joins = cgroup.map_or(String::new(), |cgroup| {
             format!("echo $$ > {}/cgroup.procs; ", cgroup.path.display())
         });
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(|arg| arg.to_owned()).collect();
         let server = Command::new("sh")
             .arg("-c")
             .arg(format!("{joins}exec \"$0\" \"$@\""))
-            .arg(&binary)
-            .args([
-                "--no-defaults",
-                "--user=root",
-                "--skip-networking",
-                "--performance-schema=ON",
-            ])
-            .args(options)
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.join("socket").display()))
-            .arg(format!("--pid-file={}", dir.join("pid").display()))
-            .arg(format!("--log-error={}", dir.join("log").display()))
+            .arg(program)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mariadbd");
-        let server = Self { dir, server };
+            .expect(binary);
+        let server = Self {
+            flavour,
+            dir,
+            root,
+            server,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !server
             .client()
@@ -1295,7 +1381,7 @@ impl Mariadb {
         {
             assert!(
                 Instant::now() < deadline,
-                "MariaDB did not start: see {}",
+                "{flavour:?} did not start: see {}",
                 server.dir.display()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -1307,12 +1393,40 @@ impl Mariadb {
         self.server.id()
     }
 
-    /// The client, connected as root over the socket, in batch mode.
+    /// Where the server sees `path`, a path under its folder.
+    pub fn inside(&self, path: &Path) -> PathBuf {
+        match &self.root {
+            Some(root) => Path::new("/").join(path.strip_prefix(root).unwrap()),
+            None => path.to_owned(),
+        }
+    }
+
+    /// The server's socket as the host reaches it.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("socket")
+    }
+
+    /// One of the server's own client programs (`mysql`, `mysqladmin`; MariaDB's names), run
+    /// where the server runs, connected as root over the socket.
+    pub fn program(&self, mariadb: &str, mysql: &str) -> Command {
+        let mut program = match &self.root {
+            Some(root) => {
+                let mut chroot = Command::new("chroot");
+                chroot.arg(root).arg(mysql);
+                chroot
+            }
+            None => Command::new(mariadb),
+        };
+        let socket = self.inside(&self.socket());
+        program.arg(format!("--socket={}", socket.display()));
+        program.arg("--user=root");
+        program
+    }
+
+    /// The client, in batch mode.
     pub fn client(&self) -> Command {
-        let mut client = Command::new("mariadb");
-        client
-            .arg(format!("--socket={}", self.dir.join("socket").display()))
-            .args(["--user=root", "--batch", "--skip-column-names"]);
+        let mut client = self.program("mariadb", "mysql");
+        client.args(["--batch", "--skip-column-names"]);
         client
     }
 
@@ -1344,16 +1458,25 @@ impl Mariadb {
         self.sql(&sql).parse().unwrap()
     }
 
-    /// A connection that prepares statements on the server (support/prepared.pl): lines such
-    /// as `prepare NAME SQL`, `execute NAME ARG...`, `close NAME`, each answered "ok" or
-    /// "error" by [`SqlSession::query`].
+    /// A connection that prepares statements on the server, through the flavour's own kind of
+    /// client library: MariaDB's (Perl's DBD::MariaDB, support/prepared.pl), Oracle's (its
+    /// Python driver, support/prepared.py). Lines such as `prepare NAME SQL`, `execute NAME
+    /// ARG...`, `close NAME`, each answered "ok" or "error" by [`SqlSession::query`].
     pub fn prepared_session(&self) -> SqlSession {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/prepared.pl");
-        SqlSession::spawn(
-            Command::new("perl")
-                .arg(script)
-                .arg(self.dir.join("socket")),
-        )
+        let support = Path::new(env!("CARGO_MANIFEST_DIR")).join("support");
+        let mut client = match self.flavour {
+            Flavour::Mariadb => {
+                let mut perl = Command::new("perl");
+                perl.arg(support.join("prepared.pl"));
+                perl
+            }
+            Flavour::Mysql => {
+                let mut python = Command::new(project_python());
+                python.arg(support.join("prepared.py"));
+                python
+            }
+        };
+        SqlSession::spawn(client.arg(self.socket()))
     }
 
     /// A client connection kept open: statements sent one by one share it.
@@ -1367,7 +1490,7 @@ impl Mariadb {
     }
 }
 
-impl Drop for Mariadb {
+impl Drop for MysqlServer {
     fn drop(&mut self) {
         unsafe { libc::kill(self.server.id() as i32, libc::SIGTERM) };
         let _ = wait_timeout(&mut self.server, Duration::from_secs(30));

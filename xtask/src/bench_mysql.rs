@@ -4,7 +4,7 @@
 use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result, bail};
-use tracer_tests::Mariadb;
+use tracer_tests::{Flavour, MysqlServer};
 
 use crate::paired::{self, Config, CpuAccount, Plan};
 
@@ -18,8 +18,20 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
         CpuAccount::create("bench-mysql-traced"),
     ];
     let options = ["--performance-schema=OFF", "--max-connections=64"];
-    let plain = Mariadb::start_from("bench", true, Some(&accounts[0].cgroup), &options);
-    let traced = Mariadb::start_from("bench-traced", true, Some(&accounts[1].cgroup), &options);
+    let plain = MysqlServer::start_from(
+        Flavour::Mariadb,
+        "bench",
+        true,
+        Some(&accounts[0].cgroup),
+        &options,
+    );
+    let traced = MysqlServer::start_from(
+        Flavour::Mariadb,
+        "bench-traced",
+        true,
+        Some(&accounts[1].cgroup),
+        &options,
+    );
     let servers = [&plain, &traced];
     for server in servers {
         server.sql("CREATE DATABASE sbtest");
@@ -71,7 +83,7 @@ pub fn run(tracer: &Path, paired: &crate::bench::Paired) -> Result<()> {
     })
 }
 
-fn sysbench(server: &Mariadb, args: &[&str]) -> Command {
+fn sysbench(server: &MysqlServer, args: &[&str]) -> Command {
     let mut command = Command::new("sysbench");
     command
         .args([
