@@ -15,6 +15,29 @@ pub mod kind {
     pub const CONNECTION: u32 = record_kind(tool::MYSQL, 3);
     /// The listener handed an accepted connection on: a [`super::Accepted`].
     pub const ACCEPTED: u32 = record_kind(tool::MYSQL, 4);
+    /// A server thread's connection cannot be read off its socket: a `query::Backend` (the
+    /// thread), once per connection, with the kind of the [`super::Unreadable`] it sends.
+    pub const UNREADABLE: u32 = record_kind(tool::MYSQL, 5);
+}
+
+/// Why a connection's commands cannot be read off its socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Unreadable {
+    pub kind: u32,
+    /// The server thread.
+    pub tid: u32,
+    /// An [`unreadable`] kind.
+    pub why: u32,
+    pub _pad: u32,
+    /// When the socket showed it (`bpf_ktime_get_ns()`).
+    pub at_ns: u64,
+}
+
+pub mod unreadable {
+    /// TLS: a handshake record, or data of a connection encrypted before tracer started.
+    pub const ENCRYPTED: u32 = 1;
+    pub const COMPRESSED: u32 = 2;
 }
 
 /// How `dispatch_command()` takes its arguments, as its signature says.
@@ -50,7 +73,8 @@ pub struct MysqlLayout {
     pub signature: u32,
     /// 1: follow new connections (`--connections`).
     pub connections: u32,
-    /// 1: commands from the socket (`--via socket`), not from `dispatch_command()`.
+    /// 1: commands from the socket (`--via socket`, `--via auto`); `dispatch_command()`'s
+    /// probes, where attached, serve only the connections the socket cannot read.
     pub via_socket: u32,
 }
 
@@ -83,5 +107,5 @@ pub struct Accepted {
     pub busy_ns: u64,
 }
 
-plain_old_data!(MysqlLayout, Connection, Accepted);
-crate::record::records!(tool::MYSQL => Connection, Accepted);
+plain_old_data!(MysqlLayout, Connection, Accepted, Unreadable);
+crate::record::records!(tool::MYSQL => Connection, Accepted, Unreadable);

@@ -106,7 +106,8 @@ pub struct Thread {
     pub origin: u8,
     /// Portal runs nested inside a PostgreSQL query.
     pub depth: u8,
-    /// Whether userspace heard that the thread's connection is encrypted.
+    /// Whether userspace heard that the thread's connection cannot be read off its socket:
+    /// encrypted (MySQL's compressed protocol too).
     pub encrypted: bool,
     /// Where a database module reading requests off the socket is in one (MySQL: its header
     /// read, its payload not yet), and what it is, for the sends that answer it.

@@ -50,6 +50,10 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
     let Some(thread) = query::traced_thread::<Mysql>(tid) else {
         return 0;
     };
+    // Beside the socket's programs, the probes take only what those cannot read.
+    if MYSQL_LAYOUT.load().via_socket != 0 && !thread.encrypted {
+        return 0;
+    }
     // Each register read once, in place: the verifier refuses a context pointer moved first.
     let regs = ctx.regs;
     let [rdi, rsi, rdx, rcx] = unsafe {

@@ -7,12 +7,15 @@
 //! time unseen.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    mysql::{COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, command},
+    mysql::{
+        COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, Unreadable, command, kind,
+        unreadable,
+    },
     query::origin,
     record::tool,
 };
@@ -85,6 +88,10 @@ fn received(received: i64) {
         // The server reads again: its answer is over.
         end(tid, thread);
     }
+    // Its connection's commands are the probes'.
+    if thread.encrypted {
+        return;
+    }
     if received < 4 {
         return;
     }
@@ -92,7 +99,18 @@ fn received(received: i64) {
     else {
         return;
     };
+    // A TLS record (a handshake, or data of a connection encrypted before tracer started), or
+    // the 7-byte header of the compressed protocol (a plaintext packet of 7 bytes read whole
+    // holds 3 bytes of payload).
     let len = u32::from_le_bytes([a, b, c, 0]) as i64;
+    if (a == TLS_HANDSHAKE || a == TLS_APPLICATION_DATA) && b == TLS_MAJOR_VERSION {
+        unreadable(tid, thread, unreadable::ENCRYPTED);
+        return;
+    }
+    if received == 7 && len != 3 && sequence == 0 {
+        unreadable(tid, thread, unreadable::COMPRESSED);
+        return;
+    }
     // A command's first packet, read alone or whole (a TLS record or a packet's middle is
     // neither).
     if sequence != 0 || len == 0 || (received != 4 && received != len + 4) {
@@ -107,6 +125,36 @@ fn received(received: i64) {
     } else {
         payload(tid, thread, io, io.buffer + 4, len as usize);
     }
+}
+
+/// The first bytes of TLS records: a handshake (a client hello opens one) and application
+/// data; then the major version, 3.
+const TLS_HANDSHAKE: u8 = 22;
+const TLS_APPLICATION_DATA: u8 = 23;
+const TLS_MAJOR_VERSION: u8 = 3;
+
+/// A server's greeting to a new connection, the one packet it sends with sequence 0, begins
+/// with the protocol's version.
+const PROTOCOL_VERSION: u8 = 10;
+
+/// The thread's connection cannot be read off its socket (`why`, an [`unreadable`] kind):
+/// userspace hears it once, and probes in the server take its commands, where attached.
+#[inline(always)]
+fn unreadable(tid: u32, thread: &mut Thread, why: u32) {
+    if thread.encrypted {
+        return;
+    }
+    thread.encrypted = true;
+    events::emit_now(
+        tool::MYSQL,
+        Unreadable {
+            kind: kind::UNREADABLE,
+            tid,
+            why,
+            _pad: 0,
+            at_ns: unsafe { bpf_ktime_get_ns() },
+        },
+    );
 }
 
 /// The command's payload at `buffer`, read from `io`: its command byte, then what it is
@@ -181,6 +229,16 @@ fn sent(arguments: impl FnOnce() -> Option<socket::Io>) {
     let Some((tid, thread)) = server_thread() else {
         return;
     };
+    if thread.encrypted {
+        // A greeting: the thread serves a new connection, which may be readable.
+        if let Some(io) = arguments()
+            && let Ok([_, _, _, 0, PROTOCOL_VERSION]) =
+                unsafe { bpf_probe_read_user(io.buffer as *const [u8; 5]) }
+        {
+            thread.encrypted = false;
+        }
+        return;
+    }
     if !thread.active || thread.origin != origin::SOCKET as u8 || thread.step != 0 {
         return;
     }

@@ -1,25 +1,32 @@
 //! `tracer mysql`: which MySQL and MariaDB commands are slow, and how much of their time the
-//! kernel took from them in reclaim, per normalized query, with counters. Neither server has
-//! USDT probes any more: uprobes on `dispatch_command()`, found by its demangled signature,
-//! which also says where the command and its packet are.
+//! kernel took from them in reclaim, per normalized query, with counters. Commands come off
+//! the server threads' sockets, with no trap into the kernel; connections the socket cannot
+//! read (encrypted, compressed) through uprobes on `dispatch_command()` in their server alone
+//! (neither server has USDT probes any more), found by its demangled signature, which also
+//! says where the command and its packet are.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use tracer_common::{
     mysql::{
         Accepted, COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, Connection,
-        MysqlLayout, command, kind, signature,
+        MysqlLayout, Unreadable, command, kind, signature,
     },
     query::{QueryDone, origin},
 };
 
 mod connections;
 mod statements;
+mod unreadable;
 mod wire;
 
 use connections::{Connections, Sites};
 use statements::Statements;
+use unreadable::PROGRAMS;
 
 use crate::{
     event_loop::{Tool, Window, read_record},
@@ -49,9 +56,9 @@ pub struct Args {
     #[arg(long)]
     pub connections: bool,
     /// Where commands begin and end
-    #[arg(long, value_enum, default_value_t = Via::Probes)]
+    #[arg(long, value_enum, default_value_t = Via::Auto)]
     pub via: Via,
-    /// With --via socket, take commands from the system call tracepoints even where the sock
+    /// Through the socket, take commands from the system call tracepoints even where the sock
     /// ones exist: what kernels before 6.3 get, for tests
     #[arg(long, hide = true)]
     pub via_syscalls: bool,
@@ -59,6 +66,10 @@ pub struct Args {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
+    /// The socket for plaintext connections; for a server with encrypted or compressed
+    /// connections, probes in that server alone for them (every thread of a server with
+    /// probes traps at each command)
+    Auto,
     /// Uprobes on dispatch_command(): every command exactly, TLS connections too, at the cost
     /// of two traps into the kernel per command
     Probes,
@@ -150,7 +161,7 @@ impl MysqlPlan {
             .collect::<Result<Vec<_>>>()?;
         let mut tracepoints = query::RECLAIM_TRACEPOINTS.to_vec();
         tracepoints.extend(args.query.parts().tracepoints());
-        let via_socket = args.via == Via::Socket;
+        let via_socket = args.via != Via::Probes;
         let sock = socket::sock_tracepoints(args.via_syscalls)?;
         if via_socket {
             tracepoints.push(socket::receive(
@@ -252,7 +263,7 @@ impl session::Plan for MysqlPlan {
         let layout = MysqlLayout {
             signature: self.targets[0].signature,
             connections: self.args.connections as u32,
-            via_socket: (self.args.via == Via::Socket) as u32,
+            via_socket: (self.args.via != Via::Probes) as u32,
         };
         settings.push(Setting::global("MYSQL_LAYOUT", &layout));
         Ok(settings)
@@ -276,26 +287,36 @@ impl session::Plan for MysqlPlan {
         } = *self;
         let probes = &mut *context.probes;
         let counters = counters::usable(counters, probes);
-        if args.via == Via::Socket {
+        if args.via != Via::Probes {
             crate::socket::say_registers(context.kernel, probes);
         }
-        for target in targets.iter().filter(|_| args.via == Via::Probes) {
-            for (program, retprobe) in [("mysql_dispatch", false), ("mysql_dispatch_return", true)]
-            {
-                let uprobe = perf::Uprobe {
-                    path: target.path.clone(),
-                    offset: target.offset,
-                    semaphore: 0,
-                    retprobe,
-                };
-                probes.attach_uprobe(program, &uprobe, 0)?;
+        match args.via {
+            Via::Probes => {
+                for target in &targets {
+                    for (program, retprobe) in PROGRAMS {
+                        let uprobe = perf::Uprobe {
+                            path: target.path.clone(),
+                            offset: target.offset,
+                            semaphore: 0,
+                            retprobe,
+                        };
+                        probes.attach_uprobe(program, &uprobe, 0)?;
+                    }
+                    probes.say(format_args!(
+                        "{} at {:#x} in {}, entry and return",
+                        target.function,
+                        target.offset,
+                        target.path.display()
+                    ));
+                }
             }
-            probes.say(format_args!(
-                "{} at {:#x} in {}, entry and return",
-                target.function,
-                target.offset,
-                target.path.display()
-            ));
+            // Loaded now: an unreadable connection must not wait for the verifier.
+            Via::Auto => {
+                for (program, _) in PROGRAMS {
+                    probes.load_uprobe(program)?;
+                }
+            }
+            Via::Socket => {}
         }
         for target in &targets {
             if let Some(way_in) = &target.way_in {
@@ -316,11 +337,18 @@ impl session::Plan for MysqlPlan {
                 match args.via {
                     Via::Probes => "dispatch_command",
                     Via::Socket => "through the socket",
+                    Via::Auto =>
+                        "through the socket; encrypted and compressed connections through probes in their server",
                 }
             ),
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
             statements: Statements::default(),
             connections: args.connections.then(Connections::default),
+            unreadable: unreadable::Connections::new(
+                args.via,
+                targets.into_iter().map(|t| (t.path, t.offset)),
+            ),
+            last_check: Instant::now(),
         }))
     }
 }
@@ -338,7 +366,13 @@ struct Mysql {
     statements: Statements,
     /// With --connections.
     connections: Option<Connections>,
+    /// Connections the socket cannot read.
+    unreadable: unreadable::Connections,
+    last_check: Instant,
 }
+
+/// How often servers that exited are looked for, to let their probes go.
+const EXITED_CHECKS: Duration = Duration::from_secs(1);
 
 impl Mysql {
     /// A command finished; `packet` is its first bytes.
@@ -403,6 +437,10 @@ impl Tool for Mysql {
                 }
                 Ok(())
             }
+            kind::UNREADABLE => {
+                self.unreadable.record(read_record::<Unreadable>(data)?);
+                Ok(())
+            }
             kind::ACCEPTED => {
                 let accepted: Accepted = read_record(data)?;
                 if let Some(connections) = &mut self.connections {
@@ -415,7 +453,8 @@ impl Tool for Mysql {
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
-        self.queries.summary(window, &[], out)?;
+        self.queries
+            .summary(window, &self.unreadable.asides(), out)?;
         match &mut self.connections {
             Some(connections) => connections.summary(window, out),
             None => Ok(()),
@@ -434,6 +473,11 @@ impl Tool for Mysql {
     }
 
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
+        self.unreadable.after_batch(probes);
+        if self.last_check.elapsed() >= EXITED_CHECKS {
+            self.last_check = Instant::now();
+            self.unreadable.forget_exited();
+        }
         self.queries.after_batch(probes)
     }
 }
