@@ -2,7 +2,7 @@
 //! their performance_schema.
 
 use tracer_tests::{
-    Cgroup, Flavour, Json, MysqlServer, Tracer, assert_refused, proc_schedstat, query_entry,
+    Cgroup, Flavour, Json, Link, MysqlServer, Tracer, assert_refused, proc_schedstat, query_entry,
     query_entry_if_any, run, summary,
 };
 
@@ -124,6 +124,111 @@ fn query_counts(flavour: Flavour, via: &[&str]) {
         "{texts:?}"
     );
     assert_eq!(summary["lost"], 0);
+}
+
+/// The default mode, as a user runs it, with clients that start working at once: plaintext
+/// connections through the socket, encrypted and compressed ones through probes in their
+/// server, one-query connections among them. Probes take milliseconds to attach: a connection
+/// that came before they were in place may have lost commands, and must be said to be late.
+#[test]
+fn the_default_mode_counts_encrypted_and_compressed_connections() {
+    for flavour in Flavour::all() {
+        default_mode(flavour);
+    }
+}
+
+fn default_mode(flavour: Flavour) {
+    let server = MysqlServer::start(flavour, "default");
+    let tracer = tracer_mysql(&server, &[], &[]);
+    server.sql("TRUNCATE performance_schema.events_statements_summary_by_digest");
+    let mut clients = Vec::new();
+    let connections = 8;
+    for i in 1..=connections {
+        for (link, sql) in [
+            (Link::Plain, format!("SELECT {i}")),
+            (Link::Encrypted, format!("SELECT {i} + {i}")),
+            (Link::Compressed, format!("SELECT {i} * {i}")),
+        ] {
+            let client = server.client_over(link).args(["-e", &sql]).spawn();
+            clients.push(client.unwrap());
+        }
+    }
+    // A pooled connection: an encrypted session that runs several statements.
+    let mut pooled = server.session_over(Link::Encrypted);
+    for i in 1..=5 {
+        pooled.query(&format!("SELECT {i} - {i}"));
+    }
+    drop(pooled);
+    for mut client in clients {
+        assert!(client.wait().unwrap().success());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let summary = summary(&tracer.stop());
+    let late = summary["late_connections"].as_u64().unwrap();
+    eprintln!(
+        "{flavour:?}: probed {}, late {late}, unseen {}",
+        summary["probed_connections"], summary["unreadable_connections"]
+    );
+    assert_eq!(summary["unreadable_connections"], 0, "{summary:#}");
+    // Each one-query connection, and the pooled one.
+    assert_eq!(
+        summary["probed_connections"].as_u64().unwrap(),
+        2 * connections + 1
+    );
+    let shapes = [
+        ("SELECT ?", "SELECT ?", connections, Link::Plain),
+        ("SELECT ? + ?", "SELECT ? + ?", connections, Link::Encrypted),
+        (
+            "SELECT ? * ?",
+            "SELECT ? * ?",
+            connections,
+            Link::Compressed,
+        ),
+        ("SELECT ? - ?", "SELECT ? - ?", 5, Link::Encrypted),
+    ];
+    let mut missed = 0;
+    for (normalized, digest, issued, link) in shapes {
+        let traced = calls_if_any(&summary, normalized);
+        let counted = server.digest_count(digest);
+        eprintln!("{link:?} {normalized}: issued {issued}, tracer {traced}, server {counted}");
+        assert_eq!(counted, issued, "{digest}");
+        match link {
+            Link::Plain => assert_eq!(traced, issued, "{summary:#}"),
+            _ => assert!(traced <= issued, "{summary:#}"),
+        }
+        missed += issued - traced;
+    }
+    // What was missed belongs to connections said to be late: one statement each at most,
+    // the pooled connection's five at most.
+    assert!(missed <= late + 4 * u64::from(late > 0), "{summary:#}");
+    assert_eq!(summary["lost"], 0);
+
+    // Through the socket alone, they are unseen, counted, and said so in one line; the
+    // plaintext connections beside them are all there.
+    let tracer = tracer_mysql(&server, &["--via", "socket"], &[]);
+    for link in [
+        Link::Encrypted,
+        Link::Compressed,
+        Link::Plain,
+        Link::Encrypted,
+    ] {
+        run(server.client_over(link).args(["-e", "SELECT 7 / 7"]));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let finished = tracer.stop();
+    let through_socket = tracer_tests::summary(&finished);
+    assert_eq!(
+        through_socket["unreadable_connections"], 3,
+        "{through_socket:#}"
+    );
+    assert_eq!(calls(&through_socket, "SELECT ? / ?"), 1);
+    let said: Vec<&str> = finished
+        .stderr
+        .lines()
+        .filter(|l| l.contains("is encrypted"))
+        .collect();
+    assert_eq!(said.len(), 1, "{}", finished.stderr);
+    assert!(said[0].contains("the default --via auto probes such connections"));
 }
 
 /// Prepared statements: each execute is counted under its statement's text, from connections

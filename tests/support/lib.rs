@@ -675,27 +675,8 @@ impl Postgres {
             server.dir.display()
         );
         if tls {
-            let (cert, key) = (server.dir.join("server.crt"), server.dir.join("server.key"));
-            run(Command::new("openssl")
-                .args([
-                    "req",
-                    "-new",
-                    "-x509",
-                    "-days",
-                    "1",
-                    "-nodes",
-                    "-subj",
-                    "/CN=localhost",
-                ])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .stderr(Stdio::null()));
+            let (cert, key) = self_signed_certificate(&server.dir);
             run(Command::new("chown").arg("postgres").arg(&cert).arg(&key));
-            // The server refuses a key others can read.
-            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .unwrap();
             options += &format!(
                 " -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
                 cert.display(),
@@ -1232,6 +1213,31 @@ pub fn project_python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python/bin/python")
 }
 
+/// A self-signed certificate for localhost and its key (readable by its owner alone, which
+/// servers require), made in `dir`: `server.crt`, `server.key`.
+pub fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    run(Command::new("openssl")
+        .args(["req", "-new", "-x509", "-days", "1", "-nodes"])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null()));
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    (cert, key)
+}
+
+/// How a client connects to a MySQL-protocol server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Plain,
+    /// TLS, over the Unix socket as well.
+    Encrypted,
+    /// The compressed protocol (zlib).
+    Compressed,
+}
+
 /// Which MySQL-protocol server a test runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
@@ -1260,7 +1266,8 @@ fn mysql_root() -> Option<PathBuf> {
 }
 
 /// A MySQL or MariaDB server of the test's own: a fresh data directory, a private Unix socket
-/// and no TCP, performance_schema on; stopped and removed on drop. Oracle MySQL runs chrooted
+/// and no TCP, performance_schema on, TLS offered (as MySQL does by default: MariaDB gets a
+/// certificate); stopped and removed on drop. Oracle MySQL runs chrooted
 /// in its root (sid's binaries need sid's libraries), as does its client; its folder is in
 /// that root.
 pub struct MysqlServer {
@@ -1340,9 +1347,17 @@ impl MysqlServer {
             "--skip-networking",
             "--performance-schema=ON",
         ]);
-        if flavour == Flavour::Mysql {
-            // No X protocol listener; files anywhere may be read (LOAD_FILE).
-            command.args(["--mysqlx=OFF", "--secure-file-priv="]);
+        match flavour {
+            // No X protocol listener; files anywhere may be read (LOAD_FILE). MySQL made its
+            // own certificate.
+            Flavour::Mysql => {
+                command.args(["--mysqlx=OFF", "--secure-file-priv="]);
+            }
+            Flavour::Mariadb => {
+                let (cert, key) = self_signed_certificate(&dir);
+                command.arg(format!("--ssl-cert={}", cert.display()));
+                command.arg(format!("--ssl-key={}", key.display()));
+            }
         }
         command
             .args(options)
@@ -1425,8 +1440,22 @@ impl MysqlServer {
 
     /// The client, in batch mode.
     pub fn client(&self) -> Command {
+        self.client_over(Link::Plain)
+    }
+
+    /// The client, in batch mode, connecting over `link`.
+    pub fn client_over(&self, link: Link) -> Command {
         let mut client = self.program("mariadb", "mysql");
         client.args(["--batch", "--skip-column-names"]);
+        let option = match (link, self.flavour) {
+            (Link::Plain, Flavour::Mariadb) => "--skip-ssl",
+            (Link::Plain, Flavour::Mysql) => "--ssl-mode=DISABLED",
+            (Link::Encrypted, Flavour::Mariadb) => "--ssl",
+            (Link::Encrypted, Flavour::Mysql) => "--ssl-mode=REQUIRED",
+            (Link::Compressed, Flavour::Mariadb) => "--compress",
+            (Link::Compressed, Flavour::Mysql) => "--compression-algorithms=zlib",
+        };
+        client.arg(option);
         client
     }
 
@@ -1481,9 +1510,14 @@ impl MysqlServer {
 
     /// A client connection kept open: statements sent one by one share it.
     pub fn session(&self) -> SqlSession {
+        self.session_over(Link::Plain)
+    }
+
+    /// The same over `link`.
+    pub fn session_over(&self, link: Link) -> SqlSession {
         // An error ends a batch client unless forced on.
         SqlSession::spawn(
-            self.client()
+            self.client_over(link)
                 .args(["--force", "--unbuffered"])
                 .stderr(Stdio::null()),
         )
