@@ -1,7 +1,9 @@
 //! `tracer mysql --connections`: a new connection's way in. The listener accepts it and hands
-//! its `CONNECT` on (`handle_accepted_socket()`, `create_new_thread()`); a server thread makes
-//! its `THD` (`CONNECT::create_thd()`), sends the handshake (its first socket send),
-//! authenticates the client (`acl_authenticate()`), and runs its first command.
+//! it on (MariaDB: `handle_accepted_socket()` hands a `CONNECT` to `create_new_thread()`;
+//! MySQL: `process_new_connection()` hands a `Channel_info` to the connection handler's
+//! `add_connection()`); a server thread makes its `THD` from it (`CONNECT::create_thd()`,
+//! `Channel_info::create_thd()`), sends the handshake (its first socket send), authenticates
+//! the client (`acl_authenticate()`), and runs its first command.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -9,7 +11,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::mysql::{Accepted, Connection, kind};
+use tracer_common::mysql::{Accepted, Connection, kind, signature};
 
 use super::Mysql;
 use crate::{events, query, task};
@@ -53,15 +55,27 @@ pub fn mysql_accepted(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `create_new_thread(CONNECT*)`, called by the listener.
+/// `create_new_thread(CONNECT*)` or `Per_thread_connection_handler::add_connection(this,
+/// Channel_info*)`, called by the listener: the connection's object is what a server thread
+/// makes its `THD` from.
 #[uprobe]
 pub fn mysql_handing_on(ctx: ProbeContext) -> u32 {
     let Some(&accepted_ns) = (unsafe { MYSQL_LISTENING.get(task::current_tid()) }) else {
         return 0;
     };
-    if let Some(connect) = ctx.arg::<u64>(0) {
-        let _ = MYSQL_ACCEPTED.insert(connect, accepted_ns, 0);
-    }
+    // Both registers read in place: the verifier refuses a context pointer chosen by a branch.
+    let regs = ctx.regs;
+    let [rdi, rsi] = unsafe {
+        [
+            core::ptr::read_volatile(&(*regs).rdi),
+            core::ptr::read_volatile(&(*regs).rsi),
+        ]
+    };
+    let connect = match super::MYSQL_LAYOUT.load().signature {
+        signature::MYSQL8 => rsi,
+        _ => rdi,
+    };
+    let _ = MYSQL_ACCEPTED.insert(connect, accepted_ns, 0);
     0
 }
 
@@ -80,7 +94,8 @@ pub fn mysql_accepted_return(_ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `CONNECT::create_thd(THD*)`, on the thread that logs the connection in.
+/// `CONNECT::create_thd(this, THD*)` or `Channel_info::create_thd(this)`, on the thread that
+/// logs the connection in.
 #[uprobe]
 pub fn mysql_logging_in(ctx: ProbeContext) -> u32 {
     let Some((pid, tid)) = task::current_pid_tid() else {
@@ -143,7 +158,7 @@ pub fn mysql_authenticated(ctx: RetProbeContext) -> u32 {
     };
     let _ = MYSQL_LOGGING_IN.remove(tid);
     connection.authenticated_ns = now();
-    // acl_authenticate() returns a bool: true on failure.
+    // acl_authenticate() returns a bool (MariaDB) or an int (MySQL), not 0 on failure.
     let failed = ctx.ret::<u64>() as u8 != 0;
     if failed || session == 0 {
         connection.failed = failed as u32;

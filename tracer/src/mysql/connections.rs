@@ -1,7 +1,7 @@
 //! `tracer mysql --connections`: how long a new client waits to get in, and where. From the
 //! listener's accept to the server's handshake, to authentication done, to the first command;
 //! and the listener's own time per accepted connection, which saturates in a connection storm.
-//! MariaDB's functions only: MySQL 8 hands connections on through other ones.
+//! Each server kind has its own functions for it, found by their demangled signatures.
 
 use std::io::Write as _;
 
@@ -12,7 +12,7 @@ use prometheus_client::{
     registry::Unit,
 };
 use serde::Serialize;
-use tracer_common::mysql::{Accepted, Connection};
+use tracer_common::mysql::{Accepted, Connection, signature};
 
 use super::demangled;
 use crate::{
@@ -25,8 +25,13 @@ use crate::{
     usdt::Binary,
 };
 
-/// The functions followed, demangled, with the programs at their entry and return.
-const FUNCTIONS: &[(&str, &str, Option<&str>)] = &[
+/// A function followed, demangled, with the programs at its entry and return.
+type Function = (&'static str, &'static str, Option<&'static str>);
+
+/// MariaDB's way in: the listener's `handle_accepted_socket()` hands a `CONNECT` on
+/// (`create_new_thread()`), a server thread makes its THD (`CONNECT::create_thd()`) and
+/// authenticates it.
+const MARIADB: &[Function] = &[
     (
         "handle_accepted_socket(st_mysql_socket, st_mysql_socket)",
         "mysql_accepted",
@@ -41,14 +46,44 @@ const FUNCTIONS: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
-/// Where a binary's way-in functions are: (demangled name, offset).
+/// MySQL 8's: the listener hands a `Channel_info` on (`process_new_connection()`, then the
+/// connection handler's `add_connection()`), a server thread makes the THD from it.
+const MYSQL8: &[Function] = &[
+    (
+        "Connection_handler_manager::process_new_connection(Channel_info*)",
+        "mysql_accepted",
+        Some("mysql_accepted_return"),
+    ),
+    (
+        "Per_thread_connection_handler::add_connection(Channel_info*)",
+        "mysql_handing_on",
+        None,
+    ),
+    ("Channel_info::create_thd()", "mysql_logging_in", None),
+    (
+        "acl_authenticate(THD*, enum_server_command)",
+        "mysql_authenticating",
+        Some("mysql_authenticated"),
+    ),
+];
+
+fn functions(kind: u32) -> &'static [Function] {
+    match kind {
+        signature::MYSQL8 => MYSQL8,
+        _ => MARIADB,
+    }
+}
+
+/// Where a binary's way-in functions are: (demangled name, offset), and which server kind's
+/// they are.
 #[derive(Debug)]
-pub struct Sites(Vec<(&'static str, u64)>);
+pub struct Sites(Vec<(&'static str, u64)>, u32);
 
 impl Sites {
-    pub fn find(binary: &Binary, shown: &str) -> Result<Self> {
+    /// The way in of a server of this [`signature`] kind.
+    pub fn find(binary: &Binary, shown: &str, kind: u32) -> Result<Self> {
         let mut sites = Vec::new();
-        for &(function, _, _) in FUNCTIONS {
+        for &(function, _, _) in functions(kind) {
             let short = function.split('(').next().unwrap_or(function);
             let short = short.rsplit("::").next().unwrap_or(short);
             let found = binary.find_symbol(|name| {
@@ -56,16 +91,16 @@ impl Sites {
             });
             let Some((_, _, offset)) = found else {
                 bail!(
-                    "{shown} has no {function}: --connections follows MariaDB's way in, not this server's"
+                    "{shown} has no {function}: --connections cannot follow its way in (stripped of .dynsym, or another version)"
                 );
             };
             sites.push((function, offset));
         }
-        Ok(Self(sites))
+        Ok(Self(sites, kind))
     }
 
     pub fn attach(&self, probes: &mut Probes, path: &std::path::Path) -> Result<()> {
-        for (&(function, offset), &(_, entry, exit)) in self.0.iter().zip(FUNCTIONS) {
+        for (&(function, offset), &(_, entry, exit)) in self.0.iter().zip(functions(self.1)) {
             for (program, retprobe) in [(Some(entry), false), (exit, true)] {
                 let Some(program) = program else { continue };
                 let uprobe = perf::Uprobe {
@@ -263,11 +298,22 @@ mod tests {
     }
 
     #[test]
-    fn finds_mariadbs_way_in() {
+    fn finds_each_servers_way_in() {
         let binary = Binary::open(std::path::Path::new("/usr/sbin/mariadbd")).unwrap();
-        let sites = Sites::find(&binary, "mariadbd").unwrap();
-        assert_eq!(sites.0.len(), FUNCTIONS.len());
-        let refused = Sites::find(&Binary::open("/bin/true".as_ref()).unwrap(), "/bin/true");
+        let sites = Sites::find(&binary, "mariadbd", signature::MARIADB).unwrap();
+        assert_eq!(sites.0.len(), MARIADB.len());
+        // Oracle MySQL, where `cargo xtask test` made its root.
+        if let Some(root) = std::env::var_os("TRACER_MYSQL_ROOT") {
+            let mysqld = std::path::Path::new(&root).join("usr/sbin/mysqld");
+            let binary = Binary::open(&mysqld).unwrap();
+            let sites = Sites::find(&binary, "mysqld", signature::MYSQL8).unwrap();
+            assert_eq!(sites.0.len(), MYSQL8.len());
+        }
+        let refused = Sites::find(
+            &Binary::open("/bin/true".as_ref()).unwrap(),
+            "/bin/true",
+            signature::MARIADB,
+        );
         let message = format!("{:#}", refused.err().unwrap());
         assert!(
             message.contains("has no handle_accepted_socket("),

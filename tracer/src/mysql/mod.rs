@@ -52,7 +52,7 @@ pub struct Args {
     #[command(flatten)]
     pub query: query::Options,
     /// Also follow new connections: accept to handshake, to authenticated, to the first
-    /// command, and the listener's time per connection (MariaDB)
+    /// command, and the listener's time per connection
     #[arg(long)]
     pub connections: bool,
     /// Where commands begin and end
@@ -173,7 +173,7 @@ impl MysqlPlan {
         if args.connections {
             for target in &mut targets {
                 let binary = Binary::open(&target.path)?;
-                target.way_in = Some(Sites::find(&binary, &target.shown)?);
+                target.way_in = Some(Sites::find(&binary, &target.shown, target.signature)?);
             }
         }
         // The end of an answer, or a handshake.
