@@ -80,7 +80,7 @@ fn query_counts(flavour: Flavour, via: &[&str]) {
     drop((early, late));
     // Other commands, counted by name.
     let ping = server
-        .program("mariadb-admin", "mysqladmin")
+        .program("mariadb-admin", "mysqladmin", Link::Plain)
         .arg("ping")
         .output()
         .unwrap();
@@ -348,13 +348,11 @@ fn prepared_statements(flavour: Flavour, via: &[&str]) {
 /// fail to authenticate end there.
 #[test]
 fn new_connections_are_followed_on_their_way_in() {
-    for via in VIAS {
-        connections(via);
-    }
+    on_each_server(&VIAS, connections);
 }
 
-fn connections(via: &[&str]) {
-    let server = MysqlServer::start(Flavour::Mariadb, "connections");
+fn connections(flavour: Flavour, via: &[&str]) {
+    let server = MysqlServer::start(flavour, "connections");
     let tracer = tracer_mysql(&server, via, &["--connections"]);
     let status = |name: &str| -> u64 {
         let row = server.sql(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));

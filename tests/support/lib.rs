@@ -1422,8 +1422,8 @@ impl MysqlServer {
     }
 
     /// One of the server's own client programs (`mysql`, `mysqladmin`; MariaDB's names), run
-    /// where the server runs, connected as root over the socket.
-    pub fn program(&self, mariadb: &str, mysql: &str) -> Command {
+    /// where the server runs, connected as root over the socket by `link`.
+    pub fn program(&self, mariadb: &str, mysql: &str, link: Link) -> Command {
         let mut program = match &self.root {
             Some(root) => {
                 let mut chroot = Command::new("chroot");
@@ -1435,6 +1435,15 @@ impl MysqlServer {
         let socket = self.inside(&self.socket());
         program.arg(format!("--socket={}", socket.display()));
         program.arg("--user=root");
+        let option = match (link, self.flavour) {
+            (Link::Plain, Flavour::Mariadb) => "--skip-ssl",
+            (Link::Plain, Flavour::Mysql) => "--ssl-mode=DISABLED",
+            (Link::Encrypted, Flavour::Mariadb) => "--ssl",
+            (Link::Encrypted, Flavour::Mysql) => "--ssl-mode=REQUIRED",
+            (Link::Compressed, Flavour::Mariadb) => "--compress",
+            (Link::Compressed, Flavour::Mysql) => "--compression-algorithms=zlib",
+        };
+        program.arg(option);
         program
     }
 
@@ -1445,17 +1454,8 @@ impl MysqlServer {
 
     /// The client, in batch mode, connecting over `link`.
     pub fn client_over(&self, link: Link) -> Command {
-        let mut client = self.program("mariadb", "mysql");
+        let mut client = self.program("mariadb", "mysql", link);
         client.args(["--batch", "--skip-column-names"]);
-        let option = match (link, self.flavour) {
-            (Link::Plain, Flavour::Mariadb) => "--skip-ssl",
-            (Link::Plain, Flavour::Mysql) => "--ssl-mode=DISABLED",
-            (Link::Encrypted, Flavour::Mariadb) => "--ssl",
-            (Link::Encrypted, Flavour::Mysql) => "--ssl-mode=REQUIRED",
-            (Link::Compressed, Flavour::Mariadb) => "--compress",
-            (Link::Compressed, Flavour::Mysql) => "--compression-algorithms=zlib",
-        };
-        client.arg(option);
         client
     }
 
