@@ -103,7 +103,10 @@ fn received(received: i64) {
     // the 7-byte header of the compressed protocol (a plaintext packet of 7 bytes read whole
     // holds 3 bytes of payload).
     let len = u32::from_le_bytes([a, b, c, 0]) as i64;
-    if (a == TLS_HANDSHAKE || a == TLS_APPLICATION_DATA) && b == TLS_MAJOR_VERSION {
+    if (a == TLS_HANDSHAKE || a == TLS_APPLICATION_DATA)
+        && b == TLS_MAJOR_VERSION
+        && (1..=4).contains(&c)
+    {
         unreadable(tid, thread, unreadable::ENCRYPTED);
         return;
     }
@@ -128,7 +131,8 @@ fn received(received: i64) {
 }
 
 /// The first bytes of TLS records: a handshake (a client hello opens one) and application
-/// data; then the major version, 3.
+/// data; then the version, 3 and 1 to 4 (a plaintext header alike would announce a packet of
+/// 66 KiB or more, of exactly one of a few lengths).
 const TLS_HANDSHAKE: u8 = 22;
 const TLS_APPLICATION_DATA: u8 = 23;
 const TLS_MAJOR_VERSION: u8 = 3;

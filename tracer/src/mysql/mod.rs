@@ -554,14 +554,21 @@ mod tests {
     }
 
     #[test]
-    fn finds_mariadbs_dispatch_command() {
+    fn finds_each_servers_dispatch_command() {
         let mariadbd = std::path::Path::new("/usr/sbin/mariadbd");
         assert!(
             mariadbd.exists(),
             "cargo xtask setup --test installs mariadb-server"
         );
-        let target = target(mariadbd.to_path_buf(), "mariadbd".into()).unwrap();
-        assert_eq!(target.signature, signature::MARIADB);
-        assert!(target.offset > 0);
+        let mariadb = target(mariadbd.to_path_buf(), "mariadbd".into()).unwrap();
+        assert_eq!(mariadb.signature, signature::MARIADB);
+        assert!(mariadb.offset > 0);
+        // Oracle MySQL, where `cargo xtask test` made its root.
+        if let Some(root) = std::env::var_os("TRACER_MYSQL_ROOT") {
+            let mysqld = std::path::Path::new(&root).join("usr/sbin/mysqld");
+            let mysql = target(mysqld, "mysqld".into()).unwrap();
+            assert_eq!(mysql.signature, signature::MYSQL8);
+            assert!(mysql.offset > 0);
+        }
     }
 }
