@@ -1208,7 +1208,7 @@ impl Drop for Docker {
 }
 
 /// The Python of the project's own virtual environment (made by `cargo xtask setup --test`),
-/// with kubernetes-validate, PyYAML and Oracle's MySQL driver.
+/// with kubernetes-validate and PyYAML.
 pub fn project_python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python/bin/python")
 }
@@ -1294,8 +1294,8 @@ impl MysqlServer {
         Self::start_from(flavour, name, false, cgroup, options)
     }
 
-    /// With `own_binary`, a MariaDB server runs a copy of mariadbd of its own (uprobes on it
-    /// stay out of other servers).
+    /// With `own_binary`, the server runs a copy of its binary of its own (uprobes on it stay
+    /// out of other servers).
     pub fn start_from(
         flavour: Flavour,
         name: &str,
@@ -1313,10 +1313,17 @@ impl MysqlServer {
         std::fs::create_dir_all(&dir).unwrap();
         let inside = Path::new("/").join(&folder);
         let data = format!("--datadir={}", inside.join("data").display());
+        // Not $TMPDIR, which may be outside MySQL's root.
+        let tmpdir = format!("--tmpdir={}", inside.display());
         let (mut command, binary) = match (&root, own_binary) {
             (Some(root), _) => {
+                let mut mysqld = PathBuf::from("/usr/sbin/mysqld");
+                if own_binary {
+                    std::fs::copy(root.join("usr/sbin/mysqld"), dir.join("mysqld")).unwrap();
+                    mysqld = inside.join("mysqld");
+                }
                 let mut chroot = Command::new("chroot");
-                chroot.arg(root).arg("/usr/sbin/mysqld");
+                chroot.arg(root).arg(mysqld);
                 (chroot, "mysqld")
             }
             (None, true) => {
@@ -1329,7 +1336,7 @@ impl MysqlServer {
             Some(root) => Command::new("chroot")
                 .arg(root)
                 .args(["/usr/sbin/mysqld", "--no-defaults", "--initialize-insecure"])
-                .args(["--user=root", &data])
+                .args(["--user=root", &data, &tmpdir])
                 .output(),
             None => Command::new("mariadb-install-db")
                 .args(["--no-defaults", "--user=root", "--skip-test-db", &data])
@@ -1351,7 +1358,7 @@ impl MysqlServer {
             // No X protocol listener; files anywhere may be read (LOAD_FILE). MySQL made its
             // own certificate.
             Flavour::Mysql => {
-                command.args(["--mysqlx=OFF", "--secure-file-priv="]);
+                command.args(["--mysqlx=OFF", "--secure-file-priv=", &tmpdir]);
             }
             Flavour::Mariadb => {
                 let (cert, key) = self_signed_certificate(&dir);
@@ -1499,13 +1506,19 @@ impl MysqlServer {
                 perl.arg(support.join("prepared.pl"));
                 perl
             }
+            // In the MySQL root, whose Python has the driver.
             Flavour::Mysql => {
-                let mut python = Command::new(project_python());
-                python.arg(support.join("prepared.py"));
+                let script = self.dir.join("prepared.py");
+                std::fs::copy(support.join("prepared.py"), &script).unwrap();
+                let mut python = Command::new("chroot");
+                python
+                    .arg(self.root.as_ref().unwrap())
+                    .args(["env", "PYTHONPATH=/usr/local/lib/tracer-python", "python3"])
+                    .arg(self.inside(&script));
                 python
             }
         };
-        SqlSession::spawn(client.arg(self.socket()))
+        SqlSession::spawn(client.arg(self.inside(&self.socket())))
     }
 
     /// A client connection kept open: statements sent one by one share it.

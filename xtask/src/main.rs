@@ -118,6 +118,12 @@ fn run(task: Task) -> Result<()> {
                 bench: true,
                 ..Default::default()
             })?;
+            if matches!(bench, bench::Bench::Mysql { .. }) {
+                // Oracle MySQL beside MariaDB.
+                let root = rootfs::MYSQL.tree()?;
+                // SAFETY: set before any thread of ours starts.
+                unsafe { std::env::set_var("TRACER_MYSQL_ROOT", root) };
+            }
             let tracer = build(true)?;
             bench.run(&tracer)
         }

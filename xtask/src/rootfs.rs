@@ -11,11 +11,12 @@ use anyhow::Result;
 
 use crate::shell;
 
-/// A root: a suite of Debian and what is installed in it.
+/// A root: a suite of Debian, what is installed in it, and Python packages from PyPI.
 pub struct Root {
     name: &'static str,
     suite: &'static str,
     packages: &'static [&'static str],
+    python: &'static [&'static str],
 }
 
 /// What the pg and mysql suites run inside the guest (the host's test packages, less what
@@ -30,18 +31,25 @@ pub const GUEST_DATABASES: Root = Root {
         "libdbd-mariadb-perl",
         "openssl",
     ],
+    python: &[],
 };
 
-/// Oracle MySQL's server and client (9.x in sid), for the mysql suite.
+/// Oracle MySQL's server and client (9.x in sid), for the mysql suite, with Oracle's own
+/// Python driver (pure Python), whose prepared statements are what Oracle's client libraries
+/// send: the suite runs it chrooted here, as the server, on the host and in guests alike.
 pub const MYSQL: Root = Root {
     name: "mysql",
     suite: "sid",
-    packages: &["mysql-server-core", "mysql-client-core"],
+    packages: &["mysql-server-core", "mysql-client-core", "python3"],
+    python: &["mysql-connector-python==26.10.0"],
 };
 
+/// Where a root's Python packages are (`PYTHONPATH` inside it).
+pub const PYTHON_PACKAGES: &str = "usr/local/lib/tracer-python";
+
 const MIRROR: &str = "http://deb.debian.org/debian";
-/// Room for the databases' own files is on the guest's scratch disk; this is for the system.
-const IMAGE_SIZE: &str = "2G";
+/// Room for the system and the servers' data the tests make in it (MySQL's root is ~1 GiB).
+const IMAGE_SIZE: &str = "4G";
 
 impl Root {
     fn dir() -> PathBuf {
@@ -52,7 +60,7 @@ impl Root {
     pub fn tree(&self) -> Result<PathBuf> {
         let tree = Self::dir().join(self.name);
         let stamp = Self::dir().join(format!("{}.packages", self.name));
-        let wanted = self.packages.join(",");
+        let wanted = self.wanted();
         if tree.is_dir() && std::fs::read_to_string(&stamp).is_ok_and(|made| made == wanted) {
             return Ok(tree);
         }
@@ -65,26 +73,48 @@ impl Root {
         );
         shell::run(
             shell::cmd("debootstrap")
-                .args(["--variant=minbase", &format!("--include={wanted}")])
+                .args(["--variant=minbase"])
+                .arg(format!("--include={}", self.packages.join(",")))
                 .arg(self.suite)
                 .arg(&tree)
                 .arg(MIRROR),
         )?;
+        if !self.python.is_empty() {
+            // With the project's pip, pure Python (the root's own Python is another version).
+            crate::setup::python_environment()?;
+            let pip = shell::workspace_root().join("target/python/bin/pip");
+            shell::run(
+                shell::cmd(pip)
+                    .args(["install", "--quiet", "--disable-pip-version-check"])
+                    .args(["--no-deps", "--target"])
+                    .arg(tree.join(PYTHON_PACKAGES))
+                    .args(self.python),
+            )?;
+        }
         std::fs::write(&stamp, wanted)?;
         Ok(tree)
     }
 
+    /// What the root is made of, as its stamp says.
+    fn wanted(&self) -> String {
+        [self.packages, self.python].concat().join(",")
+    }
+
     /// The root as an ext4 image, made if missing or made from another package list; the tree
-    /// it was made from goes.
+    /// stays, for the host's tests.
     pub fn image(&self) -> Result<PathBuf> {
         let image = Self::dir().join(format!("{}.img", self.name));
         let stamp = Self::dir().join(format!("{}.img.packages", self.name));
-        let wanted = self.packages.join(",");
+        let wanted = self.wanted();
         if image.exists() && std::fs::read_to_string(&stamp).is_ok_and(|made| made == wanted) {
             return Ok(image);
         }
         let _ = std::fs::remove_file(&stamp);
         let tree = self.tree()?;
+        // Not the folders of servers a failed test left in the host's tree.
+        for left in std::fs::read_dir(tree.join("tmp"))?.flatten() {
+            let _ = std::fs::remove_dir_all(left.path());
+        }
         let _ = std::fs::remove_file(&image);
         shell::run(
             shell::cmd("mkfs.ext4")
@@ -93,8 +123,6 @@ impl Root {
                 .arg(&image)
                 .arg(IMAGE_SIZE),
         )?;
-        std::fs::remove_dir_all(&tree)?;
-        let _ = std::fs::remove_file(Self::dir().join(format!("{}.packages", self.name)));
         std::fs::write(&stamp, wanted)?;
         Ok(image)
     }

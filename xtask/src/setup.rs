@@ -93,7 +93,7 @@ pub fn run(needs: Needs) -> Result<()> {
 /// kubernetes-validate, which checks the manifests against the Kubernetes API schema, and
 /// Oracle's own MySQL driver, whose prepared statements and query attributes are what MySQL's
 /// clients send (pure Python: it needs no client library of the host's).
-fn python_environment() -> Result<()> {
+pub fn python_environment() -> Result<()> {
     const PACKAGES: &[&str] = &[
         "kubernetes-validate==1.37.0",
         "mysql-connector-python==26.10.0",

@@ -120,10 +120,12 @@ struct Binaries {
     tracer: PathBuf,
     /// Suite name -> test binary.
     suites: BTreeMap<String, PathBuf>,
-    /// Other files the tests run (kvm-guest, prepared.pl).
+    /// Other files the tests run (kvm-guest, prepared.pl, prepared.py).
     helpers: Vec<PathBuf>,
-    /// Debian's root for the database suites, if they run.
+    /// Debian's root for the database suites, if they run, and Oracle MySQL's, as images for
+    /// guests (the host's tests take its tree).
     rootfs: Option<PathBuf>,
+    mysql_root: Option<(PathBuf, PathBuf)>,
 }
 
 impl Binaries {
@@ -167,22 +169,25 @@ impl Binaries {
         ];
         if databases {
             helpers.push(root.join("tests/support/prepared.pl"));
+            helpers.push(root.join("tests/support/prepared.py"));
         }
         for helper in &helpers {
             if !helper.exists() {
                 bail!("{} was not built", helper.display());
             }
         }
-        let rootfs = if databases {
-            Some(rootfs::GUEST_DATABASES.image()?)
+        let (rootfs, mysql_root) = if databases {
+            let mysql = (rootfs::MYSQL.image()?, rootfs::MYSQL.tree()?);
+            (Some(rootfs::GUEST_DATABASES.image()?), Some(mysql))
         } else {
-            None
+            (None, None)
         };
         Ok(Self {
             tracer,
             suites,
             helpers,
             rootfs,
+            mysql_root,
         })
     }
 }
@@ -248,6 +253,13 @@ if [ -b /dev/vdb ]; then
     mount -o bind /suites /root/suites && mount -o bind /{top} /root/{top} ||
     echo "=== no database root"
     export PG_BIN=$(ls -d /root/usr/lib/postgresql/*/bin | tail -n 1 | sed s,^/root,,)
+fi
+# Oracle MySQL's root, if given, inside the database root, where the mysql suite runs.
+if [ -b /dev/vdc ]; then
+    r=/root/mysql-root
+    mkdir -p $r && mount -t ext4 /dev/vdc $r && mount -t proc proc $r/proc &&
+    mount -o rbind /sys $r/sys && mount -o rbind /dev $r/dev &&
+    export TRACER_MYSQL_ROOT=/mysql-root || echo "=== no MySQL root"
 fi
 printf '#!/bin/sh\nexec chroot /root /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"\n' > /bin/in_root
 chmod +x /bin/in_root
@@ -369,11 +381,12 @@ fn boot(kernel: &kernels::Kernel, binaries: &Binaries, filter: Option<&str>) -> 
         ))
         .arg("-serial")
         .arg(format!("file:{}", console.display()));
-    if let Some(rootfs) = &binaries.rootfs {
-        // /dev/vdb; the guest's writes go to a throwaway overlay.
+    // /dev/vdb and /dev/vdc; the guest's writes go to a throwaway overlay.
+    let mysql_root = binaries.mysql_root.as_ref().map(|(image, _)| image);
+    for root in binaries.rootfs.iter().chain(mysql_root) {
         qemu.arg("-drive").arg(format!(
             "file={},format=raw,if=virtio,snapshot=on",
-            rootfs.display()
+            root.display()
         ));
     }
     let status = qemu
@@ -457,6 +470,12 @@ fn run_on_host(binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
             .arg("--test-threads=1")
             .args(filter)
             .env("TRACER_BIN", &binaries.tracer)
+            .envs(
+                binaries
+                    .mysql_root
+                    .as_ref()
+                    .map(|(_, tree)| ("TRACER_MYSQL_ROOT", tree)),
+            )
             .output()?;
         passed &= output.status.success();
         log += &String::from_utf8_lossy(&output.stdout);
