@@ -26,11 +26,18 @@ pub enum Bench {
     /// (full per-query table), a bpftrace USDT latency histogram or bcc's dbstat, in turn;
     /// prints the TPS loss of each.
     Pg(Paired),
-    /// sysbench oltp_point_select on two identical MariaDB servers at once, the second untraced
-    /// or under `tracer mysql` (full per-query table; probes or through the socket) or a
-    /// bpftrace uprobe latency histogram on dispatch_command, in turn; prints the TPS loss and
-    /// CPU cost of each.
-    Mysql(Paired),
+    /// sysbench oltp_point_select on two identical servers at once (MariaDB, then Oracle
+    /// MySQL), the second untraced or under `tracer mysql` (full per-query table; the default,
+    /// probes, or through the socket) or a bpftrace uprobe latency histogram on
+    /// dispatch_command, in turn, saturated and at a fixed rate; prints the TPS loss and CPU
+    /// cost of each.
+    Mysql {
+        #[command(flatten)]
+        paired: Paired,
+        /// Only this server (default: both).
+        #[arg(long, value_enum)]
+        server: Option<crate::bench_mysql::Server>,
+    },
     /// tracer serve with its tools under a continuous event storm (reclaim, writeback, OOM
     /// kills, pgbench against a traced server), scraped every second: RSS over the run, events
     /// lost, scrape latency.
@@ -77,7 +84,11 @@ impl Bench {
         match self {
             Bench::Startup { runs } => startup(tracer, runs),
             Bench::Pg(paired) => crate::bench_pg::run(tracer, &paired),
-            Bench::Mysql(paired) => crate::bench_mysql::run(tracer, &paired),
+            Bench::Mysql { paired, server } => {
+                use crate::bench_mysql::Server;
+                let servers = server.map_or(vec![Server::Mariadb, Server::Mysql], |s| vec![s]);
+                crate::bench_mysql::run(tracer, &paired, &servers)
+            }
             Bench::Soak { minutes } => crate::bench_soak::run(tracer, minutes),
             Bench::Events { rounds, seconds } => crate::bench_events::run(tracer, rounds, seconds),
         }
