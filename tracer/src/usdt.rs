@@ -99,8 +99,6 @@ impl Binary {
         Ok(probes)
     }
 
-    /// (link-time address, file offset) of a symbol, from the symbol table or, in a stripped
-    /// binary, the dynamic one.
     /// The first defined function symbol whose (mangled) name passes `wanted`: its name,
     /// link-time address and file offset.
     pub fn find_symbol(&self, wanted: impl Fn(&str) -> bool) -> Option<(String, u64, u64)> {
@@ -114,6 +112,21 @@ impl Binary {
         Some((name, address, file_offset(&elf, address).ok()?))
     }
 
+    /// Where to probe the entry of the function at file offset `offset`: past an `endbr64`
+    /// (binaries built for CET, as Oracle's MySQL), which a uprobe cannot emulate and must
+    /// single-step, about 12 us a hit here against 0.7. It changes no register and not the
+    /// stack: a probe on the next instruction sees the same arguments and return address.
+    pub fn entry_probe_offset(&self, offset: u64) -> u64 {
+        const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.map.get(at..at.saturating_add(4)) {
+            Some(first) if first == ENDBR64 => offset + 4,
+            _ => offset,
+        }
+    }
+
+    /// (link-time address, file offset) of a symbol, from the symbol table or, in a stripped
+    /// binary, the dynamic one.
     pub fn symbol(&self, name: &str) -> Option<(u64, u64)> {
         let elf = self.elf();
         let address = elf

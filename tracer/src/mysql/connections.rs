@@ -94,7 +94,7 @@ impl Sites {
                     "{shown} has no {function}: --connections cannot follow its way in (stripped of .dynsym, or another version)"
                 );
             };
-            sites.push((function, offset));
+            sites.push((function, binary.entry_probe_offset(offset)));
         }
         Ok(Self(sites, kind))
     }

@@ -34,7 +34,7 @@ use crate::{
     metrics::Metrics,
     options::TraceOptions,
     output::Output,
-    perf::{self, Counter},
+    perf::Counter,
     processes,
     query::{self, BackendCounters, Queries, counters},
     session, socket, sql,
@@ -221,6 +221,7 @@ fn target(path: PathBuf, shown: String) -> Result<Target> {
             wanted.join(" or ")
         );
     };
+    let offset = binary.entry_probe_offset(offset);
     let demangled = demangled(&name).unwrap_or_default();
     let &(function, signature) = SIGNATURES
         .iter()
@@ -293,15 +294,9 @@ impl session::Plan for MysqlPlan {
         match args.via {
             Via::Probes => {
                 for target in &targets {
-                    for (program, retprobe) in PROGRAMS {
-                        let uprobe = perf::Uprobe {
-                            path: target.path.clone(),
-                            offset: target.offset,
-                            semaphore: 0,
-                            retprobe,
-                        };
-                        probes.attach_uprobe(program, &uprobe, 0)?;
-                    }
+                    let attached =
+                        unreadable::attach_dispatch(probes, &target.path, target.offset, None)?;
+                    probes.keep(attached);
                     probes.say(format_args!(
                         "{} at {:#x} in {}, entry and return",
                         target.function,
@@ -344,7 +339,7 @@ impl session::Plan for MysqlPlan {
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
             statements: Statements::default(),
             connections: args.connections.then(Connections::default),
-            unreadable: unreadable::Connections::new(
+            unreadable: unreadable::UnreadableConnections::new(
                 args.via,
                 targets.into_iter().map(|t| (t.path, t.offset)),
             ),
@@ -367,7 +362,7 @@ struct Mysql {
     /// With --connections.
     connections: Option<Connections>,
     /// Connections the socket cannot read.
-    unreadable: unreadable::Connections,
+    unreadable: unreadable::UnreadableConnections,
     last_check: Instant,
 }
 
@@ -566,9 +561,13 @@ mod tests {
         // Oracle MySQL, where `cargo xtask test` made its root.
         if let Some(root) = std::env::var_os("TRACER_MYSQL_ROOT") {
             let mysqld = std::path::Path::new(&root).join("usr/sbin/mysqld");
-            let mysql = target(mysqld, "mysqld".into()).unwrap();
+            let mysql = target(mysqld.clone(), "mysqld".into()).unwrap();
             assert_eq!(mysql.signature, signature::MYSQL8);
-            assert!(mysql.offset > 0);
+            // Built for CET: probed past the endbr64 it begins with, which would be
+            // single-stepped.
+            let code = std::fs::read(&mysqld).unwrap();
+            let at = mysql.offset as usize;
+            assert_eq!(code[at - 4..at], [0xf3, 0x0f, 0x1e, 0xfa]);
         }
     }
 }

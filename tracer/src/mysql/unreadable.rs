@@ -6,7 +6,11 @@
 //! have such connections. Those probes take some milliseconds to attach: the connection that
 //! asked for them may have run commands before, unseen, and is counted as late.
 
-use std::{collections::HashMap, os::fd::OwnedFd, path::PathBuf};
+use std::{
+    collections::HashMap,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Result, bail};
 use tracer_common::mysql::{Unreadable, unreadable};
@@ -18,7 +22,28 @@ use crate::{loader::Probes, output, perf, processes, query::Aside};
 pub const PROGRAMS: [(&str, bool); 2] =
     [("mysql_dispatch", false), ("mysql_dispatch_return", true)];
 
-pub struct Connections {
+/// Attaches the probes at entry and return of `dispatch_command()`, at `offset` in `path`, in
+/// process `pid` alone (`None`: every process); dropping what it returns detaches them.
+pub fn attach_dispatch(
+    probes: &mut Probes,
+    path: &Path,
+    offset: u64,
+    pid: Option<u32>,
+) -> Result<Vec<OwnedFd>> {
+    let mut attached = Vec::new();
+    for (program, retprobe) in PROGRAMS {
+        let uprobe = perf::Uprobe {
+            path: path.to_path_buf(),
+            offset,
+            semaphore: 0,
+            retprobe,
+        };
+        attached.extend(probes.attach_uprobe_in(program, &uprobe, 0, pid)?);
+    }
+    Ok(attached)
+}
+
+pub struct UnreadableConnections {
     via: Via,
     /// Where `dispatch_command()` is in each server binary, by file.
     sites: Vec<((u64, u64), u64)>,
@@ -34,7 +59,7 @@ pub struct Connections {
     unseen: u64,
 }
 
-impl Connections {
+impl UnreadableConnections {
     /// `sites`: the binaries traced, each with where its `dispatch_command()` is.
     pub fn new(via: Via, sites: impl IntoIterator<Item = (PathBuf, u64)>) -> Self {
         let sites = sites
@@ -105,16 +130,7 @@ impl Connections {
         let Some(&(_, offset)) = self.sites.iter().find(|(site, _)| Some(*site) == file) else {
             bail!("process {pid} runs no binary tracer read");
         };
-        let mut attached = Vec::new();
-        for (program, retprobe) in PROGRAMS {
-            let uprobe = perf::Uprobe {
-                path: exe.clone(),
-                offset,
-                semaphore: 0,
-                retprobe,
-            };
-            attached.extend(probes.attach_uprobe_in(program, &uprobe, 0, Some(pid))?);
-        }
+        let attached = attach_dispatch(probes, &exe, offset, Some(pid))?;
         probes.say(format_args!(
             "server {pid} has an encrypted or compressed connection: dispatch_command() probes \
              in it alone"
