@@ -1261,6 +1261,13 @@ impl Flavour {
     }
 }
 
+/// `program` run chrooted in `root` (a path inside it).
+fn chrooted(root: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut chroot = Command::new("chroot");
+    chroot.arg(root).arg(program);
+    chroot
+}
+
 fn mysql_root() -> Option<PathBuf> {
     std::env::var_os("TRACER_MYSQL_ROOT").map(PathBuf::from)
 }
@@ -1322,9 +1329,7 @@ impl MysqlServer {
                     std::fs::copy(root.join("usr/sbin/mysqld"), dir.join("mysqld")).unwrap();
                     mysqld = inside.join("mysqld");
                 }
-                let mut chroot = Command::new("chroot");
-                chroot.arg(root).arg(mysqld);
-                (chroot, "mysqld")
+                (chrooted(root, mysqld), "mysqld")
             }
             (None, true) => {
                 std::fs::copy("/usr/sbin/mariadbd", dir.join("mariadbd")).unwrap();
@@ -1333,9 +1338,8 @@ impl MysqlServer {
             (None, false) => (Command::new("mariadbd"), "mariadbd"),
         };
         let output = match &root {
-            Some(root) => Command::new("chroot")
-                .arg(root)
-                .args(["/usr/sbin/mysqld", "--no-defaults", "--initialize-insecure"])
+            Some(root) => chrooted(root, "/usr/sbin/mysqld")
+                .args(["--no-defaults", "--initialize-insecure"])
                 .args(["--user=root", &data, &tmpdir])
                 .output(),
             None => Command::new("mariadb-install-db")
@@ -1432,11 +1436,7 @@ impl MysqlServer {
     /// where the server runs, connected as root over the socket by `link`.
     pub fn program(&self, mariadb: &str, mysql: &str, link: Link) -> Command {
         let mut program = match &self.root {
-            Some(root) => {
-                let mut chroot = Command::new("chroot");
-                chroot.arg(root).arg(mysql);
-                chroot
-            }
+            Some(root) => chrooted(root, mysql),
             None => Command::new(mariadb),
         };
         let socket = self.inside(&self.socket());
@@ -1510,10 +1510,10 @@ impl MysqlServer {
             Flavour::Mysql => {
                 let script = self.dir.join("prepared.py");
                 std::fs::copy(support.join("prepared.py"), &script).unwrap();
-                let mut python = Command::new("chroot");
+                // PYTHONPATH: where xtask's rootfs.rs installed it.
+                let mut python = chrooted(self.root.as_ref().unwrap(), "env");
                 python
-                    .arg(self.root.as_ref().unwrap())
-                    .args(["env", "PYTHONPATH=/usr/local/lib/tracer-python", "python3"])
+                    .args(["PYTHONPATH=/usr/local/lib/tracer-python", "python3"])
                     .arg(self.inside(&script));
                 python
             }

@@ -3,7 +3,7 @@
 //! - the guests' root: Debian 12 with PostgreSQL and MariaDB, as an ext4 image the guest mounts
 //!   and chroots into for the database suites;
 //! - Oracle MySQL, which Debian has only in sid: a tree the host's tests run `mysqld` and its
-//!   client in, chrooted (sid's binaries need sid's libraries).
+//!   clients in, chrooted (sid's binaries need sid's libraries), and its image for guests.
 
 use std::path::PathBuf;
 
@@ -44,8 +44,8 @@ pub const MYSQL: Root = Root {
     python: &["mysql-connector-python==26.10.0"],
 };
 
-/// Where a root's Python packages are (`PYTHONPATH` inside it).
-pub const PYTHON_PACKAGES: &str = "usr/local/lib/tracer-python";
+/// Where a root's Python packages are (`PYTHONPATH` inside it, as the tests set it).
+const PYTHON_PACKAGES: &str = "usr/local/lib/tracer-python";
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// Room for the system and the servers' data the tests make in it (MySQL's root is ~1 GiB).
