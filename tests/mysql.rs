@@ -471,8 +471,10 @@ fn breakdown(flavour: Flavour, via: &[&str]) {
     );
     let us = |line: &Json, part: &str| line["breakdown"][part].as_f64().unwrap();
     eprintln!(
-        "busy: {} us on CPU by tracer, {oncpu:.0} by schedstat; asleep: {} of {} us",
+        "busy: {} us on CPU by tracer, {oncpu:.0} by schedstat (of {} us: {}); asleep: {} of {} us",
         us(&busy, "oncpu_us"),
+        busy["latency_us"],
+        busy["breakdown"],
         us(&asleep, "sleep_us"),
         asleep["latency_us"]
     );

@@ -17,6 +17,7 @@ mod pg;
 mod pipeline;
 mod query;
 mod socket;
+mod tls;
 mod writeback;
 
 #[cfg(not(test))]

@@ -5,7 +5,8 @@
 //! site has a program of its own). The socket programs see the backend receive a request and
 //! send the ReadyForQuery that ends its answer; they run at every socket receive and send on
 //! the machine, so they do little for any other process. A backend whose connection turns out
-//! encrypted is left to probes userspace attaches in that process alone. Per backend thread
+//! encrypted is read where OpenSSL hands over its plaintext ([`tls`]), or else left to probes
+//! userspace attaches in that process alone. Per backend thread
 //! they keep the query in progress, to which reclaim stalls and counter deltas are added.
 
 use aya_ebpf::{
@@ -13,9 +14,9 @@ use aya_ebpf::{
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_comm, bpf_probe_read_user, bpf_probe_read_user_buf,
     },
-    macros::{btf_tracepoint, map, tracepoint, uprobe},
+    macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
     maps::Array,
-    programs::{BtfTracePointContext, ProbeContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::{
     pg::{Backend, SITE_PROGRAMS, Site, kind, site},
@@ -26,9 +27,9 @@ use tracer_common::{
 use crate::{
     events,
     kernel::field,
-    query::{self, Database, Thread},
+    query::{self, Database, Thread, link},
     socket::{self, offset},
-    task, usdt,
+    task, tls, usdt,
 };
 
 #[unsafe(no_mangle)]
@@ -182,13 +183,23 @@ fn received(received: i64) {
     let Some(thread) = query::traced_thread::<Pg>(tid) else {
         return;
     };
-    // An encrypted backend's requests are its probes' (or unseen).
-    if thread.active || thread.encrypted {
+    // An encrypted backend's requests are OpenSSL's probes' or its own (or unseen).
+    if thread.active || thread.link != link::PLAIN {
         return;
     }
     let Some(io) = socket::receive() else {
         return;
     };
+    request(tid, thread, io.buffer, received, true);
+}
+
+/// Backend `tid` received `received` bytes at `buffer`, off its socket or (`socket` false)
+/// decrypted: a request begins a query.
+#[inline(always)]
+fn request(tid: u32, thread: &mut Thread, buffer: u64, received: i64, socket: bool) {
+    if thread.active {
+        return;
+    }
     let Some(request) = query::request(tid) else {
         cold_warn!("pg: no room for the request of backend {}", tid);
         events::count_lost(tool::PG);
@@ -198,7 +209,7 @@ fn received(received: i64) {
     // GSSENCRequest), not a read of each: each is a helper call that guards against faults.
     let len = (received as usize).min(query::text_limit::<Pg>());
     let text = &mut request.text[..len.max(8)];
-    if unsafe { bpf_probe_read_user_buf(io.buffer as *const u8, text) }.is_err() {
+    if unsafe { bpf_probe_read_user_buf(buffer as *const u8, text) }.is_err() {
         return;
     }
     let read = &request.text;
@@ -208,9 +219,11 @@ fn received(received: i64) {
     if !REQUEST_TYPES.contains(&first[0]) {
         let tls = matches!(first[0], TLS_HANDSHAKE | TLS_APPLICATION_DATA)
             && first[1] == TLS_MAJOR_VERSION;
-        if tls || (received == 8 && first == GSS_ENCRYPTION_REQUEST) {
-            // As early as the handshake: userspace has its round trips to attach probes.
-            thread.encrypted = true;
+        let gss = received == 8 && first == GSS_ENCRYPTION_REQUEST;
+        if socket && (tls || gss) {
+            // As early as the handshake: userspace has its round trips to attach probes
+            // where OpenSSL's cannot read it.
+            thread.link = if tls { link::ENCRYPTED } else { link::OPAQUE };
             events::emit_now(
                 tool::PG,
                 Backend {
@@ -224,6 +237,47 @@ fn received(received: i64) {
     request.done.text_len = len as u32;
     request.done.received = received.min(u32::MAX as i64) as u32;
     query::start::<Pg>(tid, thread, origin::SOCKET);
+}
+
+/// The calling thread, if a backend whose connection OpenSSL's probes read.
+#[inline(always)]
+fn tls_backend() -> Option<(u32, &'static mut Thread)> {
+    let tid = task::current_tid();
+    let thread = query::traced_thread::<Pg>(tid)?;
+    if thread.link == link::OPAQUE {
+        return None;
+    }
+    thread.link = link::TLS;
+    Some((tid, thread))
+}
+
+#[uprobe]
+pub fn pg_tls_read(ctx: ProbeContext) -> u32 {
+    if let Some((tid, _)) = tls_backend() {
+        tls::read_begins(&ctx, tid);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn pg_tls_read_return(ctx: RetProbeContext) -> u32 {
+    if let Some((tid, thread)) = tls_backend()
+        && let Some((io, read)) = tls::read_returns(&ctx, tid)
+        && read > 0
+    {
+        request(tid, thread, io.buffer, read, false);
+    }
+    0
+}
+
+#[uprobe]
+pub fn pg_tls_write(ctx: ProbeContext) -> u32 {
+    if let Some((tid, thread)) = tls_backend()
+        && let Some(io) = tls::written(&ctx)
+    {
+        answer(tid, thread, io);
+    }
+    0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
@@ -248,20 +302,28 @@ pub fn pg_send_tp(ctx: TracePointContext) -> u32 {
 }
 
 /// The current thread sends to a socket, from the buffer and length `arguments` finds (looked
-/// for only in a backend answering a request): a reply ending in ReadyForQuery ends the
-/// request.
+/// for only in a plaintext backend answering a request).
 #[inline(always)]
 fn sending(arguments: impl FnOnce() -> Option<socket::Io>) {
     let tid = task::current_tid();
     let Some(thread) = query::traced_thread::<Pg>(tid) else {
         return;
     };
+    if !thread.active || thread.origin != origin::SOCKET as u8 || thread.link != link::PLAIN {
+        return;
+    }
+    if let Some(io) = arguments() {
+        answer(tid, thread, io);
+    }
+}
+
+/// Backend `tid` sends `io` (its plaintext): a reply ending in ReadyForQuery ends the request.
+#[inline(always)]
+fn answer(tid: u32, thread: &mut Thread, io: socket::Io) {
     if !thread.active || thread.origin != origin::SOCKET as u8 {
         return;
     }
-    let Some(socket::Io { buffer, len, .. }) = arguments() else {
-        return;
-    };
+    let socket::Io { buffer, len, .. } = io;
     if len < 6 {
         return;
     }

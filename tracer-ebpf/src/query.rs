@@ -106,9 +106,8 @@ pub struct Thread {
     pub origin: u8,
     /// Portal runs nested inside a PostgreSQL query.
     pub depth: u8,
-    /// Whether userspace heard that the thread's connection cannot be read off its socket:
-    /// encrypted (MySQL's compressed protocol too).
-    pub encrypted: bool,
+    /// How the thread's connection can be read: a [`link`].
+    pub link: u8,
     /// Where a database module reading requests off the socket is in one (MySQL: its header
     /// read, its payload not yet), and what it is, for the sends that answer it.
     pub step: u8,
@@ -153,6 +152,18 @@ mod sched {
     pub const SLEEPING: u8 = 3;
 }
 
+/// How a server thread's requests can be read; userspace hears when one is not plain.
+pub mod link {
+    /// Off its socket.
+    pub const PLAIN: u8 = 0;
+    /// Encrypted (TLS): by probes in the server.
+    pub const ENCRYPTED: u8 = 1;
+    /// Encrypted, and OpenSSL's probes hand over its plaintext ([`crate::tls`]).
+    pub const TLS: u8 = 2;
+    /// By probes in the server alone: MySQL's compressed protocol, GSSAPI encryption.
+    pub const OPAQUE: u8 = 3;
+}
+
 /// The thread's state, created when it first shows up with the tool that traces it.
 #[inline(always)]
 fn thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
@@ -177,7 +188,7 @@ static NEW_THREAD: Thread = Thread {
     active: false,
     origin: 0,
     depth: 0,
-    encrypted: false,
+    link: link::PLAIN,
     step: 0,
     command: 0,
     counter_slot: NO_SLOT,

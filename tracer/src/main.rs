@@ -17,6 +17,7 @@ mod session;
 mod socket;
 mod sql;
 mod tally;
+mod tls;
 mod tracefs;
 mod usdt;
 mod workload;

@@ -29,6 +29,7 @@ use crate::{
     processes,
     query::{self, Aside, BackendCounters, Queries, Ran, counters},
     session, socket, sql,
+    tls::{self, OpensslProbes},
 };
 use servers::{Servers, Target};
 use sites::{ProbeSites, Sites};
@@ -61,8 +62,9 @@ pub struct Args {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
-    /// The socket for plaintext backends, and for each backend whose connection turns out
-    /// encrypted, probes in that process alone: no traps but in encrypted backends
+    /// The socket for plaintext backends; encrypted ones where OpenSSL hands over their
+    /// plaintext (uprobes in the server's libssl), or else by probes in each such backend
+    /// alone: no traps but in encrypted backends
     Auto,
     /// USDT probes in the server (uprobes on PortalRun() without them): each statement
     /// exactly, at the cost of a trap into the kernel at every probe
@@ -154,6 +156,17 @@ impl PgPlan {
     }
 }
 
+/// The programs at `SSL_read()` and `SSL_write()`.
+const TLS_PROGRAMS: tls::Programs = tls::Programs {
+    read: "pg_tls_read",
+    read_return: "pg_tls_read_return",
+    write: "pg_tls_write",
+};
+
+/// A postmaster's libssl is probed in every process that maps it: its backends are forked.
+/// Where it cannot be, its encrypted backends get probes of their own.
+const OPENSSL_EVERYWHERE: bool = true;
+
 /// A process exec'ing a new program: a server that starts after tracer.
 const EXEC_TRACEPOINT: Tracepoint = Tracepoint {
     category: "sched",
@@ -244,9 +257,19 @@ impl session::Plan for PgPlan {
             Via::Auto => {
                 crate::socket::say_registers(context.kernel, probes);
                 sites.load_programs(probes)?;
-                format!("{sockets}; encrypted backends through probes in them alone")
+                format!("{sockets}; encrypted backends through OpenSSL's probes")
             }
         };
+        let mut tls = OpensslProbes::new(TLS_PROGRAMS);
+        if args.via == Via::Auto {
+            tls.load(probes)?;
+            for &pid in &servers.pids {
+                match tls.attach(probes, pid, OPENSSL_EVERYWHERE) {
+                    Ok(()) => tls::say_attached(probes, pid),
+                    Err(err) => tls::say_unread(pid, &err),
+                }
+            }
+        }
         let mut counters = BackendCounters::new(counters);
         // Perf counters: running backends get theirs now, later ones when their first query
         // shows them.
@@ -261,12 +284,14 @@ impl session::Plan for PgPlan {
             statements: wire::Statements::default(),
             servers,
             sites,
+            tls,
             execs: Vec::new(),
             encrypted: Vec::new(),
             socket_backends: FxHashSet::default(),
             unseen_backends: 0,
             late_backends: 0,
             probed_backends: 0,
+            tls_backends: 0,
             last_check: Instant::now(),
         }))
     }
@@ -280,18 +305,21 @@ struct Pg {
     /// Statements parsed by each backend, for requests seen on sockets.
     statements: wire::Statements,
     servers: Servers,
-    /// Probe sites, and the probes of encrypted backends.
+    /// Probe sites, and the probes of encrypted backends OpenSSL's probes cannot read.
     sites: Sites,
+    tls: OpensslProbes,
     /// Processes that exec'd postgres, and encrypted backends, to act on after the batch.
     execs: Vec<u32>,
     encrypted: Vec<u32>,
     /// Backends whose requests came through their sockets in this window.
     socket_backends: FxHashSet<u32>,
     /// Since tracer started: encrypted backends whose requests no probe shows, those probed
-    /// only once past their startup, and those that got probes of their own.
+    /// only once past their startup, those that got probes of their own, and those OpenSSL's
+    /// probes read.
     unseen_backends: u64,
     late_backends: u64,
     probed_backends: u64,
+    tls_backends: u64,
     last_check: Instant,
 }
 
@@ -327,8 +355,9 @@ impl Tool for Pg {
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
-        let (socket, probed, unseen, late) = (
+        let (socket, tls, probed, unseen, late) = (
             std::mem::take(&mut self.socket_backends).len() as u64,
+            self.tls_backends,
             self.probed_backends,
             self.unseen_backends,
             self.late_backends,
@@ -337,7 +366,12 @@ impl Tool for Pg {
             Aside {
                 field: "socket_backends",
                 count: socket,
-                text: format!("{socket} backends through their sockets"),
+                text: format!("{socket} backends through their sockets or OpenSSL"),
+            },
+            Aside {
+                field: "tls_backends",
+                count: tls,
+                text: format!("{tls} encrypted through OpenSSL's probes"),
             },
             Aside {
                 field: "probed_backends",
@@ -358,7 +392,7 @@ impl Tool for Pg {
             },
         ];
         let shown = match self.via {
-            Via::Probes => &asides[3..],
+            Via::Probes => &asides[4..],
             _ => &asides[..],
         };
         self.queries.summary(window, shown, out)
@@ -381,6 +415,7 @@ impl Tool for Pg {
                     processes::shown(pid)
                 );
                 if self.via == Via::Auto {
+                    self.tls.attach_starting(probes, pid, OPENSSL_EVERYWHERE);
                     // Its binary read now, for its encrypted backends not to wait for it.
                     if let Err(err) = self.sites.plan_binary_of(pid) {
                         eprintln!("tracer: server {pid}: {err:#}");
@@ -388,12 +423,14 @@ impl Tool for Pg {
                 }
             }
         }
+        self.tls.retry(probes);
         for pid in std::mem::take(&mut self.encrypted) {
             self.encrypted_backend(probes, pid);
         }
         if self.last_check.elapsed() >= EXITED_CHECKS {
             self.last_check = Instant::now();
             self.sites.forget_exited();
+            self.tls.forget_exited();
             for pid in self.servers.exited() {
                 query::remove_server(probes, pid)?;
             }
@@ -435,6 +472,17 @@ impl Pg {
     /// unseen; by default, probes in it alone take over. They take some milliseconds to
     /// attach: a backend already past its startup by then may have run queries unseen.
     fn encrypted_backend(&mut self, probes: &mut Probes, pid: u32) {
+        // A backend gone already is known by its server no more: one of a server that
+        // OpenSSL's probes read, if all are.
+        let server = processes::parent(pid);
+        let read = match server {
+            Some(server) => self.tls.covers(server),
+            None => self.servers.pids.iter().all(|&pid| self.tls.covers(pid)),
+        };
+        if self.via == Via::Auto && read {
+            self.tls_backends += 1;
+            return;
+        }
         let attached = match self.via {
             Via::Auto => self
                 .sites

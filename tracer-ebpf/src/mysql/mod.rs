@@ -20,7 +20,7 @@ mod socket;
 
 use crate::{
     events,
-    query::{self, Database},
+    query::{self, Database, link},
     task,
 };
 
@@ -50,8 +50,10 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
     let Some(thread) = query::traced_thread::<Mysql>(tid) else {
         return 0;
     };
-    // Beside the socket's programs, the probes take only what those cannot read.
-    if MYSQL_LAYOUT.load().via_socket != 0 && !thread.encrypted {
+    // Beside the socket's programs, the probes take only what those and OpenSSL's cannot
+    // read.
+    if MYSQL_LAYOUT.load().via_socket != 0 && !matches!(thread.link, link::ENCRYPTED | link::OPAQUE)
+    {
         return 0;
     }
     // Each register read once, in place: the verifier refuses a context pointer moved first.

@@ -8,8 +8,8 @@
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
-    macros::{btf_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, tracepoint, uprobe, uretprobe},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::{
     mysql::{
@@ -24,9 +24,9 @@ use super::{MYSQL_LAYOUT, Mysql, connections};
 use crate::{
     events,
     kernel::field,
-    query::{self, Thread},
+    query::{self, Thread, link},
     socket::{self, offset},
-    task,
+    task, tls,
 };
 
 /// `Thread::step` between a command's header and its payload.
@@ -72,9 +72,20 @@ fn received(received: i64) {
     let Some((tid, thread)) = server_thread() else {
         return;
     };
+    // Its connection's commands are OpenSSL's probes' or the server's.
+    if thread.link != link::PLAIN {
+        return;
+    }
     let Some(io) = socket::receive() else {
         return;
     };
+    read(tid, thread, io, received, true);
+}
+
+/// Server thread `tid` read `received` bytes (or an error) into `io`: off its socket, or (not
+/// `socket`) decrypted.
+#[inline(always)]
+fn read(tid: u32, thread: &mut Thread, io: socket::Io, received: i64, socket: bool) {
     if thread.active && thread.origin == origin::SOCKET as u8 {
         if thread.step == AWAITING_PAYLOAD {
             thread.step = 0;
@@ -88,10 +99,6 @@ fn received(received: i64) {
         // The server reads again: its answer is over.
         end(tid, thread);
     }
-    // Its connection's commands are the probes'.
-    if thread.encrypted {
-        return;
-    }
     if received < 4 {
         return;
     }
@@ -103,7 +110,8 @@ fn received(received: i64) {
     // the 7-byte header of the compressed protocol (a plaintext packet of 7 bytes read whole
     // holds 3 bytes of payload).
     let len = u32::from_le_bytes([a, b, c, 0]) as i64;
-    if (a == TLS_HANDSHAKE || a == TLS_APPLICATION_DATA)
+    if socket
+        && (a == TLS_HANDSHAKE || a == TLS_APPLICATION_DATA)
         && b == TLS_MAJOR_VERSION
         && (1..=4).contains(&c)
     {
@@ -130,6 +138,43 @@ fn received(received: i64) {
     }
 }
 
+/// The calling thread, if a server's whose connection OpenSSL's probes read.
+#[inline(always)]
+fn tls_thread() -> Option<(u32, &'static mut Thread)> {
+    let (tid, thread) = server_thread()?;
+    if thread.link == link::OPAQUE {
+        return None;
+    }
+    thread.link = link::TLS;
+    Some((tid, thread))
+}
+
+#[uprobe]
+pub fn mysql_tls_read(ctx: ProbeContext) -> u32 {
+    if let Some((tid, _)) = tls_thread() {
+        tls::read_begins(&ctx, tid);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn mysql_tls_read_return(ctx: RetProbeContext) -> u32 {
+    if let Some((tid, thread)) = tls_thread()
+        && let Some((io, received)) = tls::read_returns(&ctx, tid)
+    {
+        read(tid, thread, io, received, false);
+    }
+    0
+}
+
+#[uprobe]
+pub fn mysql_tls_write(ctx: ProbeContext) -> u32 {
+    if let Some((tid, thread)) = tls_thread() {
+        answer(tid, thread, || tls::written(&ctx));
+    }
+    0
+}
+
 /// The first bytes of TLS records: a handshake (a client hello opens one) and application
 /// data; then the version, 3 and 1 to 4 (a plaintext header alike would announce a packet of
 /// 66 KiB or more, of exactly one of a few lengths).
@@ -142,13 +187,18 @@ const TLS_MAJOR_VERSION: u8 = 3;
 const PROTOCOL_VERSION: u8 = 10;
 
 /// The thread's connection cannot be read off its socket (`why`, an [`unreadable`] kind):
-/// userspace hears it once, and probes in the server take its commands, where attached.
+/// userspace hears it once, and OpenSSL's probes (for TLS) or probes in the server take its
+/// commands, where attached.
 #[inline(always)]
 fn unreadable(tid: u32, thread: &mut Thread, why: u32) {
-    if thread.encrypted {
+    let link = match why {
+        unreadable::ENCRYPTED => link::ENCRYPTED,
+        _ => link::OPAQUE,
+    };
+    if thread.link == link {
         return;
     }
-    thread.encrypted = true;
+    thread.link = link;
     events::emit_now(
         tool::MYSQL,
         Unreadable {
@@ -233,16 +283,22 @@ fn sent(arguments: impl FnOnce() -> Option<socket::Io>) {
     let Some((tid, thread)) = server_thread() else {
         return;
     };
-    if thread.encrypted {
+    if thread.link != link::PLAIN {
         // A greeting: the thread serves a new connection, which may be readable.
         if let Some(io) = arguments()
             && let Ok([_, _, _, 0, PROTOCOL_VERSION]) =
                 unsafe { bpf_probe_read_user(io.buffer as *const [u8; 5]) }
         {
-            thread.encrypted = false;
+            thread.link = link::PLAIN;
         }
         return;
     }
+    answer(tid, thread, arguments);
+}
+
+/// Server thread `tid` sends the plaintext `arguments` finds: part of its command's answer.
+#[inline(always)]
+fn answer(tid: u32, thread: &mut Thread, arguments: impl FnOnce() -> Option<socket::Io>) {
     if !thread.active || thread.origin != origin::SOCKET as u8 || thread.step != 0 {
         return;
     }
