@@ -38,6 +38,8 @@ pub mod unreadable {
     /// TLS: a handshake record, or data of a connection encrypted before tracer started.
     pub const ENCRYPTED: u32 = 1;
     pub const COMPRESSED: u32 = 2;
+    /// Compressed inside TLS, as OpenSSL's probes hand it over.
+    pub const COMPRESSED_IN_TLS: u32 = 3;
 }
 
 /// How `dispatch_command()` takes its arguments, as its signature says.

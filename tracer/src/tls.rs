@@ -148,19 +148,26 @@ pub fn say_unread(pid: u32, err: &anyhow::Error) {
     );
 }
 
-/// The libssl process `pid` maps, as a path that reaches it from here (through the process's
-/// root, whatever its mount namespace).
+/// The libssl process `pid` maps, as a path that reaches it from here: its `map_files` link
+/// (a chroot's or a container's file, whatever path the process knows it by), or where that
+/// cannot be opened (without CAP_SYS_ADMIN), the path it shows through the process's root.
 fn libssl_of(pid: u32) -> Result<PathBuf> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .with_context(|| format!("cannot read process {pid}'s mappings"))?;
-    let path = maps
+    let (range, path) = maps
         .lines()
         .find_map(|line| {
-            let path = Path::new(line.split_whitespace().nth(5)?);
+            let mut fields = line.split_whitespace();
+            let range = fields.next()?;
+            let path = Path::new(fields.nth(4)?);
             let name = path.file_name()?.to_str()?;
-            name.starts_with("libssl.so").then_some(path)
+            name.starts_with("libssl.so").then_some((range, path))
         })
         .context("it maps no libssl (OpenSSL linked in statically, or another TLS library)")?;
+    let link = PathBuf::from(format!("/proc/{pid}/map_files/{range}"));
+    if std::fs::File::open(&link).is_ok() {
+        return Ok(link);
+    }
     let inside = path.strip_prefix("/").unwrap_or(path);
     Ok(Path::new(&format!("/proc/{pid}/root")).join(inside))
 }

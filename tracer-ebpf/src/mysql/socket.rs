@@ -119,7 +119,11 @@ fn read(tid: u32, thread: &mut Thread, io: socket::Io, received: i64, socket: bo
         return;
     }
     if received == 7 && len != 3 && sequence == 0 {
-        unreadable(tid, thread, unreadable::COMPRESSED);
+        let why = match socket {
+            true => unreadable::COMPRESSED,
+            false => unreadable::COMPRESSED_IN_TLS,
+        };
+        unreadable(tid, thread, why);
         return;
     }
     // A command's first packet, read alone or whole (a TLS record or a packet's middle is

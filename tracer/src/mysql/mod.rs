@@ -38,6 +38,7 @@ use crate::{
     processes,
     query::{self, BackendCounters, Queries, counters},
     session, socket, sql,
+    tls::{self, OpensslProbes},
     usdt::Binary,
 };
 
@@ -66,9 +67,10 @@ pub struct Args {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
-    /// The socket for plaintext connections; for a server with encrypted or compressed
-    /// connections, probes in that server alone for them (every thread of a server with
-    /// probes traps at each command)
+    /// The socket for plaintext connections; encrypted ones where OpenSSL hands over their
+    /// plaintext (uprobes in the server's libssl, which only TLS threads call); for a server
+    /// with compressed connections, probes in that server alone for them (every thread of a
+    /// server with probes traps at each command)
     Auto,
     /// Uprobes on dispatch_command(): every command exactly, TLS connections too, at the cost
     /// of two traps into the kernel per command
@@ -313,6 +315,17 @@ impl session::Plan for MysqlPlan {
             }
             Via::Socket => {}
         }
+        // In each server alone: its threads share one address space.
+        let mut tls = OpensslProbes::new(unreadable::TLS_PROGRAMS);
+        if args.via == Via::Auto {
+            tls.load(probes)?;
+            for &pid in &servers {
+                match tls.attach(probes, pid, false) {
+                    Ok(()) => tls::say_attached(probes, pid),
+                    Err(err) => tls::say_unread(pid, &err),
+                }
+            }
+        }
         for target in &targets {
             if let Some(way_in) = &target.way_in {
                 way_in.attach(probes, &target.path)?;
@@ -333,7 +346,7 @@ impl session::Plan for MysqlPlan {
                     Via::Probes => "dispatch_command",
                     Via::Socket => "through the socket",
                     Via::Auto =>
-                        "through the socket; encrypted and compressed connections through probes in their server",
+                        "through the socket; encrypted connections through OpenSSL's probes, compressed ones through probes in their server",
                 }
             ),
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
@@ -342,6 +355,7 @@ impl session::Plan for MysqlPlan {
             unreadable: unreadable::UnreadableConnections::new(
                 args.via,
                 targets.into_iter().map(|t| (t.path, t.offset)),
+                tls,
             ),
             last_check: Instant::now(),
         }))

@@ -1,5 +1,7 @@
 //! Connections whose commands cannot be read off their socket: encrypted (TLS), or in the
-//! compressed protocol. The kernel's socket programs tell each once; by default probes on
+//! compressed protocol. The kernel's socket programs tell each once. By default a server's
+//! TLS connections are read where OpenSSL hands over their plaintext ([`crate::tls`]), in
+//! place from the start; where that cannot be, and for compressed connections, probes on
 //! `dispatch_command()` then take that server's unreadable connections. A uprobe is installed
 //! in a whole address space, so once a server has one, all its threads trap at each command
 //! (the probe program returns at once for the others): the price is paid only by servers that
@@ -16,7 +18,19 @@ use anyhow::{Result, bail};
 use tracer_common::mysql::{Unreadable, unreadable};
 
 use super::Via;
-use crate::{loader::Probes, output, perf, processes, query::Aside};
+use crate::{
+    loader::Probes,
+    output, perf, processes,
+    query::Aside,
+    tls::{self, OpensslProbes},
+};
+
+/// The programs at `SSL_read()` and `SSL_write()`.
+pub const TLS_PROGRAMS: tls::Programs = tls::Programs {
+    read: "mysql_tls_read",
+    read_return: "mysql_tls_read_return",
+    write: "mysql_tls_write",
+};
 
 /// The probe programs, at entry and at return of `dispatch_command()`.
 pub const PROGRAMS: [(&str, bool); 2] =
@@ -45,6 +59,8 @@ pub fn attach_dispatch(
 
 pub struct UnreadableConnections {
     via: Via,
+    /// Servers whose TLS connections OpenSSL's probes read.
+    tls: OpensslProbes,
     /// Where `dispatch_command()` is in each server binary, by file.
     sites: Vec<((u64, u64), u64)>,
     /// Probes attached in one server alone, by pid, and when they were in place
@@ -52,25 +68,33 @@ pub struct UnreadableConnections {
     probed_servers: HashMap<u32, (u64, Vec<OwnedFd>)>,
     /// Records of the batch, acted on after it.
     pending: Vec<Unreadable>,
-    /// Since tracer started: connections read by probes, those whose server's probes came
-    /// after them, and those unseen.
+    /// Since tracer started: connections read through OpenSSL, those read by probes, those
+    /// whose server's probes came after them, and those unseen.
+    through_tls: u64,
     probed: u64,
     late: u64,
     unseen: u64,
 }
 
 impl UnreadableConnections {
-    /// `sites`: the binaries traced, each with where its `dispatch_command()` is.
-    pub fn new(via: Via, sites: impl IntoIterator<Item = (PathBuf, u64)>) -> Self {
+    /// `sites`: the binaries traced, each with where its `dispatch_command()` is; `tls`: the
+    /// servers' OpenSSL probes.
+    pub fn new(
+        via: Via,
+        sites: impl IntoIterator<Item = (PathBuf, u64)>,
+        tls: OpensslProbes,
+    ) -> Self {
         let sites = sites
             .into_iter()
             .filter_map(|(path, offset)| Some((processes::file_id(&path)?, offset)))
             .collect();
         Self {
             via,
+            tls,
             sites,
             probed_servers: HashMap::new(),
             pending: Vec::new(),
+            through_tls: 0,
             probed: 0,
             late: 0,
             unseen: 0,
@@ -86,6 +110,17 @@ impl UnreadableConnections {
     pub fn after_batch(&mut self, probes: &mut Probes) {
         for connection in std::mem::take(&mut self.pending) {
             let server = processes::process_of(connection.tid);
+            match connection.why {
+                unreadable::ENCRYPTED if server.is_some_and(|pid| self.tls.covers(pid)) => {
+                    self.through_tls += 1;
+                    continue;
+                }
+                // OpenSSL's probes hand over what only the server's can read.
+                unreadable::COMPRESSED_IN_TLS => {
+                    self.through_tls = self.through_tls.saturating_sub(1)
+                }
+                _ => {}
+            }
             // A connection seen before its server's probes were in place may have run
             // commands unseen.
             let taken = match (self.via, server) {
@@ -106,8 +141,8 @@ impl UnreadableConnections {
                 }
                 Err(err) => {
                     let why = match connection.why {
-                        unreadable::COMPRESSED => "compressed",
-                        _ => "encrypted",
+                        unreadable::ENCRYPTED => "encrypted",
+                        _ => "compressed",
                     };
                     let message = format_args!(
                         "a connection of MySQL thread {} is {why}: {err:#}",
@@ -142,6 +177,7 @@ impl UnreadableConnections {
 
     /// Lets the probes of servers that exited go.
     pub fn forget_exited(&mut self) {
+        self.tls.forget_exited();
         self.probed_servers
             .retain(|pid, _| processes::exe(*pid).is_some());
     }
@@ -158,9 +194,15 @@ impl UnreadableConnections {
             text: format!("unseen: the commands of {unseen} encrypted or compressed connections"),
         }];
         if self.via == Via::Auto {
+            let through_tls = self.through_tls;
             asides.splice(
                 0..0,
                 [
+                    Aside {
+                        field: "tls_connections",
+                        count: through_tls,
+                        text: format!("{through_tls} encrypted through OpenSSL's probes"),
+                    },
                     Aside {
                         field: "probed_connections",
                         count: probed,
