@@ -407,6 +407,102 @@ fn connections(flavour: Flavour, via: &[&str]) {
     );
 }
 
+/// A listener that stops taking connections, as a stalled or saturated server's does: TCP
+/// clients wait in the kernel's accept queue (each wait is tracer's to measure), and with a
+/// queue of two (`--back-log=1`) the kernel turns the rest away, which its own
+/// `ListenOverflows` counts. Those whose handshake ended in a SYN cookie are lost for good
+/// (the client believes it is connected and waits for a greeting that never comes): they
+/// fail, as they would in production.
+#[test]
+fn a_stalled_listener_shows_in_queue_waits_and_overflows() {
+    on_each_server(&[&[]], stalled_listener);
+}
+
+fn stalled_listener(flavour: Flavour, via: &[&str]) {
+    let port = 20000 + (std::process::id() % 10000) as u16 + flavour as u16;
+    let port_option = format!("--port={port}");
+    let options = [
+        "--skip-networking=0",
+        "--bind-address=127.0.0.1",
+        &port_option,
+        "--back-log=1",
+    ];
+    let server = MysqlServer::start_with(flavour, "stalled", None, &options);
+    // root logs in through the Unix socket alone (MariaDB's unix_socket authentication).
+    server.sql("CREATE USER tcp@'127.0.0.1'");
+    let tracer = tracer_mysql(&server, via, &["--connections"]);
+    let connections = || -> u64 {
+        let row = server.sql("SHOW GLOBAL STATUS LIKE 'Connections'");
+        row.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let connections_before = connections();
+    let overflows_before = listen_overflows();
+    let stall = std::time::Duration::from_millis(500);
+    let pid = server.pid().to_string();
+    run(std::process::Command::new("kill").args(["-STOP", &pid]));
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            server
+                .client()
+                .args([
+                    "--protocol=TCP",
+                    "--host=127.0.0.1",
+                    &port_option,
+                    "--user=tcp",
+                ])
+                .args(["--connect-timeout=3", "-e", &format!("SELECT {i}")])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(stall);
+    run(std::process::Command::new("kill").args(["-CONT", &pid]));
+    let mut connected = 0;
+    for mut client in clients {
+        connected += client.wait().unwrap().success() as u64;
+    }
+    let overflows = listen_overflows() - overflows_before;
+    // Those the server took, some after their client gave up; and the read itself.
+    let accepted = connections() - connections_before - 1;
+    let finished = tracer.stop();
+    let lines = finished.json_of_type("connections");
+    let sum = |field: &dyn Fn(&Json) -> u64| lines.iter().map(field).sum::<u64>();
+    let queue = |line: &Json, field: &str| line["accept_queue"][field].as_f64().unwrap();
+    let waited = sum(&|line| queue(line, "count") as u64);
+    let longest = lines
+        .iter()
+        .map(|line| queue(line, "max_us"))
+        .fold(0.0, f64::max);
+    let turned_away = sum(&|line| line["listen_overflows"].as_u64().unwrap());
+    eprintln!(
+        "{flavour:?}: {connected} of 6 connected, {accepted} accepted, {waited} waits in the \
+         queue, the longest {longest} us; overflows: tracer {turned_away}, kernel {overflows}"
+    );
+    // Each TCP connection the server took was accepted after its wait, the first ones after
+    // the stall.
+    assert!(connected >= 2, "the queue holds two");
+    assert_eq!(waited, accepted, "{finished:#?}");
+    assert!(longest >= 0.8 * stall.as_micros() as f64, "{longest}");
+    assert!(overflows > 0, "a queue of two, six clients");
+    assert_eq!(turned_away, overflows);
+}
+
+/// The kernel's `ListenOverflows` in this network namespace (the servers').
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let mut lines = netstat.lines().filter(|line| line.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|name| name == "ListenOverflows");
+    values
+        .split_whitespace()
+        .nth(at.unwrap())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn raw_shows_literals_and_slow_lines_name_the_server() {
     on_each_server(&VIAS[..1], raw_and_slow);

@@ -78,6 +78,10 @@ pub struct MysqlLayout {
     /// 1: commands from the socket (`--via socket`, `--via auto`); `dispatch_command()`'s
     /// probes, where attached, serve only the connections the socket cannot read.
     pub via_socket: u32,
+    /// With `--connections`: where the kernel keeps what leads from a file descriptor to its
+    /// socket (`task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.private_data`,
+    /// `socket.sk`).
+    pub socket_of_fd: [u32; 5],
 }
 
 /// A new connection's way in, in kernel time (ns). Each phase ends where the next begins.
@@ -107,6 +111,8 @@ pub struct Accepted {
     pub kind: u32,
     pub pid: u32,
     pub busy_ns: u64,
+    /// How long the kernel kept it in the listener's accept queue (TCP; 0: not seen).
+    pub queued_ns: u64,
 }
 
 plain_old_data!(MysqlLayout, Connection, Accepted, Unreadable);

@@ -3,18 +3,26 @@
 //! MySQL: `process_new_connection()` hands a `Channel_info` to the connection handler's
 //! `add_connection()`); a server thread makes its `THD` from it (`CONNECT::create_thd()`,
 //! `Channel_info::create_thd()`), sends the handshake (its first socket send), authenticates
-//! the client (`acl_authenticate()`), and runs its first command.
+//! the client (`acl_authenticate()`), and runs its first command. Before all that, a TCP
+//! connection waits in the listener's accept queue from its handshake's end (the kernel's
+//! `inet_sock_set_state`, SYN_RECV to ESTABLISHED) to the end of the `accept()` that takes
+//! it (its socket found from the descriptor returned, as no kprobe or fexit may exist).
 
 use aya_ebpf::{
+    helpers::bpf_get_current_task,
     helpers::bpf_ktime_get_ns,
-    macros::{map, uprobe, uretprobe},
+    macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::mysql::{Accepted, Connection, kind, signature};
 
 use super::Mysql;
-use crate::{events, query, task};
+use crate::{
+    events,
+    kernel::{field, read_ptr},
+    query, task,
+};
 
 /// Connections the listener or a server thread is busy with at once.
 const IN_FLIGHT: u32 = 4096;
@@ -36,6 +44,15 @@ static MYSQL_LOGGING_IN: LruHashMap<u32, LoggingIn> = LruHashMap::with_max_entri
 #[map]
 static MYSQL_LOGGED_IN: LruHashMap<u64, Connection> = LruHashMap::with_max_entries(IN_FLIGHT, 0);
 
+/// TCP connections in a listener's accept queue, by socket: since when (any listener's: which
+/// server's shows only at `accept()`).
+#[map]
+static MYSQL_QUEUED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(IN_FLIGHT, 0);
+
+/// Per listener thread: how long the connection it accepted waited in the queue.
+#[map]
+static MYSQL_QUEUE_WAITS: HashMap<u32, u64> = HashMap::with_max_entries(64, 0);
+
 #[derive(Clone, Copy)]
 struct LoggingIn {
     connection: Connection,
@@ -45,6 +62,74 @@ struct LoggingIn {
 #[inline(always)]
 fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// TCP's states, as `inet_sock_set_state` numbers them.
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_RECV: i32 = 3;
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn mysql_tcp_state(ctx: BtfTracePointContext) -> i32 {
+    state_changed(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn mysql_tcp_state_tp(ctx: TracePointContext) -> u32 {
+    state_changed(field(&ctx, 8), field(&ctx, 16), field(&ctx, 20));
+    0
+}
+
+/// A TCP socket changed state: a connection whose handshake ended is in its listener's queue.
+#[inline(always)]
+fn state_changed(socket: u64, old: i32, new: i32) {
+    if old == TCP_SYN_RECV && new == TCP_ESTABLISHED {
+        let _ = MYSQL_QUEUED.insert(socket, now(), 0);
+    }
+}
+
+/// `syscalls:sys_exit_accept4` and `sys_exit_accept`: `ret`.
+const ACCEPT_RET: usize = 16;
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn mysql_accept4_tp(ctx: TracePointContext) -> u32 {
+    accepted(field(&ctx, ACCEPT_RET));
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn mysql_accept_tp(ctx: TracePointContext) -> u32 {
+    accepted(field(&ctx, ACCEPT_RET));
+    0
+}
+
+/// A process accepted a connection as file descriptor `fd` (or failed): if a server's, its
+/// socket's wait in the queue is its listener thread's to report.
+#[inline(always)]
+fn accepted(fd: i64) {
+    if fd < 0 || !query::traced_process::<Mysql>() {
+        return;
+    }
+    let Some(socket) = socket_of(fd as u64) else {
+        return;
+    };
+    let Some(&queued_ns) = (unsafe { MYSQL_QUEUED.get(socket) }) else {
+        return;
+    };
+    let _ = MYSQL_QUEUED.remove(socket);
+    let _ = MYSQL_QUEUE_WAITS.insert(task::current_tid(), now() - queued_ns, 0);
+}
+
+/// The `struct sock` behind the current task's descriptor `fd`: its file in the task's table,
+/// the `struct socket` the file holds, the `sock` that holds.
+#[inline(always)]
+fn socket_of(fd: u64) -> Option<u64> {
+    let [files, fdt, fds, private_data, sk] = super::MYSQL_LAYOUT.load().socket_of_fd;
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let table = read_ptr(read_ptr(read_ptr(task, files)?, fdt)?, fds)?;
+    let file = read_ptr(table, (fd * 8) as u32)?;
+    let socket = read_ptr(file, private_data)?;
+    read_ptr(socket, sk).map(|sk| sk as u64)
 }
 
 #[uprobe]
@@ -86,10 +171,13 @@ pub fn mysql_accepted_return(_ctx: RetProbeContext) -> u32 {
         return 0;
     };
     let _ = MYSQL_LISTENING.remove(tid);
+    let queued_ns = unsafe { MYSQL_QUEUE_WAITS.get(tid) }.copied();
+    let _ = MYSQL_QUEUE_WAITS.remove(tid);
     events::emit(Accepted {
         kind: kind::ACCEPTED,
         pid: task::current_pid_tid().map_or(0, |(pid, _)| pid),
         busy_ns: now() - accepted_ns,
+        queued_ns: queued_ns.unwrap_or(0),
     });
     0
 }

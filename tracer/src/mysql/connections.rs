@@ -1,7 +1,10 @@
 //! `tracer mysql --connections`: how long a new client waits to get in, and where. From the
 //! listener's accept to the server's handshake, to authentication done, to the first command;
-//! and the listener's own time per accepted connection, which saturates in a connection storm.
-//! Each server kind has its own functions for it, found by their demangled signatures.
+//! the listener's own time per accepted connection, which saturates in a connection storm;
+//! before that, a TCP connection's wait in the kernel's accept queue, and the connections the
+//! kernel turned away from full queues (`ListenOverflows`, `ListenDrops` of the servers'
+//! network namespaces). Each server kind has its own functions for it, found by their
+//! demangled signatures.
 
 use std::io::Write as _;
 
@@ -133,10 +136,12 @@ const PHASES: [(&str, &str); 3] = [
     ),
 ];
 
-#[derive(Default)]
 pub struct Connections {
     window: Totals,
     metrics: Option<ConnectionMetrics>,
+    /// The servers' network namespaces, one server each, with their listen counters when last
+    /// read.
+    namespaces: Vec<(u32, ListenCounters)>,
 }
 
 #[derive(Default)]
@@ -146,11 +151,21 @@ struct Totals {
     accepted_before: u64,
     phases: [Latencies; 3],
     listener_busy: Latencies,
+    accept_queue: Latencies,
+}
+
+/// `TcpExt` counters of a network namespace: connections turned away because a listener's
+/// accept queue was full, and all those dropped at a listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct ListenCounters {
+    overflows: u64,
+    drops: u64,
 }
 
 struct ConnectionMetrics {
     phases: Family<PhaseLabel, Histogram, fn() -> Histogram>,
     listener_busy: Histogram,
+    accept_queue: Histogram,
     failed: Counter,
 }
 
@@ -160,6 +175,30 @@ struct PhaseLabel {
 }
 
 impl Connections {
+    /// For `servers` (none: unknown until they connect, and no listen counters).
+    pub fn new(servers: &[u32]) -> Self {
+        let mut namespaces: Vec<(u32, ListenCounters, std::path::PathBuf)> = Vec::new();
+        for &pid in servers {
+            let Ok(namespace) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
+                continue;
+            };
+            if namespaces.iter().any(|(_, _, seen)| *seen == namespace) {
+                continue;
+            }
+            if let Some(counters) = listen_counters(pid) {
+                namespaces.push((pid, counters, namespace));
+            }
+        }
+        Self {
+            window: Totals::default(),
+            metrics: None,
+            namespaces: namespaces
+                .into_iter()
+                .map(|(pid, counters, _)| (pid, counters))
+                .collect(),
+        }
+    }
+
     pub fn connection(&mut self, connection: &Connection) {
         let totals = &mut self.window;
         totals.connections += 1;
@@ -194,9 +233,29 @@ impl Connections {
 
     pub fn accepted(&mut self, accepted: &Accepted) {
         self.window.listener_busy.record(accepted.busy_ns);
+        if accepted.queued_ns != 0 {
+            self.window.accept_queue.record(accepted.queued_ns);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.listener_busy.observe(seconds(accepted.busy_ns));
+            if accepted.queued_ns != 0 {
+                metrics.accept_queue.observe(seconds(accepted.queued_ns));
+            }
         }
+    }
+
+    /// What the servers' listeners turned away since last asked.
+    fn turned_away(&mut self) -> ListenCounters {
+        let mut window = ListenCounters::default();
+        for (pid, last) in &mut self.namespaces {
+            let Some(now) = listen_counters(*pid) else {
+                continue;
+            };
+            window.overflows += now.overflows.saturating_sub(last.overflows);
+            window.drops += now.drops.saturating_sub(last.drops);
+            *last = now;
+        }
+        window
     }
 
     pub fn register_metrics(&mut self, metrics: &mut Metrics) {
@@ -213,6 +272,12 @@ impl Connections {
                 Some(Unit::Seconds),
                 log2_seconds(),
             ),
+            accept_queue: metrics.register(
+                "tracer_mysql_accept_queue_wait",
+                "How long new TCP connections to MySQL waited in the kernel's accept queue before the listener took them",
+                Some(Unit::Seconds),
+                log2_seconds(),
+            ),
             failed: metrics.register(
                 "tracer_mysql_connection_failures",
                 "New MySQL connections that failed to authenticate",
@@ -224,6 +289,7 @@ impl Connections {
 
     pub fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
         let totals = std::mem::take(&mut self.window);
+        let turned_away = self.turned_away();
         if out.json {
             let phases = PHASES.iter().zip(&totals.phases);
             out.json_line(&ConnectionsJson {
@@ -234,6 +300,9 @@ impl Connections {
                 accepted_before_tracing: totals.accepted_before,
                 phases: phases.map(|((name, _), l)| (*name, l.summary())).collect(),
                 listener_busy: totals.listener_busy.summary(),
+                accept_queue: totals.accept_queue.summary(),
+                listen_overflows: turned_away.overflows,
+                listen_drops: turned_away.drops,
             })?;
             return Ok(());
         }
@@ -242,9 +311,19 @@ impl Connections {
             "\nNew connections: {} ({} failed to authenticate, {} accepted before tracing)",
             totals.connections, totals.failed, totals.accepted_before
         )?;
+        if !self.namespaces.is_empty() {
+            writeln!(
+                out,
+                "Turned away by full listen queues: {} overflows, {} drops (TcpExt)",
+                turned_away.overflows, turned_away.drops
+            )?;
+        }
         let sections = PHASES.iter().map(|(_, title)| *title).zip(&totals.phases);
+        let queue = "waited in the accept queue (TCP)";
         let listener = "listener busy per accepted connection";
-        for (title, latencies) in sections.chain([(listener, &totals.listener_busy)]) {
+        let before = [(queue, &totals.accept_queue)];
+        let after = [(listener, &totals.listener_busy)];
+        for (title, latencies) in before.into_iter().chain(sections).chain(after) {
             if latencies.count() == 0 {
                 continue;
             }
@@ -269,6 +348,30 @@ struct ConnectionsJson {
     accepted_before_tracing: u64,
     phases: std::collections::BTreeMap<&'static str, LatencySummary>,
     listener_busy: LatencySummary,
+    accept_queue: LatencySummary,
+    listen_overflows: u64,
+    listen_drops: u64,
+}
+
+/// A network namespace's listen counters, as process `pid` sees them.
+fn listen_counters(pid: u32) -> Option<ListenCounters> {
+    let netstat = std::fs::read_to_string(format!("/proc/{pid}/net/netstat")).ok()?;
+    parse_listen_counters(&netstat)
+}
+
+/// `ListenOverflows` and `ListenDrops` from `/proc/net/netstat`: a line of `TcpExt:` names,
+/// then one of their values.
+fn parse_listen_counters(netstat: &str) -> Option<ListenCounters> {
+    let mut lines = netstat.lines().filter(|line| line.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let value = |wanted: &str| {
+        let at = names.split_whitespace().position(|name| name == wanted)?;
+        values.split_whitespace().nth(at)?.parse().ok()
+    };
+    Some(ListenCounters {
+        overflows: value("ListenOverflows")?,
+        drops: value("ListenDrops")?,
+    })
 }
 
 #[cfg(test)]
@@ -277,7 +380,7 @@ mod tests {
 
     #[test]
     fn phases_run_from_one_step_to_the_next() {
-        let mut connections = Connections::default();
+        let mut connections = Connections::new(&[]);
         let connection = |accepted_ns, first_command_ns| Connection {
             accepted_ns,
             handshake_ns: 10_000,
@@ -295,6 +398,23 @@ mod tests {
         assert_eq!(counts, [1, 2, 1]);
         assert_eq!(totals.phases[0].total_ns(), 6_000);
         assert_eq!(totals.phases[2].total_ns(), 40_000);
+    }
+
+    #[test]
+    fn reads_the_listen_counters_of_a_namespace() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPHPHits\n\
+                       TcpExt: 0 17 21 5\n\
+                       IpExt: InNoRoutes\n\
+                       IpExt: 0\n";
+        let counters = parse_listen_counters(netstat).unwrap();
+        assert_eq!(
+            counters,
+            ListenCounters {
+                overflows: 17,
+                drops: 21
+            }
+        );
+        assert!(listen_counters(std::process::id()).is_some());
     }
 
     #[test]

@@ -177,6 +177,7 @@ impl MysqlPlan {
                 let binary = Binary::open(&target.path)?;
                 target.way_in = Some(Sites::find(&binary, &target.shown, target.signature)?);
             }
+            tracepoints.extend(ACCEPT_TRACEPOINTS);
         }
         // The end of an answer, or a handshake.
         if via_socket || args.connections {
@@ -201,6 +202,31 @@ impl MysqlPlan {
         })
     }
 }
+
+/// TCP connections entering a listener's accept queue, and leaving it (`--connections`).
+const ACCEPT_TRACEPOINTS: [Tracepoint; 3] = [
+    Tracepoint {
+        category: "sock",
+        name: "inet_sock_set_state",
+        program: "mysql_tcp_state",
+        args: Some(&["struct sock *", "int", "int"]),
+        fields: &[("skaddr", 8, 8), ("oldstate", 16, 4), ("newstate", 20, 4)],
+    },
+    Tracepoint {
+        category: "syscalls",
+        name: "sys_exit_accept4",
+        program: "mysql_accept4",
+        args: None,
+        fields: &[("ret", 16, 8)],
+    },
+    Tracepoint {
+        category: "syscalls",
+        name: "sys_exit_accept",
+        program: "mysql_accept",
+        args: None,
+        fields: &[("ret", 16, 8)],
+    },
+];
 
 /// A C++ symbol's demangled name, as `dispatch_command(THD*, ...)`.
 fn demangled(name: &str) -> Option<String> {
@@ -263,10 +289,22 @@ impl session::Plan for MysqlPlan {
             counters,
             true,
         )?;
+        let btf = &kernel.btf;
+        let socket_of_fd = match self.args.connections {
+            true => [
+                btf.member_offset("task_struct", "files")?,
+                btf.member_offset("files_struct", "fdt")?,
+                btf.member_offset("fdtable", "fd")?,
+                btf.member_offset("file", "private_data")?,
+                btf.member_offset("socket", "sk")?,
+            ],
+            false => [0; 5],
+        };
         let layout = MysqlLayout {
             signature: self.targets[0].signature,
             connections: self.args.connections as u32,
             via_socket: (self.args.via != Via::Probes) as u32,
+            socket_of_fd,
         };
         settings.push(Setting::global("MYSQL_LAYOUT", &layout));
         Ok(settings)
@@ -331,6 +369,7 @@ impl session::Plan for MysqlPlan {
                 way_in.attach(probes, &target.path)?;
             }
         }
+
         let mut counters = BackendCounters::new(counters);
         // Perf counters: running server threads get theirs now, later ones at their first
         // command.
@@ -351,7 +390,7 @@ impl session::Plan for MysqlPlan {
             ),
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
             statements: Statements::default(),
-            connections: args.connections.then(Connections::default),
+            connections: args.connections.then(|| Connections::new(&servers)),
             unreadable: unreadable::UnreadableConnections::new(
                 args.via,
                 targets.into_iter().map(|t| (t.path, t.offset)),
