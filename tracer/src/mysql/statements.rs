@@ -75,4 +75,17 @@ mod tests {
         assert_eq!(&*statements.executed(2, 7), UNKNOWN);
         assert_eq!(statements.count, 0);
     }
+
+    #[test]
+    fn an_id_used_again_after_a_close_runs_its_new_statement() {
+        let mut statements = Statements::default();
+        statements.prepared(1, 1, "SELECT ?");
+        statements.closed(1, 1);
+        statements.prepared(1, 1, "DELETE FROM t WHERE id = ?");
+        assert_eq!(&*statements.executed(1, 1), "DELETE FROM t WHERE id = ?");
+        // Prepared again without a close seen (its COM_STMT_CLOSE lost): the new one wins.
+        statements.prepared(1, 1, "SELECT ? * ?");
+        assert_eq!(&*statements.executed(1, 1), "SELECT ? * ?");
+        assert_eq!(statements.count, 1);
+    }
 }
