@@ -542,7 +542,7 @@ fn the_breakdown_is_what_the_connections_thread_spent() {
 
 fn breakdown(flavour: Flavour, via: &[&str]) {
     let server = MysqlServer::start(flavour, "breakdown");
-    let tracer = tracer_mysql(&server, via, &["--breakdown=sched", "--slow", "0"]);
+    let tracer = tracer_mysql(&server, via, &["--breakdown=sched", "--slow", "0", "-v"]);
     let mut session = server.session();
     let thread = session.query(
         "SELECT THREAD_OS_ID FROM performance_schema.threads WHERE PROCESSLIST_ID = CONNECTION_ID()",
@@ -562,6 +562,14 @@ fn breakdown(flavour: Flavour, via: &[&str]) {
         line.unwrap_or_else(|| panic!("{text}: {finished:#?}"))
             .clone()
     };
+    // With -v: the kernel side says when it saw a thread's state change out of order.
+    for line in finished
+        .stderr
+        .lines()
+        .filter(|l| l.contains("kernel side"))
+    {
+        eprintln!("{line}");
+    }
     let (busy, asleep) = (
         line("SELECT BENCHMARK(?, SHA2(RAND(), ?))"),
         line("SELECT SLEEP(?)"),

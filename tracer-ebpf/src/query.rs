@@ -132,6 +132,8 @@ pub struct Thread {
     sched_ns: [u64; 4],
     sched_state: u8,
     sched_since_ns: u64,
+    /// When it was last woken: the end of its sleep, if after the sleep began.
+    woken_ns: u64,
     cache_misses: u64,
     io: BlockIo,
     /// The thread's cgroup's throttled time at the query's start.
@@ -204,6 +206,7 @@ static NEW_THREAD: Thread = Thread {
     sched_ns: [0; 4],
     sched_state: sched::RUNNING,
     sched_since_ns: 0,
+    woken_ns: 0,
     cache_misses: 0,
     io: BlockIo {
         read_bytes: 0,
@@ -456,6 +459,7 @@ pub fn finish<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone
 #[inline(always)]
 pub fn answered(thread: &mut Thread) {
     let now = unsafe { bpf_ktime_get_ns() };
+    on_cpu(thread);
     enter(thread, sched::RUNNING, now);
     thread.answered_ns = now;
     thread.sched_at_answer = thread.sched_ns;
@@ -501,6 +505,7 @@ fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone,
     record.origin = thread.origin as u32;
     // It ends on a CPU, in the thread's own context: now, or at its last answer.
     if thread.answered_ns != end_ns {
+        on_cpu(thread);
         enter(thread, sched::RUNNING, end_ns);
         thread.sched_at_answer = thread.sched_ns;
     }
@@ -539,22 +544,51 @@ fn in_query(tid: u32) -> Option<&'static mut Thread> {
 #[inline(always)]
 fn enter(thread: &mut Thread, state: u8, now: u64) {
     let spent = now.saturating_sub(thread.sched_since_ns);
-    // Masked, so that the verifier sees the index in bounds.
-    thread.sched_ns[(thread.sched_state & 3) as usize] += spent;
+    // Masked, so that the verifier sees the index in bounds; read as volatile, so that the
+    // compiler, knowing the state on some path, keeps the mask there too.
+    let state_now = unsafe { core::ptr::read_volatile(&thread.sched_state) } & 3;
+    thread.sched_ns[state_now as usize] += spent;
     thread.sched_state = state;
     thread.sched_since_ns = now;
+}
+
+/// `thread` is on a CPU (in its own context, or leaving one). If its state says otherwise, the
+/// switch that brought it on went unseen (rarely, here: a few times in a thousand runs of a
+/// busy query): it ran since its wakeup, if one came in that state, else since the state
+/// began. Its wait for the CPU in between, unknown, is counted as running.
+#[inline(always)]
+fn on_cpu(thread: &mut Thread) {
+    let (state, since, woken_ns) = (thread.sched_state, thread.sched_since_ns, thread.woken_ns);
+    if state == sched::RUNNING {
+        return;
+    }
+    if matches!(state, sched::BLOCKED | sched::SLEEPING) && woken_ns > since {
+        enter(thread, sched::RUNNING, woken_ns);
+    } else {
+        thread.sched_state = sched::RUNNING;
+    }
 }
 
 /// A CPU switched from thread `prev` (leaving in `prev_state`, or preempted) to `next`: the
 /// two lookups every other thread on the machine pays.
 #[inline(always)]
 fn switched(prev: u32, preempted: bool, prev_state: u64, next: u32) {
+    let (prev_tid, next_tid) = (prev, next);
     let (prev, next) = (in_query(prev), in_query(next));
     if prev.is_none() && next.is_none() {
         return;
     }
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(thread) = prev {
+        if thread.sched_state != sched::RUNNING {
+            cold_warn!(
+                "per-query tools: thread {} left a CPU counted in state {} for {} ns: its switch-in went unseen",
+                prev_tid,
+                thread.sched_state,
+                now.saturating_sub(thread.sched_since_ns)
+            );
+        }
+        on_cpu(thread);
         let state = if preempted || prev_state & 0xff == 0 {
             sched::RUNNABLE
         } else if prev_state & TASK_UNINTERRUPTIBLE != 0 {
@@ -565,6 +599,21 @@ fn switched(prev: u32, preempted: bool, prev_state: u64, next: u32) {
         enter(thread, state, now);
     }
     if let Some(thread) = next {
+        if thread.sched_state == sched::RUNNING {
+            cold_warn!(
+                "per-query tools: thread {} came on a CPU counted as running for {} ns: its switch-out went unseen",
+                next_tid,
+                now.saturating_sub(thread.sched_since_ns)
+            );
+        }
+        // A sleep ends at its wakeup, if one was seen since: then the wait for a CPU.
+        let woken_ns = thread.woken_ns;
+        if matches!(thread.sched_state, sched::BLOCKED | sched::SLEEPING)
+            && woken_ns > thread.sched_since_ns
+            && woken_ns <= now
+        {
+            enter(thread, sched::RUNNABLE, woken_ns);
+        }
         enter(thread, sched::RUNNING, now);
     }
 }
@@ -572,13 +621,13 @@ fn switched(prev: u32, preempted: bool, prev_state: u64, next: u32) {
 /// `TASK_UNINTERRUPTIBLE`, in `task_struct.__state` and in the classic record's `prev_state`.
 const TASK_UNINTERRUPTIBLE: u64 = 2;
 
-/// A sleeping thread was woken: from now it waits for a CPU.
+/// A sleeping thread was woken: from now it waits for a CPU. Only the time is kept, for its
+/// switch-in to split the sleep from the wait: the wakeup may run on another CPU, and a state
+/// written here could land after that switch-in, leaving a running thread counted as waiting.
 #[inline(always)]
 fn woken(tid: u32) {
-    if let Some(thread) = in_query(tid)
-        && matches!(thread.sched_state, sched::BLOCKED | sched::SLEEPING)
-    {
-        enter(thread, sched::RUNNABLE, unsafe { bpf_ktime_get_ns() });
+    if let Some(thread) = in_query(tid) {
+        thread.woken_ns = unsafe { bpf_ktime_get_ns() };
     }
 }
 
