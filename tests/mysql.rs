@@ -229,7 +229,7 @@ fn default_mode(flavour: Flavour) {
         .filter(|l| l.contains("is encrypted"))
         .collect();
     assert_eq!(said.len(), 1, "{}", finished.stderr);
-    assert!(said[0].contains("the default --via auto probes such connections"));
+    assert!(said[0].contains("the default --via auto reads such connections"));
 }
 
 /// Prepared statements: each execute is counted under its statement's text, from connections

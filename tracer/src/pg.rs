@@ -501,7 +501,7 @@ impl Pg {
         }
         if let Err(err) = attached {
             let hint = match self.via {
-                Via::Socket => " (the default --via auto probes such backends)",
+                Via::Socket => " (the default --via auto reads such backends)",
                 _ => "",
             };
             let message = format_args!("backend {pid} is encrypted: {err:#}{hint}");

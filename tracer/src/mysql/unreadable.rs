@@ -130,7 +130,7 @@ impl UnreadableConnections {
                 },
                 (Via::Auto, None) => Err(anyhow::anyhow!("its server exited")),
                 _ => Err(anyhow::anyhow!(
-                    "--via socket cannot read its commands (the default --via auto probes such \
+                    "--via socket cannot read its commands (the default --via auto reads such \
                      connections)"
                 )),
             };
