@@ -81,13 +81,11 @@ impl OpensslProbes {
             let Some((_, offset)) = binary.symbol(function) else {
                 bail!("its libssl has no {function}()");
             };
+            // Past an endbr64 (sid's libssl has one), which both would single-step: the return
+            // address is where a return probe expects it there too.
             let uprobe = perf::Uprobe {
                 path: library.clone(),
-                offset: if retprobe {
-                    offset
-                } else {
-                    binary.entry_probe_offset(offset)
-                },
+                offset: binary.entry_probe_offset(offset),
                 semaphore: 0,
                 retprobe,
             };
