@@ -553,9 +553,9 @@ fn enter(thread: &mut Thread, state: u8, now: u64) {
 }
 
 /// `thread` is on a CPU (in its own context, or leaving one). If its state says otherwise, the
-/// switch that brought it on went unseen (rarely, here: a few times in a thousand runs of a
-/// busy query): it ran since its wakeup, if one came in that state, else since the state
-/// began. Its wait for the CPU in between, unknown, is counted as running.
+/// switch that brought it on went unseen (here about once in thirty half-second busy
+/// commands): it ran since its wakeup, if one came in that state, else since the state began.
+/// Its wait for the CPU in between, unknown, is counted as running.
 #[inline(always)]
 fn on_cpu(thread: &mut Thread) {
     let (state, since, woken_ns) = (thread.sched_state, thread.sched_since_ns, thread.woken_ns);
