@@ -369,7 +369,6 @@ impl session::Plan for MysqlPlan {
                 way_in.attach(probes, &target.path)?;
             }
         }
-
         let mut counters = BackendCounters::new(counters);
         // Perf counters: running server threads get theirs now, later ones at their first
         // command.
