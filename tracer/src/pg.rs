@@ -264,10 +264,7 @@ impl session::Plan for PgPlan {
         if args.via == Via::Auto {
             tls.load(probes)?;
             for &pid in &servers.pids {
-                match tls.attach(probes, pid, OPENSSL_EVERYWHERE) {
-                    Ok(()) => tls::say_attached(probes, pid),
-                    Err(err) => tls::say_unread(pid, &err),
-                }
+                tls.probe(probes, pid, OPENSSL_EVERYWHERE);
             }
         }
         let mut counters = BackendCounters::new(counters);

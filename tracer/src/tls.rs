@@ -99,6 +99,15 @@ impl OpensslProbes {
         Ok(())
     }
 
+    /// [`Self::attach`], saying what came of it: `-v` names the server probed, and a server
+    /// that cannot be is named on stderr with why and what reads it instead.
+    pub fn probe(&mut self, probes: &mut Probes, pid: u32, every_process: bool) {
+        match self.attach(probes, pid, every_process) {
+            Ok(()) => say_attached(probes, pid),
+            Err(err) => say_unread(pid, &err),
+        }
+    }
+
     /// The same for a server that has just exec'd, whose loader may still be mapping its
     /// libraries: tried now and at each [`Self::retry`] until it maps its libssl.
     pub fn attach_starting(&mut self, probes: &mut Probes, pid: u32, every_process: bool) {
@@ -132,14 +141,14 @@ impl OpensslProbes {
 }
 
 /// What -v says of a server probed.
-pub fn say_attached(probes: &Probes, pid: u32) {
+fn say_attached(probes: &Probes, pid: u32) {
     probes.say(format_args!(
         "server {pid}: encrypted connections through uprobes on SSL_read() and SSL_write()"
     ));
 }
 
 /// What a server whose encrypted connections the probes cannot read is told.
-pub fn say_unread(pid: u32, err: &anyhow::Error) {
+fn say_unread(pid: u32, err: &anyhow::Error) {
     eprintln!(
         "tracer: server {pid}: {err:#}: its encrypted connections go to probes in the server, \
          which may come after their first queries"

@@ -38,7 +38,7 @@ use crate::{
     processes,
     query::{self, BackendCounters, Queries, counters},
     session, socket, sql,
-    tls::{self, OpensslProbes},
+    tls::OpensslProbes,
     usdt::Binary,
 };
 
@@ -358,10 +358,7 @@ impl session::Plan for MysqlPlan {
         if args.via == Via::Auto {
             tls.load(probes)?;
             for &pid in &servers {
-                match tls.attach(probes, pid, false) {
-                    Ok(()) => tls::say_attached(probes, pid),
-                    Err(err) => tls::say_unread(pid, &err),
-                }
+                tls.probe(probes, pid, false);
             }
         }
         for target in &targets {
