@@ -1,11 +1,11 @@
 //! `tracer direct-reclaim` against reclaim caused on purpose, checked with the kernel's own
 //! counters.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use tracer_tests::{
-    Cgroup, Scratch, Tracer, cause_global_reclaim, cgroup_v2_only, run, sh_in, summary, vmstat,
-    vmstat_sum,
+    Cgroup, Scratch, Tracer, cause_direct_compaction, cause_global_reclaim, cgroup_v2_only,
+    huge_page_order, run, sh_in, summary, vmstat, vmstat_sum,
 };
 
 /// Global direct reclaim, caused on purpose (see [`cause_global_reclaim`]).
@@ -53,6 +53,102 @@ fn global_stalls_match_allocstall_and_pgsteal_direct() {
         .unwrap_or_else(|| panic!("reader {reader_pid} not among {summary:#}"));
     assert_eq!(reader_row["comm"], "cat");
     assert!(reader_row["count"].as_u64().unwrap() >= 1);
+}
+
+/// Direct compaction, caused on purpose (see [`cause_direct_compaction`]): each try the kernel
+/// counts a stall is one, split as the kernel splits them into tries that got their page and
+/// tries that failed; kcompactd's wake-ups are counted apart.
+#[test]
+fn compaction_stalls_match_compact_stall_success_and_fail() {
+    let json = Tracer::start(&["direct-reclaim", "--json"]);
+    let events = Tracer::start(&["direct-reclaim", "--json", "--events"]);
+    let text = Tracer::start(&["direct-reclaim"]);
+    let before = vmstat();
+    let asker = cause_direct_compaction();
+    let after = vmstat();
+    let (summary, events, text) = (summary(&json.stop()), events.stop(), text.stop());
+
+    let moved = |name: &str| after[name] - before[name];
+    let compaction = &summary["compaction"];
+    eprintln!(
+        "tracer: {compaction}; vmstat: compact_stall {}, compact_success {}, compact_fail {}, compact_daemon_wake {}",
+        moved("compact_stall"),
+        moved("compact_success"),
+        moved("compact_fail"),
+        moved("compact_daemon_wake")
+    );
+    assert!(moved("compact_stall") > 0, "no direct compaction happened");
+    assert_eq!(compaction["stalls"], moved("compact_stall"));
+    assert_eq!(compaction["succeeded"], moved("compact_success"));
+    assert_eq!(compaction["failed"], moved("compact_fail"));
+    assert_eq!(
+        compaction["kcompactd"]["wakes"],
+        moved("compact_daemon_wake")
+    );
+
+    // One line per stall, the asker's at the order of a huge page.
+    events.assert_success();
+    let lines = events.json_of_type("compaction");
+    assert_eq!(lines.len() as u64, moved("compact_stall"));
+    let asked: Vec<_> = lines.iter().filter(|line| line["pid"] == asker).collect();
+    assert!(!asked.is_empty(), "no stall of the asker {asker}");
+    for line in &asked {
+        assert_eq!(line["order"], huge_page_order(), "{line}");
+        assert!(line["latency_us"].as_f64().unwrap() > 0.0, "{line}");
+    }
+    assert!(
+        asked.iter().any(|line| line["zones"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|zone| zone["outcome"] == "ran")),
+        "no zone of the asker's tries ran compaction"
+    );
+    let asker_row = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["pid"] == asker)
+        .unwrap_or_else(|| panic!("asker {asker} not among {summary:#}"));
+    assert_eq!(asker_row["comm"], "sh");
+
+    text.assert_success();
+    let stalls = format!("Direct compaction: {} stalls", moved("compact_stall"));
+    assert!(text.stdout.contains(&stalls), "{}", text.stdout);
+    assert!(text.stdout.contains("kcompactd (background): woke"));
+}
+
+/// A kernel without compaction's tracepoints (built without CONFIG_COMPACTION) is said so in one
+/// line, and reclaim is traced all the same.
+#[test]
+fn a_kernel_without_compaction_still_traces_reclaim() {
+    let scratch = Scratch::new("no-compaction");
+    let tracefs = Path::new("/sys/kernel/tracing/events/vmscan");
+    for event in std::fs::read_dir(tracefs).unwrap() {
+        let event = event.unwrap().path();
+        let Ok(format) = std::fs::read(event.join("format")) else {
+            continue;
+        };
+        let copy = scratch
+            .dir
+            .join("events/vmscan")
+            .join(event.file_name().unwrap());
+        std::fs::create_dir_all(&copy).unwrap();
+        std::fs::write(copy.join("format"), format).unwrap();
+    }
+    let finished = tracer_tests::run_tracer(&["direct-reclaim", "--json", "-d", "1"], |command| {
+        command.env("TRACER_TRACEFS", &scratch.dir);
+    });
+    finished.assert_success();
+    assert!(
+        finished.stderr.contains(
+            "tracer: direct compaction not traced: this kernel has no tracepoint compaction:"
+        ),
+        "{finished:#?}"
+    );
+    let summary = summary(&finished);
+    assert_eq!(summary["global"]["stalls"], 0);
+    assert!(summary.get("compaction").is_none(), "{summary:#}");
 }
 
 /// Memory-cgroup reclaim inside a v1 memory cgroup of the test's own, seen by several tracers
@@ -236,7 +332,7 @@ fn an_idle_window_says_no_stall_happened() {
     assert!(
         finished
             .stdout
-            .contains("no reclaim stalls (global or memory-cgroup) in 1.0s; lost: 0"),
+            .contains("no reclaim stalls (global, memory-cgroup or compaction) in 1.0s; lost: 0"),
         "{finished:#?}"
     );
 }

@@ -329,6 +329,61 @@ pub fn cause_global_reclaim() -> u32 {
     pid
 }
 
+/// Direct compaction on purpose: memory fragmented as a long-running process leaves it (two
+/// mappings touched page by page in turn, one of them then unmapped: the free memory it leaves
+/// is all single pages between the other's), then huge pages asked for past the free memory
+/// still in whole blocks, so that the asking task must move the kept pages (no swap: they
+/// cannot be reclaimed) to get them. Returns that task's pid; the huge pages are given back
+/// and the mapping unmapped when it returns.
+pub fn cause_direct_compaction() -> u32 {
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let len = ((meminfo_kib("MemFree:") * 2 / 5).min(4 << 20) as usize * 1024) / page * page;
+    let map = || unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(at, libc::MAP_FAILED);
+        libc::madvise(at, len, libc::MADV_NOHUGEPAGE);
+        at.cast::<u8>()
+    };
+    let (kept, unmapped) = (map(), map());
+    for offset in (0..len).step_by(page) {
+        unsafe {
+            kept.add(offset).write_volatile(1);
+            unmapped.add(offset).write_volatile(1);
+        }
+    }
+    unsafe { libc::munmap(unmapped.cast(), len) };
+    let huge_pages = meminfo_kib("MemFree:") * 9 / 10 / meminfo_kib("Hugepagesize:");
+    let _given_back = Sysctl::set("vm.nr_hugepages", "0");
+    let mut asker = Command::new("sh")
+        .args([
+            "-c",
+            &format!("echo {huge_pages} > /proc/sys/vm/nr_hugepages"),
+        ])
+        .spawn()
+        .unwrap();
+    let pid = asker.id();
+    assert!(asker.wait().unwrap().success());
+    unsafe { libc::munmap(kept.cast(), len) };
+    pid
+}
+
+/// log2 of the huge page size in pages: the order of the allocations
+/// [`cause_direct_compaction`] makes.
+pub fn huge_page_order() -> u64 {
+    let page_kib = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
+    (meminfo_kib("Hugepagesize:") / page_kib)
+        .trailing_zeros()
+        .into()
+}
+
 /// A cgroup the test owns, removed (after its tasks are killed) on drop.
 pub struct Cgroup {
     pub path: PathBuf,

@@ -63,6 +63,8 @@ pub struct Window {
     pub length: Duration,
     /// Records the kernel side dropped in it because the ring buffer was full.
     pub lost: u64,
+    /// Whether tracing ends with it: what is still open will not close.
+    pub last: bool,
 }
 
 /// Records handled per wake-up before timers and signals get a look in.
@@ -177,7 +179,7 @@ async fn drive(
                 drain(&mut events, tool, out)?;
                 tool.collect(probes)?;
                 let lost = probes.lost()?;
-                tool.summary(&window(window_start, lost - lost_before), out)?;
+                tool.summary(&window(window_start, lost - lost_before, false), out)?;
                 out.flush()?;
                 (window_start, lost_before) = (Instant::now(), lost);
                 summaries += 1;
@@ -212,7 +214,7 @@ async fn drive(
     if event_mode && lost > lost_reported {
         report_lost(lost - lost_reported, out)?;
     }
-    tool.summary(&window(window_start, lost - lost_before), out)?;
+    tool.summary(&window(window_start, lost - lost_before, true), out)?;
     out.flush()?;
     Ok(())
 }
@@ -228,11 +230,12 @@ fn drain(
     Ok(())
 }
 
-fn window(start: Instant, lost: u64) -> Window {
+fn window(start: Instant, lost: u64, last: bool) -> Window {
     Window {
         end: SystemTime::now(),
         length: start.elapsed(),
         lost,
+        last,
     }
 }
 

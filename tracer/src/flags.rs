@@ -52,6 +52,14 @@ impl Names {
             .map_or_else(|| value.to_string(), |(_, name)| name.clone())
     }
 
+    /// The value the table names `name`.
+    pub fn value(&self, name: &str) -> Option<u64> {
+        self.table
+            .iter()
+            .find(|(_, known)| known == name)
+            .map(|(value, _)| *value)
+    }
+
     /// The name of one value, as `__print_symbolic` prints it, or the number itself.
     pub fn symbol(&self, value: u64) -> String {
         self.table

@@ -278,8 +278,8 @@ impl Probes {
         let mut btf_results: Vec<Result<()>> = tracepoints
             .iter()
             .map(|tp| match (index, tp.args) {
-                (None, _) => Err(anyhow!("--attach classic")),
                 (_, None) => Err(anyhow!("tracer has no BTF program for it")),
+                (None, _) => Err(anyhow!("--attach classic")),
                 (Some(_), Some(expected)) => match kernel.btf.tracepoint_args(tp.name) {
                     Some(args) if args == expected => Ok(()),
                     Some(args) => Err(anyhow!(

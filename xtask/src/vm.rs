@@ -73,6 +73,8 @@ struct Outcome {
     attach: BTreeMap<String, String>,
     passed: bool,
     seconds: f64,
+    /// What the failed tests printed (libtest's `---- name stdout ----` sections).
+    failures: String,
 }
 
 /// Runs the guest suites on `which` ("5.10", "6.1", "6.12", "host", "guests" for the three
@@ -100,6 +102,9 @@ pub fn test(which: &str, filter: Option<&str>, databases: bool) -> Result<()> {
             if outcome.passed { "passed" } else { "FAILED" },
             outcome.seconds
         );
+        if !outcome.passed {
+            eprint!("{}", outcome.failures);
+        }
         outcomes.push(outcome);
     }
     let report = report(&outcomes, databases);
@@ -495,10 +500,22 @@ fn parse(name: &str, log: &str) -> Outcome {
         attach: BTreeMap::new(),
         passed: false,
         seconds: 0.0,
+        failures: String::new(),
     };
     let mut suite = String::new();
+    let mut in_failure = false;
     for line in log.lines() {
         let line = line.trim_end_matches('\r');
+        if line.starts_with("---- ") && line.ends_with(" stdout ----") {
+            in_failure = true;
+            outcome.failures += &format!("[{suite}] ");
+        } else if line.starts_with("failures:") || line.starts_with("=== ") {
+            in_failure = false;
+        }
+        if in_failure {
+            outcome.failures += line;
+            outcome.failures.push('\n');
+        }
         if let Some(kernel) = line.strip_prefix("=== kernel ") {
             if name == "host" {
                 outcome.name = kernel.to_owned();

@@ -334,6 +334,7 @@ impl Tool for Serving {
                 end: window.end,
                 length: window.length,
                 lost: running.lost_window,
+                last: window.last,
             };
             running.tool.summary(&own, &mut running.out)?;
             let printed = named(running.name, &running.out.take_written());

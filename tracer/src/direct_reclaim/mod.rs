@@ -1,18 +1,26 @@
-//! `tracer direct-reclaim`: tasks stalled in global direct reclaim and memory-cgroup reclaim.
+//! `tracer direct-reclaim`: tasks stalled in global direct reclaim and memory-cgroup reclaim,
+//! and in direct compaction ([`compaction`]).
+
+mod compaction;
 
 use std::{collections::HashMap, io::Write};
 
 use anyhow::{Result, bail};
 use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
-use tracer_common::direct_reclaim::{GfpField, ReclaimKind, Stall};
+use tracer_common::{
+    direct_reclaim::{
+        COMPACTION_TRY, COMPACTION_ZONE, GfpField, KCOMPACTD, ReclaimKind, STALL, Stall,
+    },
+    task::Task,
+};
 
 use crate::{
     cgroup,
     event_loop::{Tool, Window, read_record},
     flags::Names,
     histogram::{Latencies, LatencySummary, human_ns},
-    loader::{Kernel, Setting, Tracepoint},
+    loader::{AttachMode, Kernel, Setting, Tracepoint},
     metrics::{Counters, Histograms, Labeler, Metrics},
     options::TraceOptions,
     output::{self, Output},
@@ -92,10 +100,11 @@ impl Plan for Args {
     }
 
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
-        Ok(vec![Setting::global(
-            "GFP_FIELD",
-            &gfp_field(&kernel.tracefs)?,
-        )])
+        let mut settings = vec![Setting::global("GFP_FIELD", &gfp_field(&kernel.tracefs)?)];
+        if let Some(layout) = compaction::layout(&kernel.tracefs)? {
+            settings.push(Setting::global("COMPACTION_LAYOUT", &layout));
+        }
+        Ok(settings)
     }
 
     fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>> {
@@ -104,6 +113,9 @@ impl Plan for Args {
             .tracefs
             .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
         Ok(Box::new(DirectReclaim {
+            compaction: attach_compaction(context),
+            tries: Default::default(),
+            kcompactd: Default::default(),
             gfp: Names::from_print_fmt(&begin.print_fmt, "__print_flags", "gfp_flags"),
             cgroups: cgroup::Names::new(context.hierarchy),
             min_ns: self.min_us.unwrap_or(0) * 1000,
@@ -113,6 +125,28 @@ impl Plan for Args {
             printed_events: 0,
             metrics: None,
         }))
+    }
+}
+
+/// Attaches direct compaction's tracepoints where the kernel has them; says so where not, and
+/// reclaim is traced all the same.
+fn attach_compaction(context: &mut Context) -> Option<compaction::Statuses> {
+    let attached = compaction::Statuses::read(&context.kernel.tracefs).and_then(|statuses| {
+        context.probes.attach_tracepoints(
+            context.kernel,
+            compaction::TRACEPOINTS,
+            AttachMode::Classic,
+            None,
+        )?;
+        Ok(statuses)
+    });
+    match attached {
+        Ok(statuses) => Some(statuses),
+        Err(error) => {
+            eprintln!("tracer: direct compaction not traced: {error:#}");
+            context.probes.detach(compaction::TRACEPOINTS);
+            None
+        }
     }
 }
 
@@ -138,6 +172,10 @@ fn gfp_field_of(format: &Format) -> Result<GfpField> {
 }
 
 struct DirectReclaim {
+    /// `None` where the kernel cannot show compaction.
+    compaction: Option<compaction::Statuses>,
+    tries: compaction::Tries,
+    kcompactd: compaction::KcompactdClock,
     gfp: Names,
     cgroups: cgroup::Names,
     min_ns: u64,
@@ -165,8 +203,17 @@ struct KindLabel {
 struct Totals {
     global: KindTotals,
     memcg: KindTotals,
+    compaction: compaction::Totals,
     processes: HashMap<u32, Tally>,
     cgroups: HashMap<u64, Tally>,
+}
+
+impl Totals {
+    fn stalls(&self) -> u64 {
+        self.global.latencies.count()
+            + self.memcg.latencies.count()
+            + self.compaction.latencies.count()
+    }
 }
 
 #[derive(Default)]
@@ -185,71 +232,71 @@ fn kind_name(kind: u32) -> &'static str {
 
 impl Tool for DirectReclaim {
     fn start(&mut self, out: &mut Output) -> Result<()> {
-        eprintln!("Tracing direct and memory-cgroup reclaim stalls... Hit Ctrl-C to end.");
+        eprintln!(
+            "Tracing direct and memory-cgroup reclaim stalls{}... Hit Ctrl-C to end.",
+            if self.compaction.is_some() {
+                " and direct compaction"
+            } else {
+                ""
+            }
+        );
         if self.events && !out.json {
             writeln!(
                 out,
-                "{:<8} {:<16} {:>7} {:>7} {:<6} {:>10} {:>7} {:>5} {:<24} CGROUP",
-                "TIME", "COMM", "PID", "TID", "KIND", "LAT(us)", "PAGES", "ORDER", "GFP"
+                "{:<8} {:<16} {:>7} {:>7} {:<7} {:>10} {:>7} {:<15} {:>5} {:<24} CGROUP",
+                "TIME", "COMM", "PID", "TID", "KIND", "LAT(us)", "PAGES", "STATUS", "ORDER", "GFP"
             )?;
         }
         Ok(())
     }
 
     fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
-        let stall: Stall = read_record(data)?;
-        let totals = &mut self.window;
-        let kind = if stall.kind == ReclaimKind::Memcg as u32 {
-            &mut totals.memcg
-        } else {
-            &mut totals.global
-        };
-        kind.latencies.record(stall.latency_ns);
-        kind.pages += stall.nr_reclaimed;
-        let comm = output::comm(&stall.task.comm);
-        let process = totals.processes.entry(stall.task.pid).or_default();
-        process.name.clone_from(&comm);
-        process.add(stall.latency_ns, stall.nr_reclaimed);
-        let cgroup = totals.cgroups.entry(stall.task.cgroup_id).or_default();
-        cgroup.add(stall.latency_ns, stall.nr_reclaimed);
-
-        if let Some(metrics) = &self.metrics {
-            let workload = metrics
-                .labeler
-                .labels(&self.cgroups.path(stall.task.cgroup_id));
-            let kind = KindLabel {
-                kind: kind_name(stall.kind),
-            };
-            let seconds = stall.latency_ns as f64 / 1e9;
-            metrics
-                .stalls
-                .get(kind.clone(), workload.clone())
-                .observe(seconds);
-            metrics.pages.get(kind, workload).inc_by(stall.nr_reclaimed);
-        }
-        if self.events && stall.latency_ns >= self.min_ns {
-            self.printed_events += 1;
-            self.print_event(&stall, &comm, out)?;
+        match read_record::<u32>(data)? {
+            STALL => self.stall(read_record(data)?, out)?,
+            COMPACTION_TRY => {
+                let Some(statuses) = &self.compaction else {
+                    return Ok(());
+                };
+                if let Some(over) = self.tries.begin(read_record(data)?, statuses) {
+                    self.finish(over, out)?;
+                }
+            }
+            COMPACTION_ZONE => {
+                if let Some(statuses) = &self.compaction {
+                    self.tries.zone(read_record(data)?, statuses);
+                }
+            }
+            KCOMPACTD => self
+                .kcompactd
+                .record(&read_record(data)?, &mut self.window.compaction.kcompactd),
+            other => bail!("unknown direct-reclaim record kind {other:#x}"),
         }
         Ok(())
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
+        // Tries that went quiet are over; when tracing ends, all are.
+        let now = (!window.last).then(output::monotonic_ns);
+        for over in self.tries.quiet(now) {
+            self.finish(over, out)?;
+        }
         let mut totals = std::mem::take(&mut self.window);
         tally::name_cgroups(&mut totals.cgroups, &mut self.cgroups);
         if self.events {
-            let stalls = totals.global.latencies.count() + totals.memcg.latencies.count();
             eprintln!(
-                "tracer: {stalls} stalls ({} global, {} memcg), {} printed; lost: {}",
+                "tracer: {} stalls ({} global, {} memcg, {} compaction), {} printed; lost: {}",
+                totals.stalls(),
                 totals.global.latencies.count(),
                 totals.memcg.latencies.count(),
+                totals.compaction.latencies.count(),
                 self.printed_events,
                 window.lost
             );
             return Ok(());
         }
         if out.json {
-            return Ok(out.json_line(&SummaryJson::new(&totals, window))?);
+            let compaction = self.compaction.is_some();
+            return Ok(out.json_line(&SummaryJson::new(&totals, window, compaction))?);
         }
         self.print_summary(&totals, window, out)
     }
@@ -258,7 +305,8 @@ impl Tool for DirectReclaim {
         self.metrics = Some(StallMetrics {
             stalls: metrics.histograms(
                 "tracer_reclaim_stall",
-                "Time tasks stalled in reclaim, by kind: global (direct reclaim) or memcg",
+                "Time tasks stalled in reclaim or compaction, by kind: global (direct \
+                 reclaim), memcg, or compaction (direct compaction)",
             ),
             pages: metrics.counters(
                 "tracer_reclaim_pages_reclaimed",
@@ -270,18 +318,84 @@ impl Tool for DirectReclaim {
 }
 
 impl DirectReclaim {
-    fn print_event(&mut self, stall: &Stall, comm: &str, out: &mut Output) -> Result<()> {
+    fn stall(&mut self, stall: Stall, out: &mut Output) -> Result<()> {
+        // The thread went on from compaction to reclaim.
+        if let Some(over) = self.tries.moved_on(stall.task.tid, stall.start_ns) {
+            self.finish(over, out)?;
+        }
+        let kind = if stall.kind == ReclaimKind::Memcg as u32 {
+            &mut self.window.memcg
+        } else {
+            &mut self.window.global
+        };
+        kind.latencies.record(stall.latency_ns);
+        kind.pages += stall.nr_reclaimed;
+        self.count(
+            &stall.task,
+            kind_name(stall.kind),
+            stall.latency_ns,
+            stall.nr_reclaimed,
+        );
+        if self.events && stall.latency_ns >= self.min_ns {
+            self.printed_events += 1;
+            self.print_stall(&stall, out)?;
+        }
+        Ok(())
+    }
+
+    /// A try of direct compaction is over.
+    fn finish(&mut self, tried: compaction::Try, out: &mut Output) -> Result<()> {
+        let Some(statuses) = &self.compaction else {
+            return Ok(());
+        };
+        if !self.window.compaction.add(&tried, statuses) {
+            return Ok(());
+        }
+        self.count(&tried.begun.task, "compaction", tried.latency_ns(), 0);
+        if self.events && tried.latency_ns() >= self.min_ns {
+            self.printed_events += 1;
+            self.print_compaction(&tried, out)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a stall of any kind in the tables and metrics.
+    fn count(&mut self, task: &Task, kind: &'static str, latency_ns: u64, pages: u64) {
+        let totals = &mut self.window;
+        let process = totals.processes.entry(task.pid).or_default();
+        process.name = output::comm(&task.comm);
+        process.add(latency_ns, pages);
+        totals
+            .cgroups
+            .entry(task.cgroup_id)
+            .or_default()
+            .add(latency_ns, pages);
+        if let Some(metrics) = &self.metrics {
+            let workload = metrics.labeler.labels(&self.cgroups.path(task.cgroup_id));
+            let kind = KindLabel { kind };
+            metrics
+                .stalls
+                .get(kind.clone(), workload.clone())
+                .observe(latency_ns as f64 / 1e9);
+            if pages > 0 {
+                metrics.pages.get(kind, workload).inc_by(pages);
+            }
+        }
+    }
+
+    fn print_stall(&mut self, stall: &Stall, out: &mut Output) -> Result<()> {
         let time = out.clock().wall(stall.start_ns + stall.latency_ns);
+        let comm = output::comm(&stall.task.comm);
         let cgroup = self.cgroups.path(stall.task.cgroup_id);
         let gfp = self.gfp.flags(stall.gfp_flags);
         if out.json {
-            out.json_line(&StallJson {
+            return Ok(out.json_line(&StallJson {
                 r#type: "stall",
                 time: output::rfc3339(time),
                 kind: kind_name(stall.kind),
                 pid: stall.task.pid,
                 tid: stall.task.tid,
-                comm,
+                comm: &comm,
                 cgroup_id: stall.task.cgroup_id,
                 cgroup: &cgroup,
                 order: stall.order,
@@ -289,35 +403,84 @@ impl DirectReclaim {
                 gfp_flags: format!("{:#x}", stall.gfp_flags),
                 latency_us: stall.latency_ns as f64 / 1000.0,
                 pages_reclaimed: stall.nr_reclaimed,
-            })?;
-        } else {
-            writeln!(
-                out,
-                "{:<8} {:<16} {:>7} {:>7} {:<6} {:>10.1} {:>7} {:>5} {:<24} {}",
-                output::clock_time(time),
-                comm,
-                stall.task.pid,
-                stall.task.tid,
-                kind_name(stall.kind),
-                stall.latency_ns as f64 / 1000.0,
-                stall.nr_reclaimed,
-                stall.order,
-                gfp,
-                cgroup
-            )?;
+            })?);
         }
-        Ok(())
+        let line = EventLine {
+            task: &stall.task,
+            kind: kind_name(stall.kind),
+            latency_ns: stall.latency_ns,
+            pages: &stall.nr_reclaimed.to_string(),
+            status: "-",
+            order: stall.order,
+            gfp: &gfp,
+            cgroup: &cgroup,
+        };
+        line.write(time, out)
+    }
+
+    fn print_compaction(&mut self, tried: &compaction::Try, out: &mut Output) -> Result<()> {
+        let Some(statuses) = &self.compaction else {
+            return Ok(());
+        };
+        let begun = &tried.begun;
+        let time = out.clock().wall(tried.last_ns);
+        let comm = output::comm(&begun.task.comm);
+        let cgroup = self.cgroups.path(begun.task.cgroup_id);
+        let gfp = self.gfp.flags(begun.gfp_flags);
+        let status = statuses.name(tried.result);
+        if out.json {
+            return Ok(out.json_line(&CompactionJson {
+                r#type: "compaction",
+                time: output::rfc3339(time),
+                pid: begun.task.pid,
+                tid: begun.task.tid,
+                comm: &comm,
+                cgroup_id: begun.task.cgroup_id,
+                cgroup: &cgroup,
+                order: begun.order,
+                gfp: &gfp,
+                gfp_flags: format!("{:#x}", begun.gfp_flags),
+                priority: begun.priority,
+                latency_us: tried.latency_ns() as f64 / 1000.0,
+                status: &status,
+                got_page: tried.got_page(statuses),
+                zones: tried
+                    .zones
+                    .iter()
+                    .map(|zone| compaction::ZoneJson::new(zone, statuses))
+                    .collect(),
+            })?);
+        }
+        let line = EventLine {
+            task: &begun.task,
+            kind: "compact",
+            latency_ns: tried.latency_ns(),
+            pages: "-",
+            status: &status,
+            order: begun.order,
+            gfp: &gfp,
+            cgroup: &cgroup,
+        };
+        line.write(time, out)
     }
 
     fn print_summary(&self, totals: &Totals, window: &Window, out: &mut Output) -> Result<()> {
         let time = output::clock_time(window.end);
         let secs = window.length.as_secs_f64();
-        if totals.global.latencies.count() + totals.memcg.latencies.count() == 0 {
+        let what = if self.compaction.is_some() {
+            "global, memory-cgroup or compaction"
+        } else {
+            "global or memory-cgroup"
+        };
+        if totals.stalls() == 0 {
             writeln!(
                 out,
-                "{time}  no reclaim stalls (global or memory-cgroup) in {secs:.1}s; lost: {}",
+                "{time}  no reclaim stalls ({what}) in {secs:.1}s; lost: {}",
                 window.lost
             )?;
+            if self.compaction.is_some() && totals.compaction.kcompactd.woke > 0 {
+                write!(out, "{}", totals.compaction.kcompactd_line())?;
+            }
             return Ok(());
         }
         writeln!(
@@ -344,6 +507,11 @@ impl DirectReclaim {
             write!(out, "{}", latencies.render_log2())?;
             writeln!(out, "     {}", latencies.percentiles_line())?;
         }
+        if self.compaction.is_some() {
+            let mut text = String::new();
+            totals.compaction.render(&mut text);
+            write!(out, "{text}")?;
+        }
         let columns = |key, name| tally::Columns {
             key,
             count: "STALLS",
@@ -359,6 +527,39 @@ impl DirectReclaim {
             out,
             "{}",
             tally::table(&columns("CGROUP ID", "CGROUP"), &cgroups)
+        )?;
+        Ok(())
+    }
+}
+
+/// One `--events` line of text, for a stall of any kind.
+struct EventLine<'a> {
+    task: &'a Task,
+    kind: &'static str,
+    latency_ns: u64,
+    pages: &'a str,
+    status: &'a str,
+    order: i32,
+    gfp: &'a str,
+    cgroup: &'a str,
+}
+
+impl EventLine<'_> {
+    fn write(&self, time: std::time::SystemTime, out: &mut Output) -> Result<()> {
+        writeln!(
+            out,
+            "{:<8} {:<16} {:>7} {:>7} {:<7} {:>10.1} {:>7} {:<15} {:>5} {:<24} {}",
+            output::clock_time(time),
+            output::comm(&self.task.comm),
+            self.task.pid,
+            self.task.tid,
+            self.kind,
+            self.latency_ns as f64 / 1000.0,
+            self.pages,
+            self.status,
+            self.order,
+            self.gfp,
+            self.cgroup
         )?;
         Ok(())
     }
@@ -382,6 +583,25 @@ struct StallJson<'a> {
 }
 
 #[derive(Serialize)]
+struct CompactionJson<'a> {
+    r#type: &'static str,
+    time: String,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    cgroup_id: u64,
+    cgroup: &'a str,
+    order: i32,
+    gfp: &'a str,
+    gfp_flags: String,
+    priority: i32,
+    latency_us: f64,
+    status: &'a str,
+    got_page: bool,
+    zones: Vec<compaction::ZoneJson>,
+}
+
+#[derive(Serialize)]
 struct SummaryJson {
     r#type: &'static str,
     time: String,
@@ -389,6 +609,9 @@ struct SummaryJson {
     lost: u64,
     global: KindJson,
     memcg: KindJson,
+    /// Absent where the kernel cannot show compaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compaction: Option<compaction::CompactionJson>,
     processes: Vec<TallyJson<ProcessKey>>,
     cgroups: Vec<TallyJson<CgroupKey>>,
 }
@@ -401,7 +624,7 @@ struct KindJson {
 }
 
 impl SummaryJson {
-    fn new(totals: &Totals, window: &Window) -> Self {
+    fn new(totals: &Totals, window: &Window, compaction: bool) -> Self {
         let kind = |kind: &KindTotals| KindJson {
             stalls: kind.latencies.count(),
             pages_reclaimed: kind.pages,
@@ -414,6 +637,7 @@ impl SummaryJson {
             lost: window.lost,
             global: kind(&totals.global),
             memcg: kind(&totals.memcg),
+            compaction: compaction.then(|| totals.compaction.json()),
             processes: tally::process_rows(&totals.processes, true),
             cgroups: tally::cgroup_rows(&totals.cgroups, true),
         }

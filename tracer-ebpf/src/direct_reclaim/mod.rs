@@ -1,4 +1,7 @@
-//! `tracer direct-reclaim`: time tasks spend stalled in global and memory-cgroup reclaim.
+//! `tracer direct-reclaim`: time tasks spend stalled in global and memory-cgroup reclaim, and
+//! in direct compaction ([`compaction`]).
+
+mod compaction;
 
 use aya_ebpf::{
     Global,
@@ -36,6 +39,7 @@ fn begin(kind: ReclaimKind, order: i32, gfp_flags: u64) {
     let Some(task) = task::current() else {
         return;
     };
+    compaction::moved_on(task.tid);
     let begin = Begin {
         task,
         start_ns: unsafe { bpf_ktime_get_ns() },
