@@ -8,8 +8,8 @@ use std::{
 
 use tracer_tests::{
     BpfObjects, Cgroup, Docker, Flavour, Json, MysqlServer, Postgres, Sample, Scratch, Tracer,
-    assert_one_line_refusal, assert_refused, cause_global_reclaim, free_port, http_get,
-    parse_metrics, run, run_tracer, sample_sum, sh_in, vmstat, vmstat_sum,
+    assert_one_line_refusal, assert_refused, cause_direct_compaction, cause_global_reclaim,
+    free_port, http_get, parse_metrics, run, run_tracer, sample_sum, sh_in, vmstat, vmstat_sum,
 };
 
 fn scrape(port: u16) -> Vec<Sample> {
@@ -83,6 +83,7 @@ fn metrics_count_what_the_kernel_counts_and_an_oom_kill_is_recorded() {
     let before = vmstat();
 
     cause_global_reclaim();
+    cause_direct_compaction();
     let file = scratch.file("data");
     run(&mut sh_in(
         &[&memcg],
@@ -113,6 +114,30 @@ fn metrics_count_what_the_kernel_counts_and_an_oom_kill_is_recorded() {
     eprintln!("global: {global} stalls in /metrics, {allocstalls} allocstalls");
     assert!(allocstalls > 0, "the workload caused no direct reclaim");
     assert_eq!(global as u64, allocstalls);
+
+    // Direct compaction: one stall per compact_stall. A try is reported once its task moves on
+    // or it has gone a second without news (the kernel marks no end of a try): a later scrape
+    // has them all.
+    let compact_stalls = after["compact_stall"] - before["compact_stall"];
+    let compaction = |samples: &[Sample]| {
+        sample_sum(
+            samples,
+            "tracer_reclaim_stall_seconds_count",
+            &[("kind", "compaction")],
+        ) as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut exported = compaction(&samples);
+    while exported < compact_stalls && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        exported = compaction(&scrape(port));
+    }
+    eprintln!("compaction: {exported} stalls in /metrics, {compact_stalls} compact_stall");
+    assert!(
+        compact_stalls > 0,
+        "the workload caused no direct compaction"
+    );
+    assert_eq!(exported, compact_stalls);
 
     // Memory-cgroup reclaim: the histogram counts every stall the events show, under the
     // cgroup's labels, and the pages they reclaimed.

@@ -290,7 +290,7 @@ pub fn vmstat_sum(counters: &HashMap<String, u64>, prefix: &str) -> u64 {
         .sum()
 }
 
-fn meminfo_kib(field: &str) -> u64 {
+pub fn meminfo_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap()
         .lines()
@@ -329,37 +329,64 @@ pub fn cause_global_reclaim() -> u32 {
     pid
 }
 
-/// Direct compaction on purpose: memory fragmented as a long-running process leaves it (two
-/// mappings touched page by page in turn, one of them then unmapped: the free memory it leaves
-/// is all single pages between the other's), then huge pages asked for past the free memory
-/// still in whole blocks, so that the asking task must move the kept pages (no swap: they
-/// cannot be reclaimed) to get them. Returns that task's pid; the huge pages are given back
-/// and the mapping unmapped when it returns.
-pub fn cause_direct_compaction() -> u32 {
-    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let len = ((meminfo_kib("MemFree:") * 2 / 5).min(4 << 20) as usize * 1024) / page * page;
-    let map = || unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(at, libc::MAP_FAILED);
-        libc::madvise(at, len, libc::MADV_NOHUGEPAGE);
-        at.cast::<u8>()
-    };
-    let (kept, unmapped) = (map(), map());
-    for offset in (0..len).step_by(page) {
-        unsafe {
-            kept.add(offset).write_volatile(1);
-            unmapped.add(offset).write_volatile(1);
+/// Memory fragmented as a long-running process leaves it: two mappings touched page by page in
+/// turn, one of them then unmapped, so the free memory it leaves is all single pages between
+/// the other's (no swap: they cannot be reclaimed, only moved). Unmapped on drop.
+pub struct Fragmented {
+    kept: *mut u8,
+    len: usize,
+}
+
+impl Fragmented {
+    /// Each over a sixth of free memory: enough that asking for 90% of what is then free needs
+    /// blocks only compaction can make (more than a tenth of free memory is in holes), little
+    /// enough to stay quick under an emulator.
+    pub fn new() -> Self {
+        std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let len = (meminfo_kib("MemFree:") / 6) as usize * 1024 / page * page;
+        let map = || unsafe {
+            let at = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(at, libc::MAP_FAILED);
+            libc::madvise(at, len, libc::MADV_NOHUGEPAGE);
+            at.cast::<u8>()
+        };
+        let (kept, unmapped) = (map(), map());
+        for offset in (0..len).step_by(page) {
+            unsafe {
+                kept.add(offset).write_volatile(1);
+                unmapped.add(offset).write_volatile(1);
+            }
         }
+        unsafe { libc::munmap(unmapped.cast(), len) };
+        Self { kept, len }
     }
-    unsafe { libc::munmap(unmapped.cast(), len) };
+}
+
+impl Default for Fragmented {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Fragmented {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.kept.cast(), self.len) };
+    }
+}
+
+/// Direct compaction on purpose: memory [`Fragmented`], then huge pages asked for past the free
+/// memory still in whole blocks, so that the asking task must move the kept pages to get them.
+/// Returns that task's pid; the huge pages are given back when it returns.
+pub fn cause_direct_compaction() -> u32 {
+    let _fragmented = Fragmented::new();
     let huge_pages = meminfo_kib("MemFree:") * 9 / 10 / meminfo_kib("Hugepagesize:");
     let _given_back = Sysctl::set("vm.nr_hugepages", "0");
     let mut asker = Command::new("sh")
@@ -371,7 +398,6 @@ pub fn cause_direct_compaction() -> u32 {
         .unwrap();
     let pid = asker.id();
     assert!(asker.wait().unwrap().success());
-    unsafe { libc::munmap(kept.cast(), len) };
     pid
 }
 

@@ -45,6 +45,14 @@ pub enum Bench {
         #[arg(long, default_value_t = 60.0)]
         minutes: f64,
     },
+    /// A THP-heavy allocation storm over fragmented memory, untraced and under tracer
+    /// direct-reclaim (which traces direct compaction): tracer's kernel and own CPU time over
+    /// the storm's.
+    Compaction {
+        /// Rounds; each runs the storm untraced and traced.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// The ring-buffer pipeline at its limit: getppid() as fast as one thread calls it, a
     /// record of each through tracer (tracer pipeline) or a bpftrace one-liner; events
     /// delivered per second, lost, and kernel time per event beside an empty program's.
@@ -91,6 +99,7 @@ impl Bench {
             }
             Bench::Soak { minutes } => crate::bench_soak::run(tracer, minutes),
             Bench::Events { rounds, seconds } => crate::bench_events::run(tracer, rounds, seconds),
+            Bench::Compaction { rounds } => crate::bench_compaction::run(tracer, rounds),
         }
     }
 }

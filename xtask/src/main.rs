@@ -2,6 +2,7 @@
 //! machine, done by the project itself.
 
 mod bench;
+mod bench_compaction;
 mod bench_events;
 mod bench_mysql;
 mod bench_pg;
