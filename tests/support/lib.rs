@@ -329,6 +329,27 @@ pub fn cause_global_reclaim() -> u32 {
     pid
 }
 
+/// `len` bytes of private anonymous memory with `advice` (`MADV_HUGEPAGE` or not), or `None`
+/// where mmap refuses.
+pub fn map_anonymous(len: usize, advice: libc::c_int) -> Option<*mut u8> {
+    // SAFETY: a fresh private mapping, handed to the caller to unmap.
+    unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if at == libc::MAP_FAILED {
+            return None;
+        }
+        libc::madvise(at, len, advice);
+        Some(at.cast())
+    }
+}
+
 /// Memory fragmented as a long-running process leaves it: two mappings touched page by page in
 /// turn, one of them then unmapped, so the free memory it leaves is all single pages between
 /// the other's (no swap: they cannot be reclaimed, only moved). Unmapped on drop.
@@ -344,19 +365,7 @@ impl Fragmented {
         std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let len = ((meminfo_kib("MemFree:") * 2 / 5).min(4 << 20) as usize * 1024) / page * page;
-        let map = || unsafe {
-            let at = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(at, libc::MAP_FAILED);
-            libc::madvise(at, len, libc::MADV_NOHUGEPAGE);
-            at.cast::<u8>()
-        };
+        let map = || map_anonymous(len, libc::MADV_NOHUGEPAGE).expect("mmap");
         let (kept, unmapped) = (map(), map());
         for offset in (0..len).step_by(page) {
             unsafe {

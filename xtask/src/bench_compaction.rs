@@ -8,7 +8,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use anyhow::{Result, bail};
-use tracer_tests::{Fragmented, Sysctl, meminfo_kib, vmstat};
+use tracer_tests::{Fragmented, Sysctl, map_anonymous, meminfo_kib, vmstat};
 
 use crate::bench::{median, program_stats, stop_with_usage};
 
@@ -125,24 +125,15 @@ fn fault_in_huge_pages(len: usize) -> u64 {
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     };
     let start = thread_cpu();
+    let Some(at) = map_anonymous(len, libc::MADV_HUGEPAGE) else {
+        return 0;
+    };
     unsafe {
-        let at = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if at == libc::MAP_FAILED {
-            return 0;
-        }
-        libc::madvise(at, len, libc::MADV_HUGEPAGE);
         for offset in (0..len).step_by(4096) {
-            at.cast::<u8>().add(offset).write_volatile(1);
+            at.add(offset).write_volatile(1);
         }
         let spent = thread_cpu() - start;
-        libc::munmap(at, len);
+        libc::munmap(at.cast(), len);
         std::thread::sleep(Duration::from_millis(100));
         spent
     }
