@@ -34,6 +34,34 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         "expected a positive number of seconds",
     );
     assert_refused(&["no-such-tool"], as_is, "unrecognized subcommand");
+    assert_refused(
+        &["pg", "--breakdown", "sched,io"],
+        as_is,
+        "parts of --breakdown follow an equals sign: --breakdown=sched,io",
+    );
+}
+
+/// A live process that is not the server a query tool wants is named, and refused, alike.
+#[test]
+fn the_query_tools_word_a_wrong_process_alike() {
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id().to_string();
+    let named = format!("tracer: process {pid} (sleep) is not a ");
+    assert_refused(
+        &["pg", "-p", &pid],
+        as_is,
+        &format!("{named}PostgreSQL server"),
+    );
+    assert_refused(
+        &["mysql", "-p", &pid],
+        as_is,
+        &format!("{named}MySQL or MariaDB server"),
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
 }
 
 /// As in a sidecar container without the host's pid namespace: tracer is pid 1 of its own,

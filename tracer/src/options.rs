@@ -46,6 +46,15 @@ pub struct TraceOptions {
 fn positive_seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        // `--breakdown sched` leaves `sched` to the interval: say how to write it.
+        _ if text
+            .split(',')
+            .all(|part| crate::query::breakdown::ALL.contains(&part)) =>
+        {
+            Err(format!(
+                "expected a positive number of seconds, got {text:?}; parts of --breakdown follow an equals sign: --breakdown={text}"
+            ))
+        }
         _ => Err(format!(
             "expected a positive number of seconds, got {text:?}"
         )),

@@ -24,6 +24,23 @@ fn numbered(dir: &str) -> impl Iterator<Item = u32> + use<> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
 }
 
+/// The binary a process named with `-p` runs, and how messages name the process; or, in one
+/// line that every tool words alike, why it cannot be read.
+pub fn named(pid: u32) -> anyhow::Result<(PathBuf, String)> {
+    crate::options::check_pid(pid)?;
+    let shown = described(pid);
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    std::fs::metadata(&exe)
+        .map_err(|err| anyhow::anyhow!("cannot read {shown}: {}: {err}", exe.display()))?;
+    Ok((exe, shown))
+}
+
+/// `process PID (COMM)`.
+pub fn described(pid: u32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    format!("process {pid} ({})", comm.trim())
+}
+
 /// `/proc/PID/exe`, while the process runs.
 pub fn exe(pid: u32) -> Option<PathBuf> {
     let exe = PathBuf::from(format!("/proc/{pid}/exe"));

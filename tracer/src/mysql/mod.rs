@@ -134,13 +134,7 @@ impl MysqlPlan {
         let (binaries, servers) = match (&args.trace.pid, &args.bin) {
             (Some(pid), _) => {
                 let pid = *pid;
-                crate::options::check_pid(pid)?;
-                let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                (
-                    vec![(exe, format!("process {pid} ({})", comm.trim()))],
-                    vec![pid],
-                )
+                (vec![processes::named(pid)?], vec![pid])
             }
             (None, Some(bin)) => (vec![(bin.clone(), bin.display().to_string())], Vec::new()),
             (None, None) => {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::processes;
 
@@ -33,8 +33,7 @@ pub fn targets(
         return Ok((vec![target], None));
     }
     if let Some(pid) = pid {
-        crate::options::check_pid(pid)?;
-        let exe = processes::exe(pid).with_context(|| format!("no such process: {pid}"))?;
+        let (exe, _) = processes::named(pid)?;
         // A backend's parent runs the same binary: the postmaster.
         let postmaster = match processes::parent(pid) {
             Some(parent)
@@ -44,7 +43,7 @@ pub fn targets(
             }
             _ => pid,
         };
-        let shown = format!("{} (pid {postmaster})", processes::shown(pid));
+        let shown = processes::described(postmaster);
         return Ok((vec![Target { path: exe, shown }], Some(postmaster)));
     }
     let targets: Vec<Target> = processes::binaries(postmasters())
