@@ -96,13 +96,15 @@ fn compaction_stalls_match_compact_stall_success_and_fail() {
         assert_eq!(line["order"], huge_page_order(), "{line}");
         assert!(line["latency_us"].as_f64().unwrap() > 0.0, "{line}");
     }
+    // A zone deferred after earlier failures makes a stall without running: the asker's may
+    // all be such (seen once in four runs here), but not every stall of the window.
     assert!(
-        asked.iter().any(|line| line["zones"]
+        lines.iter().any(|line| line["zones"]
             .as_array()
             .unwrap()
             .iter()
             .any(|zone| zone["outcome"] == "ran")),
-        "no zone of the asker's tries ran compaction"
+        "no zone of any stall ran compaction: {lines:#?}"
     );
     let asker_row = summary["processes"]
         .as_array()
