@@ -32,8 +32,13 @@ fn main() -> anyhow::Result<()> {
         aya_build::Toolchain::Custom(&toolchain),
     )
     .context("building the kernel programs failed; did `cargo xtask setup` run?")?;
-    let object = std::path::Path::new(&std::env::var("OUT_DIR")?).join("tracer");
-    strip_dwarf(&object).with_context(|| format!("stripping {}", object.display()))
+    // An object per binary target: every tool's (`tracer`), and each tool's alone.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    for target in ebpf.targets.iter().filter(|target| target.is_bin()) {
+        let object = out_dir.join(&target.name);
+        strip_dwarf(&object).with_context(|| format!("stripping {}", object.display()))?;
+    }
+    Ok(())
 }
 
 /// Drops the DWARF sections from the kernel programs' object. The linker needs them to emit

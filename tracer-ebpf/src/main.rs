@@ -1,12 +1,10 @@
-//! tracer's kernel programs: one module per tool, plus the machinery they share.
+//! tracer's kernel programs: one module per tool, plus the machinery they share. This object
+//! holds every tool, for `serve` and the query tools; `src/objects/` holds one per tool alone.
 #![no_std]
 #![no_main]
 
-#[macro_use]
-mod diagnostics;
-mod events;
-mod kernel;
-mod task;
+include!("objects/shared.rs");
+
 mod usdt;
 
 mod direct_reclaim;
@@ -19,14 +17,3 @@ mod query;
 mod socket;
 mod tls;
 mod writeback;
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-// GPL-compatible, as the probe-read and ring-buffer helpers require.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

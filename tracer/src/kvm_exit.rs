@@ -109,6 +109,10 @@ impl Plan for Args {
         TRACEPOINTS.to_vec()
     }
 
+    fn object(&self) -> Option<&'static [u8]> {
+        Some(crate::tool_object!("kvm_exit"))
+    }
+
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         if !Path::new("/dev/kvm").exists() {
             bail!("KVM is not available here: /dev/kvm is missing (is the kvm module loaded?)");

@@ -12,8 +12,17 @@ use tracer_common::task::{Filter, TaskLayout};
 
 use crate::{kernel_btf::KernelBtf, perf, tracefs::Tracefs};
 
-/// The kernel programs of every tool, built by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+/// The kernel programs of every tool, built by build.rs: for `serve` and the tools that share
+/// programs. Each of the others has an object of its own as well: see [`tool_object!`].
+pub static ALL_TOOLS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// The object of one tool's programs alone, by its `tracer-ebpf/src/objects/` name.
+#[macro_export]
+macro_rules! tool_object {
+    ($name:literal) => {
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/", $name))
+    };
+}
 
 /// What tracer reads about the running kernel before loading anything.
 pub struct Kernel {
@@ -108,6 +117,8 @@ pub fn merge_settings(settings: Vec<Setting>) -> Vec<Setting> {
 
 /// What the kernel programs are told at load time.
 pub struct Settings {
+    /// The object to load: [`ALL_TOOLS`] or a tool's own.
+    pub object: &'static [u8],
     pub filter: Filter,
     pub task_layout: TaskLayout,
     pub tool: Vec<Setting>,
@@ -210,7 +221,7 @@ impl Loading {
             .join()
             .expect("the loading thread does not panic")
             .map_err(|err| anyhow!("cannot load tracer's eBPF object: {err:#}"))?;
-        let kernel_log = if self.verbose {
+        let kernel_log = if self.verbose && ebpf.map("AYA_LOGS").is_some() {
             Some(aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLog)?)
         } else {
             None
@@ -235,7 +246,8 @@ fn load(settings: &Settings, own_maps: bool, verbose: bool) -> Result<Ebpf> {
         .btf(None)
         .override_global("FILTER", &settings.filter, true)
         .override_global("TASK_LAYOUT", &settings.task_layout, true)
-        .override_global("AYA_LOG_LEVEL", &log_level, true);
+        // Only objects with a diagnostic hold aya-log's level.
+        .override_global("AYA_LOG_LEVEL", &log_level, false);
     let mut pins = Vec::new();
     for setting in &settings.tool {
         match setting {
@@ -257,7 +269,7 @@ fn load(settings: &Settings, own_maps: bool, verbose: bool) -> Result<Ebpf> {
     for (name, path) in &pins {
         loader.map_pin_path(name, path.as_path());
     }
-    Ok(loader.load(OBJECT)?)
+    Ok(loader.load(settings.object)?)
 }
 
 impl Probes {

@@ -108,6 +108,10 @@ impl Plan for Args {
         tracepoints
     }
 
+    fn object(&self) -> Option<&'static [u8]> {
+        Some(crate::tool_object!("oom"))
+    }
+
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         Ok(vec![
             Setting::global("OOM_LAYOUT", &layout(&kernel.btf)?),

@@ -1,5 +1,6 @@
-//! Starting tools: check the user's input and privileges, read the kernel, load the one object
-//! that holds every tool's programs, attach, and hand each tool its userspace half.
+//! Starting tools: check the user's input and privileges, read the kernel, load the kernel
+//! programs (a command with an object of its own loads that one; otherwise the object that
+//! holds every tool's), attach, and hand each tool its userspace half.
 //!
 //! A command starts one tool and fails if it cannot attach; `tracer serve` starts several
 //! through the same [`Plan`]s and goes on without those that cannot.
@@ -23,6 +24,11 @@ pub trait Plan {
     /// Which tool its ring-buffer records name (`tracer_common::record::tool`).
     fn records(&self) -> u32;
     fn tracepoints(&self) -> Vec<Tracepoint>;
+    /// The tool's programs alone (`tracer-ebpf/src/objects/`), loaded when it runs by itself:
+    /// starting up parses and creates nothing else. `None`: it needs the whole object.
+    fn object(&self) -> Option<&'static [u8]> {
+        None
+    }
     /// The tool's own load-time settings, computed from the kernel.
     fn settings(&self, _kernel: &Kernel) -> Result<Vec<Setting>> {
         Ok(Vec::new())
@@ -102,7 +108,12 @@ impl Session {
         }
         let mut task_layout = scope.hierarchy.task_layout(&kernel.btf)?;
         crate::pidns::apply(&mut task_layout, &kernel.btf)?;
+        let object = match ready.as_slice() {
+            [only] => only.object(),
+            _ => None,
+        };
         let settings = Settings {
+            object: object.unwrap_or(loader::ALL_TOOLS),
             filter: scope.filter,
             task_layout,
             tool: loader::merge_settings(tool_settings),

@@ -98,6 +98,10 @@ impl Plan for Args {
         TRACEPOINTS.to_vec()
     }
 
+    fn object(&self) -> Option<&'static [u8]> {
+        Some(crate::tool_object!("writeback"))
+    }
+
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         Ok(vec![Setting::global(
             "WRITEBACK_LAYOUT",

@@ -99,6 +99,10 @@ impl Plan for Args {
         TRACEPOINTS.to_vec()
     }
 
+    fn object(&self) -> Option<&'static [u8]> {
+        Some(crate::tool_object!("direct_reclaim"))
+    }
+
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         let mut settings = vec![Setting::global("GFP_FIELD", &gfp_field(&kernel.tracefs)?)];
         if let Some(layout) = compaction::layout(&kernel.tracefs)? {
