@@ -305,6 +305,15 @@ impl Probes {
         if let Some(index) = index {
             self.load_btf(tracepoints, &mut btf_results, index);
         }
+        if mode != AttachMode::Btf {
+            let classic: Vec<String> = tracepoints
+                .iter()
+                .zip(&btf_results)
+                .filter(|(_, result)| result.is_err())
+                .map(|(tp, _)| format!("{}_tp", tp.program))
+                .collect();
+            self.load_classic(&classic);
+        }
         for ((tp, format), btf_result) in tracepoints.iter().zip(&formats).zip(btf_results) {
             let btf_result = btf_result.and_then(|()| {
                 let program: &mut BtfTracePoint = self.program(tp.program)?;
@@ -371,12 +380,20 @@ impl Probes {
                 load.program = Some(program);
             }
         }
-        let run = |load: &mut BtfLoad| load.run(index, verbose);
-        let half = loads.len() / 2;
-        let (first, second) = loads.split_at_mut(half);
-        std::thread::scope(|scope| {
-            scope.spawn(|| first.iter_mut().for_each(run));
-            second.iter_mut().for_each(run);
+        on_two_threads(&mut loads, |load| load.run(index, verbose));
+    }
+
+    /// Loads the classic programs named, on two threads as [`Self::load_btf`] does. One the
+    /// verifier rejects stays unloaded: [`Self::attach_classic`] tries again and says why.
+    fn load_classic(&mut self, names: &[String]) {
+        let mut programs: Vec<&mut TracePoint> = self
+            .ebpf
+            .programs_mut()
+            .filter(|(name, _)| names.iter().any(|wanted| wanted == name))
+            .filter_map(|(_, program)| program.try_into().ok())
+            .collect();
+        on_two_threads(&mut programs, |program| {
+            let _ = program.load();
         });
     }
 
@@ -384,9 +401,11 @@ impl Probes {
         let name = format!("{}_tp", tp.program);
         let verbose = self.verbose;
         let program: &mut TracePoint = self.program(&name)?;
-        program
-            .load()
-            .map_err(|err| rejected(&name, err, verbose))?;
+        if program.fd().is_err() {
+            program
+                .load()
+                .map_err(|err| rejected(&name, err, verbose))?;
+        }
         program
             .attach(tp.category, tp.name)
             .with_context(|| format!("cannot attach {}:{}", tp.category, tp.name))?;
@@ -530,7 +549,11 @@ pub fn tracepoint_index(
     if mode == AttachMode::Classic {
         return Ok(None);
     }
-    let names: Vec<&str> = tracepoints.iter().map(|tp| tp.name).collect();
+    let names: Vec<&str> = tracepoints
+        .iter()
+        .filter(|tp| tp.args.is_some())
+        .map(|tp| tp.name)
+        .collect();
     kernel.btf.tracepoint_index(&names).map(Some)
 }
 
@@ -605,6 +628,16 @@ fn rejected(program: &str, err: ProgramError, verbose: bool) -> anyhow::Error {
         }
         err => anyhow!("cannot load program {program}: {err}"),
     }
+}
+
+/// Runs `run` on each item, half of them on a second thread: the verifier takes most of the
+/// time of starting up.
+fn on_two_threads<T: Send>(items: &mut [T], run: impl Fn(&mut T) + Sync) {
+    let (first, second) = items.split_at_mut(items.len() / 2);
+    std::thread::scope(|scope| {
+        scope.spawn(|| first.iter_mut().for_each(&run));
+        second.iter_mut().for_each(&run);
+    });
 }
 
 /// Loading one tracepoint's BTF program.

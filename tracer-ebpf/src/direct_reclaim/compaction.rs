@@ -31,9 +31,10 @@ struct Compacting {
 }
 
 /// Tries in progress, by thread. LRU: a try has no end the kernel marks, and a thread that
-/// never allocates again would otherwise hold its entry for good.
+/// never allocates again would otherwise hold its entry for good. LRU maps are preallocated,
+/// at a startup cost in proportion to their size: 4096 is far more threads than compact at once.
 #[map]
-static COMPACTING: LruHashMap<u32, Compacting> = LruHashMap::with_max_entries(16384, 0);
+static COMPACTING: LruHashMap<u32, Compacting> = LruHashMap::with_max_entries(4096, 0);
 
 #[unsafe(no_mangle)]
 static COMPACTION_LAYOUT: Global<CompactionLayout> = Global::new(CompactionLayout {
