@@ -519,6 +519,39 @@ impl Probes {
     }
 }
 
+/// Detaches everything side by side. Closing a perf event attachment (a classic tracepoint, a
+/// uprobe) waits for RCU grace periods, ~80 ms each here: one after another, Ctrl-C took 0.7 s
+/// for direct-reclaim's 13 tracepoints; side by side, the waits overlap.
+impl Drop for Probes {
+    fn drop(&mut self) {
+        let mut closes: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::new();
+        for fd in self.uprobes.drain(..) {
+            closes.push(Box::new(move || drop(fd)));
+        }
+        for (_, program) in self.ebpf.programs_mut() {
+            let unload: Box<dyn FnOnce() + Send> = match program {
+                Program::TracePoint(p) if p.fd().is_ok() => Box::new(move || drop(p.unload())),
+                Program::BtfTracePoint(p) if p.fd().is_ok() => Box::new(move || drop(p.unload())),
+                Program::UProbe(p) if p.fd().is_ok() => Box::new(move || drop(p.unload())),
+                _ => continue,
+            };
+            closes.push(unload);
+        }
+        // A few closes per thread: enough overlap without a thread per probe of a large serve.
+        let per_thread = closes.len().div_ceil(32).max(1);
+        let mut closes = closes.into_iter();
+        std::thread::scope(|scope| {
+            loop {
+                let batch: Vec<_> = closes.by_ref().take(per_thread).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                scope.spawn(move || batch.into_iter().for_each(|close| close()));
+            }
+        });
+    }
+}
+
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones to the memory cgroup. Raising
 /// it can fail (a container without CAP_SYS_RESOURCE), which only matters on the older kernels,
 /// where creating a map then says so.
