@@ -66,6 +66,13 @@ enum ToolCommand {
 }
 
 fn main() -> ExitCode {
+    // Errors reach the user as one line, never with a backtrace; yet with RUST_BACKTRACE=1 set
+    // anyhow captured one for each, and startup makes several it then explains away (~1 ms).
+    // Panics keep theirs: RUST_LIB_BACKTRACE rules library backtraces alone.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread runs yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err)
