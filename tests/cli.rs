@@ -273,3 +273,64 @@ fn sigterm_detaches_everything() {
 fn sigkill_leaves_nothing_attached() {
     assert_detaches_on(libc::SIGKILL);
 }
+
+/// As a user installs them: bash completes tool names and options from the script `tracer
+/// completions bash` prints, and `tracer man DIR` writes a page per tool that ends in examples.
+#[test]
+fn completions_complete_and_man_pages_have_examples() {
+    let script = Scratch::new("completions");
+    let bash = script.file("tracer.bash");
+    let printed = run_tracer(&["completions", "bash"], as_is);
+    assert!(printed.status.success(), "{printed:#?}");
+    std::fs::write(&bash, &printed.stdout).unwrap();
+    // As bash calls a completion function: the words, and the command, current and previous
+    // word as arguments.
+    let complete = |line: &str| -> String {
+        let words: Vec<&str> = line.split(' ').collect();
+        let output = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {bash}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; \
+                 COMP_POINT=${{#COMP_LINE}}; _tracer tracer '{}' '{}'; echo \"${{COMPREPLY[@]}}\"",
+                words
+                    .iter()
+                    .map(|word| format!("'{word}'"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                words.len() - 1,
+                words[words.len() - 1],
+                words[words.len() - 2],
+            ))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let tools = complete("tracer ");
+    for tool in ["direct-reclaim", "writeback", "oom", "pg", "mysql", "serve"] {
+        assert!(tools.split_whitespace().any(|word| word == tool), "{tools}");
+    }
+    let options = complete("tracer pg --br");
+    assert_eq!(options.trim(), "--breakdown", "{options}");
+
+    let pages = Scratch::new("man");
+    let written = run_tracer(&["man", &pages.file("man1")], as_is);
+    assert!(written.status.success(), "{written:#?}");
+    for tool in [
+        "direct-reclaim",
+        "writeback",
+        "oom",
+        "kvm-exit",
+        "pg",
+        "mysql",
+        "serve",
+    ] {
+        let page = std::fs::read_to_string(pages.file(&format!("man1/tracer-{tool}.1")))
+            .unwrap_or_else(|err| panic!("no page for {tool}: {err}; wrote {written:#?}"));
+        let examples = page.split(".SH EXAMPLES").nth(1).unwrap_or_default();
+        // roff writes a hyphen as \-.
+        let command = format!("tracer {}", tool.replace('-', "\\-"));
+        let shown = examples.matches(&command).count();
+        assert_eq!(shown, 5, "tracer-{tool}.1 shows {shown} examples:\n{page}");
+    }
+}

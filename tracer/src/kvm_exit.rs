@@ -18,6 +18,7 @@ use tracer_common::kvm_exit::{
     MmioKey, PioKey, UserspaceKey, Vcpu, kind,
 };
 
+use crate::manual::Example;
 use crate::{
     event_loop::{Tool, Window, read_record},
     flags::Names,
@@ -29,6 +30,30 @@ use crate::{
     session::{self, Context, Plan},
     tracefs::Tracefs,
 };
+
+/// What `tracer --help` and the man page show first.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        what: "Why guests exit and for how long, per reason, until Ctrl-C",
+        command: "sudo tracer kvm-exit",
+    },
+    Example {
+        what: "A summary every 5 seconds",
+        command: "sudo tracer kvm-exit 5",
+    },
+    Example {
+        what: "One VM (its QEMU process), one vCPU",
+        command: "sudo tracer kvm-exit -p 4242 --vcpu 0",
+    },
+    Example {
+        what: "One line per exit and port/MMIO access",
+        command: "sudo tracer kvm-exit --events -d 1",
+    },
+    Example {
+        what: "The 20 noisiest ports and MMIO addresses, as NDJSON",
+        command: "sudo tracer kvm-exit --top 20 --json -d 30",
+    },
+];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

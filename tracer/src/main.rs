@@ -6,6 +6,7 @@ mod flags;
 mod histogram;
 mod kernel_btf;
 mod loader;
+mod manual;
 mod metrics;
 mod options;
 mod output;
@@ -33,7 +34,7 @@ mod writeback;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, error::ErrorKind};
+use clap::{FromArgMatches, Parser, Subcommand, error::ErrorKind};
 
 #[derive(Parser, Debug)]
 #[command(name = "tracer", version, about, propagate_version = true)]
@@ -60,6 +61,13 @@ enum ToolCommand {
     /// Run several tools at once as a node agent: Prometheus metrics per container and pod
     /// over HTTP, and a flight recorder
     Serve(serve::Args),
+    /// Print the shell completion script of SHELL
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (tracer.1 and tracer-TOOL.1 for each tool) into DIR
+    Man { dir: std::path::PathBuf },
     /// The ring-buffer pipeline at its limit (for `cargo xtask bench events`)
     #[command(hide = true)]
     Pipeline(pipeline::Args),
@@ -73,7 +81,10 @@ fn main() -> ExitCode {
         // SAFETY: no other thread runs yet.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
-    let cli = match Cli::try_parse() {
+    let parsed = manual::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err)
             if matches!(
@@ -94,6 +105,15 @@ fn main() -> ExitCode {
         ToolCommand::Mysql(args) => mysql::run(args),
         ToolCommand::Serve(args) => serve::run(args),
         ToolCommand::Pipeline(args) => pipeline::run(args),
+        ToolCommand::Completions { shell } => {
+            manual::write_completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        ToolCommand::Man { dir } => manual::write_man_pages(&dir).map(|pages| {
+            for page in pages {
+                println!("{}", page.display());
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

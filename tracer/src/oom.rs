@@ -10,6 +10,7 @@ use tracer_common::{
     task::Task,
 };
 
+use crate::manual::Example;
 use crate::{
     cgroup::{self, Hierarchy},
     event_loop::{Tool, Window, read_record},
@@ -23,6 +24,30 @@ use crate::{
     tracefs::Tracefs,
     workload::Workload,
 };
+
+/// What `tracer --help` and the man page show first.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        what: "Each OOM kill as it happens, then a summary at Ctrl-C",
+        command: "sudo tracer oom",
+    },
+    Example {
+        what: "Kills and a summary every 60 seconds",
+        command: "sudo tracer oom 60",
+    },
+    Example {
+        what: "Only kills inside one cgroup and below (a Kubernetes pod's)",
+        command: "sudo tracer oom -c /sys/fs/cgroup/kubepods.slice",
+    },
+    Example {
+        what: "Kills of one command name only",
+        command: "sudo tracer oom --comm postgres",
+    },
+    Example {
+        what: "NDJSON, one object per kill and per summary, for a log pipeline",
+        command: "sudo tracer oom --json",
+    },
+];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -19,6 +19,7 @@ use tracer_common::{
     record::tool,
 };
 
+use crate::manual::Example;
 use crate::{
     event_loop::{Tool, Window, read_record},
     loader::{Kernel, Probes, Setting, Tracepoint},
@@ -34,9 +35,36 @@ use crate::{
 use servers::{Servers, Target};
 use sites::{ProbeSites, Sites};
 
+/// What `tracer --help` and the man page show first.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        what: "Every PostgreSQL server's queries: latency per normalized query, reclaim stalls inside them",
+        command: "sudo tracer pg",
+    },
+    Example {
+        what: "One server (a postmaster or any of its backends), a table every 10 seconds",
+        command: "sudo tracer pg -p 4321 10",
+    },
+    Example {
+        what: "Where each query's time went: on CPU, run queue, blocked, sleeping, throttled, I/O",
+        command: "sudo tracer pg --breakdown",
+    },
+    Example {
+        what: "One line per query of 100 ms or more",
+        command: "sudo tracer pg --slow 100",
+    },
+    Example {
+        what: "Every statement exactly, through the server's USDT probes (a trap per probe)",
+        command: "sudo tracer pg --via probes --json -d 60",
+    },
+];
+
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("pid", |pid| pid.help(
+    "Only this server: its postmaster's or any backend's pid (all of its backends, those \
+     started later included)"
+)))]
 pub struct Args {
-    /// -p takes a postmaster or any of its backends, and traces all of that server's backends
     #[command(flatten)]
     pub trace: TraceOptions,
     /// Trace every server running this postgres binary (default: every server; through the

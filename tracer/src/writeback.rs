@@ -12,6 +12,7 @@ use prometheus_client::{
 use serde::Serialize;
 use tracer_common::writeback::{Throttle, Work, WritebackLayout, kind};
 
+use crate::manual::Example;
 use crate::{
     cgroup,
     event_loop::{Tool, Window, read_record},
@@ -25,6 +26,30 @@ use crate::{
     session::{self, Context, Plan},
     tally::{self, CgroupKey, ProcessKey, Tally, TallyJson},
 };
+
+/// What `tracer --help` and the man page show first.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        what: "Pages written back by reason and device, and writers throttled for dirtying, until Ctrl-C",
+        command: "sudo tracer writeback",
+    },
+    Example {
+        what: "A summary every second, 10 times",
+        command: "sudo tracer writeback 1 10",
+    },
+    Example {
+        what: "One line per writeback pass and per throttle pause",
+        command: "sudo tracer writeback --events",
+    },
+    Example {
+        what: "Only one process's throttling",
+        command: "sudo tracer writeback -p 1234",
+    },
+    Example {
+        what: "A minute of NDJSON",
+        command: "sudo tracer writeback --json -d 60",
+    },
+];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

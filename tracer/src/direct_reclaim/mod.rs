@@ -15,6 +15,7 @@ use tracer_common::{
     task::Task,
 };
 
+use crate::manual::Example;
 use crate::{
     cgroup,
     event_loop::{Tool, Window, read_record},
@@ -28,6 +29,30 @@ use crate::{
     tally::{self, CgroupKey, ProcessKey, Tally, TallyJson},
     tracefs::{Format, Tracefs},
 };
+
+/// What `tracer --help` and the man page show first.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        what: "Stalls in reclaim and compaction until Ctrl-C: a histogram per kind, top processes and cgroups",
+        command: "sudo tracer direct-reclaim",
+    },
+    Example {
+        what: "A summary every 5 seconds, 12 times",
+        command: "sudo tracer direct-reclaim 5 12",
+    },
+    Example {
+        what: "One line per stall of 1 ms or more, as it ends",
+        command: "sudo tracer direct-reclaim --events --min-us 1000",
+    },
+    Example {
+        what: "Only the tasks of one cgroup (a container, a systemd service) and below",
+        command: "sudo tracer direct-reclaim -c /sys/fs/cgroup/system.slice/postgresql.service",
+    },
+    Example {
+        what: "A minute of NDJSON, one object per summary",
+        command: "sudo tracer direct-reclaim --json -d 60",
+    },
+];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -28,6 +28,7 @@ use connections::{Connections, Sites};
 use statements::Statements;
 use unreadable::PROGRAMS;
 
+use crate::manual::Example;
 use crate::{
     event_loop::{Tool, Window, read_record},
     loader::{Kernel, Probes, Setting, Tracepoint},
@@ -42,9 +43,35 @@ use crate::{
     usdt::Binary,
 };
 
+/// What `tracer --help` and the man page show first.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        what: "Every MySQL and MariaDB server's commands: latency per normalized query, reclaim inside them",
+        command: "sudo tracer mysql",
+    },
+    Example {
+        what: "One server, a table every 10 seconds",
+        command: "sudo tracer mysql -p 2345 10",
+    },
+    Example {
+        what: "Where each query's time went: on CPU, run queue, blocked, sleeping",
+        command: "sudo tracer mysql --breakdown=sched",
+    },
+    Example {
+        what: "One line per query of 100 ms or more",
+        command: "sudo tracer mysql --slow 100",
+    },
+    Example {
+        what: "New connections too: accept, handshake, authentication, first command",
+        command: "sudo tracer mysql --connections",
+    },
+];
+
 #[derive(clap::Args, Debug)]
+#[command(mut_arg("pid", |pid| pid.help(
+    "Only this server: the pid of its mysqld or mariadbd (all of its connections)"
+)))]
 pub struct Args {
-    /// -p takes the server's pid (mysqld or mariadbd)
     #[command(flatten)]
     pub trace: TraceOptions,
     /// Trace every server running this binary (default: all running servers)

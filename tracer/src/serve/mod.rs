@@ -20,6 +20,7 @@ use bytes::Bytes;
 use clap::{FromArgMatches, ValueEnum};
 use tracer_common::record;
 
+use crate::manual::Example;
 use crate::{
     event_loop::{self, Tool, Window, read_record},
     loader::{AttachMode, Probes},
@@ -32,6 +33,30 @@ use crate::{
 
 /// The port `tracer serve` listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9479";
+
+/// What `tracer --help` and the man page show first.
+pub const EXAMPLES: &[Example] = &[
+    Example {
+        what: "The node agent: every tool, Prometheus metrics on :9479",
+        command: "sudo tracer serve",
+    },
+    Example {
+        what: "Also PostgreSQL and MySQL queries per pod",
+        command: "sudo tracer serve --pg \"\" --mysql \"\"",
+    },
+    Example {
+        what: "Only some tools, on localhost",
+        command: "sudo tracer serve --tools direct-reclaim,oom --listen 127.0.0.1:9479",
+    },
+    Example {
+        what: "Record the minute around each OOM kill and each stall of 100 ms or more",
+        command: "sudo tracer serve --record-dir /var/lib/tracer/records --stall-threshold 100",
+    },
+    Example {
+        what: "Record queries of 500 ms or more, too",
+        command: "sudo tracer serve --pg \"\" --record-dir /var/lib/tracer/records --query-threshold 500",
+    },
+];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
