@@ -194,3 +194,31 @@ fn a_host_wide_container_names_an_oom_killed_container() {
     );
     assert_eq!(kill["constraint"], "memcg");
 }
+
+/// The image carries what `cargo xtask image` puts in it besides the binary: the man pages and
+/// the completion scripts, where man and the shells look under /usr.
+#[test]
+fn the_image_carries_man_pages_and_completions() {
+    let docker = Docker::start();
+    let image = docker.tracer_image();
+    let container = docker.container("tracer-manual", &[&image, "--version"], &[0]);
+    let out = tracer_tests::Scratch::new("image-manual");
+    let copied = |path: &str| -> String {
+        let local = out.file(path.rsplit('/').next().unwrap());
+        docker.run(&["cp", &format!("{}:{path}", container.name), &local], &[0]);
+        std::fs::read_to_string(&local).unwrap()
+    };
+    let page = copied("/usr/share/man/man1/tracer-pg.1");
+    assert!(page.contains(".SH EXAMPLES"), "{page}");
+    let bash = copied("/usr/share/bash-completion/completions/tracer");
+    assert!(
+        bash.contains("complete -F _tracer") || bash.contains("-F _tracer"),
+        "{bash}"
+    );
+    for path in [
+        "/usr/share/zsh/vendor-completions/_tracer",
+        "/usr/share/fish/vendor_completions.d/tracer.fish",
+    ] {
+        assert!(copied(path).contains("direct-reclaim"), "{path}");
+    }
+}

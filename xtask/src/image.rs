@@ -45,6 +45,7 @@ pub fn build(docker: &tracer_tests::Docker) -> Result<String> {
     std::fs::create_dir_all(&context)?;
     std::fs::copy(&binary, context.join("tracer"))
         .with_context(|| format!("copy {}", binary.display()))?;
+    crate::manual::write(&binary, &context.join("usr"))?;
     let revision = shell::output(
         shell::cmd("git")
             .current_dir(&root)
@@ -62,6 +63,7 @@ pub fn build(docker: &tracer_tests::Docker) -> Result<String> {
              org.opencontainers.image.revision=\"{revision}\" \\\n      \
              org.opencontainers.image.licenses=\"{}\"\n\
              COPY tracer /tracer\n\
+             COPY usr /usr\n\
              ENTRYPOINT [\"/tracer\"]\n\
              CMD [\"serve\"]\n",
             "bcc-style eBPF tracing of why latency happens inside the Linux kernel",

@@ -9,6 +9,7 @@ mod bench_pg;
 mod bench_soak;
 mod image;
 mod kernels;
+mod manual;
 mod paired;
 mod rootfs;
 mod setup;
@@ -64,6 +65,12 @@ enum Task {
     /// Set up and build tracer's container image (a static binary, FROM scratch), load it into
     /// the local docker and save it to target/tracer-image.tar.
     Image,
+    /// Set up, build tracer and write its man pages and shell completions (bash, zsh, fish)
+    /// under DIR, as under /usr: share/man/man1, share/bash-completion/completions, ...
+    Manual {
+        #[arg(default_value_os_t = manual::default_prefix())]
+        dir: PathBuf,
+    },
     /// Set up and run a benchmark against peer tools.
     Bench {
         #[command(subcommand)]
@@ -92,6 +99,10 @@ fn run(task: Task) -> Result<()> {
                 ..Default::default()
             })?;
             image::build(&tracer_tests::Docker::start()).map(drop)
+        }
+        Task::Manual { dir } => {
+            setup::run(setup::Needs::default())?;
+            manual::write(&build(true)?, &dir)
         }
         Task::Build { release } => {
             setup::run(setup::Needs::default())?;
