@@ -393,6 +393,10 @@ impl Drop for Fragmented {
 /// Direct compaction on purpose: memory [`Fragmented`], then huge pages asked for past the free
 /// memory still in whole blocks, so that the asking task must move the kept pages to get them.
 /// Returns that task's pid; the huge pages are given back when it returns.
+///
+/// It asks again and again, as a pool resized by a job would be: the pool stops growing at its
+/// first failed allocation, and a zone where compaction failed lately is deferred (skipped
+/// without running) for up to 64 tries after, so that one ask may make deferred tries alone.
 pub fn cause_direct_compaction() -> u32 {
     let _fragmented = Fragmented::new();
     let huge_pages = meminfo_kib("MemFree:") * 9 / 10 / meminfo_kib("Hugepagesize:");
@@ -400,7 +404,9 @@ pub fn cause_direct_compaction() -> u32 {
     let mut asker = Command::new("sh")
         .args([
             "-c",
-            &format!("echo {huge_pages} > /proc/sys/vm/nr_hugepages"),
+            &format!(
+                "for ask in $(seq 66); do echo {huge_pages} > /proc/sys/vm/nr_hugepages; done"
+            ),
         ])
         .spawn()
         .unwrap();
