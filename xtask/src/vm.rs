@@ -35,6 +35,10 @@ const HOST_ONLY: &[(&str, &str)] = &[
 /// Tests skipped in guests, and why.
 const SKIPPED: &[(&str, &str)] = &[
     (
+        "cli::completions_complete_and_man_pages_have_examples",
+        "needs bash, which the busybox initramfs lacks; nothing in it depends on the kernel",
+    ),
+    (
         "direct_reclaim::global_stalls_match_allocstall_and_pgsteal_direct",
         "under the emulator kswapd keeps up with any reader: no global direct reclaim to count (the memcg test covers the reclaim tracepoints)",
     ),
