@@ -307,7 +307,15 @@ fn completions_complete_and_man_pages_have_examples() {
         String::from_utf8(output.stdout).unwrap()
     };
     let tools = complete("tracer ");
-    for tool in ["direct-reclaim", "writeback", "oom", "pg", "mysql", "serve"] {
+    for tool in [
+        "direct-reclaim",
+        "writeback",
+        "oom",
+        "kvm-exit",
+        "pg",
+        "mysql",
+        "serve",
+    ] {
         assert!(tools.split_whitespace().any(|word| word == tool), "{tools}");
     }
     let options = complete("tracer pg --br");
