@@ -274,6 +274,17 @@ fn sigkill_leaves_nothing_attached() {
     assert_detaches_on(libc::SIGKILL);
 }
 
+/// Every tool a user runs, each with its completions and man page.
+const TOOLS: [&str; 7] = [
+    "direct-reclaim",
+    "writeback",
+    "oom",
+    "kvm-exit",
+    "pg",
+    "mysql",
+    "serve",
+];
+
 /// As a user installs them: bash completes tool names and options from the script `tracer
 /// completions bash` prints, and `tracer man DIR` writes a page per tool that ends in examples.
 #[test]
@@ -307,15 +318,7 @@ fn completions_complete_and_man_pages_have_examples() {
         String::from_utf8(output.stdout).unwrap()
     };
     let tools = complete("tracer ");
-    for tool in [
-        "direct-reclaim",
-        "writeback",
-        "oom",
-        "kvm-exit",
-        "pg",
-        "mysql",
-        "serve",
-    ] {
+    for tool in TOOLS {
         assert!(tools.split_whitespace().any(|word| word == tool), "{tools}");
     }
     let options = complete("tracer pg --br");
@@ -324,15 +327,7 @@ fn completions_complete_and_man_pages_have_examples() {
     let pages = Scratch::new("man");
     let written = run_tracer(&["man", &pages.file("man1")], as_is);
     assert!(written.status.success(), "{written:#?}");
-    for tool in [
-        "direct-reclaim",
-        "writeback",
-        "oom",
-        "kvm-exit",
-        "pg",
-        "mysql",
-        "serve",
-    ] {
+    for tool in TOOLS {
         let page = std::fs::read_to_string(pages.file(&format!("man1/tracer-{tool}.1")))
             .unwrap_or_else(|err| panic!("no page for {tool}: {err}; wrote {written:#?}"));
         let examples = page.split(".SH EXAMPLES").nth(1).unwrap_or_default();
