@@ -102,7 +102,7 @@ impl Target {
 }
 
 #[derive(Debug)]
-struct Mount {
+pub(crate) struct Mount {
     mount_point: PathBuf,
     unified: bool,
     v1_controllers: Vec<String>,
@@ -139,7 +139,7 @@ fn mounts() -> Result<Vec<Mount>> {
 }
 
 /// `35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory`
-fn parse_mountinfo_line(line: &str) -> Option<Mount> {
+pub(crate) fn parse_mountinfo_line(line: &str) -> Option<Mount> {
     let (left, right) = line.split_once(" - ")?;
     let mount_point = unescape(left.split(' ').nth(4)?);
     let mut right = right.split(' ');

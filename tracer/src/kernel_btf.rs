@@ -134,6 +134,10 @@ struct Walked {
     by_name: Vec<(u64, u32)>,
 }
 
+/// Types nest no deeper than this in any kernel (typedefs, qualifiers, anonymous members);
+/// lookups stop there, so that a crafted file (`TRACER_BTF`) with a cycle cannot hang them.
+const MAX_DEPTH: u32 = 32;
+
 /// Records walked at a time when a lookup needs more.
 const WALK_STEP: usize = 2048;
 
@@ -153,6 +157,11 @@ impl KernelBtf {
             Err(_) => Bytes::Read(std::fs::read(path)?),
         };
         Self::parse(data).with_context(|| format!("{} is not a BTF file", path.display()))
+    }
+
+    /// BTF in `data`, as if read from a file (for the fuzz targets).
+    pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
+        Self::parse(Bytes::Read(data))
     }
 
     fn parse(data: Bytes) -> Result<Self> {
@@ -312,10 +321,13 @@ impl KernelBtf {
             .with_context(|| format!("struct {name} is not in the kernel's BTF"))?;
         let mut offset_bits = 0;
         for member in path.split('.') {
-            let (member_ty, bits) = self.member(self.resolve(ty), member).with_context(|| {
-                format!("struct {name} has no member {path} in the kernel's BTF")
-            })?;
-            offset_bits += bits;
+            let (member_ty, bits) =
+                self.member(self.resolve(ty), member, 0).with_context(|| {
+                    format!("struct {name} has no member {path} in the kernel's BTF")
+                })?;
+            offset_bits = bits
+                .checked_add(offset_bits)
+                .with_context(|| format!("struct {name}'s {path} is past any offset"))?;
             ty = member_ty;
         }
         Ok((ty, offset_bits))
@@ -328,7 +340,7 @@ impl KernelBtf {
             .ty(self.resolve(ty))
             .filter(|ty| ty.kind == Kind::Array)
             .with_context(|| format!("{name}.{path} is not an array"))?;
-        self.size(array.word(0))
+        self.size(array.word(0), 0)
             .with_context(|| format!("cannot size the elements of {name}.{path}"))
     }
 
@@ -359,21 +371,24 @@ impl KernelBtf {
             .filter(|ty| ty.kind == Kind::FuncProto)?;
         Some(
             (1..proto.vlen())
-                .map(|i| self.type_name(proto.word(i * 2 + 1)))
+                .map(|i| self.type_name(proto.word(i * 2 + 1), 0))
                 .collect(),
         )
     }
 
-    /// A type as C spells it, as far as tracepoint arguments need.
-    fn type_name(&self, id: u32) -> String {
+    /// A type as C spells it, as far as tracepoint arguments need; `depth` types in.
+    fn type_name(&self, id: u32, depth: u32) -> String {
         let Some(ty) = self.ty(id) else {
             return "void".into();
         };
+        if depth > MAX_DEPTH {
+            return "?".into();
+        }
         let name = String::from_utf8_lossy(self.name(ty.name_off)).into_owned();
         match ty.kind {
-            Kind::Ptr => format!("{} *", self.type_name(ty.size_or_type)),
+            Kind::Ptr => format!("{} *", self.type_name(ty.size_or_type, depth + 1)),
             Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => {
-                self.type_name(ty.size_or_type)
+                self.type_name(ty.size_or_type, depth + 1)
             }
             Kind::Struct => format!("struct {name}"),
             Kind::Union => format!("union {name}"),
@@ -382,24 +397,27 @@ impl KernelBtf {
         }
     }
 
-    /// Size in bytes of a type.
-    fn size(&self, id: u32) -> Option<u32> {
+    /// Size in bytes of a type, `depth` types in.
+    fn size(&self, id: u32, depth: u32) -> Option<u32> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         let ty = self.ty(self.resolve(id))?;
         match ty.kind {
             Kind::Int | Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::Float => {
                 Some(ty.size_or_type)
             }
             Kind::Ptr => Some(8),
-            Kind::Array => Some(self.size(ty.word(0))? * ty.word(2)),
+            Kind::Array => self.size(ty.word(0), depth + 1)?.checked_mul(ty.word(2)),
             _ => None,
         }
     }
 
     /// (type id, bit offset) of member `name` of the struct or union `id`, searching anonymous
     /// members too.
-    fn member(&self, id: u32, name: &str) -> Option<(u32, u32)> {
+    fn member(&self, id: u32, name: &str, depth: u32) -> Option<(u32, u32)> {
         let ty = self.ty(id)?;
-        if !matches!(ty.kind, Kind::Struct | Kind::Union) {
+        if depth > MAX_DEPTH || !matches!(ty.kind, Kind::Struct | Kind::Union) {
             return None;
         }
         (0..ty.vlen()).find_map(|i| {
@@ -413,8 +431,8 @@ impl KernelBtf {
             if self.name(name_off) == name.as_bytes() {
                 Some((member_ty, offset))
             } else if name_off == 0 {
-                let (found, inner) = self.member(self.resolve(member_ty), name)?;
-                Some((found, offset + inner))
+                let (found, inner) = self.member(self.resolve(member_ty), name, depth + 1)?;
+                Some((found, offset.checked_add(inner)?))
             } else {
                 None
             }
@@ -423,11 +441,12 @@ impl KernelBtf {
 
     /// Follows typedefs and qualifiers to the underlying type.
     fn resolve(&self, mut id: u32) -> u32 {
-        while let Some(ty) = self.ty(id) {
-            match ty.kind {
-                Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag => {
-                    id = ty.size_or_type
-                }
+        for _ in 0..MAX_DEPTH {
+            match self.ty(id).map(|ty| (ty.kind, ty.size_or_type)) {
+                Some((
+                    Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag,
+                    to,
+                )) => id = to,
                 _ => break,
             }
         }
@@ -522,6 +541,60 @@ mod tests {
             ["struct task_struct *", "pid_t", "struct linux_binprm *"]
         );
         assert_eq!(btf.tracepoint_args("no_such_tracepoint"), None);
+    }
+
+    /// BTF of the given types: (name, kind, vlen, size or type, the words after).
+    fn btf_of(types: &[(&str, Kind, u32, u32, &[u32])]) -> Vec<u8> {
+        let (mut records, mut strings) = (Vec::new(), vec![0u8]);
+        for &(name, kind, vlen, size_or_type, extra) in types {
+            let name_off = if name.is_empty() {
+                0
+            } else {
+                strings.len() as u32
+            };
+            strings.extend(name.bytes().chain([0]));
+            for word in [name_off, (kind as u32) << 24 | vlen, size_or_type]
+                .iter()
+                .chain(extra)
+            {
+                records.extend(word.to_le_bytes());
+            }
+        }
+        let mut blob = MAGIC.to_le_bytes().to_vec();
+        blob.extend([1, 0]);
+        let lengths = [24, 0, records.len() as u32, records.len() as u32];
+        for word in lengths.into_iter().chain([strings.len() as u32]) {
+            blob.extend(word.to_le_bytes());
+        }
+        blob.extend(records);
+        blob.extend(strings);
+        blob
+    }
+
+    /// A crafted file (`TRACER_BTF`) whose types refer to themselves gets answers, not a hang
+    /// or a stack overflow (found by fuzzing).
+    #[test]
+    fn types_that_refer_to_themselves_end_lookups() {
+        let btf = KernelBtf::from_bytes(btf_of(&[
+            // 1: a typedef of itself; 2: a struct whose anonymous member is 3, a typedef of 2.
+            ("loop", Kind::Typedef, 0, 1, &[]),
+            ("task_struct", Kind::Struct, 2, 8, &[0, 3, 0, 0, 4, 0]),
+            ("again", Kind::Typedef, 0, 2, &[]),
+            // 4: an array of itself; 5: a pointer to itself, the tracepoint's argument.
+            ("", Kind::Array, 0, 0, &[4, 1, 2]),
+            ("", Kind::Ptr, 0, 5, &[]),
+            ("", Kind::FuncProto, 2, 0, &[0, 0, 0, 5]),
+            ("", Kind::Ptr, 0, 6, &[]),
+            ("btf_trace_spin", Kind::Typedef, 0, 7, &[]),
+        ]))
+        .unwrap();
+        assert!(btf.member_offset("task_struct", "pid").is_err());
+        assert!(btf.array_stride("task_struct", "").is_err());
+        let args = btf.tracepoint_args("spin").unwrap();
+        assert!(
+            args[0].starts_with("? *") && args[0].ends_with('*'),
+            "{args:?}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod servers;
 mod sites;
-mod wire;
+pub(crate) mod wire;
 
 use std::{
     path::PathBuf,

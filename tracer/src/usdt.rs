@@ -57,6 +57,16 @@ impl Binary {
         Ok(Self { map })
     }
 
+    /// The binary in `bytes`, as if read from a file (for the fuzz targets).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        object::File::parse(bytes).context("not an ELF binary")?;
+        let mut map = memmap2::MmapMut::map_anon(bytes.len())?;
+        map.copy_from_slice(bytes);
+        Ok(Self {
+            map: map.make_read_only()?,
+        })
+    }
+
     fn elf(&self) -> object::File<'_> {
         object::File::parse(&*self.map).expect("parsed when opened")
     }
@@ -206,7 +216,7 @@ fn parse_note(desc: &[u8]) -> Result<Note<'_>> {
 }
 
 /// One argument spec (`8@%rbx`, `-4@-20(%rbp)`, `4@$5`) as an [`Arg`].
-fn parse_arg(spec: &str) -> Result<Arg> {
+pub(crate) fn parse_arg(spec: &str) -> Result<Arg> {
     let (size, operand) = spec.split_once('@').context("no size")?;
     let size: i8 = size.parse().context("bad size")?;
     if ![1, 2, 4, 8].contains(&size.unsigned_abs()) {

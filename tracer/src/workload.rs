@@ -197,13 +197,7 @@ impl Workloads {
         std::fs::read_dir(self.path("/var/log/containers"))
             .ok()?
             .flatten()
-            .find_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                let stem = name.strip_suffix(&suffix)?;
-                let mut fields = stem.splitn(3, '_');
-                let (pod, namespace, container) = (fields.next()?, fields.next()?, fields.next()?);
-                Some((pod.into(), namespace.into(), container.into()))
-            })
+            .find_map(|entry| kubelet_log_name(&entry.file_name().into_string().ok()?, &suffix))
     }
 
     /// `(namespace, pod)` from `/var/log/pods/<namespace>_<pod>_<uid>/`.
@@ -212,31 +206,51 @@ impl Workloads {
         std::fs::read_dir(self.path("/var/log/pods"))
             .ok()?
             .flatten()
-            .find_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                let (namespace, pod) = name.strip_suffix(&suffix)?.split_once('_')?;
-                Some((namespace.into(), pod.into()))
-            })
+            .find_map(|entry| pod_dir_name(&entry.file_name().into_string().ok()?, &suffix))
     }
 
     fn docker_name(&self, id: &str) -> Option<String> {
         let config = self.path(&format!("/var/lib/docker/containers/{id}/config.v2.json"));
-        let config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(config).ok()?).ok()?;
-        Some(config["Name"].as_str()?.trim_start_matches('/').to_owned())
+        docker_name_in(&std::fs::read(config).ok()?)
     }
 
     fn podman_name(&self, id: &str) -> Option<String> {
         let path = "/var/lib/containers/storage/overlay-containers/containers.json";
-        let containers: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.path(path)).ok()?).ok()?;
-        containers
-            .as_array()?
-            .iter()
-            .find(|container| container["id"] == id)
-            .and_then(|container| container["names"][0].as_str())
-            .map(str::to_owned)
+        podman_name_in(&std::fs::read(self.path(path)).ok()?, id)
     }
+}
+
+// What a container's name is read from: files and names any container's owner shapes.
+
+/// `(pod, namespace, container)` from a kubelet log link's name, `<pod>_<ns>_<container>`
+/// followed by `suffix`.
+pub(crate) fn kubelet_log_name(name: &str, suffix: &str) -> Option<(String, String, String)> {
+    let mut fields = name.strip_suffix(suffix)?.splitn(3, '_');
+    let (pod, namespace, container) = (fields.next()?, fields.next()?, fields.next()?);
+    Some((pod.into(), namespace.into(), container.into()))
+}
+
+/// `(namespace, pod)` from a pod's log directory name, `<ns>_<pod>` followed by `suffix`.
+pub(crate) fn pod_dir_name(name: &str, suffix: &str) -> Option<(String, String)> {
+    let (namespace, pod) = name.strip_suffix(suffix)?.split_once('_')?;
+    Some((namespace.into(), pod.into()))
+}
+
+/// The container's name in docker's `config.v2.json`.
+pub(crate) fn docker_name_in(config: &[u8]) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_slice(config).ok()?;
+    Some(config["Name"].as_str()?.trim_start_matches('/').to_owned())
+}
+
+/// The name of container `id` in podman's `containers.json`.
+pub(crate) fn podman_name_in(containers: &[u8], id: &str) -> Option<String> {
+    let containers: serde_json::Value = serde_json::from_slice(containers).ok()?;
+    containers
+        .as_array()?
+        .iter()
+        .find(|container| container["id"] == id)
+        .and_then(|container| container["names"][0].as_str())
+        .map(str::to_owned)
 }
 
 /// A cgroup directory that still exists, at `path` relative to the hierarchy's `mount`.

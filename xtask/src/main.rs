@@ -7,6 +7,7 @@ mod bench_events;
 mod bench_mysql;
 mod bench_pg;
 mod bench_soak;
+mod fuzz;
 mod image;
 mod kernels;
 mod manual;
@@ -71,6 +72,13 @@ enum Task {
         #[arg(default_value_os_t = manual::default_prefix())]
         dir: PathBuf,
     },
+    /// Fuzz the parsers that read what tenants control (libFuzzer, AddressSanitizer): each
+    /// target, or the one named, replays its corpus and then runs for MINUTES.
+    Fuzz {
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        target: Option<String>,
+    },
     /// Set up and run a benchmark against peer tools.
     Bench {
         #[command(subcommand)]
@@ -125,6 +133,10 @@ fn run(task: Task) -> Result<()> {
             vm::test(&kernel, filter.as_deref(), true)
         }
         Task::Test { filter, .. } => test(filter),
+        Task::Fuzz { minutes, target } => {
+            setup::run(setup::Needs::default())?;
+            fuzz::run(minutes, target.as_deref())
+        }
         Task::Bench { bench } => {
             setup::run(setup::Needs {
                 bench: true,
@@ -156,6 +168,9 @@ fn build(release: bool) -> Result<PathBuf> {
         .join(profile)
         .join("tracer"))
 }
+
+/// How long `cargo xtask test` fuzzes each target.
+const FUZZ_MINUTES_IN_CI: f64 = 0.1;
 
 fn test(filter: Option<String>) -> Result<()> {
     setup::run(setup::Needs {
@@ -198,6 +213,10 @@ fn test(filter: Option<String>) -> Result<()> {
         .args(["test", "--workspace", "--exclude", "tracer-ebpf", "--"]);
     cargo.args(&filter).arg("--test-threads=1");
     shell::run(&mut cargo)?;
+    if filter.is_none() {
+        // Each fuzz target replays its seeds and fuzzes a little: `cargo xtask fuzz` for long.
+        fuzz::run(FUZZ_MINUTES_IN_CI, None)?;
+    }
     // Then the guests' tests on Debian's kernels (5.10, 6.1, 6.12), with cgroup v2 only and
     // KVM inside (see the README's Kernels), less the database suites: under the emulator they
     // would take longer than all the rest; `--kernel all` runs them.

@@ -22,7 +22,7 @@ use tracer_common::{
 mod connections;
 mod statements;
 mod unreadable;
-mod wire;
+pub(crate) mod wire;
 
 use connections::{Connections, Sites};
 use statements::Statements;
@@ -250,7 +250,7 @@ const ACCEPT_TRACEPOINTS: [Tracepoint; 3] = [
 ];
 
 /// A C++ symbol's demangled name, as `dispatch_command(THD*, ...)`.
-fn demangled(name: &str) -> Option<String> {
+pub(crate) fn demangled(name: &str) -> Option<String> {
     cpp_demangle::Symbol::new(name)
         .ok()
         .and_then(|symbol| symbol.demangle().ok())
