@@ -532,3 +532,150 @@ mod tests {
         assert_eq!(normalized[0], normalized[1]);
     }
 }
+
+/// What users rely on, for statements of any shape: literals never show, and one shape is one
+/// text.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every literal the generator writes holds this, or is a number; keywords and identifiers
+    /// hold neither it nor a digit. So a normalized text with either leaks a literal.
+    const MARK: &str = "QZX";
+
+    /// A literal's content: anything a user could put in one, the mark in the middle.
+    fn content() -> impl Strategy<Value = String> {
+        (
+            "[a-z0-9 ;,()'\"\\\\\n#*/-]{0,5}",
+            "[a-z0-9 ;,()'\"\\\\\n#*/-]{0,5}",
+        )
+            .prop_map(|(before, after)| format!("{before}{MARK}{after}"))
+    }
+
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[1-9][0-9]{0,6}",
+            "[0-9]{1,3}\\.[0-9]{1,3}",
+            "\\.[0-9]{1,3}",
+            "[0-9]{1,2}[eE][+-]?[0-9]{1,2}",
+        ]
+    }
+
+    /// A literal as `dialect` spells it, quoted and escaped; `signed` allows a unary minus.
+    fn literal(dialect: Dialect, signed: bool) -> BoxedStrategy<String> {
+        let plain = content().prop_map(move |text| match dialect {
+            Dialect::Postgres => format!("'{}'", text.replace('\'', "''")),
+            Dialect::Mysql => format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''")),
+        });
+        let number = (any::<bool>(), number()).prop_map(move |(negative, number)| {
+            if negative && signed {
+                format!("-{number}")
+            } else {
+                number
+            }
+        });
+        match dialect {
+            Dialect::Postgres => prop_oneof![
+                plain,
+                number,
+                content().prop_map(|text| format!(
+                    "E'{}'",
+                    text.replace('\\', "\\\\").replace('\'', "\\'")
+                )),
+                ("[a-z]{0,3}", content())
+                    .prop_map(|(tag, text)| format!("${tag}${}${tag}$", text.replace('$', ""))),
+                "[01]{1,8}".prop_map(|bits| format!("B'{bits}'")),
+            ]
+            .boxed(),
+            Dialect::Mysql => prop_oneof![
+                plain,
+                number,
+                content().prop_map(|text| format!(
+                    "\"{}\"",
+                    text.replace('\\', "\\\\").replace('"', "\\\"")
+                )),
+                "[0-9A-F]{1,8}".prop_map(|hex| format!("0x{hex}")),
+                "([0-9A-F]{2}){1,4}".prop_map(|hex| format!("X'{hex}'")),
+            ]
+            .boxed(),
+        }
+    }
+
+    /// Statement tokens with no literal: keywords, identifiers, operators.
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "SELECT", "FROM", "WHERE", "AND", "OR", "IN", "VALUES", "INSERT", "INTO", "UPDATE",
+                "SET", "LIMIT", "=", "<", ">=", ",", "(", ")", "*", "+", "-", ".",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z_]{1,8}",
+        ]
+    }
+
+    /// A statement: words and literal slots, joined by a space.
+    fn shape() -> impl Strategy<Value = Vec<Option<String>>> {
+        prop::collection::vec(prop_oneof![word().prop_map(Some), Just(None)], 1..16)
+    }
+
+    fn fill(shape: &[Option<String>], literals: &[String]) -> String {
+        let mut literals = literals.iter().cycle();
+        shape
+            .iter()
+            .map(|token| match token {
+                Some(word) => word.as_str(),
+                None => literals.next().map_or("1", String::as_str),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn statement_of(dialect: Dialect) -> impl Strategy<Value = String> {
+        (shape(), prop::collection::vec(literal(dialect, true), 1..6))
+            .prop_map(|(shape, literals)| fill(&shape, &literals))
+    }
+
+    fn leaks(normalized: &str) -> bool {
+        normalized.contains(MARK) || normalized.bytes().any(|byte| byte.is_ascii_digit())
+    }
+
+    proptest! {
+        #[test]
+        fn no_literal_survives_in_postgres(query in statement_of(Dialect::Postgres)) {
+            let normalized = Normalizer::new(Dialect::Postgres).normalize(&query).to_owned();
+            prop_assert!(!leaks(&normalized), "{query:?} -> {normalized:?}");
+        }
+
+        #[test]
+        fn no_literal_survives_in_mysql(query in statement_of(Dialect::Mysql)) {
+            let normalized = Normalizer::new(Dialect::Mysql).normalize(&query).to_owned();
+            prop_assert!(!leaks(&normalized), "{query:?} -> {normalized:?}");
+        }
+
+        #[test]
+        fn normalizing_is_stable(query in "\\PC{0,40}", mysql: bool) {
+            let mut normalizer =
+                Normalizer::new(if mysql { Dialect::Mysql } else { Dialect::Postgres });
+            let once = normalizer.normalize(&query).to_owned();
+            prop_assert_eq!(normalizer.normalize(&once), once.as_str());
+        }
+
+        /// Two fillings of one shape, with unsigned literals (a minus after a word is
+        /// arithmetic, and the shape's own).
+        #[test]
+        fn one_shape_is_one_text(
+            shape in shape(),
+            (dialect, first, second) in prop_oneof![Just(Dialect::Postgres), Just(Dialect::Mysql)]
+                .prop_flat_map(|dialect| {
+                    let literals = prop::collection::vec(literal(dialect, false), 8);
+                    (Just(dialect), literals.clone(), literals)
+                }),
+        ) {
+            let mut normalizer = Normalizer::new(dialect);
+            let one = normalizer.normalize(&fill(&shape, &first)).to_owned();
+            prop_assert_eq!(normalizer.normalize(&fill(&shape, &second)), one.as_str());
+        }
+    }
+}

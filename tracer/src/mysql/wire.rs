@@ -157,4 +157,121 @@ mod tests {
         let payload = [1, 1, 0, 1, 254, 0, 200, b'x'];
         assert_eq!(query_text(&payload), b"");
     }
+
+    /// A query attribute as a MySQL 8.0.23+ client sends it: type, name, value or NULL.
+    #[derive(Clone, Debug)]
+    struct Attribute {
+        kind: u8,
+        name: Vec<u8>,
+        value: Option<Vec<u8>>,
+    }
+
+    fn attribute() -> impl proptest::strategy::Strategy<Value = Attribute> {
+        use proptest::prelude::*;
+        // Fixed sizes by type, 0 for the length-prefixed ones.
+        let kind = prop::sample::select(vec![
+            1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 246, 252, 253, 254,
+        ]);
+        (
+            kind,
+            prop::collection::vec(any::<u8>(), 0..12),
+            any::<bool>(),
+            prop::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(kind, name, null, mut value)| {
+                let fixed = match kind {
+                    1 => Some(1),
+                    2 | 13 => Some(2),
+                    3 | 9 | 4 => Some(4),
+                    8 | 5 => Some(8),
+                    6 => Some(0),
+                    7 | 10..=12 => Some(value.len().min(11)),
+                    // Lengths up to 300 take the 1- and 3-byte length encodings.
+                    _ => None,
+                };
+                if let Some(len) = fixed {
+                    value.resize(len, 0);
+                }
+                Attribute {
+                    kind,
+                    name,
+                    value: (!null).then_some(value),
+                }
+            })
+    }
+
+    fn lenenc(out: &mut Vec<u8>, n: usize) {
+        match n {
+            0..=0xfa => out.push(n as u8),
+            0xfb..=0xffff => {
+                out.push(0xfc);
+                out.extend((n as u16).to_le_bytes());
+            }
+            _ => {
+                out.push(0xfd);
+                out.extend(&(n as u32).to_le_bytes()[..3]);
+            }
+        }
+    }
+
+    /// The COM_QUERY payload (past its command byte) of `text` with `attributes`.
+    fn encode(attributes: &[Attribute], text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        lenenc(&mut out, attributes.len());
+        out.push(1);
+        if !attributes.is_empty() {
+            let mut nulls = vec![0u8; attributes.len().div_ceil(8)];
+            for (i, attribute) in attributes.iter().enumerate() {
+                if attribute.value.is_none() {
+                    nulls[i / 8] |= 1 << (i % 8);
+                }
+            }
+            out.extend(nulls);
+            out.push(1);
+            for attribute in attributes {
+                out.extend([attribute.kind, 0]);
+                lenenc(&mut out, attribute.name.len());
+                out.extend(&attribute.name);
+            }
+            for attribute in attributes {
+                let Some(value) = &attribute.value else {
+                    continue;
+                };
+                match attribute.kind {
+                    1..=6 | 8 | 9 | 13 => {}
+                    7 | 10..=12 => out.push(value.len() as u8),
+                    _ => lenenc(&mut out, value.len()),
+                }
+                out.extend(value);
+            }
+        }
+        out.extend(text);
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever the attributes, the text is what follows them.
+        #[test]
+        fn the_text_follows_any_attributes(
+            attributes in proptest::collection::vec(attribute(), 0..12),
+            text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let payload = encode(&attributes, &text);
+            proptest::prop_assert_eq!(query_text(&payload), &text[..]);
+        }
+
+        /// Cut anywhere past its first byte (alone, that could be a one-letter text), a
+        /// payload gives its text's start or nothing, never protocol bytes.
+        #[test]
+        fn a_cut_payload_gives_part_of_the_text_or_none(
+            attributes in proptest::collection::vec(attribute(), 1..6),
+            text in "[A-Z ]{1,32}",
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let payload = encode(&attributes, text.as_bytes());
+            let cut = &payload[..2 + at.index(payload.len() - 1)];
+            let got = query_text(cut);
+            proptest::prop_assert!(text.as_bytes().starts_with(got), "{got:?}");
+        }
+    }
 }

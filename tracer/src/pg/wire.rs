@@ -237,4 +237,109 @@ mod tests {
             ]
         );
     }
+
+    /// A frontend message the decoder reads, and what running it means.
+    #[derive(Clone, Debug)]
+    enum Sent {
+        Query(String),
+        Parse(String, String),
+        /// A Bind of the statement, then an Execute.
+        Run(String),
+        Close(String),
+        Sync,
+    }
+
+    fn sent() -> impl proptest::strategy::Strategy<Value = Sent> {
+        use proptest::prelude::*;
+        // Names and texts never hold a NUL: the protocol ends them with one.
+        // Few names, so that statements are parsed, run and closed by the same one.
+        let name = "[ab]?";
+        let text = "[^\\x00]{0,24}";
+        prop_oneof![
+            text.prop_map(Sent::Query),
+            (name, text).prop_map(|(name, text)| Sent::Parse(name, text)),
+            name.prop_map(Sent::Run),
+            name.prop_map(Sent::Close),
+            Just(Sent::Sync),
+        ]
+    }
+
+    fn encode(messages: &[Sent]) -> Vec<u8> {
+        let c = |text: &str| [text.as_bytes(), b"\0"].concat();
+        messages
+            .iter()
+            .flat_map(|sent| match sent {
+                Sent::Query(text) => message(b'Q', &[&c(text)]),
+                Sent::Parse(name, text) => message(b'P', &[&c(name), &c(text), &[0, 0]]),
+                Sent::Run(name) => [
+                    message(b'B', &[b"\0", &c(name), &[0, 0, 0, 0, 0, 0]]),
+                    message(b'E', &[b"\0", &[0, 0, 0, 0]]),
+                ]
+                .concat(),
+                Sent::Close(name) => message(b'C', &[b"S", &c(name)]),
+                Sent::Sync => message(b'S', &[]),
+            })
+            .collect()
+    }
+
+    /// What a server runs for `messages`, statement keys as `upper` makes them.
+    fn expected(messages: &[Sent]) -> Vec<Query<'static>> {
+        let mut parsed: std::collections::HashMap<&str, Rc<str>> = Default::default();
+        let mut ran = Vec::new();
+        for sent in messages {
+            match sent {
+                Sent::Query(text) => {
+                    ran.push(Query::Simple(text.clone().into_bytes().leak()));
+                }
+                Sent::Parse(name, text) => {
+                    parsed.insert(name, upper(text.as_bytes()));
+                }
+                Sent::Run(name) => ran.push(Query::Prepared(
+                    parsed.get(name.as_str()).cloned().unwrap_or_else(|| {
+                        format!("<statement {name:?} parsed before tracing>").into()
+                    }),
+                )),
+                Sent::Close(name) => {
+                    parsed.remove(name.as_str());
+                }
+                Sent::Sync => {}
+            }
+        }
+        ran
+    }
+
+    proptest::proptest! {
+        /// Requests one after another, each read whole, run what they sent.
+        #[test]
+        fn decodes_what_was_encoded(
+            requests in proptest::collection::vec(proptest::collection::vec(sent(), 0..6), 1..4)
+        ) {
+            let mut statements = Statements::default();
+            let mut ran = Vec::new();
+            let encoded: Vec<Vec<u8>> = requests.iter().map(|request| encode(request)).collect();
+            for bytes in &encoded {
+                ran.extend(statements.request(7, bytes, true, upper));
+            }
+            proptest::prop_assert_eq!(ran, expected(&requests.concat()));
+        }
+
+        /// Any cut of a request, or its second half alone (a message split across two
+        /// receives), decodes without reading past it.
+        #[test]
+        fn cut_and_split_requests_stay_inside_the_bytes(
+            request in proptest::collection::vec(sent(), 1..6),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let bytes = encode(&request);
+            let at = at.index(bytes.len() + 1);
+            for (part, complete) in [(&bytes[..at], false), (&bytes[at..], true)] {
+                for query in Statements::default().request(7, part, complete, upper) {
+                    if let Query::Simple(text) = query {
+                        let start = text.as_ptr() as usize - part.as_ptr() as usize;
+                        proptest::prop_assert!(start + text.len() <= part.len());
+                    }
+                }
+            }
+        }
+    }
 }
