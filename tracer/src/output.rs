@@ -2,6 +2,7 @@
 //! kernel timestamps.
 
 use std::{
+    borrow::Cow,
     fmt::Write as _,
     io::{self, BufWriter, Stdout, Write},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -60,11 +61,19 @@ impl Output {
 }
 
 impl Write for Output {
+    /// Text goes out with its control characters escaped: names and query texts come from
+    /// whoever runs a process, and an escape sequence in a comm must not drive the terminal of
+    /// the person reading. (JSON escapes its own.)
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = match (self.json, std::str::from_utf8(buf)) {
+            (false, Ok(text)) => escape_controls(text, "\n\t"),
+            _ => Cow::Borrowed(buf),
+        };
         match &mut self.out {
-            Sink::Stdout(out) => out.write(buf),
-            Sink::Memory(out) => out.write(buf),
+            Sink::Stdout(out) => out.write_all(&text)?,
+            Sink::Memory(out) => out.extend_from_slice(&text),
         }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -135,6 +144,33 @@ pub fn rfc3339(time: SystemTime) -> String {
         tm.tm_sec,
         since.subsec_micros()
     )
+}
+
+/// `text` for a one-line message: control characters (a comm or a path may hold any) escaped.
+pub fn printable(text: &str) -> String {
+    String::from_utf8_lossy(&escape_controls(text, "")).into_owned()
+}
+
+/// `text` with its control characters, but those in `kept`, written as `\xNN` (C0 and DEL) or
+/// `\u{NN}` (C1, which some terminals take as escapes too).
+fn escape_controls<'a>(text: &'a str, kept: &str) -> Cow<'a, [u8]> {
+    let escaped = |c: char| c.is_control() && !kept.contains(c);
+    if !text.contains(escaped) {
+        return Cow::Borrowed(text.as_bytes());
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            c if !escaped(c) => out.push(c),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out.into_bytes())
 }
 
 /// A task's comm as text.
@@ -222,6 +258,19 @@ mod tests {
             table.render(),
             "  PID  COMM        MS\n    7  postgres  12.5\n12345  cat        3.0\n"
         );
+    }
+
+    #[test]
+    fn escapes_control_characters_in_text() {
+        let mut out = Output::memory();
+        out.json = false;
+        writeln!(out, "evil\x1b[2J\u{9b}31m\tname").unwrap();
+        assert_eq!(
+            String::from_utf8(out.take_written()).unwrap(),
+            "evil\\x1b[2J\\u{9b}31m\tname\n"
+        );
+        assert_eq!(printable("a\nb\x07"), "a\\x0ab\\x07");
+        assert_eq!(printable("plain é"), "plain é");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn named(pid: u32) -> anyhow::Result<(PathBuf, String)> {
 /// `process PID (COMM)`.
 pub fn described(pid: u32) -> String {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    format!("process {pid} ({})", comm.trim())
+    format!("process {pid} ({})", crate::output::printable(comm.trim()))
 }
 
 /// `/proc/PID/exe`, while the process runs.
