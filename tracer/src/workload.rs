@@ -19,9 +19,10 @@
 //! `/var/lib/containers/storage/overlay-containers/containers.json`.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     path::{Path, PathBuf},
     rc::Rc,
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -125,6 +126,15 @@ pub struct Workloads {
     cache: HashMap<String, (Instant, Option<Rc<Workload>>)>,
 }
 
+/// Metadata files refused for their size, said once each by the process (serve's tools each
+/// have their workloads).
+static REFUSED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Docker writes a few KiB per container, podman about one per container it knows: files far
+/// larger are not theirs to be read whole (any container's owner can shape them).
+const DOCKER_CONFIG_MAX: u64 = 1 << 20;
+const PODMAN_CONTAINERS_MAX: u64 = 64 << 20;
+
 /// How long a lookup is kept.
 const KEEP: Duration = Duration::from_secs(30);
 
@@ -211,13 +221,36 @@ impl Workloads {
 
     fn docker_name(&self, id: &str) -> Option<String> {
         let config = self.path(&format!("/var/lib/docker/containers/{id}/config.v2.json"));
-        docker_name_in(&std::fs::read(config).ok()?)
+        docker_name_in(&read_metadata(config, DOCKER_CONFIG_MAX)?)
     }
 
     fn podman_name(&self, id: &str) -> Option<String> {
-        let path = "/var/lib/containers/storage/overlay-containers/containers.json";
-        podman_name_in(&std::fs::read(self.path(path)).ok()?, id)
+        let path = self.path("/var/lib/containers/storage/overlay-containers/containers.json");
+        podman_name_in(&read_metadata(path, PODMAN_CONTAINERS_MAX)?, id)
     }
+}
+
+/// A runtime's metadata file, unless it is larger than `max` bytes: then it is refused,
+/// in one line the first time.
+fn read_metadata(path: PathBuf, max: u64) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(&path).ok()?;
+    let size = file.metadata().ok()?.len();
+    if size > max {
+        if REFUSED
+            .lock()
+            .is_ok_and(|mut refused| refused.insert(path.clone()))
+        {
+            eprintln!(
+                "tracer: {} is {size} bytes, more than container metadata holds: not read, \
+                 and its containers are not named",
+                crate::output::printable(&path.to_string_lossy())
+            );
+        }
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, max), &mut bytes).ok()?;
+    Some(bytes)
 }
 
 // What a container's name is read from: files and names any container's owner shapes.
@@ -387,6 +420,23 @@ mod tests {
             .unwrap();
         assert_eq!(&*podman.container, "mariadb");
         assert!(workloads.of("/system.slice/cron.service").is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A container's owner can make its metadata file any size: one of 100 MB is not read.
+    #[test]
+    fn refuses_metadata_too_large_to_be_a_runtimes() {
+        let root = std::env::temp_dir().join(format!("tracer-huge-{}", std::process::id()));
+        let config = root.join(format!("var/lib/docker/containers/{ID}/config.v2.json"));
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(&config).unwrap();
+        // Sparse: no disk spent, yet 100 MB to read.
+        file.set_len(100 << 20).unwrap();
+        let mut workloads = Workloads::with_root(&root);
+        let docker = workloads.of(&format!("/docker/{ID}")).unwrap();
+        assert_eq!((docker.runtime, &*docker.container_id), ("docker", ID));
+        assert_eq!(&*docker.container, "");
+        assert!(REFUSED.lock().unwrap().contains(&config));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
