@@ -64,6 +64,39 @@ fn the_query_tools_word_a_wrong_process_alike() {
     let _ = sleeper.wait();
 }
 
+/// A process whose binary has a corrupt section table still runs (the loader reads only the
+/// program headers), and any container can run one: the query tools refuse it in one line
+/// naming it, as they do a sound binary of another program.
+#[test]
+fn corrupt_binaries_are_refused_in_one_line() {
+    let scratch = Scratch::new("corrupt-elf");
+    let sleep = std::fs::read("/bin/sleep").unwrap();
+    for (what, at, bytes) in [
+        ("section table offset", 0x28, &u64::MAX.to_le_bytes()[..]),
+        ("section count", 0x3c, &[0xff, 0xff][..]),
+        ("section names' index", 0x3e, &[0xfe, 0xff][..]),
+    ] {
+        let mut elf = sleep.clone();
+        elf[at..at + bytes.len()].copy_from_slice(bytes);
+        let path = scratch.dir.join("sleep");
+        std::fs::write(&path, elf).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut sleeper = std::process::Command::new(&path).arg("30").spawn().unwrap();
+        let pid = sleeper.id().to_string();
+        for tool in ["pg", "mysql"] {
+            let finished = run_tracer(&[tool, "-p", &pid], as_is);
+            tracer_tests::assert_one_line_refusal(
+                &format!("{tool} -p on a binary with a corrupt {what}"),
+                finished,
+                &format!("process {pid} (sleep)"),
+            );
+        }
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+}
+
 /// As in a sidecar container without the host's pid namespace: tracer is pid 1 of its own,
 /// and the pids it takes and shows are that namespace's.
 #[test]

@@ -195,7 +195,8 @@ impl MysqlPlan {
         }
         if args.connections {
             for target in &mut targets {
-                let binary = Binary::open(&target.path)?;
+                let binary = Binary::open(&target.path)
+                    .with_context(|| format!("cannot read {}", target.shown))?;
                 target.way_in = Some(Sites::find(&binary, &target.shown, target.signature)?);
             }
             tracepoints.extend(ACCEPT_TRACEPOINTS);

@@ -24,7 +24,8 @@ pub struct ProbeSites {
 
 /// Finds where to probe `target`: USDT probes where it has them, else uprobes on PortalRun.
 pub fn plan(target: &Target, protocol: Protocol) -> Result<ProbeSites> {
-    let binary = Binary::open(&target.path)?;
+    let binary =
+        Binary::open(&target.path).with_context(|| format!("cannot read {}", target.shown))?;
     let query_string = binary
         .symbol("debug_query_string")
         .map_or(0, |(address, _)| address);
