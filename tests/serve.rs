@@ -362,6 +362,87 @@ fn a_docker_containers_id_and_name_label_its_oom_kill() {
     assert_eq!(victim["cgroup"], format!("/docker/{id}"));
 }
 
+/// What tenants control, at its worst: a cgroup named with quotes, braces and escapes, a process
+/// named with a terminal escape sequence, and a docker config.v2.json of 100 MB. serve's labels
+/// stay valid (Prometheus's own parsers read them) and name the kill exactly; the file is not
+/// read (serve's peak RSS stays far below it) and is refused in one line; the foreground tool
+/// shows the escape sequence escaped.
+#[test]
+fn hostile_names_and_files_leave_labels_valid_and_memory_bounded() {
+    let root = Scratch::new("hostile-root");
+    let id = "ab".repeat(32);
+    let config = root
+        .dir
+        .join(format!("var/lib/docker/containers/{id}/config.v2.json"));
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    // Sparse: 100 MB to read, none on disk.
+    std::fs::File::create(&config)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    // All a label's syntax, a tab and an escape sequence (the kernel refuses a newline).
+    let parent = Cgroup::memory("tracer-hostile \"q\" \\ {a=\"b\"},\t\x1b[31m", "max");
+    let memcg = Cgroup {
+        path: parent.path.join(format!("docker-{id}.scope")),
+    };
+    std::fs::create_dir(&memcg.path).unwrap();
+    memcg.limit_memory(64 << 20);
+    let escape = root.dir.join("\x1b[2Jdd");
+    std::os::unix::fs::symlink("/bin/dd", &escape).unwrap();
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = Tracer::start_command(
+        tracer_tests::tracer()
+            .args(["serve", "--listen", &listen, "--tools", "oom"])
+            .env("TRACER_HOST_ROOT", &root.dir),
+    );
+    let oom = Tracer::start(&["oom"]);
+    let script = format!(
+        "exec '{}' if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null",
+        escape.display()
+    );
+    assert!(
+        !sh_in(&[&memcg], &script).status().unwrap().success(),
+        "dd was not killed"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = scrape(port);
+    let cgroup = format!("{}/docker-{id}.scope", parent.relative());
+    let labels = [
+        ("cgroup", cgroup.as_str()),
+        ("container_id", id.as_str()),
+        ("runtime", "docker"),
+    ];
+    assert_eq!(
+        sample_sum(&samples, "tracer_oom_kills_total", &labels),
+        1.0,
+        "{:#?}",
+        samples
+            .iter()
+            .filter(|s| s.name.starts_with("tracer_oom"))
+            .collect::<Vec<_>>()
+    );
+    let peak_kib = tracer_tests::proc_status_kib(serve.pid(), "VmHWM");
+    let served = serve.stop_with(libc::SIGTERM);
+    served.assert_success();
+    assert!(peak_kib < 64 << 10, "serve's peak RSS: {peak_kib} KiB");
+    let refusals: Vec<&str> = served
+        .stderr
+        .lines()
+        .filter(|line| line.contains("config.v2.json"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{}", served.stderr);
+    assert!(refusals[0].starts_with("tracer: "), "{}", refusals[0]);
+
+    let shown = oom.stop();
+    assert!(
+        shown.stdout.contains("\\x1b[2Jdd") && !shown.stdout.contains('\x1b'),
+        "{}",
+        shown.stdout
+    );
+}
+
 #[test]
 fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
     let server = Postgres::start("serve");

@@ -290,6 +290,16 @@ pub fn vmstat_sum(counters: &HashMap<String, u64>, prefix: &str) -> u64 {
         .sum()
 }
 
+/// A process's `/proc/PID/status` field in KiB (`VmHWM`: its peak RSS).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 pub fn meminfo_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap()
@@ -549,7 +559,10 @@ impl Drop for Cgroup {
 pub fn sh_in(cgroups: &[&Cgroup], script: &str) -> Command {
     let joins: String = cgroups
         .iter()
-        .map(|cgroup| format!("echo $$ > {}/cgroup.procs; ", cgroup.path.display()))
+        .map(|cgroup| {
+            let path = cgroup.path.display().to_string().replace('\'', "'\\''");
+            format!("echo $$ > '{path}/cgroup.procs'; ")
+        })
         .collect();
     let mut command = Command::new("sh");
     command.arg("-c").arg(format!("{joins}{script}"));

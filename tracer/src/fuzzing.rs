@@ -142,9 +142,9 @@ pub fn metrics_labels(data: &[u8]) {
         root.clone(),
         workload::Workloads::with_root(root),
     );
-    let kills = metrics.counters::<metrics::ToolLabel>("tracer_fuzz_events", "Events");
+    let events = metrics.counters::<metrics::ToolLabel>("tracer_fuzz_events", "Events");
     let labels = metrics.labeler().labels(cgroup);
-    kills
+    events
         .get(
             metrics::ToolLabel {
                 tool: query.to_owned(),
