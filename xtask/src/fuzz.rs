@@ -128,8 +128,15 @@ fn fuzz(target: &str, time: Duration) -> Result<Run> {
     let output = command.output().context("cannot start the fuzz target")?;
     let log = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        for line in tail.into_iter().rev() {
+        // The panic's message, then libFuzzer's summary: the sanitizer's stack between them
+        // is long, and the input reproduces it.
+        let lines: Vec<&str> = log.lines().collect();
+        let panic = lines.iter().position(|line| line.contains("panicked at"));
+        let summary = lines.iter().rposition(|line| line.starts_with("SUMMARY"));
+        for line in panic.map_or(&[][..], |at| &lines[at..(at + 4).min(lines.len())]) {
+            eprintln!("{line}");
+        }
+        for line in &lines[summary.unwrap_or(lines.len().saturating_sub(20))..] {
             eprintln!("{line}");
         }
         bail!(
