@@ -221,26 +221,10 @@ fn test(filter: Option<String>) -> Result<()> {
     // KVM inside (see the README's Kernels), less the database suites: under the emulator they
     // would take longer than all the rest; `--kernel all` runs them.
     if filter.is_none() {
-        guests_beside_databases()?;
+        vm::test("guests", None, false)?;
+        // Of the database suites, the query counts on 5.10, the kernel with the most
+        // fallbacks (no sock tracepoints, attach cookies or bpf_task_pt_regs there).
+        vm::test("5.10", Some("query_counts"), true)?;
     }
     Ok(())
-}
-
-/// The guests one after another, and beside them, of the database suites, the query counts on
-/// 5.10, the kernel with the most fallbacks (no sock tracepoints, attach cookies or
-/// bpf_task_pt_regs there). Each guest has one vCPU and this machine two cores: all one after
-/// another, they took 13 of a clean run's 39 minutes.
-fn guests_beside_databases() -> Result<()> {
-    // Fetched first: both would fetch 5.10 at once.
-    for release in kernels::RELEASES {
-        kernels::fetch(release)?;
-    }
-    std::thread::scope(|scope| {
-        let databases = scope.spawn(|| vm::test("5.10", Some("query_counts"), true));
-        let guests = vm::test("guests", None, false);
-        databases
-            .join()
-            .expect("the database guest does not panic")
-            .and(guests)
-    })
 }

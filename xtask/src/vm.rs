@@ -348,12 +348,9 @@ fn initramfs(
 }
 
 fn boot(kernel: &kernels::Kernel, binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
-    // Apart for the database suites, which may run beside the same kernel's other suites.
-    let name = match binaries.rootfs {
-        Some(_) => format!("{}-databases", kernel.version),
-        None => kernel.version.to_owned(),
-    };
-    let dir = shell::workspace_root().join("target/vm").join(name);
+    let dir = shell::workspace_root()
+        .join("target/vm")
+        .join(kernel.version);
     std::fs::create_dir_all(&dir)?;
     let initrd = initramfs(kernel, binaries, filter, &dir)?;
     let disk = dir.join("scratch.img");
