@@ -54,6 +54,19 @@ fn oom_kill_in(memcg: &Cgroup) -> u32 {
     pid
 }
 
+/// Asserts one OOM kill under `labels`, showing the OOM series when not.
+fn assert_one_kill(samples: &[Sample], labels: &[(&str, &str)]) {
+    let oom: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name.starts_with("tracer_oom"))
+        .collect();
+    assert_eq!(
+        sample_sum(samples, "tracer_oom_kills_total", labels),
+        1.0,
+        "{oom:#?}"
+    );
+}
+
 #[test]
 fn metrics_count_what_the_kernel_counts_and_an_oom_kill_is_recorded() {
     let port = free_port();
@@ -336,16 +349,7 @@ fn a_docker_containers_id_and_name_label_its_oom_kill() {
         ("runtime", "docker"),
         ("constraint", "memcg"),
     ];
-    let kills = sample_sum(&samples, "tracer_oom_kills_total", &labels);
-    assert_eq!(
-        kills,
-        1.0,
-        "{:#?}",
-        samples
-            .iter()
-            .filter(|s| s.name.starts_with("tracer_oom"))
-            .collect::<Vec<_>>()
-    );
+    assert_one_kill(&samples, &labels);
     serve.stop_with(libc::SIGTERM).assert_success();
 
     // The foreground tool names it the same way.
@@ -414,15 +418,7 @@ fn hostile_names_and_files_leave_labels_valid_and_memory_bounded() {
         ("container_id", id.as_str()),
         ("runtime", "docker"),
     ];
-    assert_eq!(
-        sample_sum(&samples, "tracer_oom_kills_total", &labels),
-        1.0,
-        "{:#?}",
-        samples
-            .iter()
-            .filter(|s| s.name.starts_with("tracer_oom"))
-            .collect::<Vec<_>>()
-    );
+    assert_one_kill(&samples, &labels);
     let peak_kib = tracer_tests::proc_status_kib(serve.pid(), "VmHWM");
     let served = serve.stop_with(libc::SIGTERM);
     served.assert_success();
