@@ -219,12 +219,10 @@ fn test(filter: Option<String>) -> Result<()> {
     }
     // Then the guests' tests on Debian's kernels (5.10, 6.1, 6.12), with cgroup v2 only and
     // KVM inside (see the README's Kernels), less the database suites: under the emulator they
-    // would take longer than all the rest; `--kernel all` runs them.
+    // would take longer than all the rest (`--kernel all` runs them): of those, the query counts
+    // on 5.10, beside the others.
     if filter.is_none() {
-        vm::test("guests", None, false)?;
-        // Of the database suites, the query counts on 5.10, the kernel with the most
-        // fallbacks (no sock tracepoints, attach cookies or bpf_task_pt_regs there).
-        vm::test("5.10", Some("query_counts"), true)?;
+        vm::test_beside_databases()?;
     }
     Ok(())
 }
