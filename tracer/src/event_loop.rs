@@ -156,27 +156,15 @@ async fn drive(
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
-                let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                let mut handled = 0;
-                while handled < BATCH {
-                    let Some(record) = ring.next() else { break };
-                    tool.record(&record, out)?;
-                    handled += 1;
-                }
-                if handled < BATCH {
-                    guard.clear_ready();
-                }
-                tool.after_batch(probes)?;
-                out.flush()?;
+                // Drained below; readiness comes back with the next wake-up.
+                guard?.clear_ready();
+                drain_yielding(&mut events, tool, probes, out).await?;
             }
             _ = drains.tick() => {
-                drain(&mut events, tool, out)?;
-                tool.after_batch(probes)?;
-                out.flush()?;
+                drain_yielding(&mut events, tool, probes, out).await?;
             }
             _ = tick(&mut intervals) => {
-                drain(&mut events, tool, out)?;
+                drain_yielding(&mut events, tool, probes, out).await?;
                 tool.collect(probes)?;
                 let lost = probes.lost()?;
                 tool.summary(&window(window_start, lost - lost_before, false), out)?;
@@ -217,6 +205,31 @@ async fn drive(
     tool.summary(&window(window_start, lost - lost_before, true), out)?;
     out.flush()?;
     Ok(())
+}
+
+/// Drains the ring buffer a batch at a time, letting the tasks beside (serve's HTTP) run
+/// between batches: under a flood the kernel refills it as fast as it is read.
+async fn drain_yielding(
+    events: &mut AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    tool: &mut dyn Tool,
+    probes: &mut Probes,
+    out: &mut Output,
+) -> Result<()> {
+    loop {
+        let ring = events.get_mut();
+        let mut handled = 0;
+        while handled < BATCH {
+            let Some(record) = ring.next() else { break };
+            tool.record(&record, out)?;
+            handled += 1;
+        }
+        tool.after_batch(probes)?;
+        out.flush()?;
+        if handled < BATCH {
+            return Ok(());
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 fn drain(
