@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Postgres, SwapDevice, Tracer, assert_refused, cgroup_v2_only,
+    Cgroup, Finished, Json, Postgres, Scratch, SwapDevice, Tracer, assert_refused, cgroup_v2_only,
     proc_schedstat, proc_stat, query_entry, run, summary, vmstat,
 };
 
@@ -28,6 +28,10 @@ fn tracers(args: &[&str]) -> [(&'static str, Tracer); 4] {
         (name, Tracer::start(&all))
     })
 }
+
+/// Statements of each kind in a test pipeline, and pipelines sent.
+const PIPELINED: usize = 200;
+const PIPELINES: u64 = 5;
 
 #[test]
 fn query_counts_match_what_was_issued_and_pg_stat_statements() {
@@ -61,6 +65,23 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
     server.pgbench(&["-M", "prepared", "-S", "-t", "40", "-c", "2", "-n"]);
     // Two statements in one Query message (psql -c sends it whole).
     server.psql("SELECT lower('One'); SELECT 2 + 3, 4");
+    // Pipelines of 400 prepared statements, past the text read and past what a backend
+    // receives at once (8 KiB).
+    let script = Scratch::new("pipeline");
+    let file = script.file("pipeline.sql");
+    let statements = [
+        "SELECT 5 * 5;\n",
+        "SELECT relname FROM pg_class WHERE oid = 1259;\n",
+    ];
+    let pipeline = statements
+        .map(|statement| statement.repeat(PIPELINED))
+        .concat();
+    std::fs::write(&file, format!("\\startpipeline\n{pipeline}\\endpipeline\n")).unwrap();
+    run(std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&script.dir));
+    let pipelines = PIPELINES.to_string();
+    server.pgbench(&["-M", "prepared", "-f", &file, "-t", &pipelines, "-n"]);
     drop((early, session));
 
     let expected = [
@@ -82,6 +103,16 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
         ),
         ("SELECT lower(?)", "SELECT lower($1)", 1),
         ("SELECT ? + ?, ?", "SELECT $1 + $2, $3", 1),
+        (
+            "SELECT ? * ?",
+            "SELECT $1 * $2",
+            PIPELINES * PIPELINED as u64,
+        ),
+        (
+            "SELECT relname FROM pg_class WHERE oid = ?",
+            "SELECT relname FROM pg_class WHERE oid = $1",
+            PIPELINES * PIPELINED as u64,
+        ),
     ];
     for (via, tracer) in tracers {
         let summary = summary(&tracer.stop());

@@ -21,6 +21,27 @@ pub mod site {
 /// cookies (before 5.15).
 pub const SITE_PROGRAMS: u32 = 12;
 
+/// Bytes of a receive sent apart, at most: what a backend reads at once
+/// (`PQ_RECV_BUFFER_SIZE`).
+pub const MAX_SPILLED: usize = 8192;
+
+/// A receive of a request the text cannot hold, sent whole before the request's record; its
+/// `len` bytes follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Spilled {
+    /// [`kind::SPILLED`].
+    pub kind: u32,
+    /// The backend thread.
+    pub pid: u32,
+    /// Which of the request's receives: 1 for its first.
+    pub index: u32,
+    /// What the receive returned, and how much of it follows (less past [`MAX_SPILLED`], 0
+    /// when it could not be read).
+    pub received: u32,
+    pub len: u32,
+}
+
 /// One attached probe site, found by the kernel program through its attach cookie.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,6 +71,8 @@ pub mod kind {
     /// A process exec'd a program named postgres (maybe a server starting): a
     /// [`super::Backend`] with its pid.
     pub const EXEC: u32 = crate::record::kind(crate::record::tool::PG, 4);
+    /// A receive of a request the text cannot hold: a [`super::Spilled`] and its bytes.
+    pub const SPILLED: u32 = crate::record::kind(crate::record::tool::PG, 5);
 }
 
-plain_old_data!(Site);
+plain_old_data!(Site, Spilled);

@@ -86,7 +86,9 @@ pub struct QueryDone {
     pub session: u64,
     /// For a MySQL `COM_STMT_PREPARE`: the id the server gave the statement (0: not seen).
     pub statement: u32,
-    pub _pad: u32,
+    /// For a PostgreSQL request the text cannot hold (a pipeline): how many of its receives
+    /// were sent apart, whole (`tracer_common::pg::Spilled` records). 0: the text holds it.
+    pub spilled: u32,
     /// Where the query's time went (with `--breakdown`; all 0 without).
     pub breakdown: Breakdown,
 }

@@ -12,9 +12,9 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracer_common::{
-    pg::{Backend, QueryDone, kind},
+    pg::{Backend, QueryDone, Spilled, kind},
     query::origin,
     record::tool,
 };
@@ -317,6 +317,8 @@ impl session::Plan for PgPlan {
             late_backends: 0,
             probed_backends: 0,
             tls_backends: 0,
+            spilled: FxHashMap::default(),
+            partly_seen: 0,
             last_check: Instant::now(),
         }))
     }
@@ -345,8 +347,25 @@ struct Pg {
     late_backends: u64,
     probed_backends: u64,
     tls_backends: u64,
+    /// Requests the text cannot hold (pipelines), by backend: their receives so far.
+    spilled: FxHashMap<u32, SpilledRequest>,
+    /// Such requests seen only in part.
+    partly_seen: u64,
     last_check: Instant,
 }
+
+/// A request's receives, as the kernel sent them.
+#[derive(Default)]
+struct SpilledRequest {
+    bytes: Vec<u8>,
+    receives: u32,
+    /// Whether bytes are missing: a receive past what the kernel sends, or past
+    /// [`MAX_REQUEST_BYTES`].
+    cut: bool,
+}
+
+/// Bytes of one request kept, at most.
+const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// How often backends and servers that exited are looked for, to let their probes go.
 const EXITED_CHECKS: Duration = Duration::from_secs(1);
@@ -375,17 +394,37 @@ impl Tool for Pg {
                 self.execs.push(exec.pid);
                 Ok(())
             }
+            kind::SPILLED => {
+                let receive: Spilled = read_record(data)?;
+                let bytes = &data[size_of::<Spilled>()..];
+                let bytes = &bytes[..(receive.len as usize).min(bytes.len())];
+                let request = self.spilled.entry(receive.pid).or_default();
+                // What an earlier request of the backend left (its record lost) goes.
+                if receive.index == 1 {
+                    *request = SpilledRequest::default();
+                }
+                request.receives += 1;
+                request.cut |= receive.len < receive.received;
+                // A backend that never ends its request does not grow this for ever.
+                if request.bytes.len() + bytes.len() <= MAX_REQUEST_BYTES {
+                    request.bytes.extend_from_slice(bytes);
+                } else {
+                    request.cut = true;
+                }
+                Ok(())
+            }
             other => bail!("unknown pg record kind {other}"),
         }
     }
 
     fn summary(&mut self, window: &Window, out: &mut Output) -> Result<()> {
-        let (socket, tls, probed, unseen, late) = (
+        let (socket, tls, probed, unseen, late, partly) = (
             std::mem::take(&mut self.socket_backends).len() as u64,
             self.tls_backends,
             self.probed_backends,
             self.unseen_backends,
             self.late_backends,
+            self.partly_seen,
         );
         let asides = [
             Aside {
@@ -415,6 +454,15 @@ impl Tool for Pg {
                 count: unseen,
                 text: format!("unseen: the requests of {unseen} encrypted backends"),
             },
+            Aside {
+                field: "partly_seen_requests",
+                count: partly,
+                text: format!(
+                    "{partly} pipelined requests seen in part (a receive lost, or over \
+                     {} MiB): statements past the part not counted",
+                    MAX_REQUEST_BYTES >> 20
+                ),
+            },
         ];
         let shown = match self.via {
             Via::Probes => &asides[4..],
@@ -433,19 +481,29 @@ impl Tool for Pg {
 
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
         for pid in std::mem::take(&mut self.execs) {
-            if self.servers.admit(pid) {
-                query::add_server(probes, tool::PG, pid)?;
+            if !self.servers.admits(pid) {
+                continue;
+            }
+            // Its binary read now, for its encrypted backends not to wait for it; a binary
+            // named postgres that cannot be read as PostgreSQL's (a tenant's impostor, a build
+            // stripped of its symbols) is turned away.
+            if self.via == Via::Auto
+                && let Err(err) = self.sites.plan_binary_of(pid)
+            {
                 eprintln!(
-                    "tracer: tracing a PostgreSQL server started since: postmaster pid {pid} ({})",
-                    processes::shown(pid)
+                    "tracer: not tracing process {pid}: {err:#}; `--via socket` traces a server \
+                     without reading its binary"
                 );
-                if self.via == Via::Auto {
-                    self.tls.attach_starting(probes, pid, OPENSSL_EVERYWHERE);
-                    // Its binary read now, for its encrypted backends not to wait for it.
-                    if let Err(err) = self.sites.plan_binary_of(pid) {
-                        eprintln!("tracer: server {pid}: {err:#}");
-                    }
-                }
+                continue;
+            }
+            self.servers.add(pid);
+            query::add_server(probes, tool::PG, pid)?;
+            eprintln!(
+                "tracer: tracing a PostgreSQL server started since: postmaster pid {pid} ({})",
+                processes::shown(pid)
+            );
+            if self.via == Via::Auto {
+                self.tls.attach_starting(probes, pid, OPENSSL_EVERYWHERE);
             }
         }
         self.tls.retry(probes);
@@ -456,6 +514,8 @@ impl Tool for Pg {
             self.last_check = Instant::now();
             self.sites.forget_exited();
             self.tls.forget_exited();
+            self.spilled
+                .retain(|&pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
             for pid in self.servers.exited() {
                 query::remove_server(probes, pid)?;
             }
@@ -474,7 +534,22 @@ impl Pg {
             return self.queries.add_text(&sql::text(bytes), &done, out);
         }
         self.socket_backends.insert(done.task.pid);
-        let complete = done.received as usize <= bytes.len();
+        // A request the text cannot hold came whole, receive by receive, before its record.
+        let spilled = self.spilled.remove(&done.task.pid);
+        let (bytes, complete) = match (&spilled, done.spilled) {
+            (_, 0) => (bytes, done.received as usize <= bytes.len()),
+            (Some(spilled), sent) => {
+                let whole = spilled.receives == sent && !spilled.cut;
+                if !whole {
+                    self.partly_seen += 1;
+                }
+                (&spilled.bytes[..], whole)
+            }
+            (None, _) => {
+                self.partly_seen += 1;
+                (bytes, false)
+            }
+        };
         let queries = &mut self.queries;
         let key_of = |text: &[u8]| Rc::from(queries.key(&sql::text(text)));
         let protocol = self.protocol;

@@ -24,6 +24,8 @@ use tracer_common::{
     record::tool,
 };
 
+mod spill;
+
 use crate::{
     events,
     kernel::field,
@@ -184,7 +186,7 @@ fn received(received: i64) {
         return;
     };
     // An encrypted backend's requests are OpenSSL's probes' or its own (or unseen).
-    if thread.active || thread.link != link::PLAIN {
+    if thread.link != link::PLAIN || (thread.active && thread.origin != origin::SOCKET as u8) {
         return;
     }
     let Some(io) = socket::receive() else {
@@ -198,6 +200,13 @@ fn received(received: i64) {
 #[inline(always)]
 fn request(tid: u32, thread: &mut Thread, buffer: u64, received: i64, socket: bool) {
     if thread.active {
+        // More of the request: a pipeline bigger than a receive.
+        if thread.origin == origin::SOCKET as u8
+            && let Some(request) = query::request_of(tid)
+            && request.done.spilled > 0
+        {
+            spill::more(tid, &mut request.done, buffer, received as usize);
+        }
         return;
     }
     let Some(request) = query::request(tid) else {
@@ -236,6 +245,13 @@ fn request(tid: u32, thread: &mut Thread, buffer: u64, received: i64, socket: bo
     }
     request.done.text_len = len as u32;
     request.done.received = received.min(u32::MAX as i64) as u32;
+    spill::begin(
+        tid,
+        &mut request.done,
+        &request.text,
+        buffer,
+        received as usize,
+    );
     query::start::<Pg>(tid, thread, origin::SOCKET);
 }
 
