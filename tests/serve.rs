@@ -439,6 +439,64 @@ fn hostile_names_and_files_leave_labels_valid_and_memory_bounded() {
     );
 }
 
+/// A tenant's process that calls itself postgres, from a folder named with an escape sequence,
+/// under a 64 KiB title full of them: serve --pg, which follows servers started later, turns it
+/// away in one line naming it (escaped), and goes on counting the real server's queries.
+#[test]
+fn an_impostor_postgres_with_a_64_kib_title_is_turned_away_in_one_line() {
+    let server = Postgres::start("serve-impostor");
+    let tenant = Scratch::new("impostor");
+    let folder = tenant.dir.join("\x1b[2Jtenant");
+    std::fs::create_dir(&folder).unwrap();
+    let impostor = folder.join("postgres");
+    std::fs::copy("/bin/sleep", &impostor).unwrap();
+    let line = "postgres: \x1b[31mapp\x1b[0m shop [local] idle \x1b]0;owned\x07 ";
+    let title = line.repeat((64 << 10) / line.len());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = Tracer::start(&["serve", "--listen", &listen, "--tools", "oom", "--pg", ""]);
+    let mut started = Command::new("bash")
+        .args(["-c", "exec -a \"$TITLE\" \"$IMPOSTOR\" 60"])
+        .env("TITLE", &title)
+        .env("IMPOSTOR", &impostor)
+        .spawn()
+        .unwrap();
+    let pid = started.id().to_string();
+    let names_it = |line: &str| line.contains(&pid);
+    let refusal = serve.stderr_line(names_it, Duration::from_secs(10));
+    server.psql("SELECT pg_stat_statements_reset()");
+    for _ in 0..3 {
+        server.psql("SELECT 5");
+    }
+    let counted = || {
+        let samples = scrape(port);
+        sample_sum(
+            &samples,
+            "tracer_pg_query_seconds_count",
+            &[("query", "SELECT ?")],
+        ) as u64
+    };
+    let asked = Instant::now();
+    while counted() < 3 && asked.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(counted(), server.statement_calls("SELECT $1"));
+    let _ = started.kill();
+    let _ = started.wait();
+    let peak_kib = tracer_tests::proc_status_kib(serve.pid(), "VmHWM");
+    let served = serve.stop_with(libc::SIGTERM);
+    served.assert_success();
+    // Half the DaemonSet's memory limit; serve --pg peaks near 72 MiB (a debug build) without it.
+    assert!(peak_kib < 128 << 10, "serve's peak RSS: {peak_kib} KiB");
+    let refusal = refusal.unwrap_or_else(|| panic!("nothing said of {pid}: {}", served.stderr));
+    let lines: Vec<&str> = served.stderr.lines().filter(|l| names_it(l)).collect();
+    assert_eq!(lines, [refusal.as_str()], "one line");
+    assert!(refusal.starts_with("tracer: not tracing"), "{refusal}");
+    assert!(refusal.contains("\\x1b[2Jtenant/postgres"), "{refusal}");
+    assert!(refusal.len() < 1024, "{refusal}");
+    assert!(!served.stderr.contains('\x1b'), "{}", served.stderr);
+}
+
 #[test]
 fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
     let server = Postgres::start("serve");

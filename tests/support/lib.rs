@@ -28,8 +28,9 @@ pub struct Tracer {
     child: Child,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
-    /// Lines printed on stderr up to and including the "Tracing..." banner.
-    startup: Vec<String>,
+    /// Lines read from stderr so far: up to and including the "Tracing..." banner, and those
+    /// [`Self::stderr_line`] went through.
+    seen: Vec<String>,
 }
 
 /// What a stopped tracer printed.
@@ -59,7 +60,7 @@ impl Tracer {
             child,
             stdout,
             stderr,
-            startup: Vec::new(),
+            seen: Vec::new(),
         };
         tracer.wait_until_attached(&format!("{command:?}"));
         tracer
@@ -71,7 +72,7 @@ impl Tracer {
             match self.stderr.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
                     let attached = line.starts_with("Tracing");
-                    self.startup.push(line);
+                    self.seen.push(line);
                     if attached {
                         return;
                     }
@@ -81,7 +82,24 @@ impl Tracer {
             }
         }
         let _ = self.child.kill();
-        panic!("{command} did not attach: {:?}", self.startup);
+        panic!("{command} did not attach: {:?}", self.seen);
+    }
+
+    /// The next line on stderr that `wanted` takes, if one comes within `limit`.
+    pub fn stderr_line(
+        &mut self,
+        wanted: impl Fn(&str) -> bool,
+        limit: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let line = self.stderr.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if wanted(&line) {
+                return Some(line);
+            }
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {
@@ -95,7 +113,7 @@ impl Tracer {
         Finished {
             status,
             stdout: self.stdout.iter().collect::<Vec<_>>().join("\n"),
-            stderr: std::mem::take(&mut self.startup)
+            stderr: std::mem::take(&mut self.seen)
                 .into_iter()
                 .chain(self.stderr.iter())
                 .collect::<Vec<_>>()

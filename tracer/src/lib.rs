@@ -128,11 +128,14 @@ pub fn main() -> ExitCode {
 }
 
 /// One line on stderr: bad input is not worth a backtrace or a usage screen. Messages that
-/// span lines (clap's, for one) are cut at their first blank line and joined.
+/// span lines (clap's, for one) are cut at their first blank line and joined; control
+/// characters are escaped.
 fn fail(message: &str, code: u8) -> ExitCode {
     let paragraph = message.trim().split("\n\n").next().unwrap_or_default();
     let line = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("tracer: {}", line.strip_prefix("error: ").unwrap_or(&line));
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    // Paths and names in it may be a tenant's, escape sequences and all.
+    eprintln!("tracer: {}", output::printable(line));
     ExitCode::from(code)
 }
 

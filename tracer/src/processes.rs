@@ -55,10 +55,13 @@ pub fn runs_named(pid: u32, names: &[&str]) -> bool {
     })
 }
 
-/// The binary `pid` runs, as messages show it (`pid N` when it cannot be read).
+/// The binary `pid` runs, as messages show it (`pid N` when it cannot be read), its control
+/// characters escaped.
 pub fn shown(pid: u32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map_or_else(|_| format!("pid {pid}"), |path| path.display().to_string())
+    std::fs::read_link(format!("/proc/{pid}/exe")).map_or_else(
+        |_| format!("pid {pid}"),
+        |path| crate::output::printable(&path.to_string_lossy()),
+    )
 }
 
 pub fn parent(pid: u32) -> Option<u32> {

@@ -121,7 +121,9 @@ impl OpensslProbes {
         for (pid, every_process, since) in starting {
             match self.attach(probes, pid, every_process) {
                 Ok(()) => say_attached(probes, pid),
-                Err(_) if since.elapsed() < STARTING && processes::exe(pid).is_some() => {
+                // Gone: nothing left to say of it.
+                Err(_) if processes::exe(pid).is_none() => {}
+                Err(_) if since.elapsed() < STARTING => {
                     self.starting.push((pid, every_process, since));
                 }
                 Err(err) => say_unread(pid, &err),

@@ -88,18 +88,18 @@ impl Servers {
         }
     }
 
-    /// Takes process `pid`, which just exec'd postgres, if it is a new server to trace.
-    pub fn admit(&mut self, pid: u32) -> bool {
+    /// Whether process `pid`, which just exec'd postgres, is a new server to trace.
+    pub fn admits(&self, pid: u32) -> bool {
         let runs_binary = self.binaries.is_empty()
             || self
                 .binaries
                 .iter()
                 .any(|bin| processes::exe(pid).is_some_and(|exe| processes::same_file(&exe, bin)));
-        let admitted = self.watch && runs_binary && is_postmaster(pid) && !self.pids.contains(&pid);
-        if admitted {
-            self.pids.push(pid);
-        }
-        admitted
+        self.watch && runs_binary && is_postmaster(pid) && !self.pids.contains(&pid)
+    }
+
+    pub fn add(&mut self, pid: u32) {
+        self.pids.push(pid);
     }
 
     /// Forgets the servers that exited, and returns them.
