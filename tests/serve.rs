@@ -439,6 +439,93 @@ fn hostile_names_and_files_leave_labels_valid_and_memory_bounded() {
     );
 }
 
+/// A tenant floods its database with four million short queries, pipelined as a batch job sends
+/// them: each is counted or reported lost, never dropped unsaid; another tenant's OOM kill in
+/// the middle of it is recorded; /metrics answers throughout; serve's memory stays bounded.
+#[test]
+fn a_tenants_query_flood_is_counted_and_other_workloads_stay_served() {
+    const PIPELINE: usize = 100;
+    const TRANSACTIONS_PER_CLIENT: usize = 20_000;
+    let server = Postgres::start("serve-flood");
+    let oomcg = Cgroup::memory("tracer-serve-flood-oom", "64M");
+    let script = Scratch::new("flood");
+    let file = script.file("flood.sql");
+    let queries = "SELECT 1;\n".repeat(PIPELINE);
+    std::fs::write(&file, format!("\\startpipeline\n{queries}\\endpipeline\n")).unwrap();
+    run(Command::new("chmod").args(["-R", "a+rX"]).arg(&script.dir));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pg = format!("-p {}", server.pid());
+    let serve = Tracer::start(&["serve", "--listen", &listen, "--tools", "oom", "--pg", &pg]);
+    server.psql("SELECT pg_stat_statements_reset()");
+    let transactions = TRANSACTIONS_PER_CLIENT.to_string();
+    let mut flood = server
+        .pgbench_command(&[
+            "-n",
+            "-M",
+            "prepared",
+            "-f",
+            &file,
+            "-c",
+            "2",
+            "-j",
+            "2",
+            "-t",
+            &transactions,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let counted = |samples: &[Sample]| {
+        let count = |metric: &str, labels: &[(&str, &str)]| sample_sum(samples, metric, labels);
+        let queries = count("tracer_pg_query_seconds_count", &[("query", "SELECT ?")]);
+        let lost = count("tracer_lost_events_total", &[("tool", "pg")]);
+        (queries as u64, lost as u64)
+    };
+    // While it floods, another tenant's process is OOM-killed, and /metrics answers.
+    let script = "exec dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null";
+    assert!(!sh_in(&[&oomcg], script).status().unwrap().success());
+    assert!(flood.try_wait().unwrap().is_none(), "the flood ended first");
+    scrape(port);
+    assert!(flood.wait().unwrap().success());
+    let sent = server.statement_calls("SELECT $1");
+    assert_eq!(sent, (2 * TRANSACTIONS_PER_CLIENT * PIPELINE) as u64);
+    // Every query is counted or said lost, once serve caught up (a debug build lags seconds
+    // behind such a flood): its counts stop moving.
+    let settled = Instant::now();
+    let mut before = (u64::MAX, u64::MAX);
+    let (samples, queries, lost) = loop {
+        let samples = scrape(port);
+        let (queries, lost) = counted(&samples);
+        if queries >= sent || (queries, lost) == before {
+            break (samples, queries, lost);
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(120),
+            "serve never caught up"
+        );
+        before = (queries, lost);
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!(
+        "flood: {sent} sent, {queries} counted in {:?} more, {lost} records said lost",
+        settled.elapsed()
+    );
+    // A lost record may hold a pipeline's worth of queries: what is missing must be said.
+    assert!(queries <= sent);
+    assert!(
+        queries == sent || lost > 0,
+        "{} queries missing, none said lost",
+        sent - queries
+    );
+    assert_one_kill(&samples, &[("cgroup", &oomcg.relative())]);
+    let peak_kib = tracer_tests::proc_status_kib(serve.pid(), "VmHWM");
+    serve.stop_with(libc::SIGTERM).assert_success();
+    // Half the DaemonSet's memory limit; serve --pg peaks near 72 MiB (a debug build) without
+    // a flood.
+    assert!(peak_kib < 128 << 10, "serve's peak RSS: {peak_kib} KiB");
+}
+
 /// A tenant's process that calls itself postgres, from a folder named with an escape sequence,
 /// under a 64 KiB title full of them: serve --pg, which follows servers started later, turns it
 /// away in one line naming it (escaped), and goes on counting the real server's queries.
