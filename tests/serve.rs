@@ -299,6 +299,15 @@ fn a_tool_that_cannot_run_is_reported_once_and_the_rest_go_on() {
     assert_eq!(health["attached"], serde_json::json!(["oom"]));
     let why = health["failed"]["kvm-exit"].as_str().unwrap();
     assert!(why.contains("/dev/kvm is missing"), "{why}");
+    // And for Prometheus (the TracerToolFailed alert).
+    let samples = scrape(port);
+    let mut up: Vec<(&str, f64)> = samples
+        .iter()
+        .filter(|sample| sample.name == "tracer_tool_up")
+        .map(|sample| (sample.labels["tool"].as_str(), sample.value))
+        .collect();
+    up.sort_by(|a, b| a.0.cmp(b.0));
+    assert_eq!(up, [("kvm-exit", 0.0), ("oom", 1.0)]);
     let finished = serve.stop_with(libc::SIGTERM);
     finished.assert_success();
     let reported: Vec<&str> = finished

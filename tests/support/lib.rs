@@ -1724,3 +1724,33 @@ impl Drop for SqlSession {
         let _ = self.child.wait();
     }
 }
+
+/// deploy/prometheus/: the rules' one source, and the Prometheus Operator's copy of them.
+pub fn rules_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/rules.yml")
+}
+
+pub fn prometheus_rule_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes/prometheus-operator/prometheusrule.yaml")
+}
+
+/// The PrometheusRule holding `rules` (rules.yml's text): its groups, under `spec`.
+pub fn prometheus_rule(rules: &str) -> String {
+    let groups: String = rules
+        .lines()
+        .skip_while(|line| line.starts_with('#'))
+        .map(|line| match line {
+            "" => "\n".to_owned(),
+            line => format!("  {line}\n"),
+        })
+        .collect();
+    format!(
+        "# Made by `cargo xtask rules` from deploy/prometheus/rules.yml: edit that, not this.\n\
+         # With the Prometheus Operator: kubectl apply -f deploy/kubernetes/prometheus-operator/\n\
+         apiVersion: monitoring.coreos.com/v1\n\
+         kind: PrometheusRule\n\
+         metadata:\n  name: tracer\n  namespace: tracer\n  labels:\n    app.kubernetes.io/name: tracer\n\
+         spec:\n{groups}"
+    )
+}

@@ -28,6 +28,7 @@ use prometheus_client::{
         family::{Family, MetricConstructor},
         gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
+        info::Info,
     },
     registry::{Metric, Registry, Unit},
 };
@@ -186,6 +187,30 @@ impl Metrics {
             resident_bytes,
             cpu_seen: 0.0,
         }
+    }
+
+    /// `tracer_tool_up{tool}`: 1 for each tool serve runs, 0 for each it was asked for and
+    /// could not start (`/healthz` says why); and `tracer_build_info{version}`.
+    pub fn register_health(&mut self, running: &[&str], failed: &[&str]) {
+        let up = Family::<ToolLabel, Gauge>::default();
+        for (tools, value) in [(running, 1), (failed, 0)] {
+            for tool in tools {
+                let label = ToolLabel {
+                    tool: tool.to_string(),
+                };
+                up.get_or_create(&label).set(value);
+            }
+        }
+        self.registry.register(
+            "tracer_tool_up",
+            "Whether each tool serve was asked for runs (1) or could not start (0)",
+            up,
+        );
+        self.registry.register(
+            "tracer_build",
+            "tracer's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
     }
 
     /// Workload labels for cgroup paths, shared by every tool.

@@ -79,6 +79,8 @@ enum Task {
         minutes: f64,
         target: Option<String>,
     },
+    /// Write the Prometheus Operator's PrometheusRule from deploy/prometheus/rules.yml.
+    Rules,
     /// Set up and run a benchmark against peer tools.
     Bench {
         #[command(subcommand)]
@@ -107,6 +109,13 @@ fn run(task: Task) -> Result<()> {
                 ..Default::default()
             })?;
             image::build(&tracer_tests::Docker::start()).map(drop)
+        }
+        Task::Rules => {
+            let rules = std::fs::read_to_string(tracer_tests::rules_file())?;
+            let path = tracer_tests::prometheus_rule_file();
+            std::fs::write(&path, tracer_tests::prometheus_rule(&rules))?;
+            eprintln!("xtask: wrote {}", path.display());
+            Ok(())
         }
         Task::Manual { dir } => {
             setup::run(setup::Needs::default())?;

@@ -21,8 +21,10 @@ pub struct Needs {
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
-/// pg_stat_statements), MariaDB (server, client, Perl's driver for prepared statements), openssl for a TLS server's certificate, Prometheus's own Python client,
-/// whose parsers check what `tracer serve` exposes, a docker engine with what to make container
+/// pg_stat_statements), MariaDB (server, client, Perl's driver for prepared statements), openssl
+/// for a TLS server's certificate, Prometheus's own Python client, whose parsers check what
+/// `tracer serve` exposes, Prometheus itself (promtool tests the alerting rules; the server
+/// fires them), a docker engine with what to make container
 /// images from without a registry (a static busybox, debootstrap), and podman (with its pause
 /// process) to run the DaemonSet's pod.
 const TEST_PACKAGES: &[&str] = &[
@@ -32,6 +34,7 @@ const TEST_PACKAGES: &[&str] = &[
     "libdbd-mariadb-perl",
     "openssl",
     "python3-prometheus-client",
+    "prometheus",
     "docker.io",
     "busybox-static",
     "debootstrap",

@@ -29,6 +29,7 @@ const HOST_ONLY: &[(&str, &str)] = &[
         "PostgreSQL, MariaDB, Python's Prometheus client, docker",
     ),
     ("containers", "docker"),
+    ("alerts", "Prometheus"),
     ("kubernetes", "podman, docker"),
     ("pipeline", "a second CPU to itself"),
 ];

@@ -236,6 +236,9 @@ pub fn run(args: Args) -> Result<()> {
             lost_window: 0,
         });
     }
+    let failed_names: Vec<&str> = failed.iter().map(|(name, _)| *name).collect();
+    let running: Vec<&str> = tools.iter().map(|running| running.name).collect();
+    metrics.register_health(&running, &failed_names);
     let health = http::Health {
         attached: tools.iter().map(|running| running.name).collect(),
         failed: failed
