@@ -105,6 +105,36 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    /// Real packets, past their command byte, captured off a server's socket (the fuzz seeds
+    /// `captured-*`; docs/fuzzing.md says how).
+    #[test]
+    fn captured_payloads_give_their_texts() {
+        macro_rules! captured {
+            ($name:literal) => {
+                &include_bytes!(concat!("../../fuzz/seeds/mysql_wire/captured-", $name))[..]
+            };
+        }
+        // MySQL 9.7's mysql client: an empty attribute set before each text.
+        assert_eq!(
+            query_text(captured!("mysql97-client-3")),
+            b"SELECT @@version"
+        );
+        // Connector/Python 26.10: two string attributes; then a string and an unsigned one.
+        assert_eq!(
+            query_text(captured!("mysql97-attributes-2")),
+            b"SELECT 99, 'x'"
+        );
+        assert_eq!(query_text(captured!("mysql97-attributes-3")), b"SELECT 1");
+        // MariaDB's client: no attributes.
+        assert_eq!(
+            query_text(captured!("mariadb-client-1")),
+            b"SELECT @@version"
+        );
+        // What Connector/Python sent for a NULL attribute, and MySQL 9.7 refused as a
+        // malformed packet: no text rather than a wrong one.
+        assert_eq!(query_text(captured!("mysql97-malformed-attributes-3")), b"");
+    }
+
     #[test]
     fn text_alone_is_left_as_it_is() {
         for text in [&b"SELECT 1"[..], b"S", b"", b"\x01", b"(SELECT 1)"] {

@@ -132,6 +132,34 @@ mod tests {
         String::from_utf8_lossy(text).to_uppercase().into()
     }
 
+    /// Real bytes, captured off a backend's socket (the fuzz seeds `captured-*`;
+    /// docs/fuzzing.md says how): pgbench -M prepared parses three statements, each with a
+    /// Sync, then sends pipelines of Bind, Describe and Execute for each before one Sync.
+    #[test]
+    fn a_captured_pipeline_runs_each_statement() {
+        macro_rules! captured {
+            ($n:literal) => {
+                &include_bytes!(concat!(
+                    "../../fuzz/seeds/pg_wire/captured-pgbench-pipeline-",
+                    $n
+                ))[1..]
+            };
+        }
+        let mut statements = Statements::default();
+        for parse in [captured!("0"), captured!("1"), captured!("2")] {
+            assert_eq!(statements.request(7, parse, true, upper), []);
+        }
+        let [five, relname] = [
+            "SELECT 5 * 5;",
+            "SELECT RELNAME FROM PG_CLASS WHERE OID = 1259;",
+        ];
+        for pipeline in [captured!("3"), captured!("4")] {
+            let ran = statements.request(7, pipeline, true, upper);
+            let expected = [five, five, relname].map(|key| Query::Prepared(key.into()));
+            assert_eq!(ran, expected);
+        }
+    }
+
     #[test]
     fn a_simple_query_is_its_text() {
         let bytes = message(b'Q', &[b"select 1\0"]);
