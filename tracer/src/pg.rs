@@ -475,7 +475,7 @@ impl Tool for Pg {
         self.queries.register_metrics(
             metrics,
             "tracer_pg_query",
-            "PostgreSQL query latency by normalized query: the --top with the most time at each scrape, the rest as 'other'",
+            "PostgreSQL query latency by normalized query: at most --top series, the rest as 'other'",
         );
     }
 

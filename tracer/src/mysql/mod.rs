@@ -531,7 +531,7 @@ impl Tool for Mysql {
         self.queries.register_metrics(
             metrics,
             "tracer_mysql_query",
-            "MySQL command latency by normalized query (other commands by name): the --top with the most time at each scrape, the rest as 'other'",
+            "MySQL command latency by normalized query (other commands by name): at most --top series, the rest as 'other'",
         );
         if let Some(connections) = &mut self.connections {
             connections.register_metrics(metrics);

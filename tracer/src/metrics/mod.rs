@@ -12,17 +12,11 @@ use std::{
     hash::Hash,
     path::PathBuf,
     rc::Rc,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use prometheus_client::{
-    collector::Collector,
-    encoding::{
-        DescriptorEncoder, EncodeLabel, EncodeLabelSet, LabelSetEncoder, MetricEncoder, NoLabelSet,
-        prometheus_text, text::encode,
-    },
-    metrics::MetricType,
+    encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder, prometheus_text, text::encode},
     metrics::{
         counter::Counter,
         family::{Family, MetricConstructor},
@@ -34,6 +28,10 @@ use prometheus_client::{
 };
 
 use crate::workload::{Workload, Workloads};
+
+mod top;
+
+pub use top::{TopHistograms, TopTotal};
 
 /// Where an event happened: the container, pod and cgroup of the task (or cgroup) involved.
 /// Labels with nothing to say (no container, no pod) are left out.
@@ -269,8 +267,8 @@ impl Metrics {
         series
     }
 
-    /// Histograms per `label` (a normalized query), the `top` with the most time per scrape,
-    /// each with these `totals` beside it.
+    /// Histograms per `label` (a normalized query): at most `top` series, each with these
+    /// `totals` beside it, the rest as `other` ([`top`]).
     pub fn top_histograms(
         &mut self,
         name: &str,
@@ -279,14 +277,7 @@ impl Metrics {
         top: usize,
         totals: Vec<TopTotal>,
     ) -> TopHistograms {
-        let histograms = TopHistograms(Arc::new(TopTable {
-            name: name.to_owned(),
-            help: help.to_owned(),
-            label,
-            top,
-            totals,
-            series: Mutex::new(HashMap::new()),
-        }));
+        let histograms = TopHistograms::new(name, help, label, top, totals);
         self.registry
             .register_collector(Box::new(histograms.clone()));
         histograms
@@ -318,188 +309,6 @@ impl Metrics {
         let mut text = String::new();
         let _ = prometheus_text::encode(&mut text, &self.registry);
         text
-    }
-}
-
-/// Log2 histograms of seconds per key (a normalized query), too many to export each: every
-/// scrape exports the `top` keys with the most time, and the rest as one `other` series; the
-/// same keys carry their totals.
-#[derive(Clone, Debug)]
-pub struct TopHistograms(Arc<TopTable>);
-
-#[derive(Debug)]
-struct TopTable {
-    name: String,
-    help: String,
-    label: &'static str,
-    top: usize,
-    totals: Vec<TopTotal>,
-    series: Mutex<HashMap<Arc<str>, TopSeries>>,
-}
-
-/// A counter per key beside [`TopHistograms`], in the family `<name>_<suffix>`; totals that
-/// share a suffix are one family, told apart by their `part` label.
-#[derive(Clone, Debug)]
-pub struct TopTotal {
-    pub suffix: &'static str,
-    pub help: &'static str,
-    pub unit: Option<Unit>,
-    pub part: Option<&'static str>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct TopSeries {
-    latency: Log2Series,
-    totals: Vec<f64>,
-}
-
-impl TopSeries {
-    fn add(&mut self, other: &Self) {
-        self.latency.add(&other.latency);
-        add_totals(&mut self.totals, other.totals.iter().copied());
-    }
-}
-
-fn add_totals(sums: &mut Vec<f64>, values: impl IntoIterator<Item = f64>) {
-    for (i, value) in values.into_iter().enumerate() {
-        match sums.get_mut(i) {
-            Some(sum) => *sum += value,
-            None => sums.push(value),
-        }
-    }
-}
-
-/// One key's histogram: counts per log2 bucket of `log2_seconds`, the last for +Inf.
-#[derive(Debug, Clone, Default)]
-struct Log2Series {
-    buckets: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-const LOG2_BUCKETS: usize = 32;
-
-impl Log2Series {
-    fn observe(&mut self, seconds: f64) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![0; LOG2_BUCKETS + 1];
-        }
-        // The first bound at or above it, as a classic histogram places it.
-        let micros = seconds * 1e6;
-        let index = if micros <= 1.0 {
-            0
-        } else {
-            (micros.log2().ceil() as usize).min(LOG2_BUCKETS)
-        };
-        self.buckets[index] += 1;
-        self.sum += seconds;
-        self.count += 1;
-    }
-
-    fn add(&mut self, other: &Self) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![0; LOG2_BUCKETS + 1];
-        }
-        for (total, count) in self.buckets.iter_mut().zip(&other.buckets) {
-            *total += count;
-        }
-        self.sum += other.sum;
-        self.count += other.count;
-    }
-
-    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
-        let buckets: Vec<(f64, u64)> = (0..=LOG2_BUCKETS)
-            .map(|i| match i {
-                LOG2_BUCKETS => f64::INFINITY,
-                i => 1e-6 * (1u64 << i) as f64,
-            })
-            .zip(self.buckets.iter().copied().chain(std::iter::repeat(0)))
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
-    }
-}
-
-impl TopHistograms {
-    /// A call of `key` took `seconds`, with `totals` in the order of the table's.
-    pub fn observe(&self, key: &str, seconds: f64, totals: impl IntoIterator<Item = f64>) {
-        let mut series = self
-            .0
-            .series
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let one = match series.get_mut(key) {
-            Some(one) => one,
-            None => series.entry(Arc::from(key)).or_default(),
-        };
-        one.latency.observe(seconds);
-        add_totals(&mut one.totals, totals);
-    }
-}
-
-impl Collector for TopHistograms {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let table = &self.0;
-        let series = table
-            .series
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if series.is_empty() {
-            return Ok(());
-        }
-        let mut ranked: Vec<(&str, &TopSeries)> =
-            series.iter().map(|(key, one)| (&**key, one)).collect();
-        ranked.sort_by(|a, b| {
-            b.1.latency
-                .sum
-                .total_cmp(&a.1.latency.sum)
-                .then(a.0.cmp(b.0))
-        });
-        let mut other = TopSeries::default();
-        for (_, one) in ranked.drain(table.top.min(ranked.len())..) {
-            other.add(one);
-        }
-        if other.latency.count > 0 {
-            ranked.push(("other", &other));
-        }
-        let unit = Unit::Seconds;
-        let mut family = encoder.encode_descriptor(
-            &table.name,
-            &table.help,
-            Some(&unit),
-            MetricType::Histogram,
-        )?;
-        for (key, one) in &ranked {
-            let labels = [(table.label, *key)];
-            one.latency.encode(family.encode_family(&labels)?)?;
-        }
-        // Each family once, with the totals of its parts.
-        let mut suffixes: Vec<&str> = table.totals.iter().map(|total| total.suffix).collect();
-        suffixes.dedup();
-        for suffix in suffixes {
-            let members =
-                || (table.totals.iter().enumerate()).filter(|(_, total)| total.suffix == suffix);
-            let Some((_, first)) = members().next() else {
-                continue;
-            };
-            let name = format!("{}_{suffix}", table.name);
-            let mut family = encoder.encode_descriptor(
-                &name,
-                first.help,
-                first.unit.as_ref(),
-                MetricType::Counter,
-            )?;
-            for (key, one) in &ranked {
-                for (i, total) in members() {
-                    let mut labels = vec![(table.label, *key)];
-                    labels.extend(total.part.map(|part| ("part", part)));
-                    let value = one.totals.get(i).copied().unwrap_or(0.0);
-                    family
-                        .encode_family(&labels)?
-                        .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -682,76 +491,6 @@ mod tests {
             text.contains(&format!("{} 2\n", bucket("0.000128"))),
             "{text}"
         );
-    }
-
-    #[test]
-    fn exports_the_top_queries_and_folds_the_rest() {
-        let (mut metrics, _dir) = metrics(10);
-        let queries = metrics.top_histograms("tracer_query", "Queries", "query", 2, Vec::new());
-        queries.observe("SELECT ?", 0.5, []);
-        queries.observe("SELECT ?", 0.5, []);
-        queries.observe("UPDATE t SET a = ?", 3e-6, []);
-        queries.observe("INSERT INTO t VALUES (?)", 0.2, []);
-        queries.observe("DELETE FROM t", 0.001, []);
-        let text = metrics.openmetrics();
-        assert!(
-            text.contains("# TYPE tracer_query_seconds histogram"),
-            "{text}"
-        );
-        assert!(
-            text.contains("tracer_query_seconds_count{query=\"SELECT ?\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("tracer_query_seconds_count{query=\"INSERT INTO t VALUES (?)\"} 1"),
-            "{text}"
-        );
-        // The other two, folded: 3us falls in the bucket up to 4us.
-        assert!(
-            text.contains("tracer_query_seconds_count{query=\"other\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("tracer_query_seconds_bucket{le=\"0.000004\",query=\"other\"} 1"),
-            "{text}"
-        );
-        assert!(!text.contains("UPDATE"), "{text}");
-    }
-
-    #[test]
-    fn the_top_queries_carry_their_totals_and_other_the_rest() {
-        let (mut metrics, _dir) = metrics(10);
-        let total = |suffix, unit, part| TopTotal {
-            suffix,
-            help: "Parts",
-            unit,
-            part,
-        };
-        let totals = vec![
-            total("breakdown", Some(Unit::Seconds), Some("oncpu")),
-            total("breakdown", Some(Unit::Seconds), Some("sleep")),
-            total("bios", None, None),
-        ];
-        let queries = metrics.top_histograms("tracer_query", "Queries", "query", 1, totals);
-        queries.observe("SELECT ?", 0.5, [0.25, 0.25, 3.0]);
-        queries.observe("SELECT ?", 0.5, [0.5, 0.0, 1.0]);
-        queries.observe("UPDATE t SET a = ?", 0.1, [0.125, 0.0, 2.0]);
-        queries.observe("DELETE FROM t", 0.1, [0.0, 0.0, 5.0]);
-        let text = metrics.openmetrics();
-        for line in [
-            "# TYPE tracer_query_breakdown_seconds counter",
-            "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"oncpu\"} 0.75",
-            "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"sleep\"} 0.25",
-            "tracer_query_breakdown_seconds_total{query=\"other\",part=\"oncpu\"} 0.125",
-            "tracer_query_bios_total{query=\"SELECT ?\"} 4",
-            "tracer_query_bios_total{query=\"other\"} 7",
-        ] {
-            assert!(text.contains(line), "{line} in {text}");
-        }
-        // And for scrapers that ask for Prometheus' text format.
-        let text = metrics.prometheus_text();
-        let line = "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"oncpu\"} 0.75";
-        assert!(text.contains(line), "{line} in {text}");
     }
 
     #[test]

@@ -1,0 +1,473 @@
+//! Per-query series for `tracer serve`: histograms per normalized query, too many to export
+//! each, in bounded memory whatever the number of distinct queries.
+//!
+//! At most `top` queries have series of their own, the rest go to `other`. Series are stable:
+//! a query keeps its series until one far busier takes its place (its counts then go to
+//! `other`), and every counter only grows: the calls of a query without a series go to `other`
+//! as they happen and stay there (a query given a series later starts it from nothing). Who
+//! deserves a series is judged from recent time (halved every minute), kept for a bounded
+//! number of queries with the space-saving algorithm (Metwally et al., 2005): when the table is
+//! full, a new query takes the place of the one with the least time, inheriting that time as
+//! its error, so that no query busier than 1/capacity of the time of all is lost from it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Unit,
+};
+
+/// Queries without a series whose recent time is tracked, per series exported.
+const CANDIDATES_PER_SERIES: usize = 50;
+/// A query takes the place of the least busy series once it has this many times its recent time:
+/// series do not come and go with every scrape.
+const TAKEOVER: f64 = 2.0;
+/// Recent time halves this often.
+const HALF_LIFE_SECS: f64 = 60.0;
+
+/// Log2 histograms of seconds per key (a normalized query), each with its totals.
+#[derive(Clone, Debug)]
+pub struct TopHistograms(Arc<TopTable>);
+
+#[derive(Debug)]
+struct TopTable {
+    name: String,
+    help: String,
+    label: &'static str,
+    top: usize,
+    totals: Vec<TopTotal>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The queries with series, at most `top`.
+    exported: HashMap<Arc<str>, Exported>,
+    other: TopSeries,
+    /// Queries without a series, at most `top * CANDIDATES_PER_SERIES`.
+    candidates: HashMap<Arc<str>, Candidate>,
+    /// When recent times were last decayed.
+    decayed: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Exported {
+    series: TopSeries,
+    recent: f64,
+}
+
+/// A query's recent time as space-saving counts it: at most `error` of it may be another's,
+/// whose place it took.
+#[derive(Debug, Default, Clone, Copy)]
+struct Candidate {
+    recent: f64,
+    error: f64,
+}
+
+impl Candidate {
+    /// The recent time it surely had.
+    fn sure(&self) -> f64 {
+        self.recent - self.error
+    }
+}
+
+impl TopHistograms {
+    pub fn new(
+        name: &str,
+        help: &str,
+        label: &'static str,
+        top: usize,
+        totals: Vec<TopTotal>,
+    ) -> Self {
+        Self(Arc::new(TopTable {
+            name: name.to_owned(),
+            help: help.to_owned(),
+            label,
+            top,
+            totals,
+            state: Mutex::new(State {
+                exported: HashMap::new(),
+                other: TopSeries::default(),
+                candidates: HashMap::new(),
+                decayed: Instant::now(),
+            }),
+        }))
+    }
+
+    /// A call of `key` took `seconds`, with `totals` in the order of the table's.
+    pub fn observe(&self, key: &str, seconds: f64, totals: impl IntoIterator<Item = f64>) {
+        let table = &self.0;
+        let mut state = table.lock();
+        let state = &mut *state;
+        if state.exported.len() < table.top && !state.exported.contains_key(key) {
+            // A free series: taken at once, from the query's first call.
+            state.candidates.remove(key);
+            state.exported.insert(Arc::from(key), Exported::default());
+        }
+        let series = match state.exported.get_mut(key) {
+            Some(exported) => {
+                exported.recent += seconds;
+                &mut exported.series
+            }
+            None => {
+                state.note_candidate(key, seconds, table.top * CANDIDATES_PER_SERIES);
+                &mut state.other
+            }
+        };
+        series.latency.observe(seconds);
+        add_totals(&mut series.totals, totals);
+    }
+}
+
+impl TopTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl State {
+    /// Space-saving: a query new to a full table takes the place of the least busy one.
+    fn note_candidate(&mut self, key: &str, seconds: f64, capacity: usize) {
+        if let Some(candidate) = self.candidates.get_mut(key) {
+            candidate.recent += seconds;
+            return;
+        }
+        let mut error = 0.0;
+        if self.candidates.len() >= capacity.max(1) {
+            let least = self
+                .candidates
+                .iter()
+                .min_by(|a, b| a.1.recent.total_cmp(&b.1.recent))
+                .map(|(key, candidate)| (key.clone(), candidate.recent));
+            if let Some((least, recent)) = least {
+                self.candidates.remove(&least);
+                error = recent;
+            }
+        }
+        let candidate = Candidate {
+            recent: error + seconds,
+            error,
+        };
+        self.candidates.insert(Arc::from(key), candidate);
+    }
+
+    /// Before a scrape: recent time decays, and the busiest queries without a series take the
+    /// places of series far less busy, whose counts go to `other`.
+    fn rebalance(&mut self) {
+        let elapsed = self.decayed.elapsed().as_secs_f64();
+        self.decayed = Instant::now();
+        let factor = 0.5f64.powf(elapsed / HALF_LIFE_SECS);
+        for candidate in self.candidates.values_mut() {
+            candidate.recent *= factor;
+            candidate.error *= factor;
+        }
+        for exported in self.exported.values_mut() {
+            exported.recent *= factor;
+        }
+        loop {
+            let busiest = self
+                .candidates
+                .iter()
+                .max_by(|a, b| a.1.sure().total_cmp(&b.1.sure()))
+                .map(|(key, candidate)| (key.clone(), candidate.sure()));
+            let least = self
+                .exported
+                .iter()
+                .min_by(|a, b| a.1.recent.total_cmp(&b.1.recent))
+                .map(|(key, exported)| (key.clone(), exported.recent));
+            let (Some((busiest, sure)), Some((least, least_recent))) = (busiest, least) else {
+                return;
+            };
+            if sure <= TAKEOVER * least_recent || sure <= 0.0 {
+                return;
+            }
+            if let Some(evicted) = self.exported.remove(&least) {
+                self.other.add(&evicted.series);
+                let candidate = Candidate {
+                    recent: evicted.recent,
+                    error: 0.0,
+                };
+                self.candidates.insert(least, candidate);
+            }
+            self.candidates.remove(&busiest);
+            let exported = Exported {
+                series: TopSeries::default(),
+                recent: sure,
+            };
+            self.exported.insert(busiest, exported);
+        }
+    }
+}
+
+/// A counter per key beside [`TopHistograms`], in the family `<name>_<suffix>`; totals that
+/// share a suffix are one family, told apart by their `part` label.
+#[derive(Clone, Debug)]
+pub struct TopTotal {
+    pub suffix: &'static str,
+    pub help: &'static str,
+    pub unit: Option<Unit>,
+    pub part: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TopSeries {
+    latency: Log2Series,
+    totals: Vec<f64>,
+}
+
+impl TopSeries {
+    fn add(&mut self, other: &Self) {
+        self.latency.add(&other.latency);
+        add_totals(&mut self.totals, other.totals.iter().copied());
+    }
+}
+
+fn add_totals(sums: &mut Vec<f64>, values: impl IntoIterator<Item = f64>) {
+    for (i, value) in values.into_iter().enumerate() {
+        match sums.get_mut(i) {
+            Some(sum) => *sum += value,
+            None => sums.push(value),
+        }
+    }
+}
+
+/// One key's histogram: counts per log2 bucket of `log2_seconds`, the last for +Inf.
+#[derive(Debug, Clone, Default)]
+struct Log2Series {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+const LOG2_BUCKETS: usize = 32;
+
+impl Log2Series {
+    fn observe(&mut self, seconds: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LOG2_BUCKETS + 1];
+        }
+        // The first bound at or above it, as a classic histogram places it.
+        let micros = seconds * 1e6;
+        let index = if micros <= 1.0 {
+            0
+        } else {
+            (micros.log2().ceil() as usize).min(LOG2_BUCKETS)
+        };
+        self.buckets[index] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn add(&mut self, other: &Self) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LOG2_BUCKETS + 1];
+        }
+        for (total, count) in self.buckets.iter_mut().zip(&other.buckets) {
+            *total += count;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let buckets: Vec<(f64, u64)> = (0..=LOG2_BUCKETS)
+            .map(|i| match i {
+                LOG2_BUCKETS => f64::INFINITY,
+                i => 1e-6 * (1u64 << i) as f64,
+            })
+            .zip(self.buckets.iter().copied().chain(std::iter::repeat(0)))
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
+    }
+}
+
+impl Collector for TopHistograms {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let table = &self.0;
+        let mut state = table.lock();
+        state.rebalance();
+        if state.exported.is_empty() {
+            return Ok(());
+        }
+        let mut ranked: Vec<(&str, &TopSeries)> = state
+            .exported
+            .iter()
+            .map(|(key, exported)| (&**key, &exported.series))
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(b.0));
+        if state.other.latency.count > 0 {
+            ranked.push(("other", &state.other));
+        }
+        let unit = Unit::Seconds;
+        let mut family = encoder.encode_descriptor(
+            &table.name,
+            &table.help,
+            Some(&unit),
+            MetricType::Histogram,
+        )?;
+        for (key, one) in &ranked {
+            let labels = [(table.label, *key)];
+            one.latency.encode(family.encode_family(&labels)?)?;
+        }
+        // Each family once, with the totals of its parts.
+        let mut suffixes: Vec<&str> = table.totals.iter().map(|total| total.suffix).collect();
+        suffixes.dedup();
+        for suffix in suffixes {
+            let members =
+                || (table.totals.iter().enumerate()).filter(|(_, total)| total.suffix == suffix);
+            let Some((_, first)) = members().next() else {
+                continue;
+            };
+            let name = format!("{}_{suffix}", table.name);
+            let mut family = encoder.encode_descriptor(
+                &name,
+                first.help,
+                first.unit.as_ref(),
+                MetricType::Counter,
+            )?;
+            for (key, one) in &ranked {
+                for (i, total) in members() {
+                    let mut labels = vec![(table.label, *key)];
+                    labels.extend(total.part.map(|part| ("part", part)));
+                    let value = one.totals.get(i).copied().unwrap_or(0.0);
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    fn exposition(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    fn table(top: usize, totals: Vec<TopTotal>) -> (Registry, TopHistograms) {
+        let mut registry = Registry::default();
+        let queries = TopHistograms::new("tracer_query", "Queries", "query", top, totals);
+        registry.register_collector(Box::new(queries.clone()));
+        (registry, queries)
+    }
+
+    fn count(text: &str, query: &str) -> u64 {
+        let line = format!("tracer_query_seconds_count{{query=\"{query}\"}} ");
+        let Some(at) = text.find(&line) else {
+            panic!("no {line} in {text}");
+        };
+        let value = text[at + line.len()..].split_whitespace().next().unwrap();
+        value.parse().unwrap()
+    }
+
+    /// The first queries take the free series; a far busier one takes the place of the least
+    /// busy, its calls until then staying in `other`, which only grows.
+    #[test]
+    fn series_go_to_the_busiest_and_counters_only_grow() {
+        let (registry, queries) = table(2, Vec::new());
+        queries.observe("SELECT ?", 0.5, []);
+        queries.observe("SELECT ?", 0.5, []);
+        queries.observe("UPDATE t SET a = ?", 3e-6, []);
+        queries.observe("INSERT INTO t VALUES (?)", 0.2, []);
+        queries.observe("DELETE FROM t", 0.001, []);
+        let text = exposition(&registry);
+        assert!(
+            text.contains("# TYPE tracer_query_seconds histogram"),
+            "{text}"
+        );
+        assert_eq!(count(&text, "SELECT ?"), 2);
+        assert_eq!(count(&text, "INSERT INTO t VALUES (?)"), 0);
+        // INSERT's and DELETE's calls, and UPDATE's, whose series INSERT took.
+        assert_eq!(count(&text, "other"), 3);
+        assert!(!text.contains("UPDATE"), "{text}");
+        // INSERT's series counts from now on; the others keep what they had.
+        queries.observe("INSERT INTO t VALUES (?)", 0.2, []);
+        queries.observe("DELETE FROM t", 0.001, []);
+        queries.observe("UPDATE t SET a = ?", 3e-6, []);
+        let text = exposition(&registry);
+        assert_eq!(count(&text, "SELECT ?"), 2);
+        assert_eq!(count(&text, "INSERT INTO t VALUES (?)"), 1);
+        assert_eq!(count(&text, "other"), 5);
+        // UPDATE's two calls of 3 us, under other, in the bucket up to 4 us.
+        let bucket = "tracer_query_seconds_bucket{le=\"0.000004\",query=\"other\"} 2";
+        assert!(text.contains(bucket), "{text}");
+    }
+
+    /// However many distinct queries come, the table keeps a bounded number of them, and every
+    /// call is in a series or in `other`.
+    #[test]
+    fn any_number_of_distinct_queries_take_bounded_memory_and_lose_no_call() {
+        let (registry, queries) = table(2, Vec::new());
+        let calls = 100_000;
+        for i in 0..calls {
+            queries.observe(&format!("SELECT {i}"), 1e-3, []);
+            // One busy query among them.
+            queries.observe("SELECT busy", 0.1, []);
+        }
+        {
+            let state = queries.0.lock();
+            assert_eq!(state.exported.len(), 2);
+            assert!(state.candidates.len() <= 2 * CANDIDATES_PER_SERIES);
+        }
+        let text = exposition(&registry);
+        let all: u64 = text
+            .lines()
+            .filter(|line| line.starts_with("tracer_query_seconds_count"))
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(all, 2 * calls);
+        assert_eq!(count(&text, "SELECT busy"), calls);
+    }
+
+    #[test]
+    fn the_top_queries_carry_their_totals_and_other_the_rest() {
+        let total = |suffix, unit, part| TopTotal {
+            suffix,
+            help: "Parts",
+            unit,
+            part,
+        };
+        let totals = vec![
+            total("breakdown", Some(Unit::Seconds), Some("oncpu")),
+            total("breakdown", Some(Unit::Seconds), Some("sleep")),
+            total("bios", None, None),
+        ];
+        let (registry, queries) = table(1, totals);
+        queries.observe("SELECT ?", 0.5, [0.25, 0.25, 3.0]);
+        queries.observe("SELECT ?", 0.5, [0.5, 0.0, 1.0]);
+        queries.observe("UPDATE t SET a = ?", 0.1, [0.125, 0.0, 2.0]);
+        queries.observe("DELETE FROM t", 0.1, [0.0, 0.0, 5.0]);
+        let text = exposition(&registry);
+        for line in [
+            "# TYPE tracer_query_breakdown_seconds counter",
+            "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"oncpu\"} 0.75",
+            "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"sleep\"} 0.25",
+            "tracer_query_breakdown_seconds_total{query=\"other\",part=\"oncpu\"} 0.125",
+            "tracer_query_bios_total{query=\"SELECT ?\"} 4",
+            "tracer_query_bios_total{query=\"other\"} 7",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // And for scrapers that ask for Prometheus' text format.
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        let line = "tracer_query_breakdown_seconds_total{query=\"SELECT ?\",part=\"oncpu\"} 0.75";
+        assert!(text.contains(line), "{line} in {text}");
+    }
+}
