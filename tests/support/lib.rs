@@ -898,6 +898,24 @@ impl Postgres {
         pgbench_output(self.pgbench_on(&[self.tls_conninfo()], args), args)
     }
 
+    /// psql running the file at `path`, statement by statement.
+    pub fn psql_file(&self, path: &Path) {
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(self.connection())
+            .arg("-f")
+            .arg(path)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "psql -f {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     fn psql_on(&self, connection: &[String], sql: &str) -> String {
         let output = Command::new("psql")
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])

@@ -43,6 +43,17 @@ impl Latencies {
         self.log2_us[(u64::BITS - us.leading_zeros()).saturating_sub(1) as usize] += 1;
     }
 
+    /// Adds `other`'s calls to these.
+    pub fn add(&mut self, other: &Latencies) {
+        // Only fails when other's values do not fit, which auto-resizing rules out.
+        let _ = self.histogram.add(&other.histogram);
+        self.total_ns += other.total_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+        for (sum, count) in self.log2_us.iter_mut().zip(other.log2_us) {
+            *sum += count;
+        }
+    }
+
     pub fn count(&self) -> u64 {
         self.histogram.len()
     }

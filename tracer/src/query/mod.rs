@@ -247,10 +247,55 @@ struct QueryMetrics {
     values: Vec<breakdown::PartValue>,
 }
 
-#[derive(Default)]
+/// A window's queries, at most `capacity` of them: past it, the half with the least time is
+/// folded into one [`OTHER_QUERIES`] row, so that any number of distinct query shapes costs
+/// bounded memory (a row holds a histogram of a few KiB).
 struct Totals {
     all: Latencies,
     queries: FxHashMap<Rc<str>, QueryStats>,
+    capacity: usize,
+}
+
+/// Rows a window keeps per row shown (`--top`).
+const ROWS_PER_SHOWN: usize = 50;
+
+/// The row of the queries folded away, with their totals.
+const OTHER_QUERIES: &str = "(other queries)";
+
+impl Totals {
+    fn new(top: usize) -> Self {
+        Self {
+            all: Latencies::default(),
+            queries: FxHashMap::default(),
+            capacity: (top * ROWS_PER_SHOWN).max(ROWS_PER_SHOWN),
+        }
+    }
+
+    /// The row of `key`, made room for.
+    fn row(&mut self, key: &str) -> &mut QueryStats {
+        if !self.queries.contains_key(key) && self.queries.len() >= self.capacity {
+            self.fold_least_busy();
+        }
+        if !self.queries.contains_key(key) {
+            self.queries.insert(Rc::from(key), QueryStats::default());
+        }
+        self.queries.get_mut(key).expect("a row for every key")
+    }
+
+    fn fold_least_busy(&mut self) {
+        let mut keys: Vec<(u64, Rc<str>)> = (self.queries.iter())
+            .filter(|(key, _)| &***key != OTHER_QUERIES)
+            .map(|(key, stats)| (stats.latencies.total_ns(), key.clone()))
+            .collect();
+        keys.sort_unstable();
+        let mut other = self.queries.remove(OTHER_QUERIES).unwrap_or_default();
+        for (_, key) in keys.into_iter().take(self.capacity / 2) {
+            if let Some(stats) = self.queries.remove(&key) {
+                other.add(&stats);
+            }
+        }
+        self.queries.insert(Rc::from(OTHER_QUERIES), other);
+    }
 }
 
 #[derive(Default)]
@@ -266,6 +311,23 @@ struct QueryStats {
     breakdown: Breakdown,
 }
 
+impl QueryStats {
+    fn add(&mut self, other: &QueryStats) {
+        self.latencies.add(&other.latencies);
+        self.reclaim_ns += other.reclaim_ns;
+        self.reclaim_count += other.reclaim_count;
+        for (total, more) in self.counters.iter_mut().zip(other.counters) {
+            *total += more;
+        }
+        self.counted_calls += other.counted_calls;
+        let mut more = other.breakdown;
+        let sums = breakdown::values(&mut self.breakdown).zip(breakdown::values(&mut more));
+        for (sum, part) in sums {
+            *sum += *part;
+        }
+    }
+}
+
 impl Queries {
     pub fn new(options: &Options, dialect: sql::Dialect, counters: BackendCounters) -> Self {
         Self {
@@ -275,7 +337,7 @@ impl Queries {
             slow_ns: options.slow.map(|ms| (ms * 1e6) as u64),
             top: options.top,
             breakdown: options.parts(),
-            window: Totals::default(),
+            window: Totals::new(options.top),
             new_threads: Vec::new(),
             metrics: None,
         }
@@ -359,7 +421,7 @@ impl Queries {
 
     /// Prints the window's summary and starts a new window.
     pub fn summary(&mut self, window: &Window, asides: &[Aside], out: &mut Output) -> Result<()> {
-        let totals = std::mem::take(&mut self.window);
+        let totals = std::mem::replace(&mut self.window, Totals::new(self.top));
         if out.json {
             return Ok(out.json_line(&self.summary_json(&totals, window, asides))?);
         }
@@ -577,10 +639,7 @@ fn record(
     done: &QueryDone,
     slow_ns: Option<u64>,
 ) -> bool {
-    let stats = match window.queries.get_mut(key) {
-        Some(stats) => stats,
-        None => window.queries.entry(Rc::from(key)).or_default(),
-    };
+    let stats = window.row(key);
     stats.latencies.record(done.latency_ns);
     stats.reclaim_ns += done.reclaim_ns;
     stats.reclaim_count += done.reclaim_count as u64;
@@ -679,4 +738,31 @@ struct QueryJson<'a> {
     counters: HashMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<BreakdownTotals>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many distinct queries a window sees, it keeps a bounded number of rows, loses no
+    /// call and keeps a busy query's own row.
+    #[test]
+    fn a_window_of_any_number_of_shapes_keeps_bounded_rows_and_every_call() {
+        let mut window = Totals::new(2);
+        let mut done: QueryDone = unsafe { std::mem::zeroed() };
+        let shapes = 10_000;
+        for i in 0..shapes {
+            done.latency_ns = 1_000;
+            record(&mut window, &None, &format!("SELECT {i}"), &done, None);
+            done.latency_ns = 1_000_000;
+            record(&mut window, &None, "SELECT busy", &done, None);
+        }
+        assert!(window.queries.len() <= window.capacity);
+        let calls: u64 = window.queries.values().map(|s| s.latencies.count()).sum();
+        assert_eq!(calls, 2 * shapes);
+        assert_eq!(window.queries["SELECT busy"].latencies.count(), shapes);
+        let other = &window.queries[OTHER_QUERIES];
+        assert_eq!(other.latencies.total_ns(), other.latencies.count() * 1_000);
+        assert_eq!(ranked(&window)[0].0.as_ref(), "SELECT busy");
+    }
 }
