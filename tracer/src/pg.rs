@@ -364,8 +364,9 @@ struct SpilledRequest {
     cut: bool,
 }
 
-/// Bytes of one request kept, at most.
+/// Bytes of one request kept, at most, and of all requests at once.
 const MAX_REQUEST_BYTES: usize = 4 << 20;
+const MAX_SPILLED_BYTES: usize = 16 << 20;
 
 /// How often backends and servers that exited are looked for, to let their probes go.
 const EXITED_CHECKS: Duration = Duration::from_secs(1);
@@ -397,20 +398,7 @@ impl Tool for Pg {
             kind::SPILLED => {
                 let receive: Spilled = read_record(data)?;
                 let bytes = &data[size_of::<Spilled>()..];
-                let bytes = &bytes[..(receive.len as usize).min(bytes.len())];
-                let request = self.spilled.entry(receive.pid).or_default();
-                // What an earlier request of the backend left (its record lost) goes.
-                if receive.index == 1 {
-                    *request = SpilledRequest::default();
-                }
-                request.receives += 1;
-                request.cut |= receive.len < receive.received;
-                // A backend that never ends its request does not grow this for ever.
-                if request.bytes.len() + bytes.len() <= MAX_REQUEST_BYTES {
-                    request.bytes.extend_from_slice(bytes);
-                } else {
-                    request.cut = true;
-                }
+                self.spilled_receive(&receive, &bytes[..(receive.len as usize).min(bytes.len())]);
                 Ok(())
             }
             other => bail!("unknown pg record kind {other}"),
@@ -566,6 +554,26 @@ impl Pg {
             })
             .collect();
         self.queries.add_request(&ran, &done, out)
+    }
+
+    /// A receive of a request the text cannot hold, ahead of the request's record.
+    fn spilled_receive(&mut self, receive: &Spilled, bytes: &[u8]) {
+        // A backend that never ends its request (or many of them) does not grow this for ever.
+        let kept: usize = self.spilled.values().map(|r| r.bytes.len()).sum();
+        let request = self.spilled.entry(receive.pid).or_default();
+        // What an earlier request of the backend left (its record lost) goes.
+        if receive.index == 1 {
+            *request = SpilledRequest::default();
+        }
+        request.receives += 1;
+        request.cut |= receive.len < receive.received;
+        if request.bytes.len() + bytes.len() <= MAX_REQUEST_BYTES
+            && kept + bytes.len() <= MAX_SPILLED_BYTES
+        {
+            request.bytes.extend_from_slice(bytes);
+        } else {
+            request.cut = true;
+        }
     }
 
     /// A backend's connection turned out encrypted: through the socket its requests are
