@@ -315,8 +315,11 @@ echo "=== kernel $(uname -r)"
 [ -d /sys/kernel/tracing/events/sock/sock_recv_length ] && echo "=== sock yes" || echo "=== sock no"
 attach() {{
     name=$1; shift
-    said=$(timeout -s KILL 120 "$@" -v -d 1 2>&1 >/dev/null) ||
+    said=$(timeout -s KILL 120 "$@" -v -d 1 2>&1 >/dev/null) || {{
+        # What -v said before the refusal (the verifier's log), for the console log.
+        echo "$said" | tail -n 60 | while read -r line; do echo "=== refusal $name $line"; done
         said="refused: $(echo "$said" | tail -n 1 | grep . || echo no answer in 120 s)"
+    }}
     echo "$said" | while read -r line; do echo "=== attach $name $line"; done
 }}
 {attach}

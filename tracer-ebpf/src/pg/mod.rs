@@ -185,7 +185,8 @@ fn received(received: i64) {
     let Some(thread) = query::traced_thread::<Pg>(tid) else {
         return;
     };
-    // An encrypted backend's requests are OpenSSL's probes' or its own (or unseen).
+    // An encrypted backend's requests are OpenSSL's probes' or its own (or unseen); during a
+    // request, only more of it is read (a pipeline spilled).
     if thread.link != link::PLAIN || (thread.active && thread.origin != origin::SOCKET as u8) {
         return;
     }

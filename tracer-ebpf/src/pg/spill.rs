@@ -20,7 +20,7 @@ const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
 #[repr(C)]
 pub struct Receive {
     header: Spilled,
-    /// Twice what is sent: see [`more`].
+    /// Twice what is sent: see [`masked`].
     bytes: [u8; 2 * MAX_SPILLED],
 }
 
@@ -39,9 +39,8 @@ pub fn begin(tid: u32, done: &mut QueryDone, read: &[u8; MAX_TEXT], buffer: u64,
         return;
     }
     if (5..=MAX_TEXT).contains(&received) {
-        let at = |i: usize| read[i & (MAX_TEXT - 1)];
-        let tail = received - 5;
-        if (0..5).all(|i| at(tail + i) == SYNC[i]) {
+        let tail = masked(received - 5, MAX_TEXT - 1);
+        if (0..5).all(|i| read[(tail + i) & (MAX_TEXT - 1)] == SYNC[i]) {
             return;
         }
     }
@@ -56,24 +55,29 @@ pub fn more(tid: u32, done: &mut QueryDone, buffer: u64, received: usize) {
         return;
     };
     let receive = unsafe { &mut *receive };
-    // Masked, for the verifier to see a bound in the register the helper gets (a bound from
-    // `min` alone stays on a copy LLVM compared): whatever the mask leaves fits the buffer,
-    // and a pg backend never receives that much at once.
-    let len = (received & (2 * MAX_SPILLED - 1)).min(MAX_SPILLED);
+    let len = masked(received.min(MAX_SPILLED), 2 * MAX_SPILLED - 1);
     let read = unsafe { bpf_probe_read_user_buf(buffer as *const u8, &mut receive.bytes[..len]) };
+    let len = if read.is_ok() { len } else { 0 };
     receive.header = Spilled {
         kind: kind::SPILLED,
         pid: tid,
         index: done.spilled,
         received: received as u32,
-        len: if read.is_ok() { len as u32 } else { 0 },
+        len: len as u32,
     };
-    let size = size_of::<Spilled>() + receive.header.len as usize;
-    let record = unsafe {
-        core::slice::from_raw_parts(
-            receive as *const Receive as *const u8,
-            size.min(size_of::<Receive>()),
-        )
-    };
+    let size = masked(size_of::<Spilled>() + len, 2 * MAX_SPILLED - 1);
+    let record =
+        unsafe { core::slice::from_raw_parts(receive as *const Receive as *const u8, size) };
     events::emit_bytes_quietly(tool::PG, record);
+}
+
+/// `value & mask`, as a value the verifier sees bounded where it is used: through memory LLVM
+/// cannot see through, so that the mask stays on the very register used. A bound from a
+/// comparison stays with the register compared, and LLVM may use a copy (or drop a mask it
+/// proved useless), which the verifiers before 5.11 do not bound with it. `value` is within
+/// `mask` wherever this is used: the mask changes nothing but what the verifier knows.
+#[inline(always)]
+fn masked(value: usize, mask: usize) -> usize {
+    let value = unsafe { core::ptr::read_volatile(&value) };
+    value & mask
 }
