@@ -271,15 +271,11 @@ impl Totals {
         }
     }
 
-    /// The row of `key`, made room for.
-    fn row(&mut self, key: &str) -> &mut QueryStats {
-        if !self.queries.contains_key(key) && self.queries.len() >= self.capacity {
+    /// Room for a row of `key`, if it has none (a look at the table's size when not full).
+    fn make_room_for(&mut self, key: &str) {
+        if self.queries.len() >= self.capacity && !self.queries.contains_key(key) {
             self.fold_least_busy();
         }
-        if !self.queries.contains_key(key) {
-            self.queries.insert(Rc::from(key), QueryStats::default());
-        }
-        self.queries.get_mut(key).expect("a row for every key")
     }
 
     fn fold_least_busy(&mut self) {
@@ -639,7 +635,11 @@ fn record(
     done: &QueryDone,
     slow_ns: Option<u64>,
 ) -> bool {
-    let stats = window.row(key);
+    window.make_room_for(key);
+    let stats = match window.queries.get_mut(key) {
+        Some(stats) => stats,
+        None => window.queries.entry(Rc::from(key)).or_default(),
+    };
     stats.latencies.record(done.latency_ns);
     stats.reclaim_ns += done.reclaim_ns;
     stats.reclaim_count += done.reclaim_count as u64;
