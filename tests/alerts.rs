@@ -1,13 +1,10 @@
 //! The alerting rules in deploy/prometheus/: promtool checks them and runs their unit tests,
 //! and a real Prometheus scraping `tracer serve` fires them on a real OOM kill.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Scratch, Tracer, free_port, http_get, prometheus_rule,
+    Cgroup, Finished, Prometheus, Scratch, Tracer, free_port, prometheus_rule,
     prometheus_rule_file, rules_file, sh_in,
 };
 
@@ -54,84 +51,6 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     );
 }
 
-/// Prometheus's server, scraping one target every second with the rules loaded.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: Scratch,
-}
-
-impl Prometheus {
-    fn start(target: u16) -> Self {
-        let dir = Scratch::new("prometheus");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n",
-            rules_file().display()
-        );
-        std::fs::write(dir.dir.join("prometheus.yml"), config).unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.file("prometheus.yml")))
-            .arg(format!("--storage.tsdb.path={}", dir.file("data")))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (cargo xtask setup --test)");
-        let prometheus = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        prometheus.wait_for("it to be ready", |p| p.get("/-/ready").is_some());
-        prometheus
-    }
-
-    /// The body of a 200 answer to GET `path`.
-    fn get(&self, path: &str) -> Option<String> {
-        std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let (status, _, body) = http_get(self.port, path, None);
-        (status == 200).then_some(body)
-    }
-
-    fn api(&self, path: &str) -> Json {
-        let body = self.get(path).unwrap_or_else(|| panic!("GET {path}"));
-        serde_json::from_str(&body).unwrap_or_else(|err| panic!("{err}: {body}"))
-    }
-
-    fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        let started = Instant::now();
-        while !done(self) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "Prometheus: no {what} in 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The alerts named `name` in `state` (pending, firing).
-    fn alerts(&self, name: &str, state: &str) -> Vec<Json> {
-        let alerts = self.api("/api/v1/alerts");
-        alerts["data"]["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|alert| alert["labels"]["alertname"] == name && alert["state"] == state)
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A real Prometheus scrapes `tracer serve` and evaluates the rules: an OOM kill in a memory
 /// cgroup, the first of its workload, takes TracerOomKill to firing for that cgroup alone.
 #[test]
@@ -139,7 +58,10 @@ fn prometheus_fires_the_oom_alert_on_a_kill() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let serve = Tracer::start(&["serve", "--listen", &listen, "--tools", "oom"]);
-    let prometheus = Prometheus::start(port);
+    let job = format!(
+        "  - job_name: tracer\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+    );
+    let prometheus = Prometheus::start(&job, Some(&rules_file()));
     prometheus.wait_for("scrape of tracer", |p| {
         p.api("/api/v1/query?query=tracer_build_info")["data"]["result"]
             .as_array()

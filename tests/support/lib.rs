@@ -1772,3 +1772,100 @@ pub fn prometheus_rule(rules: &str) -> String {
          spec:\n{groups}"
     )
 }
+
+/// Prometheus's server, scraping every second.
+pub struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: Scratch,
+}
+
+impl Prometheus {
+    /// Prometheus with these `scrape_configs` (YAML list items, indented two spaces) and
+    /// `rules`.
+    pub fn start(scrape_configs: &str, rules: Option<&Path>) -> Self {
+        let dir = Scratch::new("prometheus");
+        let rules = rules.map_or(String::new(), |rules| {
+            format!("rule_files:\n  - {}\n", rules.display())
+        });
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             {rules}scrape_configs:\n{scrape_configs}"
+        );
+        std::fs::write(dir.dir.join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.file("prometheus.yml")))
+            .arg(format!("--storage.tsdb.path={}", dir.file("data")))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (cargo xtask setup --test)");
+        let prometheus = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        prometheus.wait_for("it to be ready", |p| p.get("/-/ready").is_some());
+        prometheus
+    }
+
+    /// The body of a 200 answer to GET `path`.
+    pub fn get(&self, path: &str) -> Option<String> {
+        std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let (status, _, body) = http_get(self.port, path, None);
+        (status == 200).then_some(body)
+    }
+
+    pub fn api(&self, path: &str) -> Json {
+        let body = self.get(path).unwrap_or_else(|| panic!("GET {path}"));
+        serde_json::from_str(&body).unwrap_or_else(|err| panic!("{err}: {body}"))
+    }
+
+    pub fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let started = Instant::now();
+        while !done(self) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "Prometheus: no {what} in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The alerts named `name` in `state` (pending, firing).
+    pub fn alerts(&self, name: &str, state: &str) -> Vec<Json> {
+        let alerts = self.api("/api/v1/alerts");
+        alerts["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|alert| alert["labels"]["alertname"] == name && alert["state"] == state)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Prometheus {
+    /// Each scrape target's state, by job: `health` ("up", "down") and `lastError`.
+    pub fn targets(&self) -> HashMap<String, Json> {
+        let targets = self.api("/api/v1/targets");
+        targets["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|target| {
+                let job = target["labels"]["job"].as_str().unwrap().to_owned();
+                (job, target.clone())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
