@@ -79,6 +79,7 @@ fn every_manifest_passes_the_api_schema_and_a_broken_one_does_not() {
     for (variant, dir) in [
         ("base", deploy()),
         ("least-privilege", deploy().join("least-privilege")),
+        ("web-config", deploy().join("web-config")),
     ] {
         let rendered = kube(&["render", dir.to_str().unwrap()]);
         let path = scratch.dir.join(format!("{variant}.yaml"));
@@ -108,20 +109,66 @@ fn every_manifest_passes_the_api_schema_and_a_broken_one_does_not() {
     assert_eq!(security["privileged"], false);
     assert_eq!(security["capabilities"]["add"][0], "BPF");
 
-    // The PodMonitor (its CRD has no schema here) must select the DaemonSet's pods and port.
+    // The web config overlay: serve reads the file where the Secrets are mounted, and the
+    // kubelet probes over HTTPS (tests/web_config.rs serves the example file).
+    let web = yaml_to_json(&kube(&[
+        "render",
+        deploy().join("web-config").to_str().unwrap(),
+    ]));
+    let container = &web[2]["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    let config = args
+        .iter()
+        .find_map(|arg| arg.strip_prefix("--web-config="))
+        .expect("--web-config in the overlay's args");
+    let mounted = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|mount| mount["name"] == "web-config")
+        .unwrap();
+    assert_eq!(
+        Path::new(config).parent().unwrap(),
+        Path::new(mounted["mountPath"].as_str().unwrap())
+    );
+    assert!(
+        args.contains(&"--record-dir=/var/lib/tracer/records"),
+        "{args:?}"
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+
+    // The PodMonitors (their CRD has no schema here) must select the DaemonSet's pods and
+    // port; the web config's scrapes over HTTPS.
     let base = yaml_to_json(&kube(&["render", deploy().to_str().unwrap()]));
     let template = &base[2]["spec"]["template"];
-    let monitor_yaml =
-        std::fs::read_to_string(deploy().join("prometheus-operator/podmonitor.yaml")).unwrap();
-    let monitor = &yaml_to_json(&monitor_yaml)[0];
-    for (label, value) in monitor["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .unwrap()
-    {
-        assert_eq!(&template["metadata"]["labels"][label], value);
+    for monitor in [
+        "prometheus-operator/podmonitor.yaml",
+        "web-config/podmonitor.yaml",
+    ] {
+        let monitor_yaml = std::fs::read_to_string(deploy().join(monitor)).unwrap();
+        let monitor = &yaml_to_json(&monitor_yaml)[0];
+        for (label, value) in monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(&template["metadata"]["labels"][label], value);
+        }
+        let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(
+            &template["spec"]["containers"][0]["ports"][0]["name"],
+            &endpoint["port"]
+        );
+        if monitor_yaml.contains("basicAuth") {
+            assert_eq!(endpoint["scheme"], "https");
+        }
     }
-    let port = &monitor["spec"]["podMetricsEndpoints"][0]["port"];
-    assert_eq!(&template["spec"]["containers"][0]["ports"][0]["name"], port);
 
     // A misspelled field and a wrong type are rejected.
     let daemonset = std::fs::read_to_string(deploy().join("daemonset.yaml")).unwrap();

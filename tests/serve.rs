@@ -85,6 +85,7 @@ fn metrics_count_what_the_kernel_counts_and_an_oom_kill_is_recorded() {
         records.dir.to_str().unwrap(),
         "--record-span",
         "2",
+        "--debug-summary",
     ]);
     let events = Tracer::start(&[
         "direct-reclaim",

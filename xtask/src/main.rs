@@ -149,6 +149,8 @@ fn run(task: Task) -> Result<()> {
         Task::Bench { bench } => {
             setup::run(setup::Needs {
                 bench: true,
+                // The startup bench measures the static binary the image ships.
+                image: true,
                 ..Default::default()
             })?;
             if matches!(bench, bench::Bench::Mysql { .. }) {

@@ -22,7 +22,7 @@ pub struct Needs {
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
 /// pg_stat_statements), MariaDB (server, client, Perl's driver for prepared statements), openssl
-/// for a TLS server's certificate, Prometheus's own Python client, whose parsers check what
+/// for TLS servers' certificates and a slow TLS client, curl for scrapes over TLS, Prometheus's own Python client, whose parsers check what
 /// `tracer serve` exposes, Prometheus itself (promtool tests the alerting rules; the server
 /// fires them), a docker engine with what to make container
 /// images from without a registry (a static busybox, debootstrap), and podman (with its pause
@@ -33,6 +33,7 @@ const TEST_PACKAGES: &[&str] = &[
     "mariadb-client",
     "libdbd-mariadb-perl",
     "openssl",
+    "curl",
     "python3-prometheus-client",
     "prometheus",
     "docker.io",
@@ -41,12 +42,14 @@ const TEST_PACKAGES: &[&str] = &[
     "podman",
     "catatonit",
 ];
-/// What `cargo xtask image` builds with.
-const IMAGE_PACKAGES: &[&str] = &["docker.io"];
-/// Peer tools the benchmarks measure tracer against, and what they load.
-/// What the kernel matrix boots guests with: the emulator, a static busybox, the initramfs and
-/// scratch-disk tools, xz for Debian 13's modules and depmod for their dependencies.
+/// What `cargo xtask image` builds with: musl's C compiler for the C of tracer's crates (ring,
+/// rustls's cryptography) in the static binary, and docker.
+const IMAGE_PACKAGES: &[&str] = &["musl-tools", "docker.io"];
+/// What the kernel matrix boots guests with: musl's C compiler for the static binary, the
+/// emulator, a static busybox, the initramfs and scratch-disk tools, xz for Debian 13's modules
+/// and depmod for their dependencies.
 const KERNEL_PACKAGES: &[&str] = &[
+    "musl-tools",
     "qemu-system-x86",
     "busybox-static",
     "cpio",
@@ -54,6 +57,7 @@ const KERNEL_PACKAGES: &[&str] = &[
     "xz-utils",
     "kmod",
 ];
+/// Peer tools the benchmarks measure tracer against, and what they load.
 const BENCH_PACKAGES: &[&str] = &[
     "bpftrace",
     "libbpf-tools",

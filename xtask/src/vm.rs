@@ -30,6 +30,7 @@ const HOST_ONLY: &[(&str, &str)] = &[
     ),
     ("containers", "docker"),
     ("alerts", "Prometheus"),
+    ("web_config", "Prometheus, curl"),
     ("kubernetes", "podman, docker"),
     ("pipeline", "a second CPU to itself"),
 ];

@@ -5,6 +5,7 @@
 
 mod http;
 mod recorder;
+mod web_config;
 
 use std::{
     cell::RefCell,
@@ -49,12 +50,12 @@ pub const EXAMPLES: &[Example] = &[
         command: "sudo tracer serve --tools direct-reclaim,oom --listen 127.0.0.1:9479",
     },
     Example {
-        what: "Record the minute around each OOM kill and each stall of 100 ms or more",
-        command: "sudo tracer serve --record-dir /var/lib/tracer/records --stall-threshold 100",
+        what: "Over TLS, with client certificates and passwords (node_exporter's web config)",
+        command: "sudo tracer serve --web-config /etc/tracer/web-config.yml",
     },
     Example {
-        what: "Record queries of 500 ms or more, too",
-        command: "sudo tracer serve --pg \"\" --record-dir /var/lib/tracer/records --query-threshold 500",
+        what: "Record the minute around each OOM kill, stall of 100 ms or query of 500 ms or more",
+        command: "sudo tracer serve --pg \"\" --record-dir /var/lib/tracer/records --stall-threshold 100 --query-threshold 500",
     },
 ];
 
@@ -64,9 +65,16 @@ pub struct Args {
     /// where /dev/kvm exists)
     #[arg(long, value_enum, value_delimiter = ',', value_name = "TOOLS")]
     pub tools: Vec<ToolName>,
-    /// Address to serve /metrics, /healthz and /debug/summary on
+    /// Address to serve /metrics and /healthz on
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// TLS, client certificates and basic auth, in the file format of Prometheus exporters'
+    /// --web.config.file (docs/serve.md)
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
+    /// Also serve /debug/summary: every tool's last summary, query texts included
+    #[arg(long)]
+    pub debug_summary: bool,
     /// Series per metric before new workloads fold into an `other` series
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub max_series: usize,
@@ -150,6 +158,11 @@ pub fn run(args: Args) -> Result<()> {
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", args.listen))?;
     listener.set_nonblocking(true)?;
+    let web_config = args
+        .web_config
+        .as_deref()
+        .map(web_config::WebConfig::load)
+        .transpose()?;
     let duration = match args.duration {
         Some(secs) if secs > 0.0 && secs.is_finite() => Some(Duration::from_secs_f64(secs)),
         Some(_) => bail!("-d takes a positive number of seconds"),
@@ -271,7 +284,11 @@ pub fn run(args: Args) -> Result<()> {
         count: None,
         duration,
     };
-    let server = http::serve(listener, state);
+    let access = http::Access {
+        web_config,
+        debug_summary: args.debug_summary,
+    };
+    let server = http::serve(listener, state, access);
     let mut out = Output::stdout(false);
     event_loop::run_beside(
         &mut session.probes,
