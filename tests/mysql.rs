@@ -621,6 +621,106 @@ fn bad_input_gets_one_line() {
     );
 }
 
+/// `tracer mysql` started with no server running, as an agent on a node before its database
+/// pods: a MariaDB and an Oracle MySQL server start after it, side by side, and each one's
+/// statements are counted from the first, by clients that start working at once, plaintext,
+/// encrypted and compressed, exactly as its performance_schema counts them; in the default mode
+/// and with probes alone (where each server's commands are read as its own kind's).
+#[test]
+fn servers_started_later_are_traced_side_by_side() {
+    for via in [&[][..], &["--via", "probes"]] {
+        servers_started_later(via);
+    }
+}
+
+fn servers_started_later(via: &[&str]) {
+    let running = std::fs::read_dir("/proc").unwrap().filter(|entry| {
+        let comm = entry.as_ref().unwrap().path().join("comm");
+        std::fs::read_to_string(comm).is_ok_and(|comm| ["mysqld\n", "mariadbd\n"].contains(&&*comm))
+    });
+    assert_eq!(running.count(), 0, "a server already runs");
+    let mut args = vec!["mysql", "--json"];
+    args.extend(via);
+    let mut tracer = Tracer::start(&args);
+    let servers: Vec<MysqlServer> = Flavour::all()
+        .into_iter()
+        .map(|flavour| MysqlServer::start(flavour, "later"))
+        .collect();
+    for server in &servers {
+        let followed = tracer.stderr_line(
+            |line| line.contains("tracing a MySQL server started since"),
+            std::time::Duration::from_secs(10),
+        );
+        let followed = followed.expect("no server followed");
+        assert!(
+            servers
+                .iter()
+                .any(|s| followed.contains(&format!("pid {} ", s.pid()))),
+            "{followed}"
+        );
+        server.sql("TRUNCATE performance_schema.events_statements_summary_by_digest");
+    }
+    // Each server its own statement shapes, so that each count is that server's.
+    let kind = |server: &MysqlServer| format!("{:?}", server.flavour).to_lowercase();
+    let links = [
+        (Link::Plain, "plain"),
+        (Link::Encrypted, "encrypted"),
+        (Link::Compressed, "compressed"),
+    ];
+    let mut clients = Vec::new();
+    for i in 1..=6 {
+        for server in &servers {
+            for (link, name) in links {
+                let sql = format!("SELECT {i} AS {name}_{}", kind(server));
+                let mut client = server.client_over(link);
+                client
+                    .args(["-e", &sql])
+                    .stdout(std::process::Stdio::null());
+                clients.push(client.spawn().unwrap());
+            }
+        }
+    }
+    for mut client in clients {
+        assert!(client.wait().unwrap().success());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let finished = tracer.stop();
+    let summary = summary(&finished);
+    let mut missed = 0;
+    for server in &servers {
+        for (link, name) in links {
+            let shape = format!("{name}_{}", kind(server));
+            let normalized = format!("SELECT ? AS {shape}");
+            let counted = server.digest_count(&format!("SELECT ? AS `{shape}`"))
+                + server.digest_count(&normalized);
+            let traced = calls_if_any(&summary, &normalized);
+            eprintln!("{via:?} {normalized}: issued 6, tracer {traced}, server {counted}");
+            assert_eq!(counted, 6, "{normalized}");
+            match (link, via.is_empty()) {
+                // The default mode's probes for compressed connections come after the first
+                // ones (said to be late).
+                (Link::Compressed, true) => assert!(traced <= 6, "{summary:#}"),
+                _ => assert_eq!(traced, 6, "{normalized}: {summary:#}"),
+            }
+            missed += 6 - traced;
+        }
+    }
+    if via.is_empty() {
+        assert_eq!(summary["unreadable_connections"], 0, "{summary:#}");
+        assert!(
+            missed <= summary["late_connections"].as_u64().unwrap(),
+            "{summary:#}"
+        );
+    }
+    assert_eq!(summary["lost"], 0);
+    // The installers' runs (--initialize, --bootstrap) were no servers.
+    let followed = finished
+        .stderr
+        .matches("tracing a MySQL server started since")
+        .count();
+    assert_eq!(followed, servers.len(), "{}", finished.stderr);
+}
+
 /// A query that reads more than its server's memory cgroup holds stalls in reclaim, charged to
 /// it; a query beside it shows none.
 #[test]

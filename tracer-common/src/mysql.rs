@@ -18,6 +18,9 @@ pub mod kind {
     /// A server thread's connection cannot be read off its socket: a `query::Backend` (the
     /// thread), once per connection, with the kind of the [`super::Unreadable`] it sends.
     pub const UNREADABLE: u32 = record_kind(tool::MYSQL, 5);
+    /// A process exec'd a program named mysqld or mariadbd (maybe a server starting): a
+    /// `query::Backend` with its pid.
+    pub const EXEC: u32 = record_kind(tool::MYSQL, 6);
 }
 
 /// Why a connection's commands cannot be read off its socket.
@@ -71,7 +74,8 @@ pub mod command {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MysqlLayout {
-    /// A [`signature`] constant.
+    /// A [`signature`] constant: that of the servers not in `MYSQL_SIGNATURES` (a binary named
+    /// by `--bin`), 0 when there are none such.
     pub signature: u32,
     /// 1: follow new connections (`--connections`).
     pub connections: u32,

@@ -29,9 +29,11 @@ use crate::{
 pub trait Database {
     /// Its `tracer_common::record::tool`.
     const TOOL: u32;
-    /// The kinds of its query records and new-backend records.
+    /// The kinds of its query records, new-backend records and records of a process that
+    /// exec'd its server's binary.
     const QUERY: u32;
     const BACKEND: u32;
+    const EXEC: u32;
     /// Its settings: its own read-only global, read a field at a time through [`setting!`].
     fn config() -> *const QueryConfig;
 }
@@ -286,6 +288,20 @@ pub fn traced_thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
 #[inline(always)]
 pub fn forget_thread(tid: u32) {
     let _ = QUERY_THREADS.remove(tid);
+}
+
+/// A process exec'd a program (`sched_process_exec`): its threads start afresh, and one whose
+/// name `is_server` takes may be a server started after tracer, for userspace to trace.
+#[inline(always)]
+pub fn exec<D: Database>(is_server: impl Fn(&[u8; 16]) -> bool) {
+    let Some((pid, tid)) = task::current_pid_tid() else {
+        return;
+    };
+    forget_thread(tid);
+    if aya_ebpf::helpers::bpf_get_current_comm().is_ok_and(|comm| is_server(&comm)) {
+        let kind = D::EXEC;
+        events::emit_now(D::TOOL, Backend { kind, pid });
+    }
 }
 
 /// A query begins on the thread.

@@ -156,7 +156,7 @@ pub fn mysql_handing_on(ctx: ProbeContext) -> u32 {
             core::ptr::read_volatile(&(*regs).rsi),
         ]
     };
-    let connect = match super::MYSQL_LAYOUT.load().signature {
+    let connect = match super::server_signature() {
         signature::MYSQL8 => rsi,
         _ => rdi,
     };

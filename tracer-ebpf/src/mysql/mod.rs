@@ -5,13 +5,14 @@
 
 use aya_ebpf::{
     Global,
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
+    maps::HashMap,
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::{
     mysql::{COM_QUERY, COM_STMT_PREPARE, MysqlLayout, kind, signature},
-    query::{QueryConfig, origin},
+    query::{MAX_SERVERS, QueryConfig, origin},
     record::tool,
 };
 
@@ -30,6 +31,22 @@ pub(super) static MYSQL_CONFIG: Global<QueryConfig> = Global::new(unsafe { core:
 #[unsafe(no_mangle)]
 pub(super) static MYSQL_LAYOUT: Global<MysqlLayout> = Global::new(unsafe { core::mem::zeroed() });
 
+/// Each traced server's `dispatch_command()` [`signature`], by pid: MySQL and MariaDB servers
+/// side by side, and servers started after tracer, each read as its binary says.
+#[map]
+static MYSQL_SIGNATURES: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_SERVERS, events::NO_PREALLOC);
+
+/// The signature of the server the current thread belongs to.
+#[inline(always)]
+fn server_signature() -> u32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match unsafe { MYSQL_SIGNATURES.get(pid) } {
+        Some(&signature) => signature,
+        None => MYSQL_LAYOUT.load().signature,
+    }
+}
+
 /// MySQL to the per-query engine.
 struct Mysql;
 
@@ -37,6 +54,7 @@ impl Database for Mysql {
     const TOOL: u32 = tool::MYSQL;
     const QUERY: u32 = kind::QUERY;
     const BACKEND: u32 = kind::BACKEND;
+    const EXEC: u32 = kind::EXEC;
 
     #[inline(always)]
     fn config() -> *const QueryConfig {
@@ -66,7 +84,7 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
             core::ptr::read_volatile(&(*regs).rcx),
         ]
     };
-    let (command, session, packet, len) = match MYSQL_LAYOUT.load().signature {
+    let (command, session, packet, len) = match server_signature() {
         signature::MARIADB => (rdi as u32, rsi, rdx, rcx as usize),
         signature::MYSQL8 => {
             let command = rdx as u32;
@@ -140,4 +158,22 @@ pub fn mysql_dispatch_return(_ctx: RetProbeContext) -> u32 {
     }
     query::send::<Mysql>(request);
     0
+}
+
+/// A process exec'd a program: a mysqld or mariadbd may be a new server for userspace to trace.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn mysql_exec(_ctx: BtfTracePointContext) -> i32 {
+    query::exec::<Mysql>(is_server);
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn mysql_exec_tp(_ctx: TracePointContext) -> u32 {
+    query::exec::<Mysql>(is_server);
+    0
+}
+
+#[inline(always)]
+fn is_server(comm: &[u8; 16]) -> bool {
+    comm.starts_with(b"mysqld\0") || comm.starts_with(b"mariadbd\0")
 }

@@ -11,9 +11,7 @@
 
 use aya_ebpf::{
     EbpfContext, Global,
-    helpers::{
-        bpf_get_attach_cookie, bpf_get_current_comm, bpf_probe_read_user, bpf_probe_read_user_buf,
-    },
+    helpers::{bpf_get_attach_cookie, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
     maps::Array,
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
@@ -44,6 +42,7 @@ impl Database for Pg {
     const TOOL: u32 = tool::PG;
     const QUERY: u32 = kind::QUERY;
     const BACKEND: u32 = kind::BACKEND;
+    const EXEC: u32 = kind::EXEC;
 
     #[inline(always)]
     fn config() -> *const QueryConfig {
@@ -360,29 +359,17 @@ fn answer(tid: u32, thread: &mut Thread, io: socket::Io) {
 /// for userspace to trace.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn pg_exec(_ctx: BtfTracePointContext) -> i32 {
-    exec();
+    query::exec::<Pg>(is_server);
     0
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn pg_exec_tp(_ctx: TracePointContext) -> u32 {
-    exec();
+    query::exec::<Pg>(is_server);
     0
 }
 
 #[inline(always)]
-fn exec() {
-    let Some((pid, tid)) = task::current_pid_tid() else {
-        return;
-    };
-    query::forget_thread(tid);
-    if bpf_get_current_comm().is_ok_and(|comm| comm.starts_with(b"postgres\0")) {
-        events::emit_now(
-            tool::PG,
-            Backend {
-                kind: kind::EXEC,
-                pid,
-            },
-        );
-    }
+fn is_server(comm: &[u8; 16]) -> bool {
+    comm.starts_with(b"postgres\0")
 }

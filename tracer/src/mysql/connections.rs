@@ -199,6 +199,23 @@ impl Connections {
         }
     }
 
+    /// Server `pid`, started since tracer: its listen counters too, if its network namespace
+    /// has none counted yet.
+    pub fn add_server(&mut self, pid: u32) {
+        let namespace = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        let Some(new) = namespace(pid) else { return };
+        if self
+            .namespaces
+            .iter()
+            .any(|(known, _)| namespace(*known).as_ref() == Some(&new))
+        {
+            return;
+        }
+        if let Some(counters) = listen_counters(pid) {
+            self.namespaces.push((pid, counters));
+        }
+    }
+
     pub fn connection(&mut self, connection: &Connection) {
         let totals = &mut self.window;
         totals.connections += 1;

@@ -20,11 +20,13 @@ use tracer_common::{
 };
 
 mod connections;
+mod servers;
 mod statements;
 mod unreadable;
 pub(crate) mod wire;
 
 use connections::{Connections, Sites};
+use servers::Servers;
 use statements::Statements;
 use unreadable::PROGRAMS;
 
@@ -150,34 +152,33 @@ struct Target {
 struct MysqlPlan {
     args: Args,
     targets: Vec<Target>,
-    /// Server processes whose threads are traced (none: any process running a target).
-    servers: Vec<u32>,
+    /// Server processes whose threads are traced (none and not watching: any process running
+    /// a target).
+    servers: Servers,
     counters: Vec<Counter>,
     tracepoints: Vec<Tracepoint>,
 }
 
 impl MysqlPlan {
     fn new(args: Args) -> Result<Self> {
-        let (binaries, servers) = match (&args.trace.pid, &args.bin) {
+        let (binaries, pids) = match (&args.trace.pid, &args.bin) {
             (Some(pid), _) => {
                 let pid = *pid;
                 (vec![processes::named(pid)?], vec![pid])
             }
             (None, Some(bin)) => (vec![(bin.clone(), bin.display().to_string())], Vec::new()),
+            // Those running, and those that start later.
             (None, None) => {
-                let servers = running_servers();
-                if servers.is_empty() {
-                    bail!(
-                        "no running MySQL or MariaDB server found: start one, or name it with -p PID or --bin PATH"
-                    );
-                }
-                let binaries = processes::binaries(servers.iter().copied())
+                let pids = servers::running();
+                let binaries = processes::binaries(pids.iter().copied())
                     .into_iter()
                     .map(|(exe, pid)| (exe, format!("{} (pid {pid})", processes::shown(pid))))
                     .collect();
-                (binaries, servers)
+                (binaries, pids)
             }
         };
+        let watch = args.trace.pid.is_none() && args.bin.is_none();
+        let servers = Servers { pids, watch };
         let mut targets = binaries
             .into_iter()
             .map(|(path, shown)| target(path, shown))
@@ -205,10 +206,8 @@ impl MysqlPlan {
         if via_socket || args.connections {
             tracepoints.push(socket::send(sock, "mysql_sock_sent", "mysql_send"));
         }
-        if targets.iter().any(|t| t.signature != targets[0].signature) {
-            bail!(
-                "the servers here are of different kinds (MySQL and MariaDB): name one with -p PID"
-            );
+        if servers.watch {
+            tracepoints.push(EXEC_TRACEPOINT);
         }
         let counters = if args.query.no_counters {
             Vec::new()
@@ -224,6 +223,15 @@ impl MysqlPlan {
         })
     }
 }
+
+/// A process exec'ing a new program: a server that starts after tracer.
+const EXEC_TRACEPOINT: Tracepoint = Tracepoint {
+    category: "sched",
+    name: "sched_process_exec",
+    program: "mysql_exec",
+    args: Some(&["struct task_struct *", "pid_t", "struct linux_binprm *"]),
+    fields: &[],
+};
 
 /// TCP connections entering a listener's accept queue, and leaving it (`--connections`).
 const ACCEPT_TRACEPOINTS: [Tracepoint; 3] = [
@@ -303,10 +311,11 @@ impl session::Plan for MysqlPlan {
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         let (options, counters) = (&self.args.query, &self.counters);
         // Each command's first bytes, kept from its start.
+        let filter_servers = self.servers.watch || !self.servers.pids.is_empty();
         let mut settings = query::settings(
             kernel,
             "MYSQL_CONFIG",
-            !self.servers.is_empty(),
+            filter_servers,
             options,
             counters,
             true,
@@ -323,7 +332,8 @@ impl session::Plan for MysqlPlan {
             false => [0; 5],
         };
         let layout = MysqlLayout {
-            signature: self.targets[0].signature,
+            // What --bin names; each server traced has its own in MYSQL_SIGNATURES.
+            signature: self.targets.first().map_or(0, |target| target.signature),
             connections: self.args.connections as u32,
             via_socket: (self.args.via != Via::Probes) as u32,
             socket_of_fd,
@@ -334,8 +344,15 @@ impl session::Plan for MysqlPlan {
 
     fn prepare(&self, probes: &mut Probes) -> Result<()> {
         query::prepare(probes, &self.args.query)?;
-        for &pid in &self.servers {
-            query::add_server(probes, tracer_common::record::tool::MYSQL, pid)?;
+        for &pid in &self.servers.pids {
+            let exe = processes::exe(pid).unwrap_or_default();
+            let target = self
+                .targets
+                .iter()
+                .find(|target| processes::same_file(&exe, &target.path));
+            if let Some(target) = target {
+                servers::add(probes, pid, target.signature)?;
+            }
         }
         Ok(())
     }
@@ -379,22 +396,30 @@ impl session::Plan for MysqlPlan {
         let mut tls = OpensslProbes::new(unreadable::TLS_PROGRAMS);
         if args.via == Via::Auto {
             tls.load(probes)?;
-            for &pid in &servers {
+            for &pid in &servers.pids {
                 tls.probe(probes, pid, false);
             }
         }
+        let mut ways_in = Vec::new();
         for target in &targets {
             if let Some(way_in) = &target.way_in {
                 way_in.attach(probes, &target.path)?;
+                ways_in.extend(processes::file_id(&target.path));
             }
         }
         let mut counters = BackendCounters::new(counters);
         // Perf counters: running server threads get theirs now, later ones at their first
         // command.
-        for tid in servers.iter().flat_map(|&pid| processes::threads(pid)) {
+        for tid in servers.pids.iter().flat_map(|&pid| processes::threads(pid)) {
             counters.add(probes, tid)?;
         }
-        let shown: Vec<&str> = targets.iter().map(|t| t.shown.as_str()).collect();
+        let mut shown: Vec<&str> = targets.iter().map(|t| t.shown.as_str()).collect();
+        if servers.watch {
+            shown.push(match shown.is_empty() {
+                true => "servers that start from now on",
+                false => "servers started later",
+            });
+        }
         Ok(Box::new(Mysql {
             banner: format!(
                 "Tracing MySQL commands: {} ({})... Hit Ctrl-C to end.",
@@ -408,22 +433,19 @@ impl session::Plan for MysqlPlan {
             ),
             queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
             statements: Statements::default(),
-            connections: args.connections.then(|| Connections::new(&servers)),
+            connections: args.connections.then(|| Connections::new(&servers.pids)),
             unreadable: unreadable::UnreadableConnections::new(
                 args.via,
                 targets.into_iter().map(|t| (t.path, t.offset)),
                 tls,
             ),
+            via: args.via,
+            servers,
+            execs: Vec::new(),
+            ways_in,
             last_check: Instant::now(),
         }))
     }
-}
-
-/// Processes running a binary named mysqld or mariadbd.
-fn running_servers() -> Vec<u32> {
-    processes::all()
-        .filter(|&pid| processes::runs_named(pid, &["mysqld", "mariadbd"]))
-        .collect()
 }
 
 struct Mysql {
@@ -434,6 +456,12 @@ struct Mysql {
     connections: Option<Connections>,
     /// Connections the socket cannot read.
     unreadable: unreadable::UnreadableConnections,
+    via: Via,
+    servers: Servers,
+    /// Processes that exec'd mysqld or mariadbd, to look at after the batch.
+    execs: Vec<u32>,
+    /// With --connections: the binaries whose way in is probed, by file.
+    ways_in: Vec<(u64, u64)>,
     last_check: Instant,
 }
 
@@ -441,6 +469,36 @@ struct Mysql {
 const EXITED_CHECKS: Duration = Duration::from_secs(1);
 
 impl Mysql {
+    /// Traces server `pid`, started since tracer: its binary read as the ones at start are.
+    fn follow(&mut self, probes: &mut Probes, pid: u32) -> Result<()> {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let shown = processes::shown(pid);
+        let target = target(exe.clone(), shown.clone())?;
+        if self.connections.is_some()
+            && let Some(file) = processes::file_id(&exe)
+            && !self.ways_in.contains(&file)
+        {
+            let binary = Binary::open(&exe).with_context(|| format!("cannot read {shown}"))?;
+            Sites::find(&binary, &shown, target.signature)?.attach(probes, &exe)?;
+            self.ways_in.push(file);
+        }
+        if self.via == Via::Probes {
+            let attached = unreadable::attach_dispatch(probes, &exe, target.offset, Some(pid))?;
+            probes.keep(attached);
+        }
+        servers::add(probes, pid, target.signature)?;
+        self.servers.pids.push(pid);
+        self.unreadable.add_server(probes, pid, &exe, target.offset);
+        if let Some(connections) = &mut self.connections {
+            connections.add_server(pid);
+        }
+        eprintln!(
+            "tracer: tracing a MySQL server started since: pid {pid} ({shown}, {})",
+            target.function
+        );
+        Ok(())
+    }
+
     /// A command finished; `packet` is its first bytes.
     fn command(&mut self, done: &QueryDone, packet: &[u8], out: &mut Output) -> Result<()> {
         // Statement commands begin with the statement's id.
@@ -488,6 +546,11 @@ impl Tool for Mysql {
             kind::BACKEND => {
                 let backend: tracer_common::query::Backend = read_record(data)?;
                 self.queries.new_thread(backend.pid);
+                Ok(())
+            }
+            kind::EXEC => {
+                let exec: tracer_common::query::Backend = read_record(data)?;
+                self.execs.push(exec.pid);
                 Ok(())
             }
             kind::QUERY => {
@@ -539,10 +602,20 @@ impl Tool for Mysql {
     }
 
     fn after_batch(&mut self, probes: &mut Probes) -> Result<()> {
+        for pid in std::mem::take(&mut self.execs) {
+            if self.servers.admits(pid)
+                && let Err(err) = self.follow(probes, pid)
+            {
+                eprintln!("tracer: not tracing process {pid}: {err:#}");
+            }
+        }
         self.unreadable.after_batch(probes);
         if self.last_check.elapsed() >= EXITED_CHECKS {
             self.last_check = Instant::now();
             self.unreadable.forget_exited();
+            for pid in self.servers.exited() {
+                servers::remove(probes, pid)?;
+            }
         }
         self.queries.after_batch(probes)
     }

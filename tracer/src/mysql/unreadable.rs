@@ -101,6 +101,19 @@ impl UnreadableConnections {
         }
     }
 
+    /// Server `pid`, started since tracer, runs `exe` with `dispatch_command()` at `offset`:
+    /// its connections the socket cannot read are taken as those of the servers at start.
+    pub fn add_server(&mut self, probes: &mut Probes, pid: u32, exe: &Path, offset: u64) {
+        if let Some(file) = processes::file_id(exe)
+            && !self.sites.iter().any(|(site, _)| *site == file)
+        {
+            self.sites.push((file, offset));
+        }
+        if self.via == Via::Auto {
+            self.tls.attach_starting(probes, pid, false);
+        }
+    }
+
     pub fn record(&mut self, connection: Unreadable) {
         self.pending.push(connection);
     }
@@ -108,6 +121,7 @@ impl UnreadableConnections {
     /// Takes the batch's unreadable connections: through probes in their server, or counted
     /// unseen.
     pub fn after_batch(&mut self, probes: &mut Probes) {
+        self.tls.retry(probes);
         for connection in std::mem::take(&mut self.pending) {
             let server = processes::process_of(connection.tid);
             match connection.why {
