@@ -37,6 +37,10 @@ const HOST_ONLY: &[(&str, &str)] = &[
 /// Tests skipped in guests, and why.
 const SKIPPED: &[(&str, &str)] = &[
     (
+        "mysql::servers_started_later_are_read_as_their_own_kind_by_probes",
+        "servers_started_later_are_traced_side_by_side loads the same programs; two more server starts cost the emulator ~100 s",
+    ),
+    (
         "cli::completions_complete_and_man_pages_have_examples",
         "needs bash, which the busybox initramfs lacks; nothing in it depends on the kernel",
     ),
