@@ -69,12 +69,15 @@ pub struct Access {
 pub async fn serve(
     listener: std::net::TcpListener,
     state: Rc<RefCell<State>>,
-    mut access: Access,
+    access: Access,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut web_config = access.web_config.take().map(Rc::new);
-    let debug_summary = access.debug_summary;
+    let Access {
+        web_config,
+        debug_summary,
+    } = access;
+    let mut web_config = web_config.map(Rc::new);
     loop {
         let slot = slots.clone().acquire_owned().await?;
         let (stream, _) = listener.accept().await?;
