@@ -3,12 +3,17 @@
 //!
 //! At most `top` queries have series of their own, the rest go to `other`. Series are stable:
 //! a query keeps its series until one far busier takes its place (its counts then go to
-//! `other`), and every counter only grows: the calls of a query without a series go to `other`
-//! as they happen and stay there (a query given a series later starts it from nothing). Who
-//! deserves a series is judged from recent time (halved every minute), kept for a bounded
-//! number of queries with the space-saving algorithm (Metwally et al., 2005): when the table is
-//! full, a new query takes the place of the one with the least time, inheriting that time as
-//! its error, so that no query busier than 1/capacity of the time of all is lost from it.
+//! `other`), and every counter only grows. Who deserves a series is judged from recent time
+//! (halved every minute), kept for a bounded number of queries with the space-saving algorithm
+//! (Metwally et al., 2005): when the table is full, a new query takes the place of the one with
+//! the least time, inheriting that time as its error, so that no query busier than 1/capacity
+//! of the time of all is lost from it.
+//!
+//! The calls of a query without a series wait beside its time until the next scrape, which
+//! first gives series to queries far busier than series holders (their waiting calls become
+//! the start of their series) and then moves every call still waiting to `other`: each scrape
+//! shows every call, and a busy query that arrives between two scrapes is counted exactly from
+//! its first call.
 
 use std::{
     collections::HashMap,
@@ -63,11 +68,12 @@ struct Exported {
 }
 
 /// A query's recent time as space-saving counts it: at most `error` of it may be another's,
-/// whose place it took.
-#[derive(Debug, Default, Clone, Copy)]
+/// whose place it took; and its calls since the last scrape.
+#[derive(Debug, Default, Clone)]
 struct Candidate {
     recent: f64,
     error: f64,
+    waiting: TopSeries,
 }
 
 impl Candidate {
@@ -107,18 +113,19 @@ impl TopHistograms {
         let state = &mut *state;
         if state.exported.len() < table.top && !state.exported.contains_key(key) {
             // A free series: taken at once, from the query's first call.
-            state.candidates.remove(key);
-            state.exported.insert(Arc::from(key), Exported::default());
+            let series = state.candidates.remove(key).unwrap_or_default().waiting;
+            let exported = Exported {
+                series,
+                recent: 0.0,
+            };
+            state.exported.insert(Arc::from(key), exported);
         }
         let series = match state.exported.get_mut(key) {
             Some(exported) => {
                 exported.recent += seconds;
                 &mut exported.series
             }
-            None => {
-                state.note_candidate(key, seconds, table.top * CANDIDATES_PER_SERIES);
-                &mut state.other
-            }
+            None => state.note_candidate(key, seconds, table.top * CANDIDATES_PER_SERIES),
         };
         series.latency.observe(seconds);
         add_totals(&mut series.totals, totals);
@@ -134,34 +141,45 @@ impl TopTable {
 }
 
 impl State {
-    /// Space-saving: a query new to a full table takes the place of the least busy one.
-    fn note_candidate(&mut self, key: &str, seconds: f64, capacity: usize) {
-        if let Some(candidate) = self.candidates.get_mut(key) {
-            candidate.recent += seconds;
-            return;
-        }
-        let mut error = 0.0;
-        if self.candidates.len() >= capacity.max(1) {
-            let least = self
-                .candidates
-                .iter()
-                .min_by(|a, b| a.1.recent.total_cmp(&b.1.recent))
-                .map(|(key, candidate)| (key.clone(), candidate.recent));
-            if let Some((least, recent)) = least {
-                self.candidates.remove(&least);
-                error = recent;
+    /// Space-saving: a query new to a full table takes the place of the least busy one (whose
+    /// waiting calls go to `other`). Returns where the call waits.
+    fn note_candidate(&mut self, key: &str, seconds: f64, capacity: usize) -> &mut TopSeries {
+        if !self.candidates.contains_key(key) {
+            let mut error = 0.0;
+            if self.candidates.len() >= capacity.max(1) {
+                let least = self
+                    .candidates
+                    .iter()
+                    .min_by(|a, b| a.1.recent.total_cmp(&b.1.recent))
+                    .map(|(key, _)| key.clone());
+                if let Some(evicted) = least.and_then(|least| self.candidates.remove(&least)) {
+                    self.other.add(&evicted.waiting);
+                    error = evicted.recent;
+                }
             }
+            let candidate = Candidate {
+                recent: error,
+                error,
+                waiting: TopSeries::default(),
+            };
+            self.candidates.insert(Arc::from(key), candidate);
         }
-        let candidate = Candidate {
-            recent: error + seconds,
-            error,
-        };
-        self.candidates.insert(Arc::from(key), candidate);
+        let candidate = self.candidates.get_mut(key).expect("inserted above");
+        candidate.recent += seconds;
+        &mut candidate.waiting
     }
 
-    /// Before a scrape: recent time decays, and the busiest queries without a series take the
-    /// places of series far less busy, whose counts go to `other`.
+    /// Before a scrape: recent time decays, the busiest queries without a series take the
+    /// places of series far less busy (whose counts go to `other`) with the calls they had
+    /// waiting, and the calls still waiting go to `other`.
     fn rebalance(&mut self) {
+        self.promote();
+        for candidate in self.candidates.values_mut() {
+            self.other.add(&std::mem::take(&mut candidate.waiting));
+        }
+    }
+
+    fn promote(&mut self) {
         let elapsed = self.decayed.elapsed().as_secs_f64();
         self.decayed = Instant::now();
         let factor = 0.5f64.powf(elapsed / HALF_LIFE_SECS);
@@ -194,12 +212,13 @@ impl State {
                 let candidate = Candidate {
                     recent: evicted.recent,
                     error: 0.0,
+                    waiting: TopSeries::default(),
                 };
                 self.candidates.insert(least, candidate);
             }
-            self.candidates.remove(&busiest);
+            let series = self.candidates.remove(&busiest).unwrap_or_default().waiting;
             let exported = Exported {
-                series: TopSeries::default(),
+                series,
                 recent: sure,
             };
             self.exported.insert(busiest, exported);
@@ -377,7 +396,7 @@ mod tests {
     }
 
     /// The first queries take the free series; a far busier one takes the place of the least
-    /// busy, its calls until then staying in `other`, which only grows.
+    /// busy at the next scrape, with its calls since the last one; `other` only grows.
     #[test]
     fn series_go_to_the_busiest_and_counters_only_grow() {
         let (registry, queries) = table(2, Vec::new());
@@ -392,18 +411,18 @@ mod tests {
             "{text}"
         );
         assert_eq!(count(&text, "SELECT ?"), 2);
-        assert_eq!(count(&text, "INSERT INTO t VALUES (?)"), 0);
-        // INSERT's and DELETE's calls, and UPDATE's, whose series INSERT took.
-        assert_eq!(count(&text, "other"), 3);
+        // INSERT took UPDATE's series with the call it had waiting: counted from its first.
+        assert_eq!(count(&text, "INSERT INTO t VALUES (?)"), 1);
+        // DELETE's call, and UPDATE's, whose series INSERT took.
+        assert_eq!(count(&text, "other"), 2);
         assert!(!text.contains("UPDATE"), "{text}");
-        // INSERT's series counts from now on; the others keep what they had.
         queries.observe("INSERT INTO t VALUES (?)", 0.2, []);
         queries.observe("DELETE FROM t", 0.001, []);
         queries.observe("UPDATE t SET a = ?", 3e-6, []);
         let text = exposition(&registry);
         assert_eq!(count(&text, "SELECT ?"), 2);
-        assert_eq!(count(&text, "INSERT INTO t VALUES (?)"), 1);
-        assert_eq!(count(&text, "other"), 5);
+        assert_eq!(count(&text, "INSERT INTO t VALUES (?)"), 2);
+        assert_eq!(count(&text, "other"), 4);
         // UPDATE's two calls of 3 us, under other, in the bucket up to 4 us.
         let bucket = "tracer_query_seconds_bucket{le=\"0.000004\",query=\"other\"} 2";
         assert!(text.contains(bucket), "{text}");
