@@ -278,6 +278,26 @@ impl Totals {
         }
     }
 
+    /// Keeps the `top` busiest rows, the others folded into [`OTHER_QUERIES`].
+    fn fold_beyond(&mut self, top: usize) {
+        let ranked: Vec<Rc<str>> = ranked(self)
+            .into_iter()
+            .map(|(key, _)| key.clone())
+            .filter(|key| &**key != OTHER_QUERIES)
+            .skip(top)
+            .collect();
+        if ranked.is_empty() {
+            return;
+        }
+        let mut other = self.queries.remove(OTHER_QUERIES).unwrap_or_default();
+        for key in ranked {
+            if let Some(stats) = self.queries.remove(&key) {
+                other.add(&stats);
+            }
+        }
+        self.queries.insert(Rc::from(OTHER_QUERIES), other);
+    }
+
     fn fold_least_busy(&mut self) {
         let mut keys: Vec<(u64, Rc<str>)> = (self.queries.iter())
             .filter(|(key, _)| &***key != OTHER_QUERIES)
@@ -417,8 +437,12 @@ impl Queries {
 
     /// Prints the window's summary and starts a new window.
     pub fn summary(&mut self, window: &Window, asides: &[Aside], out: &mut Output) -> Result<()> {
-        let totals = std::mem::replace(&mut self.window, Totals::new(self.top));
+        let mut totals = std::mem::replace(&mut self.window, Totals::new(self.top));
         if out.json {
+            // The rows the table shows, and the rest in one: serve's flight recorder keeps
+            // minutes of these lines (with a row per distinct shape, 60 MB a minute of a
+            // shape flood's history).
+            totals.fold_beyond(self.top);
             return Ok(out.json_line(&self.summary_json(&totals, window, asides))?);
         }
         self.print_summary(&totals, window, asides, out)
@@ -764,5 +788,11 @@ mod tests {
         let other = &window.queries[OTHER_QUERIES];
         assert_eq!(other.latencies.total_ns(), other.latencies.count() * 1_000);
         assert_eq!(ranked(&window)[0].0.as_ref(), "SELECT busy");
+        // What NDJSON summaries show: the rows the table shows, and the rest in one.
+        window.fold_beyond(2);
+        assert_eq!(window.queries.len(), 3);
+        let calls: u64 = window.queries.values().map(|s| s.latencies.count()).sum();
+        assert_eq!(calls, 2 * shapes);
+        assert_eq!(window.queries["SELECT busy"].latencies.count(), shapes);
     }
 }
