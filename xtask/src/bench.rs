@@ -45,6 +45,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 60.0)]
         minutes: f64,
     },
+    /// tracer serve --pg while its server receives a flood of distinct statement shapes beside
+    /// twenty busy queries: serve's RSS, and the busy queries' exported counts against
+    /// pg_stat_statements.
+    Shapes {
+        /// Distinct shapes over the run.
+        #[arg(long, default_value_t = 1_000_000)]
+        shapes: u64,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
     /// A THP-heavy allocation storm over fragmented memory, untraced and under tracer
     /// direct-reclaim (which traces direct compaction): tracer's kernel and own CPU time over
     /// the storm's.
@@ -98,6 +108,7 @@ impl Bench {
                 crate::bench_mysql::run(tracer, &paired, &servers)
             }
             Bench::Soak { minutes } => crate::bench_soak::run(tracer, minutes),
+            Bench::Shapes { shapes, minutes } => crate::bench_shapes::run(tracer, shapes, minutes),
             Bench::Events { rounds, seconds } => crate::bench_events::run(tracer, rounds, seconds),
             Bench::Compaction { rounds } => crate::bench_compaction::run(tracer, rounds),
         }

@@ -6,6 +6,7 @@ mod bench_compaction;
 mod bench_events;
 mod bench_mysql;
 mod bench_pg;
+mod bench_shapes;
 mod bench_soak;
 mod fuzz;
 mod image;
