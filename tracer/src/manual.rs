@@ -185,12 +185,35 @@ mod tests {
     /// The words of a documented command line as a shell would split them, up to a pipe,
     /// redirection, `&&` or comment; without a leading `sudo`.
     fn words(line: &str) -> Vec<String> {
+        // Split as the shell splits: quotes group words (`--pg "--top 20"`) and go.
+        let mut split: Vec<(String, bool)> = Vec::new();
+        let (mut word, mut quoted, mut quote, mut started) = (String::new(), false, None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (None, '"' | '\'') => (quote, quoted, started) = (Some(c), true, true),
+                (Some(open), c) if c == open => quote = None,
+                (None, c) if c.is_whitespace() => {
+                    if started {
+                        split.push((std::mem::take(&mut word), quoted));
+                    }
+                    (quoted, started) = (false, false);
+                }
+                (_, c) => {
+                    word.push(c);
+                    started = true;
+                }
+            }
+        }
+        if started {
+            split.push((word, quoted));
+        }
         let mut words = Vec::new();
-        for word in line.split_whitespace() {
-            if matches!(word, "|" | ">" | ">>" | "&&" | "&" | ";") || word.starts_with('#') {
+        for (word, quoted) in split {
+            let operator = matches!(&*word, "|" | ">" | ">>" | "&&" | "&" | ";");
+            if !quoted && (operator || word.starts_with('#')) {
                 break;
             }
-            words.push(word.trim_matches(['"', '\'']).to_owned());
+            words.push(word);
         }
         if words.first().is_some_and(|word| word == "sudo") {
             words.remove(0);
