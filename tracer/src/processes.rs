@@ -55,6 +55,23 @@ pub fn runs_named(pid: u32, names: &[&str]) -> bool {
     })
 }
 
+/// Takes the processes that exited out of `pids`, and returns them.
+pub fn take_exited(pids: &mut Vec<u32>) -> Vec<u32> {
+    let (gone, running) = pids.iter().partition(|pid| exe(**pid).is_none());
+    *pids = running;
+    gone
+}
+
+/// Whether one of `pid`'s arguments is one of `args` (a server run to initialize or to print
+/// its version rather than to serve, say).
+pub fn has_argument(pid: u32, args: &[&str]) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|&byte| byte == 0)
+            .any(|arg| args.iter().any(|wanted| wanted.as_bytes() == arg))
+    })
+}
+
 /// The binary `pid` runs, as messages show it (`pid N` when it cannot be read), its control
 /// characters escaped.
 pub fn shown(pid: u32) -> String {

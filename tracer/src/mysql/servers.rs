@@ -23,12 +23,7 @@ impl Servers {
 
     /// Forgets the servers that exited, and returns them.
     pub fn exited(&mut self) -> Vec<u32> {
-        let (gone, running) = self
-            .pids
-            .iter()
-            .partition(|pid| processes::exe(**pid).is_none());
-        self.pids = running;
-        gone
+        processes::take_exited(&mut self.pids)
     }
 }
 
@@ -49,12 +44,7 @@ fn serves(pid: u32) -> bool {
         "--help",
         "-?",
     ];
-    processes::runs_named(pid, &["mysqld", "mariadbd"])
-        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-            !cmdline
-                .split(|&byte| byte == 0)
-                .any(|arg| ONCE.iter().any(|once| once.as_bytes() == arg))
-        })
+    processes::runs_named(pid, &["mysqld", "mariadbd"]) && !processes::has_argument(pid, ONCE)
 }
 
 /// Starts tracing server `pid`, whose `dispatch_command()` has `signature`.

@@ -104,12 +104,7 @@ impl Servers {
 
     /// Forgets the servers that exited, and returns them.
     pub fn exited(&mut self) -> Vec<u32> {
-        let (gone, running) = self
-            .pids
-            .iter()
-            .partition(|pid| processes::exe(**pid).is_none());
-        self.pids = running;
-        gone
+        processes::take_exited(&mut self.pids)
     }
 }
 
@@ -156,11 +151,7 @@ fn runs_once(pid: u32) -> bool {
         "-?",
         "--help",
     ];
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-        cmdline
-            .split(|&byte| byte == 0)
-            .any(|arg| ONCE.iter().any(|once| once.as_bytes() == arg))
-    })
+    processes::has_argument(pid, ONCE)
 }
 
 /// Whether backend `pid` has been through its startup (authentication, then its first
