@@ -168,7 +168,7 @@ impl Site {
 /// (bcrypt is slow on purpose: its check runs off the thread that drains the kernel's events).
 async fn authorized(web: &WebConfig, request: &Request<hyper::body::Incoming>) -> bool {
     let header = request.headers().get(AUTHORIZATION);
-    let Some(credentials) = header.and_then(|h| web.known_credentials(h.as_bytes())) else {
+    let Some(credentials) = header.and_then(|h| web.credentials(h.as_bytes())) else {
         return false;
     };
     if web.accepted_before(&credentials) {

@@ -132,15 +132,20 @@ impl WebConfig {
         !self.users.is_empty()
     }
 
-    /// The credentials of an `Authorization: Basic` header, if they are a user's.
-    pub fn known_credentials(&self, header: &[u8]) -> Option<Credentials> {
+    /// The credentials of an `Authorization: Basic` header. An unknown user's are checked
+    /// against a stand-in hash (and fail): a refusal takes as long whether the user exists or
+    /// not, as exporter-toolkit has it.
+    pub fn credentials(&self, header: &[u8]) -> Option<Credentials> {
         let encoded = header.strip_prefix(b"Basic ")?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, password) = decoded.split_once(':')?;
-        let hash = self.users.get(user)?.clone();
+        let (known, hash) = match self.users.get(user) {
+            Some(hash) => (true, hash.clone()),
+            None => (false, STAND_IN_HASH.to_owned()),
+        };
         let digest = ring::digest::digest(
             &ring::digest::SHA256,
             [user, password, &hash].join("\0").as_bytes(),
@@ -150,6 +155,7 @@ impl WebConfig {
         Some(Credentials {
             password: password.to_owned(),
             hash,
+            known,
             digest,
         })
     }
@@ -167,17 +173,23 @@ impl WebConfig {
     }
 }
 
-/// A user's credentials as sent, with the hash they must match.
+/// Credentials as sent, with the hash they must match.
 pub struct Credentials {
-    pub password: String,
-    pub hash: String,
+    password: String,
+    hash: String,
+    /// Whether the user is one of the file's.
+    known: bool,
     digest: Vec<u8>,
 }
+
+/// bcrypt of nothing anyone sends, at cost 10, the cost `htpasswd -B` gives.
+const STAND_IN_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
 
 impl Credentials {
     /// bcrypt's check: slow on purpose, so run it off the serving thread.
     pub fn verify(&self) -> bool {
-        bcrypt::verify(&self.password, &self.hash).unwrap_or(false)
+        let matches = bcrypt::verify(&self.password, &self.hash).unwrap_or(false);
+        self.known && matches
     }
 }
 
@@ -253,4 +265,23 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         bail!("{}: no certificate in it", path.display());
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unknown user costs a bcrypt check of the same cost as a user's, and never passes.
+    #[test]
+    fn unknown_users_cost_a_check_and_fail() {
+        let parts: bcrypt::HashParts = STAND_IN_HASH.parse().unwrap();
+        assert_eq!(parts.get_cost(), 10);
+        let credentials = Credentials {
+            password: String::new(),
+            hash: STAND_IN_HASH.to_owned(),
+            known: false,
+            digest: Vec::new(),
+        };
+        assert!(!credentials.verify());
+    }
 }
