@@ -196,13 +196,7 @@ const TLS_PROGRAMS: tls::Programs = tls::Programs {
 const OPENSSL_EVERYWHERE: bool = true;
 
 /// A process exec'ing a new program: a server that starts after tracer.
-const EXEC_TRACEPOINT: Tracepoint = Tracepoint {
-    category: "sched",
-    name: "sched_process_exec",
-    program: "pg_exec",
-    args: Some(&["struct task_struct *", "pid_t", "struct linux_binprm *"]),
-    fields: &[],
-};
+const EXEC_TRACEPOINT: Tracepoint = query::exec_tracepoint("pg_exec");
 
 impl session::Plan for PgPlan {
     fn name(&self) -> &'static str {

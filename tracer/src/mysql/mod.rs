@@ -225,13 +225,7 @@ impl MysqlPlan {
 }
 
 /// A process exec'ing a new program: a server that starts after tracer.
-const EXEC_TRACEPOINT: Tracepoint = Tracepoint {
-    category: "sched",
-    name: "sched_process_exec",
-    program: "mysql_exec",
-    args: Some(&["struct task_struct *", "pid_t", "struct linux_binprm *"]),
-    fields: &[],
-};
+const EXEC_TRACEPOINT: Tracepoint = query::exec_tracepoint("mysql_exec");
 
 /// TCP connections entering a listener's accept queue, and leaving it (`--connections`).
 const ACCEPT_TRACEPOINTS: [Tracepoint; 3] = [

@@ -63,6 +63,18 @@ pub const RECLAIM_TRACEPOINTS: &[Tracepoint] = &[
     },
 ];
 
+/// A process exec'ing a new program, for `program` (the engine's exec program, as a
+/// database's module names it): a server that starts after tracer.
+pub const fn exec_tracepoint(program: &'static str) -> Tracepoint {
+    Tracepoint {
+        category: "sched",
+        name: "sched_process_exec",
+        program,
+        args: Some(&["struct task_struct *", "pid_t", "struct linux_binprm *"]),
+        fields: &[],
+    }
+}
+
 /// Ring buffer for query records: at 40k queries/s of ~300 bytes, 100 ms of them.
 const RING_BYTES: u32 = 16 << 20;
 
