@@ -201,6 +201,18 @@ pub fn query_entry<'a>(summary: &'a Json, text: &str) -> &'a Json {
         .unwrap_or_else(|| panic!("{text:?} not among {:#}", summary["queries"]))
 }
 
+/// Calls of a query text across every row it has (rows are per database and user, as
+/// pg_stat_statements' are), 0 for a text tracer never saw.
+pub fn query_calls(summary: &Json, text: &str) -> u64 {
+    summary["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["query"] == text)
+        .map(|entry| entry["calls"].as_u64().unwrap())
+        .sum()
+}
+
 /// The same, `None` for a query the summary does not have.
 pub fn query_entry_if_any<'a>(summary: &'a Json, text: &str) -> Option<&'a Json> {
     summary["queries"]
@@ -862,17 +874,32 @@ impl Postgres {
 
     /// Connection arguments for psql and pgbench.
     pub fn connection(&self) -> Vec<String> {
+        self.connection_as("postgres", "postgres")
+    }
+
+    /// Connection arguments for `user`, to `database`.
+    pub fn connection_as(&self, user: &str, database: &str) -> Vec<String> {
         [
             "-h",
             self.dir.to_str().unwrap(),
             "-p",
             &self.port.to_string(),
             "-U",
-            "postgres",
-            "postgres",
+            user,
+            database,
         ]
         .map(String::from)
         .to_vec()
+    }
+
+    /// Like [`Self::psql`], as `user` in `database`.
+    pub fn psql_as(&self, user: &str, database: &str, sql: &str) -> String {
+        self.psql_on(&self.connection_as(user, database), sql)
+    }
+
+    /// Like [`Self::session`], as `user` in `database`.
+    pub fn session_as(&self, user: &str, database: &str) -> SqlSession {
+        self.session_on(&self.connection_as(user, database))
     }
 
     /// Runs SQL through psql in a session of its own (simple protocol); returns its output rows.
@@ -976,6 +1003,28 @@ impl Postgres {
             pattern.replace('\'', "''")
         );
         self.psql(&sql).parse().unwrap()
+    }
+
+    /// `calls` of pg_stat_statements entries whose query text matches `pattern` (LIKE), by
+    /// database and user: `(database, user, calls)`, sorted.
+    pub fn statement_calls_by_client(&self, pattern: &str) -> Vec<(String, String, u64)> {
+        let sql = format!(
+            "SELECT d.datname, r.rolname, sum(s.calls) FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid JOIN pg_roles r ON r.oid = s.userid \
+             WHERE s.query LIKE '{}' GROUP BY 1, 2 ORDER BY 1, 2",
+            pattern.replace('\'', "''")
+        );
+        let rows = self.psql(&sql);
+        (rows.lines())
+            .map(|row| {
+                let fields: Vec<&str> = row.split('|').collect();
+                (
+                    fields[0].into(),
+                    fields[1].into(),
+                    fields[2].parse().unwrap(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -1668,6 +1717,25 @@ impl MysqlServer {
     /// A client connection kept open: statements sent one by one share it.
     pub fn session(&self) -> SqlSession {
         self.session_over(Link::Plain)
+    }
+
+    /// The client as `user` (no password) over `link`, in `database` where one is named.
+    pub fn client_as(&self, link: Link, user: &str, database: Option<&str>) -> Command {
+        let mut client = self.client_over(link);
+        client.arg(format!("--user={user}"));
+        if let Some(database) = database {
+            client.arg(format!("--database={database}"));
+        }
+        client
+    }
+
+    /// A client connection kept open, as `user` in `database` where one is named.
+    pub fn session_as(&self, user: &str, database: Option<&str>) -> SqlSession {
+        SqlSession::spawn(
+            self.client_as(Link::Plain, user, database)
+                .args(["--force", "--unbuffered"])
+                .stderr(Stdio::null()),
+        )
     }
 
     /// The same over `link`.
