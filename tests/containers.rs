@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use tracer_tests::{Container, Docker, Finished, Json, query_entry};
+use tracer_tests::{
+    Container, Docker, Finished, Json, Tracer, free_port, http_get, parse_metrics, query_entry,
+    sample_sum,
+};
 
 const PRIVILEGED: &[&str] = &[
     "--cap-add",
@@ -88,11 +91,10 @@ fn psql(docker: &Docker, container: &str, statements: &[&str]) -> String {
     docker.run(&args, &[0])
 }
 
-#[test]
-fn a_sidecar_counts_the_database_containers_queries_in_its_pids() {
-    let docker = Docker::start();
+/// A PostgreSQL container, ready for queries, with pg_stat_statements.
+fn postgres<'a>(docker: &'a Docker, name: &str) -> Container<'a> {
     let image = docker.postgres_image();
-    let db = docker.container("tracer-pg", &["--detach", image], &[0]);
+    let db = docker.container(name, &["--detach", image], &[0]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while docker
         .command()
@@ -106,7 +108,14 @@ fn a_sidecar_counts_the_database_containers_queries_in_its_pids() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    psql(&docker, &db.name, &["CREATE EXTENSION pg_stat_statements"]);
+    psql(docker, &db.name, &["CREATE EXTENSION pg_stat_statements"]);
+    db
+}
+
+#[test]
+fn a_sidecar_counts_the_database_containers_queries_in_its_pids() {
+    let docker = Docker::start();
+    let db = postgres(&docker, "tracer-pg");
     // The postmaster is pid 1 of the database container, so of the sidecar's too.
     let share = format!("--pid=container:{}", db.name);
     let sidecar_options = [share.as_str(), "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro"];
@@ -156,6 +165,66 @@ fn a_sidecar_counts_the_database_containers_queries_in_its_pids() {
             assert!(backend < 1000, "a pid of the container: {backend}");
         }
     }
+}
+
+/// Two PostgreSQL containers run the same statement at different rates, over connections of
+/// one query each and over a session: `tracer serve --pg` gives each container series of its
+/// own (labelled with the container, the database and the user), each equal to that
+/// container's own pg_stat_statements count.
+#[test]
+fn serve_gives_each_database_container_its_own_query_series() {
+    let docker = Docker::start();
+    let busy = postgres(&docker, "tracer-pg-busy");
+    let quiet = postgres(&docker, "tracer-pg-quiet");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = Tracer::start(&["serve", "--listen", &listen, "--tools", "oom", "--pg", ""]);
+    for db in [&busy, &quiet] {
+        psql(&docker, &db.name, &["SELECT pg_stat_statements_reset()"]);
+    }
+    let session = ["SELECT 17"; 40];
+    for _ in 0..3 {
+        psql(&docker, &busy.name, &session);
+        psql(&docker, &busy.name, &["SELECT 17"]);
+    }
+    psql(&docker, &quiet.name, &session[..4]);
+    psql(&docker, &quiet.name, &["SELECT 17"]);
+    let issued = |db: &Container| -> u64 {
+        let calls = "SELECT calls FROM pg_stat_statements WHERE query = 'SELECT $1'";
+        psql(&docker, &db.name, &[calls]).parse().unwrap()
+    };
+    let expected = [(&busy, issued(&busy)), (&quiet, issued(&quiet))];
+    assert_eq!(expected.map(|(_, calls)| calls), [123, 5]);
+    // Serve counts what its ring buffer holds as it drains it: the series reach their counts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _, text) = http_get(port, "/metrics", None);
+        assert_eq!(status, 200);
+        let samples = parse_metrics(&text, false);
+        let counted = expected.map(|(db, _)| {
+            let labels = [
+                ("container", db.name.as_str()),
+                ("database", "postgres"),
+                ("user", "postgres"),
+                ("query", "SELECT ?"),
+            ];
+            sample_sum(&samples, "tracer_pg_query_seconds_count", &labels) as u64
+        });
+        if counted == expected.map(|(_, calls)| calls) {
+            let series = text.lines().filter(|line| {
+                line.starts_with("tracer_pg_query_seconds_count") && line.contains("SELECT ?")
+            });
+            series.for_each(|line| eprintln!("{line}"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "series {counted:?}, pg_stat_statements {:?}:\n{text}",
+            expected.map(|(_, calls)| calls)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    serve.stop_with(libc::SIGTERM).assert_success();
 }
 
 #[test]

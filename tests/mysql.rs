@@ -2,17 +2,13 @@
 //! their performance_schema.
 
 use tracer_tests::{
-    Cgroup, Flavour, Json, Link, MysqlServer, Tracer, assert_refused, proc_schedstat, query_entry,
-    query_entry_if_any, run, summary,
+    Cgroup, Flavour, Json, Link, MysqlServer, Tracer, assert_refused, proc_schedstat, query_calls,
+    query_entry, run, summary,
 };
 
 fn calls(summary: &Json, query: &str) -> u64 {
-    query_entry(summary, query)["calls"].as_u64().unwrap()
-}
-
-/// The same, 0 for a command tracer never saw.
-fn calls_if_any(summary: &Json, query: &str) -> u64 {
-    query_entry_if_any(summary, query).map_or(0, |entry| entry["calls"].as_u64().unwrap())
+    query_entry(summary, query);
+    query_calls(summary, query)
 }
 
 /// Each way tracer finds commands: uprobes on dispatch_command(), the sock tracepoints, the
@@ -126,6 +122,103 @@ fn query_counts(flavour: Flavour, via: &[&str]) {
     assert_eq!(summary["lost"], 0);
 }
 
+/// Two schemas and two users run the same statement at different rates, over connections of
+/// one statement each (plaintext and encrypted), long sessions and a session that switches
+/// schema with USE: each row
+/// (schema, user, query) is what was issued, and each schema's is performance_schema's count
+/// in that schema.
+#[test]
+fn rows_are_per_schema_and_user() {
+    for flavour in Flavour::all() {
+        rows_per_schema_and_user(flavour);
+    }
+}
+
+fn rows_per_schema_and_user(flavour: Flavour) {
+    let server = MysqlServer::start(flavour, "clients");
+    for schema in ["shop", "crm"] {
+        server.sql(&format!(
+            "CREATE DATABASE {schema}; CREATE TABLE {schema}.items (id INT PRIMARY KEY); \
+             INSERT INTO {schema}.items VALUES (1), (2), (3)"
+        ));
+    }
+    server.sql(
+        "CREATE USER 'alice'@'localhost', 'bob'@'localhost'; \
+         GRANT ALL ON shop.* TO 'alice'@'localhost'; GRANT ALL ON crm.* TO 'alice'@'localhost'; \
+         GRANT ALL ON crm.* TO 'bob'@'localhost'",
+    );
+    let tracer = tracer_mysql(&server, &[], &[]);
+    server.sql("TRUNCATE performance_schema.events_statements_summary_by_digest");
+    let items = "SELECT COUNT(*) FROM items WHERE id > 1";
+    let one_shot = |user: &str, schema: &str, link: Link| {
+        let output = server
+            .client_as(link, user, Some(schema))
+            .args(["-e", items])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let mut shop = server.session_as("alice", Some("shop"));
+    let mut crm = server.session_as("bob", Some("crm"));
+    let mut switching = server.session_as("alice", None);
+    switching.execute("USE crm");
+    for round in 0..20 {
+        shop.query(items);
+        if round < 6 {
+            one_shot("alice", "shop", Link::Plain);
+        }
+        if round < 7 {
+            crm.query(items);
+        }
+        if round < 3 {
+            one_shot("bob", "crm", Link::Plain);
+            // Encrypted: the handshake response comes through OpenSSL.
+            one_shot("bob", "crm", Link::Encrypted);
+        }
+        if round < 4 {
+            switching.query(items);
+        }
+    }
+    drop((shop, crm, switching));
+    let summary = summary(&tracer.stop());
+    let mut rows: Vec<(String, String, u64)> = (summary["queries"].as_array().unwrap().iter())
+        .filter(|row| row["query"] == "SELECT COUNT(*) FROM items WHERE id > ?")
+        .map(|row| {
+            let name = |field: &str| row[field].as_str().unwrap_or("?").to_owned();
+            (
+                name("database"),
+                name("user"),
+                row["calls"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let expected = [
+        ("crm", "alice", 4),
+        ("crm", "bob", 7 + 3 + 3),
+        ("shop", "alice", 20 + 6),
+    ];
+    let expected: Vec<(String, String, u64)> = (expected.iter())
+        .map(|(schema, user, calls)| (schema.to_string(), user.to_string(), *calls))
+        .collect();
+    eprintln!("{flavour:?}: tracer {rows:?}, issued {expected:?}");
+    assert_eq!(rows, expected, "{summary:#}");
+    for (schema, issued) in [("shop", 26), ("crm", 17)] {
+        let counted: u64 = server
+            .sql(&format!(
+                "SELECT COALESCE(SUM(COUNT_STAR), 0) FROM performance_schema.events_statements_summary_by_digest \
+                 WHERE SCHEMA_NAME = '{schema}' AND DIGEST_TEXT LIKE 'SELECT COUNT ( * ) FROM `items` WHERE % > ?%'"
+            ))
+            .parse()
+            .unwrap();
+        assert_eq!(counted, issued, "performance_schema in {schema}");
+    }
+}
+
 /// The default mode, as a user runs it, with clients that start working at once: plaintext
 /// connections through the socket, encrypted ones through OpenSSL's probes from their first
 /// command, compressed ones through probes in their server, one-query connections among
@@ -190,7 +283,7 @@ fn default_mode(flavour: Flavour) {
     ];
     let mut missed = 0;
     for (normalized, digest, issued, link) in shapes {
-        let traced = calls_if_any(&summary, normalized);
+        let traced = query_calls(&summary, normalized);
         let counted = server.digest_count(digest);
         eprintln!("{link:?} {normalized}: issued {issued}, tracer {traced}, server {counted}");
         assert_eq!(counted, issued, "{digest}");
@@ -333,12 +426,12 @@ fn prepared_statements(flavour: Flavour, via: &[&str]) {
     eprintln!("closes: {closed}, resets: {reset} (performance_schema)");
     assert!(closed + reset > 0, "the client closed nothing");
     assert_eq!(
-        calls_if_any(&summary, "COM_STMT_CLOSE"),
+        query_calls(&summary, "COM_STMT_CLOSE"),
         closed,
         "{summary:#}"
     );
     assert_eq!(
-        calls_if_any(&summary, "COM_STMT_RESET"),
+        query_calls(&summary, "COM_STMT_RESET"),
         reset,
         "{summary:#}"
     );
@@ -696,7 +789,7 @@ fn servers_started_later(via: &[&str]) {
             let normalized = format!("SELECT ? AS {shape}");
             let counted = server.digest_count(&format!("SELECT ? AS `{shape}`"))
                 + server.digest_count(&normalized);
-            let traced = calls_if_any(&summary, &normalized);
+            let traced = query_calls(&summary, &normalized);
             eprintln!("{via:?} {normalized}: issued 6, tracer {traced}, server {counted}");
             assert_eq!(counted, 6, "{normalized}");
             match (link, via.is_empty()) {

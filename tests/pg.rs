@@ -4,11 +4,12 @@ use std::path::Path;
 
 use tracer_tests::{
     Cgroup, Finished, Json, Postgres, Scratch, SwapDevice, Tracer, assert_refused, cgroup_v2_only,
-    proc_schedstat, proc_stat, query_entry, run, summary, vmstat,
+    proc_schedstat, proc_stat, query_calls, query_entry, run, summary, vmstat,
 };
 
 fn calls(summary: &Json, text: &str) -> u64 {
-    query_entry(summary, text)["calls"].as_u64().unwrap()
+    query_entry(summary, text);
+    query_calls(summary, text)
 }
 
 /// A `tracer pg --json` for each way of finding queries, all at once on the same server: what
@@ -143,6 +144,99 @@ fn query_counts_match_what_was_issued_and_pg_stat_statements() {
 
 /// One-query connections over TLS, as health checks and cron jobs make them: the default mode
 /// counts each from its first query, where OpenSSL hands over the plaintext.
+/// Two databases and two users in one server run the same statements at different rates, over
+/// connections of one query each and over long sessions: each row (database, user, query) is
+/// that database's and user's own pg_stat_statements count, and `--by database` (here through
+/// the probes) sums each database's.
+#[test]
+fn rows_are_per_database_and_user_as_pg_stat_statements_counts_them() {
+    let server = Postgres::start("clients");
+    for (database, user) in [("shop", "alice"), ("crm", "bob")] {
+        server.psql(&format!("CREATE ROLE {user} LOGIN"));
+        server.psql(&format!("CREATE DATABASE {database} OWNER {user}"));
+    }
+    let pid = server.pid().to_string();
+    let by_query = Tracer::start(&["pg", "--json", "-p", &pid]);
+    let by_database = Tracer::start(&[
+        "pg", "--json", "--via", "probes", "--by", "database", "-p", &pid,
+    ]);
+    server.psql("SELECT pg_stat_statements_reset()");
+    let pages = "SELECT count(*) FROM pg_class WHERE relpages > 7";
+    let mut shop = server.session_as("alice", "shop");
+    let mut crm = server.session_as("bob", "crm");
+    for round in 0..30 {
+        shop.query(pages);
+        if round < 12 {
+            server.psql_as("alice", "shop", pages);
+        }
+        if round < 9 {
+            crm.query(pages);
+        }
+        if round < 5 {
+            shop.query("SELECT 17");
+        }
+        if round < 4 {
+            server.psql_as("bob", "crm", pages);
+        }
+        if round < 3 {
+            server.psql_as("alice", "crm", "SELECT 17");
+        }
+    }
+    drop((shop, crm));
+    let rows = |summary: &Json, query: &str| -> Vec<(String, String, u64)> {
+        let mut rows: Vec<(String, String, u64)> = (summary["queries"].as_array().unwrap().iter())
+            .filter(|row| row["query"] == query)
+            .map(|row| {
+                let name = |field: &str| row[field].as_str().unwrap_or("?").to_owned();
+                (
+                    name("database"),
+                    name("user"),
+                    row["calls"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let summary = summary(&by_query.stop());
+    for (normalized, pattern) in [
+        (
+            "SELECT count(*) FROM pg_class WHERE relpages > ?",
+            "SELECT count(*) FROM pg_class WHERE relpages > $1",
+        ),
+        ("SELECT ?", "SELECT $1"),
+    ] {
+        let traced = rows(&summary, normalized);
+        let statements = server.statement_calls_by_client(pattern);
+        eprintln!("{normalized}: tracer {traced:?}, pg_stat_statements {statements:?}");
+        assert_eq!(traced, statements, "{summary:#}");
+    }
+    let want = [("shop", 12 + 30 + 5), ("crm", 4 + 9 + 3)];
+    let summary = tracer_tests::summary(&by_database.stop());
+    for (database, calls) in want {
+        let row = (summary["queries"].as_array().unwrap().iter())
+            .find(|row| row["database"] == database)
+            .unwrap_or_else(|| panic!("no {database} in {summary:#}"));
+        let statements: u64 = server
+            .psql(&format!(
+                "SELECT sum(calls) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+                 WHERE d.datname = '{database}'"
+            ))
+            .parse()
+            .unwrap();
+        eprintln!(
+            "{database}: issued {calls}, tracer --by database {}, pg_stat_statements {statements}",
+            row["calls"]
+        );
+        assert_eq!(row["calls"], calls, "{summary:#}");
+        assert_eq!(statements, calls);
+        assert!(
+            row.get("query").is_none() && row.get("user").is_none(),
+            "{row:#}"
+        );
+    }
+}
+
 #[test]
 fn tls_backends_are_read_through_openssl_by_default_and_unseen_through_the_socket() {
     let server = Postgres::start_tls("tls");

@@ -732,7 +732,8 @@ fn pg_and_mysql_at_once(flavour: Flavour) {
     let listen = format!("127.0.0.1:{port}");
     let (pg_options, mysql_options) = (format!("-p {}", pg.pid()), format!("-p {}", mariadb.pid()));
     // The reclaim programs both tools use are attached once: adding mysql to pg adds only
-    // its socket programs (receive, send) and its OpenSSL probes in the server (three).
+    // its socket programs (receive, send), its OpenSSL probes in the server (three) and its
+    // thread exit tracepoint (one).
     let serve_with = |extra: &[&str]| {
         let mut args = vec![
             "serve",
@@ -751,7 +752,7 @@ fn pg_and_mysql_at_once(flavour: Flavour) {
     let (pg_alone, links_alone) = serve_with(&[]);
     pg_alone.stop_with(libc::SIGTERM).assert_success();
     let (serve, links_both) = serve_with(&["--mysql", &mysql_options]);
-    assert_eq!(links_both, links_alone + 2 + 3);
+    assert_eq!(links_both, links_alone + 2 + 3 + 1);
     let (_, _, health) = http_get(port, "/healthz", None);
     let health: Json = serde_json::from_str(&health).unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ pub mod kind {
     /// A command finished: a `query::QueryDone` whose `received` is the command
     /// (`enum_server_command`), followed by the first bytes of its packet.
     pub const QUERY: u32 = record_kind(tool::MYSQL, 1);
-    /// A server thread ran its first command since tracer started: a `query::Backend`.
+    /// A server thread ran its first command since tracer started: a `query::NewBackend`.
     pub const BACKEND: u32 = record_kind(tool::MYSQL, 2);
     /// A new connection ran its first command, or failed to log in: a [`super::Connection`].
     pub const CONNECTION: u32 = record_kind(tool::MYSQL, 3);
@@ -21,6 +21,10 @@ pub mod kind {
     /// A process exec'd a program named mysqld or mariadbd (maybe a server starting): a
     /// `query::Backend` with its pid.
     pub const EXEC: u32 = record_kind(tool::MYSQL, 6);
+    /// A server thread that ran commands exited: a `query::Backend`.
+    pub const EXITED: u32 = record_kind(tool::MYSQL, 7);
+    /// A new connection's handshake response, read by its server thread: a [`super::Login`].
+    pub const LOGIN: u32 = record_kind(tool::MYSQL, 8);
 }
 
 /// Why a connection's commands cannot be read off its socket.
@@ -68,6 +72,24 @@ pub mod command {
     pub const QUIT: u32 = 1;
     pub const CHANGE_USER: u32 = 17;
     pub const RESET_CONNECTION: u32 = 31;
+    pub const INIT_DB: u32 = 2;
+}
+
+/// Bytes of a handshake response sent: its fixed part (32), a user name (at most 32 and its
+/// NUL), an authentication response (at most 33 with its length) and a database name (at most
+/// 64 and its NUL).
+pub const LOGIN_BYTES: usize = 192;
+
+/// A new connection's handshake response (`HandshakeResponse41`), whom the connection serves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Login {
+    pub kind: u32,
+    /// The server thread that read it.
+    pub tid: u32,
+    /// The payload's length, of which the first [`LOGIN_BYTES`] (at most) are in `bytes`.
+    pub len: u32,
+    pub bytes: [u8; LOGIN_BYTES],
 }
 
 /// Settings of the kernel side beside its `query::QueryConfig`.
@@ -119,5 +141,5 @@ pub struct Accepted {
     pub queued_ns: u64,
 }
 
-plain_old_data!(MysqlLayout, Connection, Accepted, Unreadable);
-crate::record::records!(tool::MYSQL => Connection, Accepted, Unreadable);
+plain_old_data!(MysqlLayout, Connection, Accepted, Unreadable, Login);
+crate::record::records!(tool::MYSQL => Connection, Accepted, Unreadable, Login);

@@ -1,7 +1,7 @@
 //! `tracer pg`: PostgreSQL queries, their latency, the reclaim stalls inside them and their
 //! counters.
 
-pub use crate::query::{Backend, QueryDone};
+pub use crate::query::{Backend, NewBackend, QueryDone};
 use crate::usdt::Arg;
 
 /// What happens at a probe site.
@@ -62,7 +62,7 @@ pub struct Site {
 pub mod kind {
     /// A query finished: a [`super::QueryDone`].
     pub const QUERY: u32 = crate::record::kind(crate::record::tool::PG, 1);
-    /// A backend ran its first query since tracer started: a [`super::Backend`].
+    /// A backend ran its first query since tracer started: a [`super::NewBackend`].
     pub const BACKEND: u32 = crate::record::kind(crate::record::tool::PG, 2);
     /// A backend's connection is encrypted (it began a TLS handshake or asked for GSSAPI
     /// encryption), so its requests cannot be read from its socket: a [`super::Backend`], once
@@ -73,6 +73,8 @@ pub mod kind {
     pub const EXEC: u32 = crate::record::kind(crate::record::tool::PG, 4);
     /// A receive of a request the text cannot hold: a [`super::Spilled`] and its bytes.
     pub const SPILLED: u32 = crate::record::kind(crate::record::tool::PG, 5);
+    /// A backend that ran queries exited: a [`super::Backend`].
+    pub const EXITED: u32 = crate::record::kind(crate::record::tool::PG, 6);
 }
 
 plain_old_data!(Site, Spilled);

@@ -50,14 +50,36 @@ pub struct QueryConfig {
     /// the kernel keeps per task anyway: each is the sum of the `u64`s at up to two offsets
     /// (0: none). All zero: the counters are perf events userspace opens per backend.
     pub task_counters: [[u32; 2]; MAX_COUNTERS],
+    /// Where a backend's process title is, read once per backend into its [`NewBackend`]
+    /// record: `task_struct.mm` and `mm_struct.arg_start` (0: not wanted).
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
 }
 
-/// A backend tracer has not seen before; userspace opens its counters.
+/// A process or thread, for records that say only which.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Backend {
     pub kind: u32,
     pub pid: u32,
+}
+
+/// Bytes of a backend's process title read: PostgreSQL's `postgres: USER DATABASE HOST
+/// ACTIVITY` (user and database names are at most 63 bytes each).
+pub const TITLE_LEN: usize = 192;
+
+/// A backend tracer has not seen before, at its first query: userspace opens its counters,
+/// and learns where it runs and whom it serves (from its process title: empty where the tool
+/// does not read it, or it was unreadable).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NewBackend {
+    pub kind: u32,
+    pub pid: u32,
+    /// Its cgroup's id in the hierarchy described by `task::CgroupLayout`.
+    pub cgroup_id: u64,
+    /// NUL-terminated.
+    pub title: [u8; TITLE_LEN],
 }
 
 /// A finished query. Its first `text_len` bytes of text follow it in the record.
@@ -123,4 +145,4 @@ pub struct BlockIo {
     pub swapin_bytes: u64,
 }
 
-plain_old_data!(QueryConfig, Backend, QueryDone);
+plain_old_data!(QueryConfig, Backend, NewBackend, QueryDone);

@@ -29,6 +29,16 @@ pub fn reserve<T: Record + 'static>() -> Option<RingBufEntry<T>> {
     entry
 }
 
+/// Room for one record of `tool`'s (a record type tools share), or `None` (counted as lost).
+#[inline(always)]
+pub fn reserve_as<T: 'static>(tool: u32) -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count_lost(tool);
+    }
+    entry
+}
+
 /// Sends one record, or counts it as lost.
 #[inline(always)]
 pub fn emit<T: Record + 'static>(record: T) {

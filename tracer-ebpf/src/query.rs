@@ -15,7 +15,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    query::{Backend, BlockIo, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone},
+    query::{
+        Backend, BlockIo, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, NewBackend, QueryConfig, QueryDone,
+    },
     task::Task,
 };
 
@@ -34,6 +36,8 @@ pub trait Database {
     const QUERY: u32;
     const BACKEND: u32;
     const EXEC: u32;
+    /// The kind of the record of the exit of one of its threads.
+    const EXITED: u32;
     /// Its settings: its own read-only global, read a field at a time through [`setting!`].
     fn config() -> *const QueryConfig;
 }
@@ -101,7 +105,7 @@ pub struct Thread {
     /// The tool tracing it (`tracer_common::record::tool`), 0 for none, as decided when the
     /// thread first showed up.
     tool: u8,
-    /// Whether its tool heard of it (a [`Backend`] record).
+    /// Whether its tool heard of it (a [`NewBackend`] record, at its first query).
     announced: bool,
     /// Whether a query runs, and its `origin`.
     pub active: bool,
@@ -258,9 +262,9 @@ pub fn named_server<D: Database>(pid: u32, parent: u32) -> bool {
     setting!(D, filter_servers) == 0 || server_tool(pid, parent) == D::TOOL
 }
 
-/// The calling thread if `D` traces it, or `None` for any other. The first time, `D` hears of
-/// it. A thread first seen by another tool is claimed by a tool without servers named (its
-/// probes fire only in processes it chose).
+/// The calling thread if `D` traces it, or `None` for any other. A thread first seen by another
+/// tool is claimed by a tool without servers named (its probes fire only in processes it
+/// chose).
 #[inline(always)]
 pub fn traced_thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
     let thread = thread::<D>(tid)?;
@@ -270,17 +274,59 @@ pub fn traced_thread<D: Database>(tid: u32) -> Option<&'static mut Thread> {
     if thread.tool != D::TOOL as u8 {
         return None;
     }
-    if !thread.announced {
-        thread.announced = true;
-        events::emit_as(
-            D::TOOL,
-            Backend {
-                kind: D::BACKEND,
-                pid: tid,
-            },
-        );
-    }
     Some(thread)
+}
+
+/// Tells userspace of a thread that runs its first query, with its process title where `D`
+/// wants it: read in the thread itself, for a backend that exits before userspace could look in
+/// `/proc`, and at its first query, when PostgreSQL's backend has named its user and database
+/// there (at its first receive, the startup packet, the title is still the postmaster's).
+#[inline(always)]
+fn announce<D: Database>(tid: u32) {
+    let Some(mut entry) = events::reserve_as::<NewBackend>(D::TOOL) else {
+        return;
+    };
+    let (task_mm, arg_start_offset) = (setting!(D, task_mm), setting!(D, mm_arg_start));
+    let record = entry.as_mut_ptr();
+    // Every field is written before the record is submitted.
+    let cgroup_id = task::current_cgroup_id();
+    let title = unsafe {
+        (*record).kind = D::BACKEND;
+        (*record).pid = tid;
+        (*record).cgroup_id = cgroup_id;
+        (*record).title[0] = 0;
+        &mut (*record).title
+    };
+    if task_mm != 0 {
+        let current = unsafe { bpf_get_current_task() } as *const u8;
+        if let Some(mm) = read_ptr(current, task_mm)
+            && let Some(arg_start) = read::<u64>(mm, arg_start_offset)
+        {
+            // It zeroes the title when the read fails.
+            let _ = unsafe { bpf_probe_read_user_str_bytes(arg_start as *const u8, title) };
+        }
+    }
+    entry.submit(0);
+}
+
+/// A thread exits (`sched_process_exit`): what was kept of it goes, for its id to start afresh
+/// when it comes back as another thread, and userspace forgets what it knew of one of `D`'s.
+#[inline(always)]
+pub fn thread_exit<D: Database>() {
+    let tid = task::current_tid();
+    let Some(thread) = (unsafe { QUERY_THREADS.get(tid) }) else {
+        return;
+    };
+    let tool = thread.tool;
+    // Threads of no tool's go with any tool's program; another tool's, with its own.
+    if tool != 0 && tool != D::TOOL as u8 {
+        return;
+    }
+    let _ = QUERY_THREADS.remove(tid);
+    if tool != 0 {
+        let kind = D::EXITED;
+        events::emit_as(D::TOOL, Backend { kind, pid: tid });
+    }
 }
 
 /// A process execs a new program: whatever was decided about its threads goes (it may be a
@@ -307,6 +353,10 @@ pub fn exec<D: Database>(is_server: impl Fn(&[u8; 16]) -> bool) {
 /// A query begins on the thread.
 #[inline(always)]
 pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
+    if !thread.announced {
+        thread.announced = true;
+        announce::<D>(tid);
+    }
     thread.active = true;
     thread.origin = origin as u8;
     thread.depth = 0;

@@ -149,6 +149,14 @@ fn identify(
     })
 }
 
+/// The id of the current task's cgroup in the configured hierarchy (0 if unreadable).
+#[inline(always)]
+pub fn current_cgroup_id() -> u64 {
+    let layout = TASK_LAYOUT.load();
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    cgroup_id(&layout, cgroup_of(&layout, task))
+}
+
 /// `struct cgroup *` of `task` in the configured hierarchy (null if unreadable).
 #[inline(always)]
 fn cgroup_of(layout: &TaskLayout, task: *const u8) -> *const u8 {

@@ -149,11 +149,13 @@ pub fn metrics_labels(data: &[u8]) {
             metrics::ToolLabel {
                 tool: query.to_owned(),
             },
-            labels,
+            labels.clone(),
         )
         .inc();
-    let queries = metrics.top_histograms("tracer_fuzz_query", "Queries", "query", 4, Vec::new());
-    queries.observe(query, 0.001, []);
+    let queries = metrics.top_histograms("tracer_fuzz_query", "Queries", 4, Vec::new());
+    let mut key = String::new();
+    metrics::top_key(&mut key, query, query, query);
+    queries.observe(1, || labels, &key, 0.001, []);
     for exposition in [metrics.openmetrics(), metrics.prometheus_text()] {
         for line in exposition.lines() {
             assert!(

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Result, bail};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tracer_common::{
-    pg::{Backend, QueryDone, Spilled, kind},
+    pg::{Backend, NewBackend, QueryDone, Spilled, kind},
     query::origin,
     record::tool,
 };
@@ -28,7 +28,7 @@ use crate::{
     output::Output,
     perf::Counter,
     processes,
-    query::{self, Aside, BackendCounters, Queries, Ran, counters},
+    query::{self, Aside, BackendCounters, Client, Queries, Ran, counters},
     session, socket, sql,
     tls::{self, OpensslProbes},
 };
@@ -158,6 +158,7 @@ impl PgPlan {
                 tracepoints.push(EXEC_TRACEPOINT);
             }
         }
+        tracepoints.push(EXIT_TRACEPOINT);
         // Planned through the socket too: that tells a server from any other binary.
         let sites = targets
             .iter()
@@ -198,6 +199,9 @@ const OPENSSL_EVERYWHERE: bool = true;
 /// A process exec'ing a new program: a server that starts after tracer.
 const EXEC_TRACEPOINT: Tracepoint = query::exec_tracepoint("pg_exec");
 
+/// A thread exiting: what was kept of it goes.
+const EXIT_TRACEPOINT: Tracepoint = query::exit_tracepoint("pg_thread_exit");
+
 impl session::Plan for PgPlan {
     fn name(&self) -> &'static str {
         "pg"
@@ -221,6 +225,7 @@ impl session::Plan for PgPlan {
             options,
             counters,
             self.args.via != Via::Probes,
+            true,
         )
     }
 
@@ -297,7 +302,12 @@ impl session::Plan for PgPlan {
         }
         Ok(Box::new(Pg {
             banner: format!("Tracing PostgreSQL queries: {attached}... Hit Ctrl-C to end."),
-            queries: Queries::new(&args.query, sql::Dialect::Postgres, counters),
+            queries: Queries::new(
+                &args.query,
+                sql::Dialect::Postgres,
+                counters,
+                context.hierarchy,
+            ),
             protocol: args.protocol,
             via: args.via,
             statements: wire::Statements::default(),
@@ -374,8 +384,14 @@ impl Tool for Pg {
     fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
         match read_record::<u32>(data)? {
             kind::BACKEND => {
-                let backend: Backend = read_record(data)?;
-                self.queries.new_thread(backend.pid);
+                let backend: NewBackend = read_record(data)?;
+                self.queries.new_thread(backend.pid, backend.cgroup_id);
+                *self.queries.client_of(backend.pid) = client(&backend.title);
+                Ok(())
+            }
+            kind::EXITED => {
+                let exited: Backend = read_record(data)?;
+                self.queries.thread_exited(exited.pid);
                 Ok(())
             }
             kind::QUERY => self.query(data, out),
@@ -457,7 +473,7 @@ impl Tool for Pg {
         self.queries.register_metrics(
             metrics,
             "tracer_pg_query",
-            "PostgreSQL query latency by normalized query: at most --top series, the rest as 'other'",
+            "PostgreSQL query latency by workload, database, user and normalized query: at most --top series per workload, the rest as its 'other'",
         );
     }
 
@@ -613,5 +629,60 @@ impl Pg {
             }
             self.unseen_backends += 1;
         }
+    }
+}
+
+/// Whom a backend serves, from its process title: `postgres: [CLUSTER: ]USER DATABASE HOST
+/// ACTIVITY` (names with spaces in them are not told apart).
+fn client(title: &[u8]) -> Client {
+    let end = title
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(title.len());
+    let title = String::from_utf8_lossy(&title[..end]);
+    let Some(rest) = title.strip_prefix("postgres: ") else {
+        return Client::default();
+    };
+    let mut words = rest.split(' ').filter(|word| !word.is_empty()).peekable();
+    words.next_if(|word| word.ends_with(':'));
+    match (words.next(), words.next(), words.next()) {
+        (Some(user), Some(database), Some(_host)) => Client {
+            database: Some(database.into()),
+            user: Some(user.into()),
+        },
+        _ => Client::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backends_title_names_its_user_and_database() {
+        let named = |title: &str| {
+            let client = client(title.as_bytes());
+            (
+                client.user.as_deref().map(str::to_owned),
+                client.database.as_deref().map(str::to_owned),
+            )
+        };
+        let both = |user: &str, database: &str| (Some(user.to_owned()), Some(database.to_owned()));
+        assert_eq!(
+            named("postgres: alice shop [local] SELECT\0junk"),
+            both("alice", "shop")
+        );
+        assert_eq!(
+            named("postgres: 16/main: bob crm 10.0.0.7(51234) idle in transaction"),
+            both("bob", "crm")
+        );
+        // Processes that serve no client, and titles of other programs.
+        assert_eq!(named("postgres: 16/main: checkpointer "), (None, None));
+        assert_eq!(named("postgres: checkpointer"), (None, None));
+        assert_eq!(
+            named("/usr/lib/postgresql/16/bin/postgres -D /data"),
+            (None, None)
+        );
+        assert_eq!(named(""), (None, None));
     }
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use tracer_common::{
-    mysql::{COM_QUERY, COM_STMT_PREPARE, MysqlLayout, kind, signature},
+    mysql::{COM_QUERY, COM_STMT_PREPARE, MysqlLayout, command::INIT_DB, kind, signature},
     query::{MAX_SERVERS, QueryConfig, origin},
     record::tool,
 };
@@ -55,6 +55,7 @@ impl Database for Mysql {
     const QUERY: u32 = kind::QUERY;
     const BACKEND: u32 = kind::BACKEND;
     const EXEC: u32 = kind::EXEC;
+    const EXITED: u32 = kind::EXITED;
 
     #[inline(always)]
     fn config() -> *const QueryConfig {
@@ -89,8 +90,8 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
         signature::MYSQL8 => {
             let command = rdx as u32;
             let data = rsi;
-            if command == COM_QUERY || command == COM_STMT_PREPARE {
-                // A query's COM_DATA: its text's address, then its length.
+            if command == COM_QUERY || command == COM_STMT_PREPARE || command == INIT_DB {
+                // A query's COM_DATA (or a schema's): its text's address, then its length.
                 let address = unsafe { bpf_probe_read_user(data as *const u64) }.unwrap_or(0);
                 let len = unsafe { bpf_probe_read_user((data + 8) as *const u32) }.unwrap_or(0);
                 (command, rdi, address, len as usize)
@@ -170,6 +171,13 @@ pub fn mysql_exec(_ctx: BtfTracePointContext) -> i32 {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn mysql_exec_tp(_ctx: TracePointContext) -> u32 {
     query::exec::<Mysql>(is_server);
+    0
+}
+
+/// A thread exits: what was kept of it goes.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn mysql_thread_exit_tp(_ctx: TracePointContext) -> u32 {
+    query::thread_exit::<Mysql>();
     0
 }
 

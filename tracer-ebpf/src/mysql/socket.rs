@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     mysql::{
-        COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, Unreadable, command, kind,
-        unreadable,
+        COM_STMT_CLOSE, COM_STMT_PREPARE, COM_STMT_SEND_LONG_DATA, Login, Unreadable, command,
+        kind, unreadable,
     },
     query::origin,
     record::tool,
@@ -29,8 +29,13 @@ use crate::{
     task, tls,
 };
 
-/// `Thread::step` between a command's header and its payload.
+/// `Thread::step` between a command's header and its payload, and between a handshake
+/// response's header and its payload.
 const AWAITING_PAYLOAD: u8 = 1;
+const AWAITING_LOGIN: u8 = 2;
+
+/// An SSL request's payload: the fixed part of a handshake response alone.
+const SSL_REQUEST_LEN: i64 = 32;
 
 /// The current thread, if a server's: its threads are the server process's own, so any other
 /// process (the clients on the same machine, above all) is turned away by its pid before any
@@ -86,6 +91,13 @@ fn received(received: i64) {
 /// `socket`) decrypted.
 #[inline(always)]
 fn read(tid: u32, thread: &mut Thread, io: socket::Io, received: i64, socket: bool) {
+    if thread.step == AWAITING_LOGIN {
+        thread.step = 0;
+        if received > 0 {
+            login(tid, io.buffer, received as u32);
+        }
+        return;
+    }
     if thread.active && thread.origin == origin::SOCKET as u8 {
         if thread.step == AWAITING_PAYLOAD {
             thread.step = 0;
@@ -124,6 +136,16 @@ fn read(tid: u32, thread: &mut Thread, io: socket::Io, received: i64, socket: bo
             false => unreadable::COMPRESSED_IN_TLS,
         };
         unreadable(tid, thread, why);
+        return;
+    }
+    // A new connection's handshake response: sequence 1, or 2 after an SSL request. Whom the
+    // connection serves comes from it (userspace tells it from a large command's later part).
+    if (sequence == 1 || sequence == 2) && len > SSL_REQUEST_LEN && !thread.active {
+        if received == 4 {
+            thread.step = AWAITING_LOGIN;
+        } else if received == len + 4 {
+            login(tid, io.buffer + 4, len as u32);
+        }
         return;
     }
     // A command's first packet, read alone or whole (a TLS record or a packet's middle is
@@ -238,6 +260,25 @@ fn payload(tid: u32, thread: &mut Thread, io: socket::Io, buffer: u64, len: usiz
     if command == command::QUIT || command == COM_STMT_CLOSE || command == COM_STMT_SEND_LONG_DATA {
         end(tid, thread);
     }
+}
+
+/// Sends the handshake response of `len` bytes at `buffer`, read by thread `tid`.
+#[inline(always)]
+fn login(tid: u32, buffer: u64, len: u32) {
+    let Some(mut entry) = events::reserve::<Login>() else {
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // Every field is written before the record is submitted (the helper zeroes the bytes when
+    // the read fails).
+    let bytes = unsafe {
+        (*record).kind = kind::LOGIN;
+        (*record).tid = tid;
+        (*record).len = len;
+        &mut (*record).bytes
+    };
+    let _ = unsafe { bpf_probe_read_user_buf(buffer as *const u8, bytes) };
+    entry.submit(0);
 }
 
 /// The thread's command is over; its record goes out.

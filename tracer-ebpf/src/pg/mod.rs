@@ -43,6 +43,7 @@ impl Database for Pg {
     const QUERY: u32 = kind::QUERY;
     const BACKEND: u32 = kind::BACKEND;
     const EXEC: u32 = kind::EXEC;
+    const EXITED: u32 = kind::EXITED;
 
     #[inline(always)]
     fn config() -> *const QueryConfig {
@@ -366,6 +367,13 @@ pub fn pg_exec(_ctx: BtfTracePointContext) -> i32 {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn pg_exec_tp(_ctx: TracePointContext) -> u32 {
     query::exec::<Pg>(is_server);
+    0
+}
+
+/// A thread exits: what was kept of it goes.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn pg_thread_exit_tp(_ctx: TracePointContext) -> u32 {
+    query::thread_exit::<Pg>();
     0
 }
 

@@ -31,7 +31,7 @@ use crate::workload::{Workload, Workloads};
 
 mod top;
 
-pub use top::{TopHistograms, TopTotal};
+pub use top::{TopHistograms, TopTotal, key as top_key};
 
 /// Where an event happened: the container, pod and cgroup of the task (or cgroup) involved.
 /// Labels with nothing to say (no container, no pod) are left out.
@@ -47,7 +47,7 @@ pub struct WorkloadLabels {
 
 impl WorkloadLabels {
     /// The series workloads past the cap are folded into.
-    fn other() -> Self {
+    pub(crate) fn other() -> Self {
         Self {
             cgroup: "other".into(),
             ..Self::default()
@@ -68,10 +68,9 @@ impl WorkloadLabels {
         }
         labels
     }
-}
 
-impl EncodeLabelSet for WorkloadLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+    /// The labels with something to say, by name.
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
         let labels = [
             ("container_id", &self.container_id),
             ("container", &self.container),
@@ -80,10 +79,17 @@ impl EncodeLabelSet for WorkloadLabels {
             ("runtime", &self.runtime),
             ("cgroup", &self.cgroup),
         ];
-        for (key, value) in labels {
-            if !value.is_empty() {
-                EncodeLabel::encode(&(key, value.as_str()), encoder.encode_label())?;
-            }
+        (labels.into_iter())
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(key, value)| (key, value.as_str()))
+            .collect()
+    }
+}
+
+impl EncodeLabelSet for WorkloadLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        for label in self.pairs() {
+            EncodeLabel::encode(&label, encoder.encode_label())?;
         }
         Ok(())
     }
@@ -267,17 +273,23 @@ impl Metrics {
         series
     }
 
-    /// Histograms per `label` (a normalized query): at most `top` series, each with these
-    /// `totals` beside it, the rest as `other` ([`top`]).
+    /// Histograms per workload and query: at most `top` series per workload, each with these
+    /// `totals` beside it, the rest as the workload's `other` ([`top`]); as many workloads as
+    /// keep the metric within `--max-series`.
     pub fn top_histograms(
         &mut self,
         name: &str,
         help: &str,
-        label: &'static str,
         top: usize,
         totals: Vec<TopTotal>,
     ) -> TopHistograms {
-        let histograms = TopHistograms::new(name, help, label, top, totals);
+        let limits = top::WorkloadLimits {
+            max_workloads: (self.limits.max_series / (top + 1)).max(1),
+            grace: self.limits.grace,
+            cgroup_mount: self.limits.cgroup_mount.clone(),
+            folded: self.limits.folded.clone(),
+        };
+        let histograms = TopHistograms::new(name, help, top, totals, limits);
         self.registry
             .register_collector(Box::new(histograms.clone()));
         histograms

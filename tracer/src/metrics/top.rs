@@ -1,7 +1,10 @@
 //! Per-query series for `tracer serve`: histograms per normalized query, too many to export
 //! each, in bounded memory whatever the number of distinct queries.
 //!
-//! At most `top` queries have series of their own, the rest go to `other`. Series are stable:
+//! Each workload (the server's cgroup: a pod's container, a systemd unit) has a table of its
+//! own, so that a busy pod cannot push a quiet one's queries out; a table's key is a query with
+//! the database and user that ran it. In each table, at most `top` keys have series of their
+//! own, the rest go to the workload's `other`. Series are stable:
 //! a query keeps its series until one far busier takes its place (its counts then go to
 //! `other`), and every counter only grows. Who deserves a series is judged from recent time
 //! (halved every minute), kept for a bounded number of queries with the space-saving algorithm
@@ -17,16 +20,19 @@
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet},
-    metrics::MetricType,
+    metrics::{MetricType, counter::Counter, family::Family},
     registry::Unit,
 };
+
+use super::{MetricLabel, WorkloadLabels};
 
 /// Queries without a series whose recent time is tracked, per series exported.
 const CANDIDATES_PER_SERIES: usize = 50;
@@ -36,7 +42,7 @@ const TAKEOVER: f64 = 2.0;
 /// Recent time halves this often.
 const HALF_LIFE_SECS: f64 = 60.0;
 
-/// Log2 histograms of seconds per key (a normalized query), each with its totals.
+/// Log2 histograms of seconds per workload and key, each with its totals.
 #[derive(Clone, Debug)]
 pub struct TopHistograms(Arc<TopTable>);
 
@@ -44,10 +50,42 @@ pub struct TopHistograms(Arc<TopTable>);
 struct TopTable {
     name: String,
     help: String,
-    label: &'static str,
     top: usize,
     totals: Vec<TopTotal>,
-    state: Mutex<State>,
+    limits: WorkloadLimits,
+    workloads: Mutex<HashMap<u64, WorkloadTable>>,
+}
+
+/// How many workloads have tables (past it, new ones share one whose labels say `other`), and
+/// when the table of a cgroup that is gone goes.
+#[derive(Debug)]
+pub(super) struct WorkloadLimits {
+    pub max_workloads: usize,
+    pub grace: Duration,
+    pub cgroup_mount: PathBuf,
+    /// Updates past `max_workloads`, by metric.
+    pub folded: Family<MetricLabel, Counter>,
+}
+
+/// The place of the workloads past the cap.
+const OTHER_WORKLOAD: u64 = u64::MAX;
+
+#[derive(Debug)]
+struct WorkloadTable {
+    labels: WorkloadLabels,
+    updated: Instant,
+    state: State,
+}
+
+/// The labels a key stands for: `database`, `user` and the query, as [`key`] joined them.
+const LABELS: [&str; 3] = ["database", "user", "query"];
+
+/// A table's key: the query run, in `database` by `user` (either empty where unknown).
+pub fn key(buffer: &mut String, database: &str, user: &str, query: &str) {
+    buffer.clear();
+    for part in [database, "\0", user, "\0", query] {
+        buffer.push_str(part);
+    }
 }
 
 #[derive(Debug)]
@@ -84,33 +122,55 @@ impl Candidate {
 }
 
 impl TopHistograms {
-    pub fn new(
+    pub(super) fn new(
         name: &str,
         help: &str,
-        label: &'static str,
         top: usize,
         totals: Vec<TopTotal>,
+        limits: WorkloadLimits,
     ) -> Self {
         Self(Arc::new(TopTable {
             name: name.to_owned(),
             help: help.to_owned(),
-            label,
             top,
             totals,
-            state: Mutex::new(State {
-                exported: HashMap::new(),
-                other: TopSeries::default(),
-                candidates: HashMap::new(),
-                decayed: Instant::now(),
-            }),
+            limits,
+            workloads: Mutex::new(HashMap::new()),
         }))
     }
 
-    /// A call of `key` took `seconds`, with `totals` in the order of the table's.
-    pub fn observe(&self, key: &str, seconds: f64, totals: impl IntoIterator<Item = f64>) {
+    /// A call of `key` ([`key`]) in the workload at `place` (a cgroup id, `labels` its labels)
+    /// took `seconds`, with `totals` in the order of the table's.
+    pub fn observe(
+        &self,
+        place: u64,
+        labels: impl FnOnce() -> WorkloadLabels,
+        key: &str,
+        seconds: f64,
+        totals: impl IntoIterator<Item = f64>,
+    ) {
         let table = &self.0;
-        let mut state = table.lock();
-        let state = &mut *state;
+        let mut workloads = table.lock();
+        let place = match workloads.contains_key(&place) {
+            false if workloads.len() >= table.limits.max_workloads => {
+                let metric = MetricLabel {
+                    metric: table.name.clone(),
+                };
+                table.limits.folded.get_or_create(&metric).inc();
+                OTHER_WORKLOAD
+            }
+            _ => place,
+        };
+        let workload = workloads.entry(place).or_insert_with(|| WorkloadTable {
+            labels: match place {
+                OTHER_WORKLOAD => WorkloadLabels::other(),
+                _ => labels(),
+            },
+            updated: Instant::now(),
+            state: State::default(),
+        });
+        workload.updated = Instant::now();
+        let state = &mut workload.state;
         if state.exported.len() < table.top && !state.exported.contains_key(key) {
             // A free series: taken at once, from the query's first call.
             let series = state.candidates.remove(key).unwrap_or_default().waiting;
@@ -133,10 +193,31 @@ impl TopHistograms {
 }
 
 impl TopTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, WorkloadTable>> {
+        self.workloads
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Tables of cgroups gone for the grace period go.
+    fn expire(&self, workloads: &mut HashMap<u64, WorkloadTable>) {
+        let limits = &self.limits;
+        workloads.retain(|&place, workload| {
+            place == OTHER_WORKLOAD
+                || workload.updated.elapsed() <= limits.grace
+                || crate::workload::cgroup_exists(&limits.cgroup_mount, &workload.labels.cgroup)
+        });
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            exported: HashMap::new(),
+            other: TopSeries::default(),
+            candidates: HashMap::new(),
+            decayed: Instant::now(),
+        }
     }
 }
 
@@ -311,19 +392,37 @@ impl Log2Series {
 impl Collector for TopHistograms {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let table = &self.0;
-        let mut state = table.lock();
-        state.rebalance();
-        if state.exported.is_empty() {
-            return Ok(());
+        let mut workloads = table.lock();
+        table.expire(&mut workloads);
+        // Series in a stable order: by workload, then key; each workload's `other` last.
+        let mut series: Vec<(Vec<(&str, &str)>, &TopSeries)> = Vec::new();
+        let mut places: Vec<&mut WorkloadTable> = workloads.values_mut().collect();
+        places.sort_by(|a, b| a.labels.cgroup.cmp(&b.labels.cgroup));
+        for workload in places {
+            workload.state.rebalance();
+            let (labels, state) = (workload.labels.pairs(), &workload.state);
+            let mut keys: Vec<(&str, &TopSeries)> = (state.exported.iter())
+                .map(|(key, exported)| (&**key, &exported.series))
+                .collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for (key, one) in keys {
+                let mut all = labels.clone();
+                let parts = LABELS.iter().zip(key.splitn(3, '\0'));
+                all.extend(
+                    parts
+                        .filter(|(_, value)| !value.is_empty())
+                        .map(|(k, v)| (*k, v)),
+                );
+                series.push((all, one));
+            }
+            if state.other.latency.count > 0 {
+                let mut all = labels;
+                all.push(("query", "other"));
+                series.push((all, &state.other));
+            }
         }
-        let mut ranked: Vec<(&str, &TopSeries)> = state
-            .exported
-            .iter()
-            .map(|(key, exported)| (&**key, &exported.series))
-            .collect();
-        ranked.sort_by(|a, b| a.0.cmp(b.0));
-        if state.other.latency.count > 0 {
-            ranked.push(("other", &state.other));
+        if series.is_empty() {
+            return Ok(());
         }
         let unit = Unit::Seconds;
         let mut family = encoder.encode_descriptor(
@@ -332,9 +431,8 @@ impl Collector for TopHistograms {
             Some(&unit),
             MetricType::Histogram,
         )?;
-        for (key, one) in &ranked {
-            let labels = [(table.label, *key)];
-            one.latency.encode(family.encode_family(&labels)?)?;
+        for (labels, one) in &series {
+            one.latency.encode(family.encode_family(labels)?)?;
         }
         // Each family once, with the totals of its parts.
         let mut suffixes: Vec<&str> = table.totals.iter().map(|total| total.suffix).collect();
@@ -352,9 +450,9 @@ impl Collector for TopHistograms {
                 first.unit.as_ref(),
                 MetricType::Counter,
             )?;
-            for (key, one) in &ranked {
+            for (labels, one) in &series {
                 for (i, total) in members() {
-                    let mut labels = vec![(table.label, *key)];
+                    let mut labels = labels.clone();
                     labels.extend(total.part.map(|part| ("part", part)));
                     let value = one.totals.get(i).copied().unwrap_or(0.0);
                     family
@@ -381,9 +479,24 @@ mod tests {
 
     fn table(top: usize, totals: Vec<TopTotal>) -> (Registry, TopHistograms) {
         let mut registry = Registry::default();
-        let queries = TopHistograms::new("tracer_query", "Queries", "query", top, totals);
+        let limits = WorkloadLimits {
+            max_workloads: 2,
+            grace: Duration::from_secs(3600),
+            cgroup_mount: PathBuf::from("/nonexistent"),
+            folded: Family::default(),
+        };
+        let queries = TopHistograms::new("tracer_query", "Queries", top, totals, limits);
         registry.register_collector(Box::new(queries.clone()));
         (registry, queries)
+    }
+
+    impl TopHistograms {
+        /// A call of `query` in a workload without labels, database or user.
+        fn call(&self, query: &str, seconds: f64, totals: impl IntoIterator<Item = f64>) {
+            let mut buffer = String::new();
+            key(&mut buffer, "", "", query);
+            self.observe(0, WorkloadLabels::default, &buffer, seconds, totals);
+        }
     }
 
     fn count(text: &str, query: &str) -> u64 {
@@ -400,11 +513,11 @@ mod tests {
     #[test]
     fn series_go_to_the_busiest_and_counters_only_grow() {
         let (registry, queries) = table(2, Vec::new());
-        queries.observe("SELECT ?", 0.5, []);
-        queries.observe("SELECT ?", 0.5, []);
-        queries.observe("UPDATE t SET a = ?", 3e-6, []);
-        queries.observe("INSERT INTO t VALUES (?)", 0.2, []);
-        queries.observe("DELETE FROM t", 0.001, []);
+        queries.call("SELECT ?", 0.5, []);
+        queries.call("SELECT ?", 0.5, []);
+        queries.call("UPDATE t SET a = ?", 3e-6, []);
+        queries.call("INSERT INTO t VALUES (?)", 0.2, []);
+        queries.call("DELETE FROM t", 0.001, []);
         let text = exposition(&registry);
         assert!(
             text.contains("# TYPE tracer_query_seconds histogram"),
@@ -416,9 +529,9 @@ mod tests {
         // DELETE's call, and UPDATE's, whose series INSERT took.
         assert_eq!(count(&text, "other"), 2);
         assert!(!text.contains("UPDATE"), "{text}");
-        queries.observe("INSERT INTO t VALUES (?)", 0.2, []);
-        queries.observe("DELETE FROM t", 0.001, []);
-        queries.observe("UPDATE t SET a = ?", 3e-6, []);
+        queries.call("INSERT INTO t VALUES (?)", 0.2, []);
+        queries.call("DELETE FROM t", 0.001, []);
+        queries.call("UPDATE t SET a = ?", 3e-6, []);
         let text = exposition(&registry);
         assert_eq!(count(&text, "SELECT ?"), 2);
         assert_eq!(count(&text, "INSERT INTO t VALUES (?)"), 2);
@@ -435,12 +548,13 @@ mod tests {
         let (registry, queries) = table(2, Vec::new());
         let calls = 100_000;
         for i in 0..calls {
-            queries.observe(&format!("SELECT {i}"), 1e-3, []);
+            queries.call(&format!("SELECT {i}"), 1e-3, []);
             // One busy query among them.
-            queries.observe("SELECT busy", 0.1, []);
+            queries.call("SELECT busy", 0.1, []);
         }
         {
-            let state = queries.0.lock();
+            let workloads = queries.0.lock();
+            let state = &workloads[&0].state;
             assert_eq!(state.exported.len(), 2);
             assert!(state.candidates.len() <= 2 * CANDIDATES_PER_SERIES);
         }
@@ -452,6 +566,62 @@ mod tests {
             .sum();
         assert_eq!(all, 2 * calls);
         assert_eq!(count(&text, "SELECT busy"), calls);
+    }
+
+    /// Each workload has its own top: a busy pod's queries do not push a quiet one's out.
+    /// Series carry the workload's labels, the database and the user; workloads past the cap
+    /// share one `other` table.
+    #[test]
+    fn each_workload_has_its_own_top_and_labels() {
+        let (registry, queries) = table(1, Vec::new());
+        let labels = |cgroup: &str, pod: &str| {
+            let (cgroup, pod) = (cgroup.to_owned(), pod.to_owned());
+            move || WorkloadLabels {
+                pod,
+                namespace: "shop".into(),
+                cgroup,
+                ..WorkloadLabels::default()
+            }
+        };
+        let mut buffer = String::new();
+        for _ in 0..1000 {
+            key(&mut buffer, "orders", "alice", "SELECT ?");
+            queries.observe(1, labels("/busy", "busy-0"), &buffer, 0.1, []);
+            key(&mut buffer, "orders", "alice", "UPDATE t SET a = ?");
+            queries.observe(1, labels("/busy", "busy-0"), &buffer, 0.2, []);
+        }
+        key(&mut buffer, "crm", "bob", "SELECT ?");
+        queries.observe(2, labels("/quiet", "quiet-0"), &buffer, 1e-6, []);
+        // A third workload past the cap of two.
+        queries.observe(3, labels("/late", "late-0"), &buffer, 1e-6, []);
+        let text = exposition(&registry);
+        let count = |labels: &str| {
+            let line = format!("tracer_query_seconds_count{{{labels}}} ");
+            let at = text
+                .find(&line)
+                .unwrap_or_else(|| panic!("no {line} in {text}"));
+            let value = text[at + line.len()..].split_whitespace().next().unwrap();
+            value.parse::<u64>().unwrap()
+        };
+        let busy = "pod=\"busy-0\",namespace=\"shop\",cgroup=\"/busy\"";
+        assert_eq!(
+            count(&format!(
+                "{busy},database=\"orders\",user=\"alice\",query=\"SELECT ?\""
+            )),
+            1000
+        );
+        assert_eq!(count(&format!("{busy},query=\"other\"")), 1000);
+        let quiet = "pod=\"quiet-0\",namespace=\"shop\",cgroup=\"/quiet\"";
+        assert_eq!(
+            count(&format!(
+                "{quiet},database=\"crm\",user=\"bob\",query=\"SELECT ?\""
+            )),
+            1
+        );
+        assert_eq!(
+            count("cgroup=\"other\",database=\"crm\",user=\"bob\",query=\"SELECT ?\""),
+            1
+        );
     }
 
     #[test]
@@ -468,10 +638,10 @@ mod tests {
             total("bios", None, None),
         ];
         let (registry, queries) = table(1, totals);
-        queries.observe("SELECT ?", 0.5, [0.25, 0.25, 3.0]);
-        queries.observe("SELECT ?", 0.5, [0.5, 0.0, 1.0]);
-        queries.observe("UPDATE t SET a = ?", 0.1, [0.125, 0.0, 2.0]);
-        queries.observe("DELETE FROM t", 0.1, [0.0, 0.0, 5.0]);
+        queries.call("SELECT ?", 0.5, [0.25, 0.25, 3.0]);
+        queries.call("SELECT ?", 0.5, [0.5, 0.0, 1.0]);
+        queries.call("UPDATE t SET a = ?", 0.1, [0.125, 0.0, 2.0]);
+        queries.call("DELETE FROM t", 0.1, [0.0, 0.0, 5.0]);
         let text = exposition(&registry);
         for line in [
             "# TYPE tracer_query_breakdown_seconds counter",

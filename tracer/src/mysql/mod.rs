@@ -7,13 +7,14 @@
 
 use std::{
     path::PathBuf,
+    rc::Rc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 use tracer_common::{
     mysql::{
-        Accepted, COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, Connection,
+        Accepted, COM_QUERY, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, Connection, Login,
         MysqlLayout, Unreadable, command, kind, signature,
     },
     query::{QueryDone, origin},
@@ -39,7 +40,7 @@ use crate::{
     output::Output,
     perf::Counter,
     processes,
-    query::{self, BackendCounters, Queries, counters},
+    query::{self, BackendCounters, Client, Queries, counters},
     session, socket, sql,
     tls::OpensslProbes,
     usdt::Binary,
@@ -209,6 +210,7 @@ impl MysqlPlan {
         if servers.watch {
             tracepoints.push(EXEC_TRACEPOINT);
         }
+        tracepoints.push(EXIT_TRACEPOINT);
         let counters = if args.query.no_counters {
             Vec::new()
         } else {
@@ -226,6 +228,9 @@ impl MysqlPlan {
 
 /// A process exec'ing a new program: a server that starts after tracer.
 const EXEC_TRACEPOINT: Tracepoint = query::exec_tracepoint("mysql_exec");
+
+/// A thread exiting: what was kept of it goes.
+const EXIT_TRACEPOINT: Tracepoint = query::exit_tracepoint("mysql_thread_exit");
 
 /// TCP connections entering a listener's accept queue, and leaving it (`--connections`).
 const ACCEPT_TRACEPOINTS: [Tracepoint; 3] = [
@@ -313,6 +318,7 @@ impl session::Plan for MysqlPlan {
             options,
             counters,
             true,
+            false,
         )?;
         let btf = &kernel.btf;
         let socket_of_fd = match self.args.connections {
@@ -425,7 +431,12 @@ impl session::Plan for MysqlPlan {
                         "through the socket; encrypted connections through OpenSSL's probes, compressed ones through probes in their server",
                 }
             ),
-            queries: Queries::new(&args.query, sql::Dialect::Mysql, counters),
+            queries: Queries::new(
+                &args.query,
+                sql::Dialect::Mysql,
+                counters,
+                context.hierarchy,
+            ),
             statements: Statements::default(),
             connections: args.connections.then(|| Connections::new(&servers.pids)),
             unreadable: unreadable::UnreadableConnections::new(
@@ -498,6 +509,7 @@ impl Mysql {
         // Statement commands begin with the statement's id.
         let statement = packet.first_chunk().map_or(0, |&id| u32::from_le_bytes(id));
         let session = done.session;
+        let tid = done.task.tid;
         match done.received {
             COM_QUERY => {
                 // Off the socket, the payload; from the probes, the parsed text alone.
@@ -506,8 +518,21 @@ impl Mysql {
                     _ => packet,
                 };
                 if !text.is_empty() {
-                    return self.queries.add_text(&sql::text(text), done, out);
+                    let text = sql::text(text);
+                    self.queries.add_text(&text, done, out)?;
+                    // Counted in the schema it ran in; what follows, in the new one.
+                    if let Some(schema) = wire::use_statement(&text) {
+                        self.queries.client_of(tid).database = Some(schema.into());
+                    }
+                    return Ok(());
                 }
+            }
+            command::INIT_DB => {
+                self.queries
+                    .add_key(&command_name(done.received), done, out)?;
+                let schema = sql::text(packet);
+                self.queries.client_of(tid).database = Some(Rc::from(&*schema));
+                return Ok(());
             }
             COM_STMT_PREPARE if done.statement != 0 => {
                 let text = sql::text(packet);
@@ -525,7 +550,25 @@ impl Mysql {
             _ => {}
         }
         self.queries
-            .add_key(&command_name(done.received), done, out)
+            .add_key(&command_name(done.received), done, out)?;
+        match done.received {
+            // The thread may serve another connection next: whom, its handshake tells.
+            command::QUIT => *self.queries.client_of(tid) = Client::default(),
+            command::CHANGE_USER => {
+                let changed = (done.origin == origin::SOCKET)
+                    .then(|| wire::change_user(packet))
+                    .flatten();
+                *self.queries.client_of(tid) = match changed {
+                    Some((user, database)) => Client {
+                        database: database.map(Rc::from),
+                        user: Some(user.into()),
+                    },
+                    None => Client::default(),
+                };
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -538,8 +581,24 @@ impl Tool for Mysql {
     fn record(&mut self, data: &[u8], out: &mut Output) -> Result<()> {
         match read_record::<u32>(data)? {
             kind::BACKEND => {
-                let backend: tracer_common::query::Backend = read_record(data)?;
-                self.queries.new_thread(backend.pid);
+                let backend: tracer_common::query::NewBackend = read_record(data)?;
+                self.queries.new_thread(backend.pid, backend.cgroup_id);
+                Ok(())
+            }
+            kind::LOGIN => {
+                let login: Login = read_record(data)?;
+                let payload = &login.bytes[..(login.len as usize).min(login.bytes.len())];
+                if let Some((user, database)) = wire::login(payload) {
+                    *self.queries.client_of(login.tid) = Client {
+                        database: database.map(Rc::from),
+                        user: Some(user.into()),
+                    };
+                }
+                Ok(())
+            }
+            kind::EXITED => {
+                let exited: tracer_common::query::Backend = read_record(data)?;
+                self.queries.thread_exited(exited.pid);
                 Ok(())
             }
             kind::EXEC => {
@@ -588,7 +647,7 @@ impl Tool for Mysql {
         self.queries.register_metrics(
             metrics,
             "tracer_mysql_query",
-            "MySQL command latency by normalized query (other commands by name): at most --top series, the rest as 'other'",
+            "MySQL command latency by workload, schema, user and normalized query (other commands by name): at most --top series per workload, the rest as its 'other'",
         );
         if let Some(connections) = &mut self.connections {
             connections.register_metrics(metrics);

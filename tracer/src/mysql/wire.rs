@@ -16,6 +16,70 @@ pub fn query_text(payload: &[u8]) -> &[u8] {
     }
 }
 
+/// Whom a connection serves, from the handshake response (`HandshakeResponse41`) its client
+/// sent: the user, and the database it asked for. `None` for anything else (a large command's
+/// later part read where a response could be): the fixed part must be a 4.1 client's, with its
+/// filler zero (MariaDB's clients put their capabilities in the filler's last 4 bytes).
+pub fn login(payload: &[u8]) -> Option<(String, Option<String>)> {
+    const PROTOCOL_41: u32 = 0x200;
+    const CONNECT_WITH_DB: u32 = 0x8;
+    const SECURE_CONNECTION: u32 = 0x8000;
+    const LENENC_AUTH: u32 = 0x20_0000;
+    let mut read = Reader {
+        bytes: payload,
+        at: 0,
+    };
+    let capabilities = u32::from_le_bytes(read.take(4)?.try_into().ok()?);
+    let fixed = read.take(28)?;
+    if capabilities & PROTOCOL_41 == 0 || fixed[5..24].iter().any(|&byte| byte != 0) {
+        return None;
+    }
+    let user = read.nul_terminated()?;
+    if capabilities & LENENC_AUTH != 0 {
+        let len = read.lenenc()?;
+        read.take(usize::try_from(len).ok()?)?;
+    } else if capabilities & SECURE_CONNECTION != 0 {
+        let len = read.byte()?;
+        read.take(len.into())?;
+    } else {
+        read.nul_terminated()?;
+    }
+    let database = match capabilities & CONNECT_WITH_DB {
+        0 => None,
+        _ => Some(read.nul_terminated()?).filter(|name| !name.is_empty()),
+    };
+    Some((user, database))
+}
+
+/// The user and database of a `COM_CHANGE_USER` payload (past its command byte): the user, an
+/// authentication response of a length byte's length, the database.
+pub fn change_user(payload: &[u8]) -> Option<(String, Option<String>)> {
+    let mut read = Reader {
+        bytes: payload,
+        at: 0,
+    };
+    let user = read.nul_terminated()?;
+    let len = read.byte()?;
+    read.take(len.into())?;
+    let database = read.nul_terminated()?;
+    Some((user, Some(database).filter(|name| !name.is_empty())))
+}
+
+/// The schema a `USE` statement switches to.
+pub fn use_statement(text: &str) -> Option<&str> {
+    let text = text.trim().trim_end_matches(';').trim_end();
+    let (keyword, name) = text.split_once(|c: char| c.is_ascii_whitespace())?;
+    if !keyword.eq_ignore_ascii_case("use") {
+        return None;
+    }
+    let name = name.trim();
+    let name = (name
+        .strip_prefix('`')
+        .and_then(|name| name.strip_suffix('`')))
+    .unwrap_or(name);
+    Some(name).filter(|name| !name.is_empty())
+}
+
 /// Where the query attributes at the start of `payload` end.
 fn attributes_end(payload: &[u8]) -> Option<usize> {
     let mut read = Reader {
@@ -67,6 +131,14 @@ impl<'a> Reader<'a> {
 
     fn byte(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
+    }
+
+    /// A string ended by a NUL.
+    fn nul_terminated(&mut self) -> Option<String> {
+        let rest = self.bytes.get(self.at..)?;
+        let len = rest.iter().position(|&byte| byte == 0)?;
+        self.at += len + 1;
+        Some(String::from_utf8_lossy(&rest[..len]).into_owned())
     }
 
     /// A length-encoded integer.
@@ -133,6 +205,57 @@ mod tests {
         // What Connector/Python sent for a NULL attribute, and MySQL 9.7 refused as a
         // malformed packet: no text rather than a wrong one.
         assert_eq!(query_text(captured!("mysql97-malformed-attributes-3")), b"");
+    }
+
+    /// A handshake response as the protocol lays it out: capabilities, max packet, charset,
+    /// a filler of 23 bytes, the user, the authentication response, the database.
+    fn response(capabilities: u32, filler_end: [u8; 4], auth: &[u8], database: &str) -> Vec<u8> {
+        let mut packet = capabilities.to_le_bytes().to_vec();
+        packet.extend(16_777_216u32.to_le_bytes());
+        packet.push(255);
+        packet.extend([0; 19]);
+        packet.extend(filler_end);
+        packet.extend(b"alice\0");
+        packet.extend(auth);
+        packet.extend(database.as_bytes());
+        packet.push(0);
+        packet.extend(b"caching_sha2_password\0");
+        packet
+    }
+
+    #[test]
+    fn a_handshake_response_names_the_user_and_the_database() {
+        let named = |user: &str, database: Option<&str>| {
+            Some((user.to_owned(), database.map(str::to_owned)))
+        };
+        // MySQL 8's client: length-encoded authentication data, a database asked for.
+        let mysql = response(0x00af_a20d, [0; 4], &[3, 1, 2, 3], "shop");
+        assert_eq!(login(&mysql), named("alice", Some("shop")));
+        // MariaDB's client: its own capabilities at the filler's end; a length byte before
+        // the authentication data; no database (CONNECT_WITH_DB unset).
+        let mariadb = response(0x000a_a204 & !0x20_0000, [0x1f, 0, 0, 0], &[2, 9, 9], "");
+        assert_eq!(login(&mariadb), named("alice", None));
+        // A large command's later part, and a packet cut short: nothing.
+        let mut later = mysql.clone();
+        later[12] = b'x';
+        assert_eq!(login(&later), None);
+        assert_eq!(login(&mysql[..36]), None);
+        assert_eq!(login(b"SELECT 1"), None);
+    }
+
+    #[test]
+    fn change_user_and_use_name_what_follows() {
+        assert_eq!(
+            change_user(b"bob\0\x02abcrm\0\x21\0"),
+            Some(("bob".to_owned(), Some("crm".to_owned())))
+        );
+        assert_eq!(change_user(b"bob"), None);
+        assert_eq!(use_statement("USE shop"), Some("shop"));
+        assert_eq!(use_statement("use `crm`;"), Some("crm"));
+        assert_eq!(use_statement("  Use\tx ; "), Some("x"));
+        assert_eq!(use_statement("USER()"), None);
+        assert_eq!(use_statement("SELECT 1"), None);
+        assert_eq!(use_statement("USE"), None);
     }
 
     #[test]

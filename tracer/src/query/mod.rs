@@ -5,6 +5,7 @@
 
 pub mod breakdown;
 pub mod counters;
+mod totals;
 
 use std::{collections::HashMap, io::Write, rc::Rc};
 
@@ -12,21 +13,25 @@ use anyhow::{Context, Result};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tracer_common::query::{
-    Breakdown, COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone,
+    COUNTER_SLOTS, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, QueryConfig, QueryDone,
 };
 
 use crate::{
+    cgroup::{self, Hierarchy},
     event_loop::Window,
-    histogram::{Latencies, LatencySummary, human_ns},
+    histogram::{LatencySummary, human_ns},
     loader::{Kernel, Probes, Setting, Tracepoint},
-    metrics::{Metrics, TopHistograms},
+    metrics::{Labeler, Metrics, TopHistograms, top_key},
     output::{self, Align, Output, Table},
     perf::{self, Counter},
     sql,
+    workload::Workload,
 };
 
 use breakdown::{BreakdownJson, BreakdownTotals};
 pub use counters::BackendCounters;
+pub use totals::{By, Client};
+use totals::{Row, Totals};
 
 const BEGIN_ARGS: &[&str] = &["int", "gfp_t"];
 const END_ARGS: &[&str] = &["long unsigned int"];
@@ -63,6 +68,18 @@ pub const RECLAIM_TRACEPOINTS: &[Tracepoint] = &[
     },
 ];
 
+/// A thread exiting, for `program` (the engine's exit program, as a database's module names
+/// it): what was kept of it goes.
+pub const fn exit_tracepoint(program: &'static str) -> Tracepoint {
+    Tracepoint {
+        category: "sched",
+        name: "sched_process_exit",
+        program,
+        args: None,
+        fields: &[],
+    }
+}
+
 /// A process exec'ing a new program, for `program` (the engine's exec program, as a
 /// database's module names it): a server that starts after tracer.
 pub const fn exec_tracepoint(program: &'static str) -> Tracepoint {
@@ -81,7 +98,7 @@ const RING_BYTES: u32 = 16 << 20;
 /// The load-time settings every per-query tool has: its `QueryConfig` global (named `global`),
 /// whether it traces only the servers it names ([`add_server`]), text length and counters, and
 /// the engine's maps sized; with `requests`, the per-thread request records too (preallocated,
-/// an LRU map: 9 MB).
+/// an LRU map: 9 MB); with `titles`, each new backend's process title is read.
 pub fn settings(
     kernel: &Kernel,
     global: &'static str,
@@ -89,7 +106,15 @@ pub fn settings(
     options: &Options,
     counters: &[Counter],
     requests: bool,
+    titles: bool,
 ) -> Result<Vec<Setting>> {
+    let (task_mm, mm_arg_start) = match titles {
+        true => (
+            kernel.btf.member_offset("task_struct", "mm")?,
+            kernel.btf.member_offset("mm_struct", "arg_start")?,
+        ),
+        false => (0, 0),
+    };
     let per_thread_events = counters::needs_perf_events(counters);
     let offsets = breakdown::Offsets::find(kernel, options.parts())?;
     let config = QueryConfig {
@@ -104,6 +129,8 @@ pub fn settings(
         } else {
             counters::task_counters(&kernel.btf, counters)?
         },
+        task_mm,
+        mm_arg_start,
     };
     let mut settings = vec![
         Setting::global(global, &config),
@@ -174,6 +201,9 @@ pub struct Options {
     /// Rows in the per-query table
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
+    /// What a row of the table stands for
+    #[arg(long, value_enum, default_value_t = By::Query)]
+    pub by: By,
     /// Where each query's time went: on a CPU, waiting for one, throttled, blocked (D state:
     /// disk and other uninterruptible waits), sleeping (locks, the client); the pages it
     /// missed in the page cache, the block I/O it submitted. Alone: every part
@@ -244,130 +274,111 @@ pub struct Queries {
     pub counters: BackendCounters,
     raw: bool,
     normalizer: sql::Normalizer,
-    slow_ns: Option<u64>,
     top: usize,
     breakdown: breakdown::Parts,
-    window: Totals,
+    ledger: Ledger,
     /// Threads seen for the first time, whose counters to open once the probes are at hand.
     new_threads: Vec<u32>,
+}
+
+/// Where a server's threads run: their cgroup, and its container where it is one.
+struct Place {
+    cgroup: String,
+    workload: Option<Rc<Workload>>,
+}
+
+impl Place {
+    /// Its container as tables show one; outside containers, `-` or (`cgroup`) the cgroup.
+    fn shown(&self, cgroup: bool) -> String {
+        match (&self.workload, cgroup) {
+            (Some(workload), _) => workload.shown(),
+            (None, true) => self.cgroup.clone(),
+            (None, false) => "-".to_owned(),
+        }
+    }
+}
+
+/// What the engine knows of a server thread.
+#[derive(Default)]
+struct ServerThread {
+    /// Its cgroup's id, where it ran its first query.
+    place: u64,
+    client: Client,
+}
+
+/// Where calls are entered: the window's rows and the metric, under who ran them and where.
+struct Ledger {
+    by: By,
+    slow_ns: Option<u64>,
+    window: Totals,
+    /// Each server thread's, from its first query to its exit.
+    threads: FxHashMap<u32, ServerThread>,
+    /// Where servers run: the cgroups of their threads, and their containers.
+    places: cgroup::Names,
     metrics: Option<QueryMetrics>,
 }
 
-/// `tracer serve`'s latency per normalized query, and its breakdown's totals.
+/// `tracer serve`'s latency per workload and normalized query, and its breakdown's totals.
 struct QueryMetrics {
     histograms: TopHistograms,
     values: Vec<breakdown::PartValue>,
+    labeler: Labeler,
+    /// Where each call's key is joined.
+    key: String,
 }
 
-/// A window's queries, at most `capacity` of them: past it, the half with the least time is
-/// folded into one [`OTHER_QUERIES`] row, so that any number of distinct query shapes costs
-/// bounded memory (a row holds a histogram of a few KiB).
-struct Totals {
-    all: Latencies,
-    queries: FxHashMap<Rc<str>, QueryStats>,
-    capacity: usize,
-}
-
-/// Rows a window keeps per row shown (`--top`).
-const ROWS_PER_SHOWN: usize = 50;
-
-/// The row of the queries folded away, with their totals.
-const OTHER_QUERIES: &str = "(other queries)";
-
-impl Totals {
-    fn new(top: usize) -> Self {
-        Self {
-            all: Latencies::default(),
-            queries: FxHashMap::default(),
-            capacity: (top * ROWS_PER_SHOWN).max(ROWS_PER_SHOWN),
-        }
+impl Ledger {
+    fn place(&mut self, cgroup_id: u64) -> Place {
+        let cgroup = self.places.path(cgroup_id);
+        let workload = self.places.workload(&cgroup);
+        Place { cgroup, workload }
     }
 
-    /// Room for a row of `key`, if it has none (a look at the table's size when not full).
-    fn make_room_for(&mut self, key: &str) {
-        if self.queries.len() >= self.capacity && !self.queries.contains_key(key) {
-            self.fold_least_busy();
+    /// Adds a finished query to the window (and the metric); true when it is slow.
+    fn record(&mut self, key: &str, done: &QueryDone) -> bool {
+        let unknown = ServerThread::default();
+        let thread = self.threads.get(&done.task.tid).unwrap_or(&unknown);
+        let (place, client) = (thread.place, &thread.client);
+        let (group, row) = self.by.row(place, client, key);
+        self.window.row(group, row).record(done);
+        self.window.all.record(done.latency_ns);
+        if let Some(metrics) = &mut self.metrics {
+            let database = client.database.as_deref().unwrap_or_default();
+            let user = client.user.as_deref().unwrap_or_default();
+            top_key(&mut metrics.key, database, user, key);
+            let places = &mut self.places;
+            let labels = || metrics.labeler.labels(&places.path(place));
+            let totals = metrics.values.iter().map(|value| value(&done.breakdown));
+            let seconds = done.latency_ns as f64 / 1e9;
+            (metrics.histograms).observe(place, labels, &metrics.key, seconds, totals);
         }
-    }
-
-    /// Keeps the `top` busiest rows, the others folded into [`OTHER_QUERIES`].
-    fn fold_beyond(&mut self, top: usize) {
-        let ranked: Vec<Rc<str>> = ranked(self)
-            .into_iter()
-            .map(|(key, _)| key.clone())
-            .filter(|key| &**key != OTHER_QUERIES)
-            .skip(top)
-            .collect();
-        if ranked.is_empty() {
-            return;
-        }
-        let mut other = self.queries.remove(OTHER_QUERIES).unwrap_or_default();
-        for key in ranked {
-            if let Some(stats) = self.queries.remove(&key) {
-                other.add(&stats);
-            }
-        }
-        self.queries.insert(Rc::from(OTHER_QUERIES), other);
-    }
-
-    fn fold_least_busy(&mut self) {
-        let mut keys: Vec<(u64, Rc<str>)> = (self.queries.iter())
-            .filter(|(key, _)| &***key != OTHER_QUERIES)
-            .map(|(key, stats)| (stats.latencies.total_ns(), key.clone()))
-            .collect();
-        keys.sort_unstable();
-        let mut other = self.queries.remove(OTHER_QUERIES).unwrap_or_default();
-        for (_, key) in keys.into_iter().take(self.capacity / 2) {
-            if let Some(stats) = self.queries.remove(&key) {
-                other.add(&stats);
-            }
-        }
-        self.queries.insert(Rc::from(OTHER_QUERIES), other);
-    }
-}
-
-#[derive(Default)]
-struct QueryStats {
-    latencies: Latencies,
-    reclaim_ns: u64,
-    reclaim_count: u64,
-    counters: [u64; MAX_COUNTERS],
-    /// Calls whose counters were read (with perf counters, a thread's first query goes
-    /// without).
-    counted_calls: u64,
-    /// The sums of its calls' breakdowns.
-    breakdown: Breakdown,
-}
-
-impl QueryStats {
-    fn add(&mut self, other: &QueryStats) {
-        self.latencies.add(&other.latencies);
-        self.reclaim_ns += other.reclaim_ns;
-        self.reclaim_count += other.reclaim_count;
-        for (total, more) in self.counters.iter_mut().zip(other.counters) {
-            *total += more;
-        }
-        self.counted_calls += other.counted_calls;
-        let mut more = other.breakdown;
-        let sums = breakdown::values(&mut self.breakdown).zip(breakdown::values(&mut more));
-        for (sum, part) in sums {
-            *sum += *part;
-        }
+        self.slow_ns.is_some_and(|slow| done.latency_ns >= slow)
     }
 }
 
 impl Queries {
-    pub fn new(options: &Options, dialect: sql::Dialect, counters: BackendCounters) -> Self {
+    pub fn new(
+        options: &Options,
+        dialect: sql::Dialect,
+        counters: BackendCounters,
+        hierarchy: &Hierarchy,
+    ) -> Self {
+        let ledger = Ledger {
+            by: options.by,
+            slow_ns: options.slow.map(|ms| (ms * 1e6) as u64),
+            window: Totals::new(options.top),
+            threads: FxHashMap::default(),
+            places: cgroup::Names::new(hierarchy),
+            metrics: None,
+        };
         Self {
             counters,
             raw: options.raw,
             normalizer: sql::Normalizer::new(dialect),
-            slow_ns: options.slow.map(|ms| (ms * 1e6) as u64),
             top: options.top,
             breakdown: options.parts(),
-            window: Totals::new(options.top),
+            ledger,
             new_threads: Vec::new(),
-            metrics: None,
         }
     }
 
@@ -383,7 +394,7 @@ impl Queries {
 
     /// A query counted under `key` (already normalized) finished.
     pub fn add_key(&mut self, key: &str, done: &QueryDone, out: &mut Output) -> Result<()> {
-        if record(&mut self.window, &self.metrics, key, done, self.slow_ns) {
+        if self.ledger.record(key, done) {
             self.print_slow(done, key, out)?;
         }
         Ok(())
@@ -400,7 +411,7 @@ impl Queries {
                 if sql::single_statement(text) || sql::statements(text, dialect).len() == 1 =>
             {
                 let key = table_key(&mut self.normalizer, self.raw, text);
-                if record(&mut self.window, &self.metrics, key, done, self.slow_ns) {
+                if self.ledger.record(key, done) {
                     let key = key.to_owned();
                     self.print_slow(done, &key, out)?;
                 }
@@ -427,9 +438,21 @@ impl Queries {
         Ok(())
     }
 
-    /// A server thread ran its first query since tracer started.
-    pub fn new_thread(&mut self, tid: u32) {
+    /// A server thread ran its first query since tracer started, in the cgroup of this id.
+    pub fn new_thread(&mut self, tid: u32, cgroup_id: u64) {
         self.new_threads.push(tid);
+        self.ledger.threads.entry(tid).or_default().place = cgroup_id;
+    }
+
+    /// Whom server thread `tid` serves (its queries are counted under it), as the database's
+    /// module learns it.
+    pub fn client_of(&mut self, tid: u32) -> &mut Client {
+        &mut self.ledger.threads.entry(tid).or_default().client
+    }
+
+    /// A server thread exited.
+    pub fn thread_exited(&mut self, tid: u32) {
+        self.ledger.threads.remove(&tid);
     }
 
     /// Opens the counters of the threads seen since the last call.
@@ -443,25 +466,32 @@ impl Queries {
     /// `tracer serve`: latency per normalized query as the metric `name`.
     pub fn register_metrics(&mut self, metrics: &mut Metrics, name: &str, help: &str) {
         let (totals, values) = breakdown::exported(self.breakdown).into_iter().unzip();
-        let histograms = metrics.top_histograms(name, help, "query", self.top, totals);
-        self.metrics = Some(QueryMetrics { histograms, values });
+        let histograms = metrics.top_histograms(name, help, self.top, totals);
+        self.ledger.metrics = Some(QueryMetrics {
+            histograms,
+            values,
+            labeler: metrics.labeler(),
+            key: String::new(),
+        });
     }
 
     /// Prints the window's summary and starts a new window.
     pub fn summary(&mut self, window: &Window, asides: &[Aside], out: &mut Output) -> Result<()> {
-        let mut totals = std::mem::replace(&mut self.window, Totals::new(self.top));
+        let mut totals = std::mem::replace(&mut self.ledger.window, Totals::new(self.top));
         if out.json {
             // The rows the table shows, and the rest in one: serve's flight recorder keeps
             // minutes of these lines (with a row per distinct shape, 60 MB a minute of a
             // shape flood's history).
             totals.fold_beyond(self.top);
-            return Ok(out.json_line(&self.summary_json(&totals, window, asides))?);
+            let summary = self.summary_json(&totals, window, asides);
+            return Ok(out.json_line(&summary)?);
         }
         self.print_summary(&totals, window, asides, out)
     }
 
     fn print_slow(&self, done: &QueryDone, query: &str, out: &mut Output) -> Result<()> {
         let time = out.clock().wall(done.start_ns + done.latency_ns);
+        let client = (self.ledger.threads.get(&done.task.tid)).map(|thread| &thread.client);
         if out.json {
             out.json_line(&SlowJson {
                 r#type: "slow_query",
@@ -474,6 +504,8 @@ impl Queries {
                 breakdown: self.breakdown.any().then(|| {
                     BreakdownJson::of(self.breakdown, &done.breakdown, done.latency_ns, 1)
                 }),
+                database: client.and_then(|client| client.database.as_deref()),
+                user: client.and_then(|client| client.user.as_deref()),
                 query,
             })?;
         } else {
@@ -507,7 +539,7 @@ impl Queries {
     }
 
     fn print_summary(
-        &self,
+        &mut self,
         totals: &Totals,
         window: &Window,
         asides: &[Aside],
@@ -539,6 +571,17 @@ impl Queries {
         )?;
         write!(out, "{}", all.render_log2())?;
         writeln!(out, "     {}\n", all.percentiles_line())?;
+        let rows: Vec<Row> = totals.ranked().into_iter().take(self.top).collect();
+        let places: Vec<Place> = (rows.iter())
+            .map(|row| self.ledger.place(row.group.place))
+            .collect();
+        let by = self.ledger.by;
+        let shows = |by_it: By, known: &dyn Fn(&Row) -> bool| {
+            by == by_it || (by == By::Query && rows.iter().any(known))
+        };
+        let database = shows(By::Database, &|row| row.group.client.database.is_some());
+        let user = shows(By::User, &|row| row.group.client.user.is_some());
+        let container = by == By::Container || places.iter().any(|place| place.workload.is_some());
         let llc = self.counters.kinds.first() == Some(&Counter::LlcReferences);
         let mut columns = vec![
             ("CALLS", Align::Right),
@@ -565,11 +608,22 @@ impl Queries {
                 .into_iter()
                 .map(|header| (header, Align::Right)),
         );
-        columns.push(("QUERY", Align::Left));
+        let labels = [
+            (database, "DATABASE"),
+            (user, "USER"),
+            (container, "CONTAINER"),
+            (by == By::Query, "QUERY"),
+        ];
+        columns.extend(
+            (labels.iter())
+                .filter(|(shown, _)| *shown)
+                .map(|(_, name)| (*name, Align::Left)),
+        );
         let mut table = Table::new(&columns);
-        for (query, stats) in ranked(totals).into_iter().take(self.top) {
+        for (row, place) in rows.iter().zip(&places) {
+            let stats = row.stats;
             let latencies = &stats.latencies;
-            let mut row = vec![
+            let mut cells = vec![
                 latencies.count().to_string(),
                 human_ns(latencies.total_ns()),
                 human_ns(latencies.total_ns() / latencies.count().max(1)),
@@ -584,7 +638,7 @@ impl Queries {
                 calls => format!("{:.1}", total as f64 / calls as f64),
             };
             if llc {
-                row.push(match stats.counters[0] {
+                cells.push(match stats.counters[0] {
                     0 => "-".into(),
                     references => format!(
                         "{:.1}",
@@ -592,31 +646,74 @@ impl Queries {
                     ),
                 });
             } else {
-                row.extend(
+                cells.extend(
                     stats.counters[..self.counters.kinds.len()]
                         .iter()
                         .map(|&total| per_call(total)),
                 );
             }
-            row.extend(breakdown::cells(
+            cells.extend(breakdown::cells(
                 self.breakdown,
                 &stats.breakdown,
                 latencies.total_ns(),
                 latencies.count(),
             ));
-            row.push(shorten(query, 120));
-            table.row(row);
+            let known = |name: &Option<Rc<str>>| name.as_deref().unwrap_or("-").to_owned();
+            let client = &row.group.client;
+            let label_cells = [
+                (database, known(&client.database)),
+                (user, known(&client.user)),
+                (container, place.shown(by == By::Container)),
+                (by == By::Query, shorten(row.query, 120)),
+            ];
+            cells.extend(
+                (label_cells.into_iter())
+                    .filter(|(shown, _)| *shown)
+                    .map(|(_, cell)| cell),
+            );
+            table.row(cells);
         }
         write!(out, "{}", table.render())?;
         Ok(())
     }
 
     fn summary_json<'a>(
-        &self,
+        &mut self,
         totals: &'a Totals,
         window: &Window,
         asides: &[Aside],
     ) -> SummaryJson<'a> {
+        let by = self.ledger.by;
+        let queries = (totals.ranked().into_iter())
+            .map(|row| {
+                let stats = row.stats;
+                let place = self.ledger.place(row.group.place);
+                QueryJson {
+                    query: (by == By::Query).then_some(&**row.query),
+                    database: row.group.client.database.as_deref(),
+                    user: row.group.client.user.as_deref(),
+                    cgroup: place.cgroup,
+                    container: place.workload,
+                    calls: stats.latencies.count(),
+                    latency: stats.latencies.summary(),
+                    reclaim_us: stats.reclaim_ns as f64 / 1000.0,
+                    reclaim_stalls: stats.reclaim_count,
+                    counted_calls: stats.counted_calls,
+                    breakdown: self.breakdown.any().then(|| {
+                        let (parts, total) = (self.breakdown, stats.latencies.total_ns());
+                        let calls = stats.latencies.count();
+                        BreakdownTotals {
+                            total: BreakdownJson::of(parts, &stats.breakdown, total, 1),
+                            per_call: BreakdownJson::of(parts, &stats.breakdown, total, calls),
+                        }
+                    }),
+                    counters: (self.counters.kinds.iter())
+                        .zip(stats.counters)
+                        .map(|(counter, total)| (counter.name(), total))
+                        .collect(),
+                }
+            })
+            .collect();
         SummaryJson {
             r#type: "summary",
             time: output::rfc3339(window.end),
@@ -633,80 +730,9 @@ impl Queries {
                 .map(|counter| counter.name())
                 .collect(),
             latency: totals.all.summary(),
-            queries: ranked(totals)
-                .into_iter()
-                .map(|(query, stats)| QueryJson {
-                    query,
-                    calls: stats.latencies.count(),
-                    latency: stats.latencies.summary(),
-                    reclaim_us: stats.reclaim_ns as f64 / 1000.0,
-                    reclaim_stalls: stats.reclaim_count,
-                    counted_calls: stats.counted_calls,
-                    breakdown: self.breakdown.any().then(|| {
-                        let (parts, total) = (self.breakdown, stats.latencies.total_ns());
-                        let calls = stats.latencies.count();
-                        BreakdownTotals {
-                            total: BreakdownJson::of(parts, &stats.breakdown, total, 1),
-                            per_call: BreakdownJson::of(parts, &stats.breakdown, total, calls),
-                        }
-                    }),
-                    counters: self
-                        .counters
-                        .kinds
-                        .iter()
-                        .zip(stats.counters)
-                        .map(|(counter, total)| (counter.name(), total))
-                        .collect(),
-                })
-                .collect(),
+            queries,
         }
     }
-}
-
-/// Adds a finished query to the window (and the metric); true when it is slow.
-fn record(
-    window: &mut Totals,
-    metrics: &Option<QueryMetrics>,
-    key: &str,
-    done: &QueryDone,
-    slow_ns: Option<u64>,
-) -> bool {
-    window.make_room_for(key);
-    let stats = match window.queries.get_mut(key) {
-        Some(stats) => stats,
-        None => window.queries.entry(Rc::from(key)).or_default(),
-    };
-    stats.latencies.record(done.latency_ns);
-    stats.reclaim_ns += done.reclaim_ns;
-    stats.reclaim_count += done.reclaim_count as u64;
-    let mut part = done.breakdown;
-    for (sum, part) in breakdown::values(&mut stats.breakdown).zip(breakdown::values(&mut part)) {
-        *sum += *part;
-    }
-    if done.counters_valid != 0 {
-        stats.counted_calls += 1;
-        for (total, delta) in stats.counters.iter_mut().zip(done.counters) {
-            *total += delta;
-        }
-    }
-    window.all.record(done.latency_ns);
-    if let Some(metrics) = metrics {
-        let totals = metrics.values.iter().map(|value| value(&done.breakdown));
-        (metrics.histograms).observe(key, done.latency_ns as f64 / 1e9, totals);
-    }
-    slow_ns.is_some_and(|slow| done.latency_ns >= slow)
-}
-
-/// Queries by total time, most first.
-fn ranked(totals: &Totals) -> Vec<(&Rc<str>, &QueryStats)> {
-    let mut ranked: Vec<_> = totals.queries.iter().collect();
-    ranked.sort_by(|a, b| {
-        b.1.latencies
-            .total_ns()
-            .cmp(&a.1.latencies.total_ns())
-            .then(a.0.cmp(b.0))
-    });
-    ranked
 }
 
 fn table_key<'a>(normalizer: &'a mut sql::Normalizer, raw: bool, text: &'a str) -> &'a str {
@@ -745,6 +771,10 @@ struct SlowJson<'a> {
     counters: Option<HashMap<&'static str, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<BreakdownJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     query: &'a str,
 }
 
@@ -764,7 +794,16 @@ struct SummaryJson<'a> {
 
 #[derive(Serialize)]
 struct QueryJson<'a> {
-    query: &'a str,
+    /// With `--by query`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    cgroup: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<Rc<Workload>>,
     calls: u64,
     latency: LatencySummary,
     reclaim_us: f64,
@@ -774,37 +813,4 @@ struct QueryJson<'a> {
     counters: HashMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<BreakdownTotals>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// However many distinct queries a window sees, it keeps a bounded number of rows, loses no
-    /// call and keeps a busy query's own row.
-    #[test]
-    fn a_window_of_any_number_of_shapes_keeps_bounded_rows_and_every_call() {
-        let mut window = Totals::new(2);
-        let mut done: QueryDone = unsafe { std::mem::zeroed() };
-        let shapes = 10_000;
-        for i in 0..shapes {
-            done.latency_ns = 1_000;
-            record(&mut window, &None, &format!("SELECT {i}"), &done, None);
-            done.latency_ns = 1_000_000;
-            record(&mut window, &None, "SELECT busy", &done, None);
-        }
-        assert!(window.queries.len() <= window.capacity);
-        let calls: u64 = window.queries.values().map(|s| s.latencies.count()).sum();
-        assert_eq!(calls, 2 * shapes);
-        assert_eq!(window.queries["SELECT busy"].latencies.count(), shapes);
-        let other = &window.queries[OTHER_QUERIES];
-        assert_eq!(other.latencies.total_ns(), other.latencies.count() * 1_000);
-        assert_eq!(ranked(&window)[0].0.as_ref(), "SELECT busy");
-        // What NDJSON summaries show: the rows the table shows, and the rest in one.
-        window.fold_beyond(2);
-        assert_eq!(window.queries.len(), 3);
-        let calls: u64 = window.queries.values().map(|s| s.latencies.count()).sum();
-        assert_eq!(calls, 2 * shapes);
-        assert_eq!(window.queries["SELECT busy"].latencies.count(), shapes);
-    }
 }
