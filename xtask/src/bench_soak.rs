@@ -130,6 +130,16 @@ pub fn run(tracer: &Path, minutes: f64) -> Result<()> {
         rss.last().map_or(f64::NAN, |s| s.1),
         rss.iter().map(|s| s.1).fold(0.0, f64::max),
     );
+    let series = |prefix: &str| {
+        (metrics.lines())
+            .filter(|line| line.starts_with(prefix) && !line.starts_with('#'))
+            .count()
+    };
+    println!(
+        "exported: {} samples, {} of them tracer_pg_query_* (per workload, database, user and query)",
+        series(""),
+        series("tracer_pg_query_")
+    );
     let p99 = percentile(&scrapes, 0.99);
     println!(
         "scrape latency over {} scrapes: p50 {:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
