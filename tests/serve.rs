@@ -9,7 +9,8 @@ use std::{
 use tracer_tests::{
     BpfObjects, Cgroup, Docker, Flavour, Json, MysqlServer, Postgres, Sample, Scratch, Tracer,
     assert_one_line_refusal, assert_refused, cause_direct_compaction, cause_global_reclaim,
-    free_port, http_get, parse_metrics, run, run_tracer, sample_sum, sh_in, vmstat, vmstat_sum,
+    free_port, http_get, parse_metrics, query_entry, run, run_tracer, sample_sum, sh_in, summary,
+    vmstat, vmstat_sum,
 };
 
 fn scrape(port: u16) -> Vec<Sample> {
@@ -716,6 +717,63 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
     assert_eq!(recordings.len(), 1, "{recordings:?}");
     let name = recordings[0].file_name().to_string_lossy().into_owned();
     assert!(name.ends_with("-slow_query.ndjson"), "{name}");
+}
+
+#[test]
+fn reclaim_inside_a_query_is_exported_on_its_series() {
+    let server = Postgres::start("serve-reclaim");
+    // 128 MiB a backend confined to 32 MiB reads: written with O_DIRECT, so none of it is in
+    // the page cache yet.
+    let data = server.dir.join("data.bin");
+    run(Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=1M",
+            "count=128",
+            "oflag=direct",
+            "status=none",
+        ])
+        .arg(format!("of={}", data.display())));
+    run(Command::new("chown").arg("postgres").arg(&data));
+    let memcg = Cgroup::memory("tracer-serve-pg", "32M");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pg = format!("-p {}", server.pid());
+    let serve = Tracer::start(&["serve", "--listen", &listen, "--tools", "oom", "--pg", &pg]);
+    // The foreground tool beside it, for the stalls each call had.
+    let foreground = Tracer::start(&["pg", "--json", "-p", &server.pid().to_string()]);
+    let mut session = server.session();
+    let backend = session.query("SELECT pg_backend_pid()");
+    memcg.set("cgroup.procs", &backend);
+    session.query("SELECT 'idle control'");
+    let read = format!(
+        "SELECT sum(length(pg_read_binary_file('{}', piece * 1048576, 1048576))) FROM generate_series(0, 127) piece",
+        data.display()
+    );
+    assert_eq!(session.query(&read), (128u64 << 20).to_string());
+    drop(session);
+    std::thread::sleep(Duration::from_millis(300));
+    let samples = scrape(port);
+    let summary = summary(&foreground.stop());
+    serve.stop_with(libc::SIGTERM).assert_success();
+    let reading =
+        "SELECT sum(length(pg_read_binary_file(?, piece * ?, ?))) FROM generate_series(?, ?) piece";
+    for (query, must_stall) in [(reading, true), ("SELECT ?", false)] {
+        let labels = [("query", query)];
+        let stalls = sample_sum(&samples, "tracer_pg_query_reclaim_stalls_total", &labels);
+        let seconds = sample_sum(&samples, "tracer_pg_query_reclaim_seconds_total", &labels);
+        let table = query_entry(&summary, query);
+        eprintln!(
+            "{query}: {stalls} stalls, {seconds} s exported; the table {} stalls, {} us",
+            table["reclaim_stalls"], table["reclaim_us"]
+        );
+        assert_eq!(stalls as u64, table["reclaim_stalls"].as_u64().unwrap());
+        // Each tool times the stalls with its own programs: a few ns apart per stall.
+        let table_seconds = table["reclaim_us"].as_f64().unwrap() / 1e6;
+        let apart = (seconds - table_seconds).abs();
+        assert!(apart <= 0.02 * table_seconds, "{seconds} {table_seconds}");
+        assert_eq!(stalls > 0.0, must_stall, "{query}");
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tracer_common::query::Breakdown;
+use tracer_common::query::{Breakdown, QueryDone};
 
 use prometheus_client::registry::Unit;
 
@@ -372,13 +372,13 @@ pub fn slow_line(chosen: Parts, parts: &Breakdown) -> String {
     }
 }
 
-/// A value of a call's breakdown, as `tracer serve` exports it.
-pub type PartValue = fn(&Breakdown) -> f64;
+/// A value of one call, as `tracer serve` totals it per query.
+pub type CallValue = fn(&QueryDone) -> f64;
 
-/// What `tracer serve` exports per query for the chosen parts: each total, and its value in
-/// a call's breakdown.
-pub fn exported(chosen: Parts) -> Vec<(TopTotal, PartValue)> {
-    let time = |part, value: PartValue| {
+/// What `tracer serve` exports per query: reclaim, and the chosen parts; each total, and its
+/// value in a call.
+pub fn exported(chosen: Parts) -> Vec<(TopTotal, CallValue)> {
+    let time = |part, value: CallValue| {
         let help =
             "Where the time of queries went: on CPU, in the run queue, blocked (D), sleeping";
         let total = TopTotal {
@@ -389,7 +389,7 @@ pub fn exported(chosen: Parts) -> Vec<(TopTotal, PartValue)> {
         };
         (total, value)
     };
-    let count = |suffix, help, unit, value: PartValue| {
+    let count = |suffix, help, unit, value: CallValue| {
         let total = TopTotal {
             suffix,
             help,
@@ -401,13 +401,27 @@ pub fn exported(chosen: Parts) -> Vec<(TopTotal, PartValue)> {
     fn seconds(ns: u64) -> f64 {
         ns as f64 / 1e9
     }
-    let mut exported = Vec::new();
+    // The reclaim the table shows, whatever the parts.
+    let mut exported = vec![
+        count(
+            "reclaim",
+            "Time queries stalled in direct or memory-cgroup reclaim",
+            Some(Unit::Seconds),
+            |done| seconds(done.reclaim_ns),
+        ),
+        count(
+            "reclaim_stalls",
+            "Direct or memory-cgroup reclaim stalls inside queries",
+            None,
+            |done| done.reclaim_count as f64,
+        ),
+    ];
     if chosen.sched {
         exported.extend([
-            time("oncpu", |parts| seconds(parts.oncpu_ns)),
-            time("runq", |parts| seconds(parts.runq_ns)),
-            time("blocked", |parts| seconds(parts.blocked_ns)),
-            time("sleep", |parts| seconds(parts.sleep_ns)),
+            time("oncpu", |done| seconds(done.breakdown.oncpu_ns)),
+            time("runq", |done| seconds(done.breakdown.runq_ns)),
+            time("blocked", |done| seconds(done.breakdown.blocked_ns)),
+            time("sleep", |done| seconds(done.breakdown.sleep_ns)),
         ]);
     }
     if chosen.throttle {
@@ -415,7 +429,7 @@ pub fn exported(chosen: Parts) -> Vec<(TopTotal, PartValue)> {
             "throttled",
             "How long the CPU quota of their cgroup held queries back",
             Some(Unit::Seconds),
-            |parts| seconds(parts.throttled_ns),
+            |done| seconds(done.breakdown.throttled_ns),
         ));
     }
     if chosen.cache {
@@ -423,7 +437,7 @@ pub fn exported(chosen: Parts) -> Vec<(TopTotal, PartValue)> {
             "page_cache_misses",
             "Pages queries added to the page cache",
             None,
-            |parts| parts.cache_misses as f64,
+            |done| done.breakdown.cache_misses as f64,
         ));
     }
     if chosen.io {
@@ -432,19 +446,19 @@ pub fn exported(chosen: Parts) -> Vec<(TopTotal, PartValue)> {
                 "block_read",
                 "Block I/O read by queries",
                 Some(Unit::Bytes),
-                |parts| parts.io.read_bytes as f64,
+                |done| done.breakdown.io.read_bytes as f64,
             ),
             count(
                 "block_written",
                 "Block I/O written by queries themselves",
                 Some(Unit::Bytes),
-                |parts| parts.io.write_bytes as f64,
+                |done| done.breakdown.io.write_bytes as f64,
             ),
-            count("bios", "Bios queries submitted", None, |parts| {
-                parts.io.bios as f64
+            count("bios", "Bios queries submitted", None, |done| {
+                done.breakdown.io.bios as f64
             }),
-            count("swapins", "Pages queries swapped in", None, |parts| {
-                (parts.io.swapin_bytes / PAGE) as f64
+            count("swapins", "Pages queries swapped in", None, |done| {
+                (done.breakdown.io.swapin_bytes / PAGE) as f64
             }),
         ]);
     }

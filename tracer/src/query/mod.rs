@@ -321,7 +321,7 @@ struct Ledger {
 /// `tracer serve`'s latency per workload and normalized query, and its breakdown's totals.
 struct QueryMetrics {
     histograms: TopHistograms,
-    values: Vec<breakdown::PartValue>,
+    values: Vec<breakdown::CallValue>,
     labeler: Labeler,
     /// Where each call's key is joined.
     key: String,
@@ -348,7 +348,7 @@ impl Ledger {
             top_key(&mut metrics.key, database, user, key);
             let places = &mut self.places;
             let labels = || metrics.labeler.labels(&places.path(place));
-            let totals = metrics.values.iter().map(|value| value(&done.breakdown));
+            let totals = metrics.values.iter().map(|value| value(done));
             let seconds = done.latency_ns as f64 / 1e9;
             (metrics.histograms).observe(place, labels, &metrics.key, seconds, totals);
         }
