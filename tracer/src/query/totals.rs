@@ -42,30 +42,19 @@ pub struct Group {
 impl By {
     /// The group and row key of a query counted under `key`, run by `client` in `place`.
     pub fn row<'a>(self, place: u64, client: &Client, key: &'a str) -> (Group, &'a str) {
-        let (client, key) = match self {
-            By::Query => (client.clone(), key),
-            By::Database => {
-                let database = client.database.clone();
-                (
-                    Client {
-                        database,
-                        user: None,
-                    },
-                    "",
-                )
-            }
-            By::User => {
-                let user = client.user.clone();
-                (
-                    Client {
-                        database: None,
-                        user,
-                    },
-                    "",
-                )
-            }
-            By::Container => (Client::default(), ""),
+        let client = match self {
+            By::Query => client.clone(),
+            By::Database => Client {
+                database: client.database.clone(),
+                user: None,
+            },
+            By::User => Client {
+                database: None,
+                user: client.user.clone(),
+            },
+            By::Container => Client::default(),
         };
+        let key = if self == By::Query { key } else { "" };
         (Group { place, client }, key)
     }
 }
