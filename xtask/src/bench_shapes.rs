@@ -101,11 +101,13 @@ pub fn run(tracer: &Path, shapes: u64, minutes: f64) -> Result<()> {
     let peak = resident_mb(pid, "VmHWM");
     serve.stop()?;
 
+    // A query's series, in any workload, database and user (its label comes last).
     let count_of = |query: &str| -> f64 {
-        let label = format!("tracer_pg_query_seconds_count{{query=\"{query}\"");
+        let label = format!("query=\"{query}\"}} ");
         metrics
             .lines()
-            .filter(|line| line.starts_with(&label))
+            .filter(|line| line.starts_with("tracer_pg_query_seconds_count{"))
+            .filter(|line| line.contains(&label))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
