@@ -42,8 +42,8 @@ pub const EXAMPLES: &[Example] = &[
         command: "sudo tracer pg",
     },
     Example {
-        what: "One server (a postmaster or any of its backends), a table every 10 seconds",
-        command: "sudo tracer pg -p 4321 10",
+        what: "One server (a postmaster or any of its backends), a table every 10 seconds, a row per database",
+        command: "sudo tracer pg -p 4321 --by database 10",
     },
     Example {
         what: "Where each query's time went: on CPU, run queue, blocked, sleeping, throttled, I/O",

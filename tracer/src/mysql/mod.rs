@@ -53,8 +53,8 @@ pub const EXAMPLES: &[Example] = &[
         command: "sudo tracer mysql",
     },
     Example {
-        what: "One server, a table every 10 seconds",
-        command: "sudo tracer mysql -p 2345 10",
+        what: "One server, a table every 10 seconds, a row per schema",
+        command: "sudo tracer mysql -p 2345 --by database 10",
     },
     Example {
         what: "Where each query's time went: on CPU, run queue, blocked, sleeping",
