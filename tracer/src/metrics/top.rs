@@ -34,8 +34,16 @@ use prometheus_client::{
 
 use super::{MetricLabel, WorkloadLabels};
 
-/// Queries without a series whose recent time is tracked, per series exported.
+/// Queries without a series whose recent time is tracked, per series exported: each
+/// workload's least.
 const CANDIDATES_PER_SERIES: usize = 50;
+/// Queries without a series tracked in all workloads together, shared among them where that
+/// gives each more than its least: the longer a new query is kept, the surer its first calls
+/// stay its own when it proves busy (a flood of one-call shapes churns the table).
+const CANDIDATE_BUDGET: usize = 10_000;
+/// The share of a full candidate table that goes at once (its least busy), so that finding
+/// them is paid once per many new queries.
+const EVICTED_SHARE: usize = 10;
 /// A query takes the place of the least busy series once it has this many times its recent time:
 /// series do not come and go with every scrape.
 const TAKEOVER: f64 = 2.0;
@@ -93,8 +101,11 @@ struct State {
     /// The queries with series, at most `top`.
     exported: HashMap<Arc<str>, Exported>,
     other: TopSeries,
-    /// Queries without a series, at most `top * CANDIDATES_PER_SERIES`.
+    /// Queries without a series, at most its workload's share of [`CANDIDATE_BUDGET`].
     candidates: HashMap<Arc<str>, Candidate>,
+    /// The recent time of the busiest candidate last evicted: a new one may have had as much
+    /// under another's name (its space-saving error).
+    floor: f64,
     /// When recent times were last decayed.
     decayed: Instant,
 }
@@ -151,6 +162,7 @@ impl TopHistograms {
     ) {
         let table = &self.0;
         let mut workloads = table.lock();
+        let workloads_len = workloads.len().max(1);
         let place = match workloads.contains_key(&place) {
             false if workloads.len() >= table.limits.max_workloads => {
                 let metric = MetricLabel {
@@ -171,21 +183,16 @@ impl TopHistograms {
         });
         workload.updated = Instant::now();
         let state = &mut workload.state;
-        if state.exported.len() < table.top && !state.exported.contains_key(key) {
-            // A free series: taken at once, from the query's first call.
-            let series = state.candidates.remove(key).unwrap_or_default().waiting;
-            let exported = Exported {
-                series,
-                recent: 0.0,
-            };
-            state.exported.insert(Arc::from(key), exported);
-        }
         let series = match state.exported.get_mut(key) {
             Some(exported) => {
                 exported.recent += seconds;
                 &mut exported.series
             }
-            None => state.note_candidate(key, seconds, table.top * CANDIDATES_PER_SERIES),
+            None => {
+                let share = CANDIDATE_BUDGET / workloads_len;
+                let capacity = share.max(table.top * CANDIDATES_PER_SERIES);
+                state.note_candidate(key, seconds, capacity)
+            }
         };
         series.latency.observe(seconds);
         add_totals(&mut series.totals, totals);
@@ -216,31 +223,24 @@ impl Default for State {
             exported: HashMap::new(),
             other: TopSeries::default(),
             candidates: HashMap::new(),
+            floor: 0.0,
             decayed: Instant::now(),
         }
     }
 }
 
 impl State {
-    /// Space-saving: a query new to a full table takes the place of the least busy one (whose
-    /// waiting calls go to `other`). Returns where the call waits.
+    /// Space-saving: a query new to a full table takes the place of the least busy ones (whose
+    /// waiting calls go to `other`), with their recent time as its error. Returns where the
+    /// call waits.
     fn note_candidate(&mut self, key: &str, seconds: f64, capacity: usize) -> &mut TopSeries {
         if !self.candidates.contains_key(key) {
-            let mut error = 0.0;
             if self.candidates.len() >= capacity.max(1) {
-                let least = self
-                    .candidates
-                    .iter()
-                    .min_by(|a, b| a.1.recent.total_cmp(&b.1.recent))
-                    .map(|(key, _)| key.clone());
-                if let Some(evicted) = least.and_then(|least| self.candidates.remove(&least)) {
-                    self.other.add(&evicted.waiting);
-                    error = evicted.recent;
-                }
+                self.evict_least_busy(capacity.max(1));
             }
             let candidate = Candidate {
-                recent: error,
-                error,
+                recent: self.floor,
+                error: self.floor,
                 waiting: TopSeries::default(),
             };
             self.candidates.insert(Arc::from(key), candidate);
@@ -250,17 +250,37 @@ impl State {
         &mut candidate.waiting
     }
 
+    /// Makes room in a table of `capacity`: its least busy tenth goes (more where the table
+    /// outgrew a capacity that shrank).
+    fn evict_least_busy(&mut self, capacity: usize) {
+        let mut recents: Vec<f64> = self.candidates.values().map(|c| c.recent).collect();
+        let going = (recents.len() + 1 - capacity) + capacity / EVICTED_SHARE;
+        let going = going.min(recents.len());
+        let (_, &mut threshold, _) = recents.select_nth_unstable_by(going - 1, f64::total_cmp);
+        let mut left = going;
+        let other = &mut self.other;
+        self.candidates.retain(|_, candidate| {
+            let stays = left == 0 || candidate.recent > threshold;
+            if !stays {
+                left -= 1;
+                other.add(&candidate.waiting);
+            }
+            stays
+        });
+        self.floor = self.floor.max(threshold);
+    }
+
     /// Before a scrape: recent time decays, the busiest queries without a series take the
-    /// places of series far less busy (whose counts go to `other`) with the calls they had
-    /// waiting, and the calls still waiting go to `other`.
-    fn rebalance(&mut self) {
-        self.promote();
+    /// free series (of `top`), then the places of series far less busy (whose counts go to
+    /// `other`), with the calls they had waiting; the calls still waiting go to `other`.
+    fn rebalance(&mut self, top: usize) {
+        self.promote(top);
         for candidate in self.candidates.values_mut() {
             self.other.add(&std::mem::take(&mut candidate.waiting));
         }
     }
 
-    fn promote(&mut self) {
+    fn promote(&mut self, top: usize) {
         let elapsed = self.decayed.elapsed().as_secs_f64();
         self.decayed = Instant::now();
         let factor = 0.5f64.powf(elapsed / HALF_LIFE_SECS);
@@ -271,12 +291,25 @@ impl State {
         for exported in self.exported.values_mut() {
             exported.recent *= factor;
         }
+        self.floor *= factor;
         loop {
             let busiest = self
                 .candidates
                 .iter()
                 .max_by(|a, b| a.1.sure().total_cmp(&b.1.sure()))
                 .map(|(key, candidate)| (key.clone(), candidate.sure()));
+            // Free series go to the busiest, whoever came first.
+            if let Some((busiest, sure)) = &busiest
+                && self.exported.len() < top
+            {
+                let series = self.candidates.remove(busiest).unwrap_or_default().waiting;
+                let exported = Exported {
+                    series,
+                    recent: *sure,
+                };
+                self.exported.insert(busiest.clone(), exported);
+                continue;
+            }
             let least = self
                 .exported
                 .iter()
@@ -399,7 +432,7 @@ impl Collector for TopHistograms {
         let mut places: Vec<&mut WorkloadTable> = workloads.values_mut().collect();
         places.sort_by(|a, b| a.labels.cgroup.cmp(&b.labels.cgroup));
         for workload in places {
-            workload.state.rebalance();
+            workload.state.rebalance(table.top);
             let (labels, state) = (workload.labels.pairs(), &workload.state);
             let mut keys: Vec<(&str, &TopSeries)> = (state.exported.iter())
                 .map(|(key, exported)| (&**key, &exported.series))
@@ -552,13 +585,13 @@ mod tests {
             // One busy query among them.
             queries.call("SELECT busy", 0.1, []);
         }
+        let text = exposition(&registry);
         {
             let workloads = queries.0.lock();
             let state = &workloads[&0].state;
             assert_eq!(state.exported.len(), 2);
-            assert!(state.candidates.len() <= 2 * CANDIDATES_PER_SERIES);
+            assert!(state.candidates.len() <= CANDIDATE_BUDGET);
         }
-        let text = exposition(&registry);
         let all: u64 = text
             .lines()
             .filter(|line| line.starts_with("tracer_query_seconds_count"))
@@ -566,6 +599,29 @@ mod tests {
             .sum();
         assert_eq!(all, 2 * calls);
         assert_eq!(count(&text, "SELECT busy"), calls);
+    }
+
+    /// A query of two calls a second among 1,667 new one-call shapes a second (`cargo xtask
+    /// bench shapes`' flood), scraped after its first second and every 15 s: none of its calls,
+    /// its first ones included, is folded away; the shapes that came first hold no series.
+    #[test]
+    fn a_busy_query_among_a_flood_of_shapes_keeps_its_first_calls() {
+        let (registry, queries) = table(2, Vec::new());
+        let mut shape = 0;
+        for second in 0..31 {
+            if second % 15 == 1 {
+                exposition(&registry);
+            }
+            for half in 0..2 {
+                for _ in 0..(1667 / 2 + half) {
+                    queries.call(&format!("SELECT {shape} AS shape"), 1e-3, []);
+                    shape += 1;
+                }
+                queries.call("SELECT busy", 1e-3, []);
+            }
+        }
+        let text = exposition(&registry);
+        assert_eq!(count(&text, "SELECT busy"), 62);
     }
 
     /// Each workload has its own top: a busy pod's queries do not push a quiet one's out.
@@ -603,10 +659,11 @@ mod tests {
             let value = text[at + line.len()..].split_whitespace().next().unwrap();
             value.parse::<u64>().unwrap()
         };
+        // The busiest of the two (the update, with twice the time) has the one series.
         let busy = "pod=\"busy-0\",namespace=\"shop\",cgroup=\"/busy\"";
         assert_eq!(
             count(&format!(
-                "{busy},database=\"orders\",user=\"alice\",query=\"SELECT ?\""
+                "{busy},database=\"orders\",user=\"alice\",query=\"UPDATE t SET a = ?\""
             )),
             1000
         );
