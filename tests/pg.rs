@@ -367,21 +367,8 @@ fn the_default_mode_counts_a_later_servers_plain_and_tls_queries_at_once() {
 #[test]
 fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     let server = Postgres::start("reclaim");
-    // 128 MiB the backend will read in 1 MiB pieces; written with O_DIRECT, so none of it is in
-    // the page cache yet.
-    let data = server.dir.join("data.bin");
-    run(std::process::Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            "bs=1M",
-            "count=128",
-            "oflag=direct",
-            "status=none",
-        ])
-        .arg(format!("of={}", data.display())));
-    run(std::process::Command::new("chown")
-        .arg("postgres")
-        .arg(&data));
+    // 128 MiB the backend will read in 1 MiB pieces.
+    let data = server.uncached_file("data.bin", 128);
     let memcg = Cgroup::memory("tracer-pg", "32M");
     let mut session = server.session();
     let backend = session.query("SELECT pg_backend_pid()");

@@ -722,19 +722,8 @@ fn pg_query_latency_per_normalized_query_and_a_slow_query_recorded() {
 #[test]
 fn reclaim_inside_a_query_is_exported_on_its_series() {
     let server = Postgres::start("serve-reclaim");
-    // 128 MiB a backend confined to 32 MiB reads: written with O_DIRECT, so none of it is in
-    // the page cache yet.
-    let data = server.dir.join("data.bin");
-    run(Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            "bs=1M",
-            "count=128",
-            "oflag=direct",
-            "status=none",
-        ])
-        .arg(format!("of={}", data.display())));
-    run(Command::new("chown").arg("postgres").arg(&data));
+    // 128 MiB a backend confined to 32 MiB reads.
+    let data = server.uncached_file("data.bin", 128);
     let memcg = Cgroup::memory("tracer-serve-pg", "32M");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

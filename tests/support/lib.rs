@@ -848,6 +848,18 @@ impl Postgres {
         self.dir.join("data").to_str().unwrap().to_owned()
     }
 
+    /// A file of `mib` MiB of zeros the server may read, written with O_DIRECT so that none of
+    /// it is in the page cache yet.
+    pub fn uncached_file(&self, name: &str, mib: u64) -> PathBuf {
+        let file = self.dir.join(name);
+        run(Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M", "oflag=direct", "status=none"])
+            .arg(format!("count={mib}"))
+            .arg(format!("of={}", file.display())));
+        run(Command::new("chown").arg("postgres").arg(&file));
+        file
+    }
+
     fn as_postgres(&self, program: &str, args: &[&str]) {
         let output = Command::new("runuser")
             .args(["-u", "postgres", "--"])
