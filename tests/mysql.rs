@@ -2,8 +2,8 @@
 //! their performance_schema.
 
 use tracer_tests::{
-    Cgroup, Flavour, Json, Link, MysqlServer, Tracer, assert_refused, proc_schedstat, query_calls,
-    query_entry, run, summary,
+    Cgroup, Flavour, Json, Link, MysqlServer, Tracer, assert_refused, client_rows, proc_schedstat,
+    query_calls, query_entry, run, summary,
 };
 
 fn calls(summary: &Json, query: &str) -> u64 {
@@ -185,18 +185,7 @@ fn rows_per_schema_and_user(flavour: Flavour) {
     }
     drop((shop, crm, switching));
     let summary = summary(&tracer.stop());
-    let mut rows: Vec<(String, String, u64)> = (summary["queries"].as_array().unwrap().iter())
-        .filter(|row| row["query"] == "SELECT COUNT(*) FROM items WHERE id > ?")
-        .map(|row| {
-            let name = |field: &str| row[field].as_str().unwrap_or("?").to_owned();
-            (
-                name("database"),
-                name("user"),
-                row["calls"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    rows.sort();
+    let rows = client_rows(&summary, "SELECT COUNT(*) FROM items WHERE id > ?");
     let expected = [
         ("crm", "alice", 4),
         ("crm", "bob", 7 + 3 + 3),

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tracer_tests::{
     Cgroup, Finished, Json, Postgres, Scratch, SwapDevice, Tracer, assert_refused, cgroup_v2_only,
-    proc_schedstat, proc_stat, query_calls, query_entry, run, summary, vmstat,
+    client_rows, proc_schedstat, proc_stat, query_calls, query_entry, run, summary, vmstat,
 };
 
 fn calls(summary: &Json, text: &str) -> u64 {
@@ -183,21 +183,6 @@ fn rows_are_per_database_and_user_as_pg_stat_statements_counts_them() {
         }
     }
     drop((shop, crm));
-    let rows = |summary: &Json, query: &str| -> Vec<(String, String, u64)> {
-        let mut rows: Vec<(String, String, u64)> = (summary["queries"].as_array().unwrap().iter())
-            .filter(|row| row["query"] == query)
-            .map(|row| {
-                let name = |field: &str| row[field].as_str().unwrap_or("?").to_owned();
-                (
-                    name("database"),
-                    name("user"),
-                    row["calls"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
-    };
     let summary = summary(&by_query.stop());
     for (normalized, pattern) in [
         (
@@ -206,7 +191,7 @@ fn rows_are_per_database_and_user_as_pg_stat_statements_counts_them() {
         ),
         ("SELECT ?", "SELECT $1"),
     ] {
-        let traced = rows(&summary, normalized);
+        let traced = client_rows(&summary, normalized);
         let statements = server.statement_calls_by_client(pattern);
         eprintln!("{normalized}: tracer {traced:?}, pg_stat_statements {statements:?}");
         assert_eq!(traced, statements, "{summary:#}");
@@ -379,10 +364,7 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
     let backend_faults = page_faults(&backend) - faults_before;
     memcg.set("cgroup.procs", &backend);
     session.query("SELECT 'idle control'");
-    let read = format!(
-        "SELECT sum(length(pg_read_binary_file('{}', piece * 1048576, 1048576))) FROM generate_series(0, 127) piece",
-        data.display()
-    );
+    let read = Postgres::read_in_pieces(&data);
     assert_eq!(session.query(&read), (128u64 << 20).to_string());
     drop(session);
     for (via, tracer) in tracers {

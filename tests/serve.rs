@@ -735,10 +735,7 @@ fn reclaim_inside_a_query_is_exported_on_its_series() {
     let backend = session.query("SELECT pg_backend_pid()");
     memcg.set("cgroup.procs", &backend);
     session.query("SELECT 'idle control'");
-    let read = format!(
-        "SELECT sum(length(pg_read_binary_file('{}', piece * 1048576, 1048576))) FROM generate_series(0, 127) piece",
-        data.display()
-    );
+    let read = Postgres::read_in_pieces(&data);
     assert_eq!(session.query(&read), (128u64 << 20).to_string());
     drop(session);
     std::thread::sleep(Duration::from_millis(300));

@@ -213,6 +213,23 @@ pub fn query_calls(summary: &Json, text: &str) -> u64 {
         .sum()
 }
 
+/// The rows of a query text as (database, user, calls), `?` for a name not known, sorted.
+pub fn client_rows(summary: &Json, text: &str) -> Vec<(String, String, u64)> {
+    let mut rows: Vec<(String, String, u64)> = (summary["queries"].as_array().unwrap().iter())
+        .filter(|row| row["query"] == text)
+        .map(|row| {
+            let name = |field: &str| row[field].as_str().unwrap_or("?").to_owned();
+            (
+                name("database"),
+                name("user"),
+                row["calls"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// The same, `None` for a query the summary does not have.
 pub fn query_entry_if_any<'a>(summary: &'a Json, text: &str) -> Option<&'a Json> {
     summary["queries"]
@@ -858,6 +875,14 @@ impl Postgres {
             .arg(format!("of={}", file.display())));
         run(Command::new("chown").arg("postgres").arg(&file));
         file
+    }
+
+    /// A query that reads `file` (of 128 MiB) in 1 MiB pieces and returns its length.
+    pub fn read_in_pieces(file: &Path) -> String {
+        format!(
+            "SELECT sum(length(pg_read_binary_file('{}', piece * 1048576, 1048576))) FROM generate_series(0, 127) piece",
+            file.display()
+        )
     }
 
     fn as_postgres(&self, program: &str, args: &[&str]) {
