@@ -5,8 +5,8 @@
 //! own, so that a busy pod cannot push a quiet one's queries out; a table's key is a query with
 //! the database and user that ran it. In each table, at most `top` keys have series of their
 //! own, the rest go to the workload's `other`. Series are stable:
-//! a query keeps its series until one far busier takes its place (its counts then go to
-//! `other`), and every counter only grows. Who deserves a series is judged from recent time
+//! a query keeps its series until one far busier, and seen more than once, takes its place (its
+//! counts then go to `other`), and every counter only grows. Who deserves a series is judged from recent time
 //! (halved every minute), kept for a bounded number of queries with the space-saving algorithm
 //! (Metwally et al., 2005): when the table is full, a new query takes the place of the one with
 //! the least time, inheriting that time as its error, so that no query busier than 1/capacity
@@ -117,11 +117,12 @@ struct Exported {
 }
 
 /// A query's recent time as space-saving counts it: at most `error` of it may be another's,
-/// whose place it took; and its calls since the last scrape.
+/// whose place it took; its calls since it came in; and its calls since the last scrape.
 #[derive(Debug, Default, Clone)]
 struct Candidate {
     recent: f64,
     error: f64,
+    calls: u64,
     waiting: TopSeries,
 }
 
@@ -129,6 +130,15 @@ impl Candidate {
     /// The recent time it surely had.
     fn sure(&self) -> f64 {
         self.recent - self.error
+    }
+
+    /// Who deserves a series first: a query that came back before one seen once (which may
+    /// never come again: a flood of one-off shapes must not take the series that busy queries'
+    /// first calls need), then the busiest.
+    fn deserving(&self, other: &Self) -> std::cmp::Ordering {
+        (self.calls > 1)
+            .cmp(&(other.calls > 1))
+            .then(self.sure().total_cmp(&other.sure()))
     }
 }
 
@@ -241,12 +251,13 @@ impl State {
             let candidate = Candidate {
                 recent: self.floor,
                 error: self.floor,
-                waiting: TopSeries::default(),
+                ..Candidate::default()
             };
             self.candidates.insert(Arc::from(key), candidate);
         }
         let candidate = self.candidates.get_mut(key).expect("inserted above");
         candidate.recent += seconds;
+        candidate.calls += 1;
         &mut candidate.waiting
     }
 
@@ -270,8 +281,8 @@ impl State {
         self.floor = self.floor.max(threshold);
     }
 
-    /// Before a scrape: recent time decays, the busiest queries without a series take the
-    /// free series (of `top`), then the places of series far less busy (whose counts go to
+    /// Before a scrape: recent time decays, queries without a series take the free series (of
+    /// `top`; those that came back first, the busiest first), then the places of series far less busy (whose counts go to
     /// `other`), with the calls they had waiting; the calls still waiting go to `other`.
     fn rebalance(&mut self, top: usize) {
         self.promote(top);
@@ -296,39 +307,31 @@ impl State {
             let busiest = self
                 .candidates
                 .iter()
-                .max_by(|a, b| a.1.sure().total_cmp(&b.1.sure()))
-                .map(|(key, candidate)| (key.clone(), candidate.sure()));
-            // Free series go to the busiest, whoever came first.
-            if let Some((busiest, sure)) = &busiest
-                && self.exported.len() < top
-            {
-                let series = self.candidates.remove(busiest).unwrap_or_default().waiting;
-                let exported = Exported {
-                    series,
-                    recent: *sure,
-                };
-                self.exported.insert(busiest.clone(), exported);
-                continue;
-            }
-            let least = self
-                .exported
-                .iter()
-                .min_by(|a, b| a.1.recent.total_cmp(&b.1.recent))
-                .map(|(key, exported)| (key.clone(), exported.recent));
-            let (Some((busiest, sure)), Some((least, least_recent))) = (busiest, least) else {
+                .max_by(|a, b| a.1.deserving(b.1))
+                .map(|(key, candidate)| (key.clone(), candidate.sure(), candidate.calls));
+            let Some((busiest, sure, calls)) = busiest else {
                 return;
             };
-            if sure <= TAKEOVER * least_recent || sure <= 0.0 {
-                return;
-            }
-            if let Some(evicted) = self.exported.remove(&least) {
-                self.other.add(&evicted.series);
-                let candidate = Candidate {
-                    recent: evicted.recent,
-                    error: 0.0,
-                    waiting: TopSeries::default(),
+            if self.exported.len() >= top {
+                let least = self
+                    .exported
+                    .iter()
+                    .min_by(|a, b| a.1.recent.total_cmp(&b.1.recent))
+                    .map(|(key, exported)| (key.clone(), exported.recent));
+                let Some((least, least_recent)) = least else {
+                    return;
                 };
-                self.candidates.insert(least, candidate);
+                if calls < 2 || sure <= TAKEOVER * least_recent || sure <= 0.0 {
+                    return;
+                }
+                if let Some(evicted) = self.exported.remove(&least) {
+                    self.other.add(&evicted.series);
+                    let candidate = Candidate {
+                        recent: evicted.recent,
+                        ..Candidate::default()
+                    };
+                    self.candidates.insert(least, candidate);
+                }
             }
             let series = self.candidates.remove(&busiest).unwrap_or_default().waiting;
             let exported = Exported {
@@ -622,6 +625,23 @@ mod tests {
         }
         let text = exposition(&registry);
         assert_eq!(count(&text, "SELECT busy"), 62);
+    }
+
+    /// A free series goes to a query that came back before a slower one seen once (a cold
+    /// backend's first statement): the busy query's first calls are its own.
+    #[test]
+    fn a_query_that_comes_back_takes_a_free_series_before_a_slow_one_off() {
+        let (registry, queries) = table(1, Vec::new());
+        queries.call("SELECT 1 AS shape_1", 0.5, []);
+        queries.call("SELECT busy", 1e-3, []);
+        queries.call("SELECT busy", 1e-3, []);
+        let text = exposition(&registry);
+        assert_eq!(count(&text, "SELECT busy"), 2);
+        assert_eq!(count(&text, "other"), 1);
+        // With series free and nobody seen twice, a one-off has one.
+        let (registry, queries) = table(1, Vec::new());
+        queries.call("SELECT 1 AS shape_1", 0.5, []);
+        assert_eq!(count(&exposition(&registry), "SELECT 1 AS shape_1"), 1);
     }
 
     /// Each workload has its own top: a busy pod's queries do not push a quiet one's out.
