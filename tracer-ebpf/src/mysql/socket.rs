@@ -138,6 +138,12 @@ fn read(tid: u32, thread: &mut Thread, io: socket::Io, received: i64, socket: bo
         unreadable(tid, thread, why);
         return;
     }
+    // An SSL request: the connection goes encrypted. Said here rather than at the client
+    // hello after it, which OpenSSL's socket BIO reads with read(), unseen before Linux 6.3.
+    if socket && sequence == 1 && len == SSL_REQUEST_LEN && !thread.active {
+        unreadable(tid, thread, unreadable::ENCRYPTED);
+        return;
+    }
     // A new connection's handshake response: sequence 1, or 2 after an SSL request. Whom the
     // connection serves comes from it (userspace tells it from a large command's later part).
     if (sequence == 1 || sequence == 2) && len > SSL_REQUEST_LEN && !thread.active {
