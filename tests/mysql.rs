@@ -2,8 +2,8 @@
 //! their performance_schema.
 
 use tracer_tests::{
-    Cgroup, Flavour, Json, Link, MysqlServer, Tracer, assert_refused, client_rows, proc_schedstat,
-    query_calls, query_entry, run, summary,
+    Cgroup, Flavour, Json, Link, MysqlServer, Scratch, Tracer, assert_refused, client_rows,
+    proc_schedstat, query_calls, query_entry, run, summary, write_uncached,
 };
 
 fn calls(summary: &Json, query: &str) -> u64 {
@@ -184,6 +184,7 @@ fn rows_per_schema_and_user(flavour: Flavour) {
         }
     }
     drop((shop, crm, switching));
+    server.wait_for_sessions_to_end();
     let summary = summary(&tracer.stop());
     let rows = client_rows(&summary, "SELECT COUNT(*) FROM items WHERE id > ?");
     let expected = [
@@ -537,6 +538,11 @@ fn stalled_listener(flavour: Flavour, via: &[&str]) {
                 .unwrap()
         })
         .collect();
+    // The stall begins once the queue is full: clients start slowly under an emulator.
+    let asked = std::time::Instant::now();
+    while accept_queue(port) < 2 && asked.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     std::thread::sleep(stall);
     run(std::process::Command::new("kill").args(["-CONT", &pid]));
     let mut connected = 0;
@@ -567,6 +573,19 @@ fn stalled_listener(flavour: Flavour, via: &[&str]) {
     assert!(longest >= 0.8 * stall.as_micros() as f64, "{longest}");
     assert!(overflows > 0, "a queue of two, six clients");
     assert_eq!(turned_away, overflows);
+}
+
+/// How many connections wait in the accept queue of the TCP listener on `port` (the
+/// `rx_queue` of its LISTEN line in /proc/net/tcp).
+fn accept_queue(port: u16) -> u64 {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    tcp.lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields[1].ends_with(&local) && fields[3] == "0A")
+        .filter_map(|fields| u64::from_str_radix(fields[4].split(':').nth(1)?, 16).ok())
+        .sum()
 }
 
 /// The kernel's `ListenOverflows` in this network namespace (the servers').
@@ -830,26 +849,49 @@ fn reclaim_stalls(flavour: Flavour, via: &[&str]) {
         Flavour::Mariadb => 96,
         Flavour::Mysql => 160,
     };
-    memcg.limit_memory(memcg.memory_usage() + (headroom << 20));
-    let file = server.dir.join("big");
-    run(std::process::Command::new("dd").args([
-        "if=/dev/zero",
-        &format!("of={}", file.display()),
-        "bs=1M",
-        "count=64",
-        "status=none",
-    ]));
+    // On a disk: in the guests the checkout's directory, where MariaDB's is, is the
+    // initramfs, in memory for good. MySQL's is in its root, on a disk of its own.
+    let scratch = Scratch::new("mysql-reclaim");
+    let file = match flavour {
+        Flavour::Mariadb => scratch.dir.join("big"),
+        Flavour::Mysql => server.dir.join("big"),
+    };
+    write_uncached(&file, 64);
     let file = server.inside(&file).display().to_string();
-    // Pages written are charged to their writer: out of the cache, the server reads them anew.
-    run(&mut std::process::Command::new("sync"));
-    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    memcg.limit_memory(memcg.memory_usage() + (headroom << 20));
     let tracer = tracer_mysql(&server, via, &[]);
     let mut session = server.session();
     session.query("SELECT 1");
+    // What the cgroup holds, as its memory.stat (v2) or the usage alone (v1) says it.
+    let held = || {
+        let stat = memcg.read("memory.stat");
+        let kept = ["anon ", "file "].map(|name| {
+            (stat.lines())
+                .find_map(|line| line.strip_prefix(name)?.parse::<u64>().ok())
+                .map_or(String::new(), |bytes| {
+                    format!("{name}{} MiB, ", bytes >> 20)
+                })
+        });
+        format!(
+            "{}{}usage {} MiB",
+            kept[0],
+            kept[1],
+            memcg.memory_usage() >> 20
+        )
+    };
+    let (hits, before) = (memcg.limit_hits(), held());
     let read = session.query(&format!("SELECT LENGTH(LOAD_FILE('{file}'))"));
+    let hits = memcg.limit_hits() - hits;
     assert_eq!(read, (64 << 20).to_string(), "the server read the file");
+    let limit = memcg.read("memory.max") + &memcg.read("memory.limit_in_bytes");
+    eprintln!(
+        "the query's charges found its cgroup at its limit ({}) {hits} times; before: {before}; after: {}",
+        limit.trim(),
+        held()
+    );
+    assert!(hits > 0, "the query made its cgroup reclaim");
     drop(session);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.wait_for_sessions_to_end();
     let summary = summary(&tracer.stop());
     let stalled = query_entry(&summary, "SELECT LENGTH(LOAD_FILE(?))");
     let control = query_entry(&summary, "SELECT ?");

@@ -230,6 +230,32 @@ pub fn client_rows(summary: &Json, text: &str) -> Vec<(String, String, u64)> {
     rows
 }
 
+/// Writes `mib` MiB of zeros to `file` so that none of it is in the page cache: whoever reads
+/// it first has its pages charged to them. With O_DIRECT where the file system takes it, else
+/// written back and then dropped from the cache (`oflag=nocache`, the file's alone).
+pub fn write_uncached(file: &Path, mib: u64) {
+    let of = format!("of={}", file.display());
+    let direct = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "oflag=direct", "status=none", &of])
+        .arg(format!("count={mib}"))
+        .stderr(Stdio::null())
+        .status();
+    if direct.is_ok_and(|status| status.success()) {
+        return;
+    }
+    run(Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "status=none", &of])
+        .arg(format!("count={mib}")));
+    run(Command::new("dd").args([
+        "if=/dev/null",
+        "oflag=nocache",
+        "conv=notrunc,fdatasync",
+        "count=0",
+        "status=none",
+        &of,
+    ]));
+}
+
 /// The same, `None` for a query the summary does not have.
 pub fn query_entry_if_any<'a>(summary: &'a Json, text: &str) -> Option<&'a Json> {
     summary["queries"]
@@ -558,6 +584,17 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
+    /// Charges that found it at its limit so far, each of which made it reclaim (v1
+    /// `memory.failcnt`, v2 `memory.events`' `max`).
+    pub fn limit_hits(&self) -> u64 {
+        match cgroup_v2_only() {
+            true => (self.read("memory.events").lines())
+                .find_map(|line| line.strip_prefix("max ")?.trim().parse().ok())
+                .unwrap_or(0),
+            false => self.read("memory.failcnt").trim().parse().unwrap_or(0),
+        }
+    }
+
     pub fn set(&self, file: &str, value: &str) {
         std::fs::write(self.path.join(file), value)
             .unwrap_or_else(|err| panic!("write {value} to {file}: {err}"));
@@ -869,10 +906,7 @@ impl Postgres {
     /// it is in the page cache yet.
     pub fn uncached_file(&self, name: &str, mib: u64) -> PathBuf {
         let file = self.dir.join(name);
-        run(Command::new("dd")
-            .args(["if=/dev/zero", "bs=1M", "oflag=direct", "status=none"])
-            .arg(format!("count={mib}"))
-            .arg(format!("of={}", file.display())));
+        write_uncached(&file, mib);
         run(Command::new("chown").arg("postgres").arg(&file));
         file
     }
@@ -1705,6 +1739,20 @@ impl MysqlServer {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Waits until the server has closed every other connection: a session's last command
+    /// ends when its server thread reads the close, which takes the server its time.
+    pub fn wait_for_sessions_to_end(&self) {
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(60) {
+            let row = self.sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'");
+            if row.split_whitespace().last() == Some("1") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server kept connections open for a minute");
     }
 
     /// How often performance_schema saw statements whose digest text matches `pattern` (LIKE).
