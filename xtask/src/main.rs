@@ -140,7 +140,7 @@ fn run(task: Task) -> Result<()> {
                 kernels: true,
                 ..Default::default()
             })?;
-            vm::test(&kernel, filter.as_deref(), true)
+            vm::test(&kernel, vm::Filter::All(filter.as_deref()), true)
         }
         Task::Test { filter, .. } => test(filter),
         Task::Fuzz { minutes, target } => {

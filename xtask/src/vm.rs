@@ -53,6 +53,28 @@ const SKIPPED: &[(&str, &str)] = &[
         "guests have one CPU: the test shares one with a busy loop and needs another, idle, for its control",
     ),
 ];
+/// Which tests a run takes.
+#[derive(Clone, Copy)]
+pub enum Filter<'a> {
+    /// Those matching this (all where `None`), in every suite.
+    All(Option<&'a str>),
+    /// These suites alone, each with its tests matching its filter.
+    Suites(&'a [(&'a str, &'a str)]),
+}
+
+impl<'a> Filter<'a> {
+    /// The filter of `suite`'s tests, `None` where it does not run.
+    fn of(&self, suite: &str) -> Option<&'a str> {
+        match self {
+            Filter::All(filter) => Some(filter.unwrap_or_default()),
+            Filter::Suites(suites) => suites
+                .iter()
+                .find(|(name, _)| *name == suite)
+                .map(|(_, filter)| *filter),
+        }
+    }
+}
+
 /// Tools whose attach mode the report shows: the name in the report and tracer's arguments.
 const TOOLS: &[(&str, &str)] = &[
     ("direct-reclaim", "direct-reclaim"),
@@ -90,7 +112,7 @@ struct Outcome {
 /// Runs the guest suites on `which` ("5.10", "6.1", "6.12", "host", "guests" for the three
 /// guests, or "all" for the guests and the host) and prints a report; fails if any test failed.
 /// With `databases`, the database suites too (slow under the emulator: CI leaves them out).
-pub fn test(which: &str, filter: Option<&str>, databases: bool) -> Result<()> {
+pub fn test(which: &str, filter: Filter, databases: bool) -> Result<()> {
     let guests = kernels::RELEASES.iter().map(|release| release.version);
     let versions: Vec<&str> = match which {
         "all" => guests.chain(["host"]).collect(),
@@ -105,11 +127,11 @@ pub fn test(which: &str, filter: Option<&str>, databases: bool) -> Result<()> {
     conclude(&outcomes, databases, which == "all")
 }
 
-/// CI's guests: the three kernels without the database suites and, of those, the query counts
-/// on 5.10, the kernel with the most fallbacks (no sock tracepoints, attach cookies or
-/// bpf_task_pt_regs there). Each guest has one vCPU and this machine two cores: two run at once,
-/// the database guest (the longest, ~6 minutes) then 6.12 beside 5.10 then 6.1. One after
-/// another, they took 15 of a clean run's 41 minutes.
+/// CI's guests: the three kernels without the database suites and, on 5.10, the kernel with
+/// the most fallbacks (no sock tracepoints, attach cookies or bpf_task_pt_regs there), the
+/// whole mysql suite (MariaDB and Oracle MySQL) and pg's query counts. Each guest has one vCPU
+/// and this machine two cores: two run at once, the database guest (the longest) beside 5.10,
+/// 6.1 and 6.12 one after another.
 pub fn test_beside_databases() -> Result<()> {
     // Built and fetched before either starts, so that neither copies what the other writes.
     let guests = Binaries::build(false)?;
@@ -119,20 +141,19 @@ pub fn test_beside_databases() -> Result<()> {
     }
     let (first, beside) = std::thread::scope(|scope| {
         let beside = scope.spawn(|| {
-            let database = run("5.10", &databases, Some("query_counts"));
-            (database, run("6.12", &guests, None))
+            let filter = Filter::Suites(&[("mysql", ""), ("pg", "query_counts")]);
+            run("5.10", &databases, filter)
         });
-        let first = ["5.10", "6.1"].map(|version| run(version, &guests, None));
+        let first = ["5.10", "6.1", "6.12"].map(|version| run(version, &guests, Filter::All(None)));
         (first, beside.join().expect("a guest's run does not panic"))
     });
-    let (database, last) = beside;
-    let [a, b] = first;
-    let guests_passed = conclude(&[a?, b?, last?], false, false);
-    conclude(&[database?], true, false).and(guests_passed)
+    let [a, b, c] = first;
+    let guests_passed = conclude(&[a?, b?, c?], false, false);
+    conclude(&[beside?], true, false).and(guests_passed)
 }
 
 /// One kernel's run of the suites in `binaries`, said when it ends.
-fn run(version: &str, binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
+fn run(version: &str, binaries: &Binaries, filter: Filter) -> Result<Outcome> {
     let outcome = if version == "host" {
         run_on_host(binaries, filter)?
     } else {
@@ -244,11 +265,11 @@ impl Binaries {
 }
 
 /// The guest's /init: mounts, modules, the suites, the verdict.
-fn init_script(suites: &[&String], tracer: &Path, filter: Option<&str>) -> String {
-    let mut filter = filter.unwrap_or_default().to_owned();
+fn init_script(suites: &[&String], tracer: &Path, filter: Filter) -> String {
+    let mut skip = String::new();
     for (test, _) in SKIPPED {
         let name = test.split_once("::").map_or(*test, |(_, name)| name);
-        filter.push_str(&format!(" --skip {name}"));
+        skip.push_str(&format!(" --skip {name}"));
     }
     let databases = suites
         .iter()
@@ -267,11 +288,15 @@ fn init_script(suites: &[&String], tracer: &Path, filter: Option<&str>) -> Strin
     let attach = attach.join("\n");
     let mut runs = Vec::new();
     for suite in suites {
+        let Some(filter) = filter.of(suite) else {
+            continue;
+        };
         let run = if DATABASE_SUITES.contains(&suite.as_str()) {
             let limit = DATABASE_SUITE_TIMEOUT.as_secs();
-            format!("run {suite} {limit} in_root /suites/{suite}")
+            format!("run {suite} {limit} in_root /suites/{suite} {filter}{skip}")
         } else {
-            format!("run {suite} {} /suites/{suite}", SUITE_TIMEOUT.as_secs())
+            let limit = SUITE_TIMEOUT.as_secs();
+            format!("run {suite} {limit} /suites/{suite} {filter}{skip}")
         };
         runs.push(run);
     }
@@ -332,7 +357,7 @@ status=0
 run() {{
     suite=$1; limit=$2; shift 2
     echo "=== suite $suite"
-    timeout -s KILL $limit "$@" --test-threads=1 --color never {filter} || {{
+    timeout -s KILL $limit "$@" --test-threads=1 --color never || {{
         code=$?
         status=1
         echo "=== suite $suite ended: $code"
@@ -350,7 +375,7 @@ poweroff -f
 fn initramfs(
     kernel: &kernels::Kernel,
     binaries: &Binaries,
-    filter: Option<&str>,
+    filter: Filter,
     dir: &Path,
 ) -> Result<PathBuf> {
     let root = dir.join("root");
@@ -392,7 +417,7 @@ fn initramfs(
     Ok(image)
 }
 
-fn boot(kernel: &kernels::Kernel, binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
+fn boot(kernel: &kernels::Kernel, binaries: &Binaries, filter: Filter) -> Result<Outcome> {
     // Apart for the database suites, which may run beside the same kernel's other suites.
     let name = match binaries.rootfs {
         Some(_) => format!("{}-databases", kernel.version),
@@ -477,7 +502,7 @@ fn boot(kernel: &kernels::Kernel, binaries: &Binaries, filter: Option<&str>) -> 
 }
 
 /// The same suites on the running kernel, for the report's last column.
-fn run_on_host(binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
+fn run_on_host(binaries: &Binaries, filter: Filter) -> Result<Outcome> {
     let started = Instant::now();
     let mut log = format!(
         "=== kernel {}\n",
@@ -522,10 +547,13 @@ fn run_on_host(binaries: &Binaries, filter: Option<&str>) -> Result<Outcome> {
     }
     let mut passed = true;
     for (name, binary) in &binaries.suites {
+        let Some(filter) = filter.of(name) else {
+            continue;
+        };
         log += &format!("=== suite {name}\n");
         let output = Command::new(binary)
             .arg("--test-threads=1")
-            .args(filter)
+            .args((!filter.is_empty()).then_some(filter))
             .env("TRACER_BIN", &binaries.tracer)
             .envs(
                 binaries
