@@ -4,9 +4,9 @@
 //! Each workload (the server's cgroup: a pod's container, a systemd unit) has a table of its
 //! own, so that a busy pod cannot push a quiet one's queries out; a table's key is a query with
 //! the database and user that ran it. In each table, at most `top` keys have series of their
-//! own, the rest go to the workload's `other`. Series are stable:
-//! a query keeps its series until one far busier, and seen more than once, takes its place (its
-//! counts then go to `other`), and every counter only grows. Who deserves a series is judged from recent time
+//! own, the rest go to the workload's `other`. Series are stable: a query keeps its series
+//! until one far busier, and seen more than once, takes its place (its counts then go to
+//! `other`), and every counter only grows. Who deserves a series is judged from recent time
 //! (halved every minute), kept for a bounded number of queries with the space-saving algorithm
 //! (Metwally et al., 2005): when the table is full, a new query takes the place of the one with
 //! the least time, inheriting that time as its error, so that no query busier than 1/capacity
@@ -282,8 +282,9 @@ impl State {
     }
 
     /// Before a scrape: recent time decays, queries without a series take the free series (of
-    /// `top`; those that came back first, the busiest first), then the places of series far less busy (whose counts go to
-    /// `other`), with the calls they had waiting; the calls still waiting go to `other`.
+    /// `top`; those that came back first, the busiest first), then the places of series far
+    /// less busy (whose counts go to `other`), with the calls they had waiting; the calls still
+    /// waiting go to `other`.
     fn rebalance(&mut self, top: usize) {
         self.promote(top);
         for candidate in self.candidates.values_mut() {
