@@ -233,7 +233,9 @@ fn default_mode(flavour: Flavour) {
             (Link::Encrypted, format!("SELECT {i} + {i}")),
             (Link::Compressed, format!("SELECT {i} * {i}")),
         ] {
-            let client = server.client_over(link).args(["-e", &sql]).spawn();
+            let client = (server.client_over(link).args(["-e", &sql]))
+                .stdout(std::process::Stdio::null())
+                .spawn();
             clients.push(client.unwrap());
         }
     }
@@ -534,6 +536,7 @@ fn stalled_listener(flavour: Flavour, via: &[&str]) {
                     "--user=tcp",
                 ])
                 .args(["--connect-timeout=3", "-e", &format!("SELECT {i}")])
+                .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap()
         })
