@@ -230,30 +230,13 @@ pub fn client_rows(summary: &Json, text: &str) -> Vec<(String, String, u64)> {
     rows
 }
 
-/// Writes `mib` MiB of zeros to `file` so that none of it is in the page cache: whoever reads
-/// it first has its pages charged to them. With O_DIRECT where the file system takes it, else
-/// written back and then dropped from the cache (`oflag=nocache`, the file's alone).
+/// Writes `mib` MiB of zeros to `file` with O_DIRECT, so that none of it is in the page cache:
+/// whoever reads it first has its pages charged to them.
 pub fn write_uncached(file: &Path, mib: u64) {
-    let of = format!("of={}", file.display());
-    let direct = Command::new("dd")
-        .args(["if=/dev/zero", "bs=1M", "oflag=direct", "status=none", &of])
-        .arg(format!("count={mib}"))
-        .stderr(Stdio::null())
-        .status();
-    if direct.is_ok_and(|status| status.success()) {
-        return;
-    }
     run(Command::new("dd")
-        .args(["if=/dev/zero", "bs=1M", "status=none", &of])
-        .arg(format!("count={mib}")));
-    run(Command::new("dd").args([
-        "if=/dev/null",
-        "oflag=nocache",
-        "conv=notrunc,fdatasync",
-        "count=0",
-        "status=none",
-        &of,
-    ]));
+        .args(["if=/dev/zero", "bs=1M", "oflag=direct", "status=none"])
+        .arg(format!("count={mib}"))
+        .arg(format!("of={}", file.display())));
 }
 
 /// The same, `None` for a query the summary does not have.
