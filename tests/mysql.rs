@@ -440,10 +440,7 @@ fn new_connections_are_followed_on_their_way_in() {
 fn connections(flavour: Flavour, via: &[&str]) {
     let server = MysqlServer::start(flavour, "connections");
     let tracer = tracer_mysql(&server, via, &["--connections"]);
-    let status = |name: &str| -> u64 {
-        let row = server.sql(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));
-        row.split_whitespace().last().unwrap().parse().unwrap()
-    };
+    let status = |name: &str| server.status(name);
     // Each status read is a connection of its own, also followed.
     let (connections_before, aborted_before) = (status("Connections"), status("Aborted_connects"));
     let (good, bad) = (10, 2);
@@ -516,10 +513,7 @@ fn stalled_listener(flavour: Flavour, via: &[&str]) {
     // root logs in through the Unix socket alone (MariaDB's unix_socket authentication).
     server.sql("CREATE USER tcp@'127.0.0.1'");
     let tracer = tracer_mysql(&server, via, &["--connections"]);
-    let connections = || -> u64 {
-        let row = server.sql("SHOW GLOBAL STATUS LIKE 'Connections'");
-        row.split_whitespace().last().unwrap().parse().unwrap()
-    };
+    let connections = || server.status("Connections");
     let connections_before = connections();
     let overflows_before = listen_overflows();
     let stall = std::time::Duration::from_millis(500);

@@ -1729,13 +1729,18 @@ impl MysqlServer {
     pub fn wait_for_sessions_to_end(&self) {
         let asked = Instant::now();
         while asked.elapsed() < Duration::from_secs(60) {
-            let row = self.sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'");
-            if row.split_whitespace().last() == Some("1") {
+            if self.status("Threads_connected") == 1 {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("the server kept connections open for a minute");
+    }
+
+    /// A server status variable (`SHOW GLOBAL STATUS`), read through a connection of its own.
+    pub fn status(&self, name: &str) -> u64 {
+        let row = self.sql(&format!("SHOW GLOBAL STATUS LIKE '{name}'"));
+        row.split_whitespace().last().unwrap().parse().unwrap()
     }
 
     /// How often performance_schema saw statements whose digest text matches `pattern` (LIKE).
