@@ -81,7 +81,7 @@ fn query_counts(flavour: Flavour, via: &[&str]) {
         .output()
         .unwrap();
     assert!(ping.status.success());
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.wait_for_sessions_to_end();
     let summary = summary(&tracer.stop());
 
     // MySQL quotes the column names in its digests, MariaDB does not.
@@ -248,7 +248,7 @@ fn default_mode(flavour: Flavour) {
     for mut client in clients {
         assert!(client.wait().unwrap().success());
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.wait_for_sessions_to_end();
     let summary = summary(&tracer.stop());
     let late = summary["late_connections"].as_u64().unwrap();
     eprintln!(
@@ -298,9 +298,12 @@ fn default_mode(flavour: Flavour) {
         Link::Plain,
         Link::Encrypted,
     ] {
-        run(server.client_over(link).args(["-e", "SELECT 7 / 7"]));
+        run(server
+            .client_over(link)
+            .args(["-e", "SELECT 7 / 7"])
+            .stdout(std::process::Stdio::null()));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.wait_for_sessions_to_end();
     let finished = tracer.stop();
     let through_socket = tracer_tests::summary(&finished);
     assert_eq!(
@@ -372,9 +375,9 @@ fn prepared_statements(flavour: Flavour, via: &[&str]) {
     ok(&mut late, "execute by_id 3");
     ok(&mut late, "close in_list");
     drop((early, late));
+    server.wait_for_sessions_to_end();
     let counted = server.statement_count(executes) - executed_before;
     let prepared = server.statement_count(prepares) - prepared_before;
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let closed = server.statement_count(closes) - closed_before;
     let reset = server.statement_count(resets) - reset_before;
     let summary = summary(&tracer.stop());
@@ -458,6 +461,7 @@ fn connections(flavour: Flavour, via: &[&str]) {
     }
     let aborted = status("Aborted_connects") - aborted_before;
     let counted = status("Connections") - connections_before;
+    // Not waiting for sessions to end: each look at the server is a connection followed.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let finished = tracer.stop();
     let lines = finished.json_of_type("connections");
@@ -620,7 +624,7 @@ fn raw_and_slow(flavour: Flavour, _via: &[&str]) {
     let mut session = server.session();
     session.query("SELECT 4242");
     drop(session);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.wait_for_sessions_to_end();
     let finished = tracer.stop();
     let slow = finished.json_of_type("slow_query");
     let line = slow
@@ -652,7 +656,7 @@ fn breakdown(flavour: Flavour, via: &[&str]) {
     let oncpu = (proc_schedstat(&schedstat)[0] - oncpu_before) as f64 / 1000.0;
     session.query("SELECT SLEEP(0.2)");
     drop(session);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.wait_for_sessions_to_end();
     let finished = tracer.stop();
     let slow = finished.json_of_type("slow_query");
     let line = |text: &str| {
@@ -784,7 +788,9 @@ fn servers_started_later(via: &[&str]) {
     for mut client in clients {
         assert!(client.wait().unwrap().success());
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    servers
+        .iter()
+        .for_each(MysqlServer::wait_for_sessions_to_end);
     let finished = tracer.stop();
     let summary = summary(&finished);
     let mut missed = 0;
