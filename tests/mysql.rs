@@ -2,8 +2,8 @@
 //! their performance_schema.
 
 use tracer_tests::{
-    Cgroup, Flavour, Json, Link, MysqlServer, Scratch, Tracer, assert_refused, client_rows,
-    proc_schedstat, query_calls, query_entry, run, summary, write_uncached,
+    Cgroup, CompactingFaults, Flavour, Json, Link, MysqlServer, Scratch, Tracer, assert_refused,
+    client_rows, proc_schedstat, query_calls, query_entry, run, summary, vmstat, write_uncached,
 };
 
 fn calls(summary: &Json, query: &str) -> u64 {
@@ -912,4 +912,62 @@ fn reclaim_stalls(flavour: Flavour, via: &[&str]) {
     assert!(stalled["reclaim_us"].as_f64().unwrap() > 0.0);
     assert_eq!(control["reclaim_stalls"], 0);
     assert_eq!(control["reclaim_us"], 0.0);
+}
+
+/// Direct compaction inside a command, as pg's test makes it: a query that builds a 64 MB
+/// string where huge-page faults compact ([`CompactingFaults`]). Its compaction stalls are
+/// its server's as `tracer direct-reclaim` counts them (no other thread of the server
+/// allocates so much meanwhile), and its time theirs; the control query has none. Oracle
+/// MySQL alone: MariaDB turns transparent huge pages off for itself (`THP_enabled: 0` in its
+/// /proc/PID/status), so that its faults never compact.
+#[test]
+fn compaction_stalls_are_charged_to_the_query_that_compacted() {
+    for via in [&[][..], &["--via", "probes"]] {
+        compaction_stalls(Flavour::Mysql, via);
+    }
+}
+
+fn compaction_stalls(flavour: Flavour, via: &[&str]) {
+    let options = ["--max-allowed-packet=1G"];
+    let server = MysqlServer::start_with(flavour, "compaction", None, &options);
+    let tracer = tracer_mysql(&server, via, &[]);
+    let mut session = server.session();
+    session.query("SELECT 'control'");
+    let whole = Tracer::start(&["direct-reclaim", "--json", "--events"]);
+    let compacting = CompactingFaults::new();
+    let stalls_before = vmstat()["compact_stall"];
+    session.query("SELECT LENGTH(REPEAT('x', 64000000))");
+    let stalls = vmstat()["compact_stall"] - stalls_before;
+    drop(compacting);
+    drop(session);
+    server.wait_for_sessions_to_end();
+    let events = whole.stop().json_of_type("compaction");
+    let servers: Vec<&Json> = (events.iter())
+        .filter(|line| line["pid"] == server.pid())
+        .collect();
+    let server_us: f64 = (servers.iter())
+        .map(|line| line["latency_us"].as_f64().unwrap())
+        .sum();
+    let summary = summary(&tracer.stop());
+    let query = query_entry(&summary, "SELECT LENGTH(REPEAT(?, ?))");
+    let control = query_entry(&summary, "SELECT ?");
+    let (count, us) = (&query["compaction_stalls"], &query["compaction_us"]);
+    eprintln!(
+        "{flavour:?}: compact_stall rose by {stalls}; the server's stalls: {}, {server_us:.0} us; \
+         the query's: {count}, {us} us",
+        servers.len()
+    );
+    assert!(
+        !servers.is_empty(),
+        "the query did not compact: {events:#?}"
+    );
+    assert_eq!(count.as_u64().unwrap(), servers.len() as u64, "{query:#}");
+    assert!(count.as_u64().unwrap() <= stalls);
+    let us = us.as_f64().unwrap();
+    assert!(
+        us >= server_us && us <= server_us * 1.01 + 100.0,
+        "{query:#}"
+    );
+    assert_eq!(control["compaction_stalls"], 0, "{control:#}");
+    assert_eq!(control["compaction_us"], 0.0, "{control:#}");
 }

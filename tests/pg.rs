@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use tracer_tests::{
-    Cgroup, Finished, Json, Postgres, Scratch, SwapDevice, Tracer, assert_refused, cgroup_v2_only,
-    client_rows, proc_schedstat, proc_stat, query_calls, query_entry, run, summary, vmstat,
+    Cgroup, CompactingFaults, Finished, Json, Postgres, Scratch, SwapDevice, Tracer,
+    assert_refused, cgroup_v2_only, client_rows, proc_schedstat, proc_stat, query_calls,
+    query_entry, run, summary, vmstat,
 };
 
 fn calls(summary: &Json, text: &str) -> u64 {
@@ -371,6 +372,62 @@ fn reclaim_stalls_are_charged_to_the_query_that_stalled() {
         eprintln!("--via {via}:");
         let finished = tracer.stop();
         check_reclaim_and_counters(&finished, &memcg, backend_faults);
+    }
+}
+
+/// Direct compaction inside a query: one that touches 64 MB where huge-page faults compact
+/// ([`CompactingFaults`]). The query's compaction stalls are its backend's as `tracer direct-reclaim` counts
+/// them (itself held to vmstat's `compact_stall` by its own test), and its compaction time
+/// theirs; the control query has none.
+#[test]
+fn compaction_stalls_are_charged_to_the_query_that_compacted() {
+    let server = Postgres::start("compaction");
+    let mut session = server.session();
+    let backend = session.query("SELECT pg_backend_pid()");
+    let tracers = tracers(&["-p", &backend]);
+    let whole = Tracer::start(&["direct-reclaim", "--json", "--events"]);
+    let compacting = CompactingFaults::new();
+    let stalls_before = vmstat()["compact_stall"];
+    session.query("SELECT length(repeat('x', 64000000))");
+    let stalls = vmstat()["compact_stall"] - stalls_before;
+    drop(compacting);
+    session.query("SELECT 'control'");
+    drop(session);
+    let events = whole.stop().json_of_type("compaction");
+    let tid: u64 = backend.parse().unwrap();
+    let backends: Vec<&Json> = (events.iter()).filter(|line| line["tid"] == tid).collect();
+    let backend_us: f64 = (backends.iter())
+        .map(|line| line["latency_us"].as_f64().unwrap())
+        .sum();
+    eprintln!(
+        "compact_stall rose by {stalls}; the backend's stalls: {}, {backend_us:.0} us",
+        backends.len()
+    );
+    assert!(
+        !backends.is_empty(),
+        "the query did not compact: {events:#?}"
+    );
+    for (via, tracer) in tracers {
+        let summary = summary(&tracer.stop());
+        let query = query_entry(&summary, "SELECT length(repeat(?, ?))");
+        let control = query_entry(&summary, "SELECT ?");
+        let (count, us) = (&query["compaction_stalls"], &query["compaction_us"]);
+        eprintln!("--via {via}: the query's compaction: {count} stalls, {us} us");
+        assert_eq!(count.as_u64().unwrap(), backends.len() as u64, "{query:#}");
+        assert!(count.as_u64().unwrap() <= stalls);
+        // Its time is its tries', stalls or not (a try that skipped every zone is next to
+        // nothing), and within the query's.
+        let us = us.as_f64().unwrap();
+        assert!(
+            us >= backend_us && us <= backend_us * 1.01 + 100.0,
+            "{query:#}"
+        );
+        assert!(
+            us <= query["latency"]["max_us"].as_f64().unwrap(),
+            "{query:#}"
+        );
+        assert_eq!(control["compaction_stalls"], 0, "{control:#}");
+        assert_eq!(control["compaction_us"], 0.0, "{control:#}");
     }
 }
 

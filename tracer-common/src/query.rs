@@ -56,6 +56,16 @@ pub struct QueryConfig {
     pub mm_arg_start: u32,
 }
 
+/// The values this kernel gives two of compaction's statuses, from its tracepoint formats: a
+/// try whose zones were all `skipped` is no stall (the kernel counts `compact_stall` for any
+/// other), and a zone judged able to compact (`continue`) runs next, whose run has the say.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompactionStatuses {
+    pub skipped: i32,
+    pub proceed: i32,
+}
+
 /// A process or thread, for records that say only which.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +104,12 @@ pub struct QueryDone {
     /// Time this backend spent in direct or memory-cgroup reclaim during the query.
     pub reclaim_ns: u64,
     pub reclaim_count: u32,
+    /// Its direct compaction tries during the query that the kernel counts as stalls
+    /// (`compact_stall`), and the time of all its tries (each from its start to its last
+    /// zone's outcome).
+    pub compaction_count: u32,
+    pub compaction_ns: u64,
+    pub _pad: u32,
     /// 1 when `counters` hold the query's deltas (the backend's counters were open at its
     /// start).
     pub counters_valid: u32,
@@ -145,4 +161,10 @@ pub struct BlockIo {
     pub swapin_bytes: u64,
 }
 
-plain_old_data!(QueryConfig, Backend, NewBackend, QueryDone);
+plain_old_data!(
+    QueryConfig,
+    CompactionStatuses,
+    Backend,
+    NewBackend,
+    QueryDone
+);

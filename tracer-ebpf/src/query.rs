@@ -1,7 +1,8 @@
 //! The per-query engine `tracer pg` and `tracer mysql` share, kernel side. Per server thread:
 //! whether the filters keep it, the query it runs, and what the kernel takes from that query
-//! (reclaim stalls, counters); and the record that reports a query when it ends. Each
-//! database's module finds where queries begin and end (probes, sockets) and calls in here.
+//! (reclaim and compaction stalls, counters); and the record that reports a query when it
+//! ends. Each database's module finds where queries begin and end (probes, sockets) and calls
+//! in here.
 
 use aya_ebpf::{
     EbpfContext, Global,
@@ -16,7 +17,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     query::{
-        Backend, BlockIo, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, NewBackend, QueryConfig, QueryDone,
+        Backend, BlockIo, CompactionStatuses, MAX_COUNTERS, MAX_SERVERS, MAX_TEXT, NewBackend,
+        QueryConfig, QueryDone,
     },
     task::Task,
 };
@@ -131,6 +133,13 @@ pub struct Thread {
     reclaim_count: u32,
     reclaim_begin_ns: u64,
     reclaim_ns: u64,
+    /// Its direct compaction: the try open now (its start, 0: none; its last zone's outcome;
+    /// whether the kernel counts it as a stall), and the tries done in the query.
+    compaction_start_ns: u64,
+    compaction_last_ns: u64,
+    compaction_stalled: bool,
+    compaction_count: u32,
+    compaction_ns: u64,
     counters_valid: u32,
     counters: [u64; MAX_COUNTERS],
     /// Where the query's time went so far, by [`sched`] state, what the thread does now and
@@ -207,6 +216,11 @@ static NEW_THREAD: Thread = Thread {
     reclaim_count: 0,
     reclaim_begin_ns: 0,
     reclaim_ns: 0,
+    compaction_start_ns: 0,
+    compaction_last_ns: 0,
+    compaction_stalled: false,
+    compaction_count: 0,
+    compaction_ns: 0,
     counters_valid: 0,
     counters: [0; MAX_COUNTERS],
     sched_ns: [0; 4],
@@ -363,6 +377,9 @@ pub fn start<D: Database>(tid: u32, thread: &mut Thread, origin: u32) {
     thread.reclaim_begin_ns = 0;
     thread.reclaim_ns = 0;
     thread.reclaim_count = 0;
+    thread.compaction_start_ns = 0;
+    thread.compaction_ns = 0;
+    thread.compaction_count = 0;
     let per_thread_events = setting!(D, task_counters[0][0]) == 0;
     if per_thread_events
         && thread.counter_slot == NO_SLOT
@@ -560,6 +577,9 @@ fn finish_at<D: Database>(tid: u32, thread: &mut Thread, record: &mut QueryDone,
     record.latency_ns = end_ns.saturating_sub(thread.start_ns);
     record.reclaim_ns = thread.reclaim_ns;
     record.reclaim_count = thread.reclaim_count;
+    close_compaction(thread);
+    record.compaction_ns = thread.compaction_ns;
+    record.compaction_count = thread.compaction_count;
     record.counters_valid = counters_valid as u32;
     for ((delta, end), start) in record.counters.iter_mut().zip(end).zip(thread.counters) {
         *delta = if counters_valid {
@@ -801,10 +821,12 @@ pub fn query_block_io_tp(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A reclaim stall of the current thread begins: note it on its query, if it runs one.
+/// A reclaim stall of the current thread begins: note it on its query, if it runs one. A
+/// compaction try before it is over.
 #[inline(always)]
 fn reclaim_begin() {
     if let Some(thread) = in_query(task::current_tid()) {
+        close_compaction(thread);
         thread.reclaim_begin_ns = unsafe { bpf_ktime_get_ns() };
     }
 }
@@ -865,5 +887,85 @@ pub fn query_memcg_reclaim_begin_tp(_ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
 pub fn query_memcg_reclaim_end_tp(_ctx: TracePointContext) -> u32 {
     reclaim_end();
+    0
+}
+
+// Direct compaction inside queries. The kernel marks where a try begins and where each zone's
+// part ends, not where the try ends: a try lasts until its last zone's outcome, and is over
+// when the thread tries again, reclaims or ends its query (as `tracer direct-reclaim` tells
+// them apart, with fewer words: userspace needs only each query's sums). Cold paths (a try
+// costs milliseconds): classic tracepoints, whose fields userspace checks before attaching.
+
+/// Compaction's statuses as this kernel numbers them, from userspace.
+#[unsafe(no_mangle)]
+static QUERY_COMPACTION_STATUSES: Global<CompactionStatuses> = Global::new(CompactionStatuses {
+    skipped: 0,
+    proceed: 0,
+});
+
+/// Offset of `mm_compaction_suitable`'s status (`ret`).
+const SUITABLE_STATUS: usize = 20;
+
+/// The thread's open try, if any, is over: counted in its query.
+#[inline(always)]
+fn close_compaction(thread: &mut Thread) {
+    if thread.compaction_start_ns != 0 {
+        thread.compaction_ns += thread.compaction_last_ns - thread.compaction_start_ns;
+        thread.compaction_count += thread.compaction_stalled as u32;
+        thread.compaction_start_ns = 0;
+    }
+}
+
+#[tracepoint(category = "compaction", name = "mm_compaction_try_to_compact_pages")]
+pub fn query_compaction_try_tp(_ctx: TracePointContext) -> u32 {
+    if let Some(thread) = in_query(task::current_tid()) {
+        close_compaction(thread);
+        let now = unsafe { bpf_ktime_get_ns() };
+        thread.compaction_start_ns = now;
+        thread.compaction_last_ns = now;
+        thread.compaction_stalled = false;
+    }
+    0
+}
+
+/// A zone of the current thread's try came to an outcome; `stalled`: one the kernel counts.
+#[inline(always)]
+fn zone_outcome(stalled: bool) {
+    if let Some(thread) = in_query(task::current_tid())
+        && thread.compaction_start_ns != 0
+    {
+        thread.compaction_last_ns = unsafe { bpf_ktime_get_ns() };
+        thread.compaction_stalled |= stalled;
+    }
+}
+
+#[tracepoint(category = "compaction", name = "mm_compaction_end")]
+pub fn query_compaction_end_tp(_ctx: TracePointContext) -> u32 {
+    zone_outcome(true);
+    0
+}
+
+#[tracepoint(category = "compaction", name = "mm_compaction_deferred")]
+pub fn query_compaction_deferred_tp(_ctx: TracePointContext) -> u32 {
+    zone_outcome(true);
+    0
+}
+
+/// A zone at its watermark resets its deferring (success with no run), as does an allocation
+/// that got its page after compaction.
+#[tracepoint(category = "compaction", name = "mm_compaction_defer_reset")]
+pub fn query_compaction_defer_reset_tp(_ctx: TracePointContext) -> u32 {
+    zone_outcome(true);
+    0
+}
+
+#[tracepoint(category = "compaction", name = "mm_compaction_suitable")]
+pub fn query_compaction_suitable_tp(ctx: TracePointContext) -> u32 {
+    let status: i32 = field(&ctx, SUITABLE_STATUS);
+    let statuses = QUERY_COMPACTION_STATUSES.load();
+    // Able to compact: the zone's run comes next and has the say.
+    if status != statuses.proceed {
+        zone_outcome(status != statuses.skipped);
+    }
     0
 }

@@ -4,6 +4,7 @@
 //! [`fuzzing`]; everything else is the command line's.
 
 mod cgroup;
+mod compaction;
 mod event_loop;
 mod flags;
 pub mod fuzzing;

@@ -347,6 +347,16 @@ impl Probes {
 
     /// Detaches and unloads the programs of `tracepoints`, both kinds (a tool that could not
     /// start, while others go on).
+    /// Whether a tool sharing the programs of `tracepoints` attached them already (a program
+    /// is loaded once attached, and unloaded when detached).
+    pub fn attached(&mut self, tracepoints: &[Tracepoint]) -> bool {
+        tracepoints.iter().all(|tp| {
+            let classic = format!("{}_tp", tp.program);
+            (self.program::<BtfTracePoint>(tp.program)).is_ok_and(|program| program.fd().is_ok())
+                || (self.program::<TracePoint>(&classic)).is_ok_and(|program| program.fd().is_ok())
+        })
+    }
+
     pub fn detach(&mut self, tracepoints: &[Tracepoint]) {
         for tp in tracepoints {
             if let Ok(program) = self.program::<BtfTracePoint>(tp.program) {

@@ -249,6 +249,7 @@ impl session::Plan for PgPlan {
             ..
         } = *self;
         let probes = &mut *context.probes;
+        query::attach_compaction(context.kernel, probes);
         let counters = counters::usable(counters, probes);
         let cookies = context.kernel.btf.has_attach_cookies();
         if !cookies {

@@ -41,6 +41,10 @@ const SKIPPED: &[(&str, &str)] = &[
         "servers_started_later_are_traced_side_by_side loads the same programs; two more server starts cost the emulator ~100 s",
     ),
     (
+        "mysql::compaction_stalls_are_charged_to_the_query_that_compacted",
+        "its server starts cost the emulator ~100 s; the engine's compaction programs are pg's and mysql's alike, and direct-reclaim's compaction test reads the same tracepoints in every guest",
+    ),
+    (
         "cli::completions_complete_and_man_pages_have_examples",
         "needs bash, which the busybox initramfs lacks; nothing in it depends on the kernel",
     ),

@@ -18,8 +18,8 @@ use tracer_common::direct_reclaim::{
     CompactionLayout, CompactionTry, CompactionZone, GfpField, Kcompactd, kcompactd, zone_outcome,
 };
 
+pub use crate::compaction::Statuses;
 use crate::{
-    flags::Names,
     histogram::{Latencies, LatencySummary, human_ns},
     loader::Tracepoint,
     output,
@@ -117,37 +117,6 @@ fn layout_of(format: &Format) -> Result<CompactionLayout> {
     })
 }
 
-/// The names the kernel gives compaction's statuses and zones, from its tracepoint formats.
-pub struct Statuses {
-    names: Names,
-    zones: Names,
-    skipped: i32,
-}
-
-impl Statuses {
-    pub fn read(tracefs: &Tracefs) -> Result<Self> {
-        let end = tracefs.format("compaction", "mm_compaction_end")?;
-        let suitable = tracefs.format("compaction", "mm_compaction_suitable")?;
-        let names = Names::from_print_fmt(&end.print_fmt, "__print_symbolic", "status");
-        let Some(skipped) = names.value("skipped") else {
-            bail!("compaction:mm_compaction_end names no \"skipped\" status on this kernel");
-        };
-        Ok(Self {
-            zones: Names::from_print_fmt(&suitable.print_fmt, "__print_symbolic", "idx"),
-            skipped: skipped as i32,
-            names,
-        })
-    }
-
-    pub fn name(&self, status: i32) -> String {
-        self.names.symbol32(status as u32)
-    }
-
-    fn is(&self, status: i32, name: &str) -> bool {
-        self.names.value(name) == Some(status as u32 as u64)
-    }
-}
-
 /// One try, as far as it has gone.
 pub struct Try {
     pub begun: CompactionTry,
@@ -166,7 +135,7 @@ impl Try {
 
     /// Whether the kernel counts it in `compact_stall`: unless every zone was skipped.
     pub fn stalled(&self, statuses: &Statuses) -> bool {
-        self.result != statuses.skipped || self.resets > 0
+        self.result != statuses.skipped() || self.resets > 0
     }
 
     /// Whether the allocation got its page (the kernel's `compact_success`, else
@@ -190,7 +159,7 @@ impl Tries {
         let tried = Try {
             begun,
             zones: Vec::new(),
-            result: statuses.skipped,
+            result: statuses.skipped(),
             resets: 0,
             last_ns: begun.start_ns,
         };
@@ -215,10 +184,7 @@ impl Tries {
             return;
         }
         let status = if zone.outcome == zone_outcome::DEFERRED {
-            statuses
-                .names
-                .value("deferred")
-                .map_or(zone.status, |v| v as i32)
+            statuses.value("deferred").unwrap_or(zone.status)
         } else {
             zone.status
         };
@@ -438,7 +404,7 @@ impl ZoneJson {
         let ran = zone.outcome == zone_outcome::RAN;
         Self {
             node: (zone.nid >= 0).then_some(zone.nid),
-            zone: (zone.zone >= 0).then(|| statuses.zones.symbol(zone.zone as u64)),
+            zone: (zone.zone >= 0).then(|| statuses.zone(zone.zone)),
             outcome: match zone.outcome {
                 zone_outcome::RAN => "ran",
                 zone_outcome::DEFERRED => "deferred",

@@ -366,6 +366,7 @@ impl session::Plan for MysqlPlan {
             ..
         } = *self;
         let probes = &mut *context.probes;
+        query::attach_compaction(context.kernel, probes);
         let counters = counters::usable(counters, probes);
         if args.via != Via::Probes {
             crate::socket::say_registers(context.kernel, probes);

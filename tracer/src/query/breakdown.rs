@@ -375,8 +375,8 @@ pub fn slow_line(chosen: Parts, parts: &Breakdown) -> String {
 /// A value of one call, as `tracer serve` totals it per query.
 pub type CallValue = fn(&QueryDone) -> f64;
 
-/// What `tracer serve` exports per query: reclaim, and the chosen parts; each total, and its
-/// value in a call.
+/// What `tracer serve` exports per query: reclaim and compaction, and the chosen parts; each
+/// total, and its value in a call.
 pub fn exported(chosen: Parts) -> Vec<(TopTotal, CallValue)> {
     let time = |part, value: CallValue| {
         let help =
@@ -401,7 +401,7 @@ pub fn exported(chosen: Parts) -> Vec<(TopTotal, CallValue)> {
     fn seconds(ns: u64) -> f64 {
         ns as f64 / 1e9
     }
-    // The reclaim the table shows, whatever the parts.
+    // The reclaim and compaction the table shows, whatever the parts.
     let mut exported = vec![
         count(
             "reclaim",
@@ -414,6 +414,18 @@ pub fn exported(chosen: Parts) -> Vec<(TopTotal, CallValue)> {
             "Direct or memory-cgroup reclaim stalls inside queries",
             None,
             |done| done.reclaim_count as f64,
+        ),
+        count(
+            "compaction",
+            "Time queries spent in direct compaction",
+            Some(Unit::Seconds),
+            |done| seconds(done.compaction_ns),
+        ),
+        count(
+            "compaction_stalls",
+            "Direct compaction stalls inside queries, as the kernel counts compact_stall",
+            None,
+            |done| done.compaction_count as f64,
         ),
     ];
     if chosen.sched {

@@ -1,7 +1,7 @@
 //! The per-query engine `tracer pg` and `tracer mysql` share, userspace side: their common
-//! options, the table of normalized queries with latency, reclaim stalls and counters, slow
-//! query lines, summaries in text and NDJSON, and the serve metric. Each database's module
-//! decodes its records into query text and hands it here.
+//! options, the table of normalized queries with latency, reclaim and compaction stalls and
+//! counters, slow query lines, summaries in text and NDJSON, and the serve metric. Each
+//! database's module decodes its records into query text and hands it here.
 
 pub mod breakdown;
 pub mod counters;
@@ -18,9 +18,10 @@ use tracer_common::query::{
 
 use crate::{
     cgroup::{self, Hierarchy},
+    compaction,
     event_loop::Window,
     histogram::{LatencySummary, human_ns},
-    loader::{Kernel, Probes, Setting, Tracepoint},
+    loader::{AttachMode, Kernel, Probes, Setting, Tracepoint},
     metrics::{Labeler, Metrics, TopHistograms, top_key},
     output::{self, Align, Output, Table},
     perf::{self, Counter},
@@ -67,6 +68,44 @@ pub const RECLAIM_TRACEPOINTS: &[Tracepoint] = &[
         fields: &[],
     },
 ];
+
+/// Direct compaction, charged to the query the compacting thread is running. Classic
+/// tracepoints only: cold paths, and their BTF arguments are kernel structs.
+const COMPACTION_TRACEPOINTS: &[Tracepoint] = &[
+    compaction_tracepoint("mm_compaction_try_to_compact_pages", "query_compaction_try"),
+    compaction_tracepoint("mm_compaction_end", "query_compaction_end"),
+    compaction_tracepoint("mm_compaction_deferred", "query_compaction_deferred"),
+    compaction_tracepoint("mm_compaction_defer_reset", "query_compaction_defer_reset"),
+    Tracepoint {
+        fields: &[("ret", 20, 4)],
+        ..compaction_tracepoint("mm_compaction_suitable", "query_compaction_suitable")
+    },
+];
+
+const fn compaction_tracepoint(name: &'static str, program: &'static str) -> Tracepoint {
+    Tracepoint {
+        category: "compaction",
+        name,
+        program,
+        args: None,
+        fields: &[],
+    }
+}
+
+/// Attaches compaction inside queries where the kernel has its tracepoints, unless a tool
+/// beside (serve's pg and mysql) did; says so where not, and the rest is traced all the same.
+pub fn attach_compaction(kernel: &Kernel, probes: &mut Probes) {
+    if probes.attached(COMPACTION_TRACEPOINTS) {
+        return;
+    }
+    let attached = compaction::Statuses::read(&kernel.tracefs).and_then(|_| {
+        probes.attach_tracepoints(kernel, COMPACTION_TRACEPOINTS, AttachMode::Classic, None)
+    });
+    if let Err(error) = attached {
+        eprintln!("tracer: compaction inside queries not traced: {error:#}");
+        probes.detach(COMPACTION_TRACEPOINTS);
+    }
+}
 
 /// A thread exiting, for `program` (the engine's exit program, as a database's module names
 /// it): what was kept of it goes.
@@ -144,6 +183,10 @@ pub fn settings(
             size: 16384,
         },
     ];
+    if let Ok(statuses) = compaction::Statuses::read(&kernel.tracefs) {
+        let statuses = statuses.kernel_side();
+        settings.push(Setting::global("QUERY_COMPACTION_STATUSES", &statuses));
+    }
     if requests {
         settings.push(Setting::MapSize {
             name: "QUERY_REQUESTS",
@@ -250,6 +293,8 @@ fn share(done: &QueryDone, count: u64, index: u64) -> QueryDone {
     share.latency_ns = part(done.latency_ns);
     share.reclaim_ns = part(done.reclaim_ns);
     share.reclaim_count = part(done.reclaim_count.into()) as u32;
+    share.compaction_ns = part(done.compaction_ns);
+    share.compaction_count = part(done.compaction_count.into()) as u32;
     for value in breakdown::values(&mut share.breakdown) {
         *value = part(*value);
     }
@@ -500,6 +545,8 @@ impl Queries {
                 latency_us: done.latency_ns as f64 / 1000.0,
                 reclaim_us: done.reclaim_ns as f64 / 1000.0,
                 reclaim_stalls: done.reclaim_count,
+                compaction_us: done.compaction_ns as f64 / 1000.0,
+                compaction_stalls: done.compaction_count,
                 counters: self.counter_values(&done.counters, done.counters_valid != 0),
                 breakdown: self.breakdown.any().then(|| {
                     BreakdownJson::of(self.breakdown, &done.breakdown, done.latency_ns, 1)
@@ -592,6 +639,8 @@ impl Queries {
             ("MAX", Align::Right),
             ("RECLAIM", Align::Right),
             ("STALLS", Align::Right),
+            ("COMPACT", Align::Right),
+            ("CSTALLS", Align::Right),
         ];
         if llc {
             columns.push(("LLC HIT%", Align::Right));
@@ -632,6 +681,8 @@ impl Queries {
                 human_ns(latencies.max_ns()),
                 human_ns(stats.reclaim_ns),
                 stats.reclaim_count.to_string(),
+                human_ns(stats.compaction_ns),
+                stats.compaction_count.to_string(),
             ];
             let per_call = |total: u64| match stats.counted_calls {
                 0 => "-".to_string(),
@@ -698,6 +749,8 @@ impl Queries {
                     latency: stats.latencies.summary(),
                     reclaim_us: stats.reclaim_ns as f64 / 1000.0,
                     reclaim_stalls: stats.reclaim_count,
+                    compaction_us: stats.compaction_ns as f64 / 1000.0,
+                    compaction_stalls: stats.compaction_count,
                     counted_calls: stats.counted_calls,
                     breakdown: self.breakdown.any().then(|| {
                         let (parts, total) = (self.breakdown, stats.latencies.total_ns());
@@ -768,6 +821,8 @@ struct SlowJson<'a> {
     latency_us: f64,
     reclaim_us: f64,
     reclaim_stalls: u32,
+    compaction_us: f64,
+    compaction_stalls: u32,
     counters: Option<HashMap<&'static str, u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     breakdown: Option<BreakdownJson>,
@@ -808,6 +863,8 @@ struct QueryJson<'a> {
     latency: LatencySummary,
     reclaim_us: f64,
     reclaim_stalls: u64,
+    compaction_us: f64,
+    compaction_stalls: u64,
     /// Calls whose counters were read; `counters` are their totals.
     counted_calls: u64,
     counters: HashMap<&'static str, u64>,

@@ -190,6 +190,8 @@ pub struct QueryStats {
     pub latencies: Latencies,
     pub reclaim_ns: u64,
     pub reclaim_count: u64,
+    pub compaction_ns: u64,
+    pub compaction_count: u64,
     pub counters: [u64; MAX_COUNTERS],
     /// Calls whose counters were read (with perf counters, a thread's first query goes
     /// without).
@@ -204,6 +206,8 @@ impl QueryStats {
         self.latencies.record(done.latency_ns);
         self.reclaim_ns += done.reclaim_ns;
         self.reclaim_count += done.reclaim_count as u64;
+        self.compaction_ns += done.compaction_ns;
+        self.compaction_count += done.compaction_count as u64;
         let mut part = done.breakdown;
         let sums = breakdown::values(&mut self.breakdown).zip(breakdown::values(&mut part));
         for (sum, part) in sums {
@@ -221,6 +225,8 @@ impl QueryStats {
         self.latencies.add(&other.latencies);
         self.reclaim_ns += other.reclaim_ns;
         self.reclaim_count += other.reclaim_count;
+        self.compaction_ns += other.compaction_ns;
+        self.compaction_count += other.compaction_count;
         for (total, more) in self.counters.iter_mut().zip(other.counters) {
             *total += more;
         }
