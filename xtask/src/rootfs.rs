@@ -1,5 +1,6 @@
 //! Database roots made by debootstrap from Debian's archive (which checks the packages against
-//! its signed indexes), kept under target/rootfs and remade when their package list changes:
+//! its signed indexes), kept in the user's cache (`~/.cache/tracer/rootfs`: a clean clone, as CI
+//! makes, need not make them again) and remade when their package list changes:
 //! - the guests' root: Debian 12 with PostgreSQL and MariaDB, as an ext4 image the guest mounts
 //!   and chroots into for the database suites;
 //! - Oracle MySQL, which Debian has only in sid: a tree the host's tests run `mysqld` and its
@@ -53,7 +54,12 @@ const IMAGE_SIZE: &str = "4G";
 
 impl Root {
     fn dir() -> PathBuf {
-        shell::workspace_root().join("target/rootfs")
+        let cache = (std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from))
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
+        match cache {
+            Some(cache) => cache.join("tracer/rootfs"),
+            None => shell::workspace_root().join("target/rootfs"),
+        }
     }
 
     /// The tree, made if missing or made from another package list.
