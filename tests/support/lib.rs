@@ -6,7 +6,7 @@ use std::{
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{OnceLock, mpsc},
     time::{Duration, Instant},
 };
 
@@ -1555,6 +1555,54 @@ fn chrooted(root: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
     chroot
 }
 
+/// A data directory as `flavour`'s installer makes it (in `root`, if it runs there), made
+/// once per test process and copied for each server: under the emulator the installer takes
+/// tens of seconds. Those of test processes gone are removed first.
+fn installed_data(flavour: Flavour, root: Option<&Path>) -> &'static Path {
+    static TEMPLATES: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    TEMPLATES[flavour as usize].get_or_init(|| {
+        let prefix = format!("tracer-{flavour:?}-template-").to_lowercase();
+        let tmp = root.unwrap_or(Path::new("/")).join("tmp");
+        for left in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = left.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(&prefix)
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(left.path());
+            }
+        }
+        let folder = Path::new("/tmp").join(format!("{prefix}{}", std::process::id()));
+        let template = root
+            .unwrap_or(Path::new("/"))
+            .join(folder.strip_prefix("/").unwrap());
+        let _ = std::fs::remove_dir_all(&template);
+        std::fs::create_dir_all(&template).unwrap();
+        let data = format!("--datadir={}", folder.join("data").display());
+        let output = match root {
+            Some(root) => chrooted(root, "/usr/sbin/mysqld")
+                .args([
+                    "--no-defaults",
+                    "--initialize-insecure",
+                    "--user=root",
+                    &data,
+                ])
+                .arg(format!("--tmpdir={}", folder.display()))
+                .output(),
+            None => Command::new("mariadb-install-db")
+                .args(["--no-defaults", "--user=root", "--skip-test-db", &data])
+                .output(),
+        }
+        .expect("the server's installer (cargo xtask setup --test, cargo xtask test)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        template.join("data")
+    })
+}
+
 fn mysql_root() -> Option<PathBuf> {
     std::env::var_os("TRACER_MYSQL_ROOT").map(PathBuf::from)
 }
@@ -1624,21 +1672,11 @@ impl MysqlServer {
             }
             (None, false) => (Command::new("mariadbd"), "mariadbd"),
         };
-        let output = match &root {
-            Some(root) => chrooted(root, "/usr/sbin/mysqld")
-                .args(["--no-defaults", "--initialize-insecure"])
-                .args(["--user=root", &data, &tmpdir])
-                .output(),
-            None => Command::new("mariadb-install-db")
-                .args(["--no-defaults", "--user=root", "--skip-test-db", &data])
-                .output(),
-        }
-        .expect("the server's installer (cargo xtask setup --test, cargo xtask test)");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let template = installed_data(flavour, root.as_deref());
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(template)
+            .arg(dir.join("data")));
         command.args([
             "--no-defaults",
             "--user=root",
