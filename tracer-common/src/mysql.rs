@@ -32,11 +32,13 @@ pub mod kind {
 #[derive(Clone, Copy, Debug)]
 pub struct Unreadable {
     pub kind: u32,
-    /// The server thread.
+    /// The server thread, and its process: read in the kernel, for a thread may be gone
+    /// (its one-query connection closed, the server's thread cache full) before userspace
+    /// reads the record.
     pub tid: u32,
+    pub pid: u32,
     /// An [`unreadable`] kind.
     pub why: u32,
-    pub _pad: u32,
     /// When the socket showed it (`bpf_ktime_get_ns()`).
     pub at_ns: u64,
 }

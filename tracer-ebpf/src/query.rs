@@ -892,9 +892,9 @@ pub fn query_memcg_reclaim_end_tp(_ctx: TracePointContext) -> u32 {
 
 // Direct compaction inside queries. The kernel marks where a try begins and where each zone's
 // part ends, not where the try ends: a try lasts until its last zone's outcome, and is over
-// when the thread tries again, reclaims or ends its query (as `tracer direct-reclaim` tells
-// them apart, with fewer words: userspace needs only each query's sums). Cold paths (a try
-// costs milliseconds): classic tracepoints, whose fields userspace checks before attaching.
+// when the thread tries again, reclaims or ends its query (as `tracer direct-reclaim` puts
+// tries together, here summed per query in the kernel). Cold paths (a try costs
+// milliseconds): classic tracepoints, whose fields userspace checks before attaching.
 
 /// Compaction's statuses as this kernel numbers them, from userspace.
 #[unsafe(no_mangle)]

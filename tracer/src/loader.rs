@@ -345,8 +345,6 @@ impl Probes {
         Ok(())
     }
 
-    /// Detaches and unloads the programs of `tracepoints`, both kinds (a tool that could not
-    /// start, while others go on).
     /// Whether a tool sharing the programs of `tracepoints` attached them already (a program
     /// is loaded once attached, and unloaded when detached).
     pub fn attached(&mut self, tracepoints: &[Tracepoint]) -> bool {
@@ -357,6 +355,8 @@ impl Probes {
         })
     }
 
+    /// Detaches and unloads the programs of `tracepoints`, both kinds (a tool that could not
+    /// start, while others go on).
     pub fn detach(&mut self, tracepoints: &[Tracepoint]) {
         for tp in tracepoints {
             if let Ok(program) = self.program::<BtfTracePoint>(tp.program) {

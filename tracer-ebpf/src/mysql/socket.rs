@@ -236,8 +236,8 @@ fn unreadable(tid: u32, thread: &mut Thread, why: u32) {
         Unreadable {
             kind: kind::UNREADABLE,
             tid,
+            pid: task::current_pid_tid().map_or(0, |(pid, _)| pid),
             why,
-            _pad: 0,
             at_ns: unsafe { bpf_ktime_get_ns() },
         },
     );

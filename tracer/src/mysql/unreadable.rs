@@ -123,7 +123,9 @@ impl UnreadableConnections {
     pub fn after_batch(&mut self, probes: &mut Probes) {
         self.tls.retry(probes);
         for connection in std::mem::take(&mut self.pending) {
-            let server = processes::process_of(connection.tid);
+            let server = (connection.pid != 0)
+                .then_some(connection.pid)
+                .filter(|pid| Path::new(&format!("/proc/{pid}")).exists());
             match connection.why {
                 unreadable::ENCRYPTED if server.is_some_and(|pid| self.tls.covers(pid)) => {
                     self.through_tls += 1;
