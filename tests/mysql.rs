@@ -29,6 +29,20 @@ fn tracer_mysql(server: &MysqlServer, via: &[&str], more: &[&str]) -> Tracer {
     Tracer::start(&args)
 }
 
+/// The server's own count (performance_schema) of statements issued over one-query
+/// connections. MariaDB 10.11's now and then misses one of them (7 of 8, 5 of 6: twice in
+/// some twenty CI runs, while every client succeeded and tracer counted every statement):
+/// there it may be one short. Tracer's own count is held to what was issued all the same.
+fn assert_server_counted(server: &MysqlServer, counted: u64, issued: u64, what: &str) {
+    match server.flavour {
+        Flavour::Mariadb => assert!(
+            counted == issued || counted + 1 == issued,
+            "{what}: performance_schema {counted} of {issued}"
+        ),
+        Flavour::Mysql => assert_eq!(counted, issued, "{what}"),
+    }
+}
+
 /// Runs `test` against each server, each way tracer finds commands of `vias`.
 fn on_each_server(vias: &[&[&str]], test: fn(Flavour, &[&str])) {
     for flavour in Flavour::all() {
@@ -205,7 +219,12 @@ fn rows_per_schema_and_user(flavour: Flavour) {
             ))
             .parse()
             .unwrap();
-        assert_eq!(counted, issued, "performance_schema in {schema}");
+        assert_server_counted(
+            &server,
+            counted,
+            issued,
+            &format!("performance_schema in {schema}"),
+        );
     }
 }
 
@@ -278,7 +297,7 @@ fn default_mode(flavour: Flavour) {
         let traced = query_calls(&summary, normalized);
         let counted = server.digest_count(digest);
         eprintln!("{link:?} {normalized}: issued {issued}, tracer {traced}, server {counted}");
-        assert_eq!(counted, issued, "{digest}");
+        assert_server_counted(&server, counted, issued, digest);
         match link {
             Link::Compressed => assert!(traced <= issued, "{summary:#}"),
             _ => assert_eq!(traced, issued, "{summary:#}"),
@@ -805,7 +824,7 @@ fn servers_started_later(via: &[&str]) {
                 + server.digest_count(&normalized);
             let traced = query_calls(&summary, &normalized);
             eprintln!("{via:?} {normalized}: issued 6, tracer {traced}, server {counted}");
-            assert_eq!(counted, 6, "{normalized}");
+            assert_server_counted(server, counted, 6, &normalized);
             match (link, via.is_empty()) {
                 // The default mode's probes for compressed connections come after the first
                 // ones (said to be late).
