@@ -55,6 +55,109 @@ fn global_stalls_match_allocstall_and_pgsteal_direct() {
     assert!(reader_row["count"].as_u64().unwrap() >= 1);
 }
 
+/// kswapd against the kernel's own counters, from a moment it slept to the next: its runs of
+/// `balance_pgdat()` (`pageoutrun`), the pages it scanned and reclaimed (`pgscan_kswapd`,
+/// `pgsteal_kswapd`); who woke it; the watermarks as `/proc` has them; and the verdict, which
+/// speaks when most global stalls began while kswapd was awake.
+#[test]
+fn kswapd_runs_and_pages_match_pageoutrun_and_pgsteal_kswapd() {
+    let tracer = Tracer::start(&["direct-reclaim", "--json"]);
+    let before = vmstat_once_kswapd_sleeps();
+    let reader_pid = cause_global_reclaim();
+    let after = vmstat_once_kswapd_sleeps();
+    let summary = summary(&tracer.stop());
+
+    let moved = |name: &str| after[name] - before[name];
+    let kswapd = &summary["kswapd"];
+    let count = |field: &str| kswapd[field].as_u64().unwrap();
+    eprintln!(
+        "tracer: {kswapd}; vmstat: pageoutrun {}, pgscan_kswapd {}, pgsteal_kswapd {}",
+        moved("pageoutrun"),
+        moved("pgscan_kswapd"),
+        moved("pgsteal_kswapd")
+    );
+    assert!(moved("pageoutrun") > 0, "the workload never woke kswapd");
+    assert_eq!(count("wakes"), moved("pageoutrun"));
+    assert_eq!(count("pages_scanned"), moved("pgscan_kswapd"));
+    assert_eq!(count("pages_reclaimed"), moved("pgsteal_kswapd"));
+    assert!(kswapd["awake_ms"].as_f64().unwrap() > 0.0, "{kswapd}");
+    let woken_by = kswapd["woken_by"].as_array().unwrap();
+    assert!(
+        woken_by.iter().any(|waker| waker["pid"] == reader_pid),
+        "the reader {reader_pid} never woke kswapd: {kswapd}"
+    );
+
+    let watermarks = &summary["watermarks"];
+    for setting in ["min_free_kbytes", "watermark_scale_factor"] {
+        let value = std::fs::read_to_string(format!("/proc/sys/vm/{setting}")).unwrap();
+        assert_eq!(watermarks[setting], value.trim().parse::<u64>().unwrap());
+    }
+    let zones: Vec<String> = watermarks["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|zone| assert!(zone["min"].as_u64() <= zone["low"].as_u64(), "{zone}"))
+        .inspect(|zone| assert!(zone["low"].as_u64() <= zone["high"].as_u64(), "{zone}"))
+        .map(|zone| format!("{} {}", zone["node"], zone["zone"].as_str().unwrap()))
+        .collect();
+    assert_eq!(zones, zones_with_memory());
+
+    let stalls = summary["global"]["stalls"].as_u64().unwrap();
+    let while_awake = summary["stalls_while_kswapd_awake"].as_u64().unwrap();
+    assert!(while_awake <= stalls, "{summary:#}");
+    // An allocation wakes kswapd before it reclaims itself, and kswapd sleeps only once free
+    // memory is over the high watermark: global stalls begin with kswapd awake.
+    assert!(
+        while_awake * 2 >= stalls,
+        "{stalls} stalls, {while_awake} while kswapd was awake"
+    );
+    let verdict = summary["verdict"].as_str();
+    assert_eq!(verdict.is_some(), stalls > 0, "{summary:#}");
+    if let Some(verdict) = verdict {
+        assert!(
+            verdict.contains(&format!("began {stalls} times")),
+            "{verdict}"
+        );
+    }
+}
+
+/// `/proc/vmstat` once kswapd has slept a while: its counters still for half a second.
+fn vmstat_once_kswapd_sleeps() -> std::collections::HashMap<String, u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = vmstat();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = vmstat();
+        let still = ["pageoutrun", "pgscan_kswapd", "pgsteal_kswapd"]
+            .iter()
+            .all(|name| now[*name] == last[*name]);
+        if still {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "kswapd never slept");
+        last = now;
+    }
+}
+
+/// `node zone` of each zone with memory, from `/proc/zoneinfo`.
+fn zones_with_memory() -> Vec<String> {
+    let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").unwrap();
+    let mut zones = Vec::new();
+    let mut current = None;
+    for line in zoneinfo.lines() {
+        if let Some(rest) = line.strip_prefix("Node ") {
+            let (node, zone) = rest.split_once(", zone").unwrap();
+            current = Some(format!("{} {}", node.trim(), zone.trim()));
+        } else if let (Some(zone), ["managed", pages]) =
+            (&current, &line.split_whitespace().collect::<Vec<_>>()[..])
+            && *pages != "0"
+        {
+            zones.push(zone.clone());
+        }
+    }
+    zones
+}
+
 /// Direct compaction, caused on purpose (see [`cause_direct_compaction`]): each try the kernel
 /// counts a stall is one, split as the kernel splits them into tries that got their page and
 /// tries that failed; kcompactd's wake-ups are counted apart.

@@ -14,6 +14,10 @@ pub const COMPACTION_TRY: u32 = record::kind(tool::DIRECT_RECLAIM, 2);
 pub const COMPACTION_ZONE: u32 = record::kind(tool::DIRECT_RECLAIM, 3);
 /// The kind of a [`Kcompactd`] record.
 pub const KCOMPACTD: u32 = record::kind(tool::DIRECT_RECLAIM, 4);
+/// The kind of a [`KswapdWoken`] record.
+pub const KSWAPD_WOKEN: u32 = record::kind(tool::DIRECT_RECLAIM, 5);
+/// The kind of a [`Throttled`] record.
+pub const THROTTLED: u32 = record::kind(tool::DIRECT_RECLAIM, 6);
 
 /// Which reclaim a task stalled in.
 #[repr(u32)]
@@ -36,6 +40,9 @@ pub struct Stall {
     pub task: Task,
     /// Allocation order (2^order pages).
     pub order: i32,
+    /// Whether a node's kswapd had been woken and not yet gone back to sleep when the stall
+    /// began (global reclaim only).
+    pub kswapd_awake: u32,
     pub gfp_flags: u64,
     /// `bpf_ktime_get_ns()` when the stall began.
     pub start_ns: u64,
@@ -142,7 +149,62 @@ pub struct CompactionLayout {
     pub _pad: u32,
 }
 
+/// The most NUMA nodes whose kswapd is followed.
+pub const MAX_NODES: u32 = 64;
+
+/// One node's kswapd, kept in the kernel (written by the tracepoints of that node, read by
+/// userspace before each summary): counters only grow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KswapdNode {
+    /// The kswapd thread, known from its first wake-up seen.
+    pub tid: u32,
+    /// Set when a task wakes it or it wakes, cleared when it goes back to sleep.
+    pub awake: u32,
+    /// When it woke, 0 while it sleeps.
+    pub woke_ns: u64,
+    /// Its runs of `balance_pgdat()` (the kernel's `pageoutrun`).
+    pub wakes: u64,
+    /// Time from its wake-ups to its sleeps, up to its last sleep.
+    pub awake_ns: u64,
+    /// Pages it scanned and reclaimed (the kernel's `pgscan_kswapd`, `pgsteal_kswapd`).
+    pub scanned: u64,
+    pub reclaimed: u64,
+}
+
+/// A task woke a node's kswapd (`vmscan:mm_vmscan_wakeup_kswapd`): an allocation found free
+/// memory under the low watermark.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KswapdWoken {
+    /// [`KSWAPD_WOKEN`].
+    pub record: u32,
+    pub nid: i32,
+    pub zone: i32,
+    pub order: i32,
+    pub task: Task,
+}
+
+/// A reclaiming task (direct or kswapd) was made to wait (`vmscan:mm_vmscan_throttled`, Linux
+/// 5.16+).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Throttled {
+    /// [`THROTTLED`].
+    pub record: u32,
+    pub nid: i32,
+    /// `1 << enum vmscan_throttle_state`: writeback, isolated, noprogress, congested.
+    pub reason: i32,
+    pub usec_timeout: i32,
+    pub usec_delayed: i32,
+    pub _pad: u32,
+    pub task: Task,
+}
+
 plain_old_data!(
+    KswapdNode,
+    KswapdWoken,
+    Throttled,
     Stall,
     GfpField,
     CompactionTry,
@@ -150,4 +212,4 @@ plain_old_data!(
     Kcompactd,
     CompactionLayout
 );
-records!(tool::DIRECT_RECLAIM => Stall, CompactionTry, CompactionZone, Kcompactd);
+records!(tool::DIRECT_RECLAIM => Stall, CompactionTry, CompactionZone, Kcompactd, KswapdWoken, Throttled);

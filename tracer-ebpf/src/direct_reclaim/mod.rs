@@ -2,6 +2,7 @@
 //! in direct compaction ([`compaction`]).
 
 mod compaction;
+mod kswapd;
 
 use aya_ebpf::{
     Global,
@@ -23,6 +24,7 @@ struct Begin {
     start_ns: u64,
     gfp_flags: u64,
     order: i32,
+    kswapd_awake: bool,
 }
 
 /// Stalls in progress, by (kind, thread).
@@ -45,6 +47,7 @@ fn begin(kind: ReclaimKind, order: i32, gfp_flags: u64) {
         start_ns: unsafe { bpf_ktime_get_ns() },
         gfp_flags,
         order,
+        kswapd_awake: kind == ReclaimKind::Global && kswapd::any_awake(),
     };
     if IN_RECLAIM.insert(key(kind, task.tid), begin, 0).is_err() {
         cold_warn!(
@@ -66,6 +69,7 @@ fn end(kind: ReclaimKind, nr_reclaimed: u64) {
         kind: kind as u32,
         task: begin.task,
         order: begin.order,
+        kswapd_awake: begin.kswapd_awake.into(),
         gfp_flags: begin.gfp_flags,
         start_ns: begin.start_ns,
         latency_ns: unsafe { bpf_ktime_get_ns() } - begin.start_ns,

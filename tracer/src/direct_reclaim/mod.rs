@@ -1,7 +1,9 @@
 //! `tracer direct-reclaim`: tasks stalled in global direct reclaim and memory-cgroup reclaim,
-//! and in direct compaction ([`compaction`]).
+//! and in direct compaction ([`compaction`]), with kswapd against the watermarks beside them
+//! ([`kswapd`]).
 
 mod compaction;
+mod kswapd;
 
 use std::{collections::HashMap, io::Write};
 
@@ -10,7 +12,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
 use tracer_common::{
     direct_reclaim::{
-        COMPACTION_TRY, COMPACTION_ZONE, GfpField, KCOMPACTD, ReclaimKind, STALL, Stall,
+        COMPACTION_TRY, COMPACTION_ZONE, GfpField, KCOMPACTD, KSWAPD_WOKEN, ReclaimKind, STALL,
+        Stall, THROTTLED,
     },
     task::Task,
 };
@@ -21,7 +24,7 @@ use crate::{
     event_loop::{Tool, Window, read_record},
     flags::Names,
     histogram::{Latencies, LatencySummary, human_ns},
-    loader::{AttachMode, Kernel, Setting, Tracepoint},
+    loader::{AttachMode, Kernel, Probes, Setting, Tracepoint},
     metrics::{Counters, Histograms, Labeler, Metrics},
     options::TraceOptions,
     output::{self, Output},
@@ -137,6 +140,7 @@ impl Plan for Args {
     fn settings(&self, kernel: &Kernel) -> Result<Vec<Setting>> {
         let mut settings = vec![
             Setting::global("GFP_FIELD", &gfp_field(&kernel.tracefs)?),
+            Setting::global("KSWAPD_NODE_COUNT", &kswapd::node_count()),
             Setting::MapSize {
                 name: "EVENTS",
                 size: RING_BYTES,
@@ -153,8 +157,13 @@ impl Plan for Args {
             .kernel
             .tracefs
             .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
+        let kswapd =
+            attach_or_say(context, kswapd::TRACEPOINTS, "kswapd").then(kswapd::Nodes::default);
+        let throttling = attach_or_say(context, kswapd::THROTTLING, "reclaim throttling");
         Ok(Box::new(DirectReclaim {
             compaction: attach_compaction(context),
+            kswapd,
+            throttling,
             tries: Default::default(),
             kcompactd: Default::default(),
             gfp: Names::from_print_fmt(&begin.print_fmt, "__print_flags", "gfp_flags"),
@@ -191,6 +200,19 @@ fn attach_compaction(context: &mut Context) -> Option<compaction::Statuses> {
     }
 }
 
+/// Attaches a part a tool can do without where the kernel has it; says so where not.
+fn attach_or_say(context: &mut Context, tracepoints: &[Tracepoint], what: &str) -> bool {
+    let attached =
+        context
+            .probes
+            .attach_tracepoints(context.kernel, tracepoints, AttachMode::Classic, None);
+    if let Err(error) = &attached {
+        eprintln!("tracer: {what} not traced: {error:#}");
+        context.probes.detach(tracepoints);
+    }
+    attached.is_ok()
+}
+
 /// Where the classic begin tracepoints keep `gfp_flags` on this kernel (both share one record
 /// layout): its size changed from 4 to 8 bytes over the kernels users run.
 fn gfp_field(tracefs: &Tracefs) -> Result<GfpField> {
@@ -217,6 +239,10 @@ struct DirectReclaim {
     compaction: Option<compaction::Statuses>,
     tries: compaction::Tries,
     kcompactd: compaction::KcompactdClock,
+    /// `None` where the kernel cannot show kswapd.
+    kswapd: Option<kswapd::Nodes>,
+    /// Whether the kernel shows reclaim throttling (5.16+).
+    throttling: bool,
     gfp: Names,
     cgroups: cgroup::Names,
     min_ns: u64,
@@ -245,6 +271,9 @@ struct Totals {
     global: KindTotals,
     memcg: KindTotals,
     compaction: compaction::Totals,
+    kswapd: kswapd::Totals,
+    /// Global stalls that began while kswapd was awake.
+    while_kswapd_awake: u64,
     processes: HashMap<u32, Tally>,
     cgroups: HashMap<u64, Tally>,
 }
@@ -310,6 +339,8 @@ impl Tool for DirectReclaim {
             KCOMPACTD => self
                 .kcompactd
                 .record(&read_record(data)?, &mut self.window.compaction.kcompactd),
+            KSWAPD_WOKEN => self.window.kswapd.woken(&read_record(data)?),
+            THROTTLED => self.window.kswapd.throttled(&read_record(data)?),
             other => bail!("unknown direct-reclaim record kind {other:#x}"),
         }
         Ok(())
@@ -336,10 +367,16 @@ impl Tool for DirectReclaim {
             return Ok(());
         }
         if out.json {
-            let compaction = self.compaction.is_some();
-            return Ok(out.json_line(&SummaryJson::new(&totals, window, compaction))?);
+            return Ok(out.json_line(&SummaryJson::new(&totals, window, self))?);
         }
         self.print_summary(&totals, window, out)
+    }
+
+    fn collect(&mut self, probes: &mut Probes) -> Result<()> {
+        if let Some(nodes) = &mut self.kswapd {
+            nodes.collect(probes.map_mut("KSWAPD_NODES")?, &mut self.window.kswapd)?;
+        }
+        Ok(())
     }
 
     fn register_metrics(&mut self, metrics: &mut Metrics) {
@@ -371,6 +408,9 @@ impl DirectReclaim {
         };
         kind.latencies.record(stall.latency_ns);
         kind.pages += stall.nr_reclaimed;
+        if stall.kswapd_awake != 0 {
+            self.window.while_kswapd_awake += 1;
+        }
         self.count(
             &stall.task,
             kind_name(stall.kind),
@@ -398,6 +438,13 @@ impl DirectReclaim {
             self.print_compaction(&tried, out)?;
         }
         Ok(())
+    }
+
+    /// What the stalls say about the watermarks, where kswapd is traced.
+    fn verdict(&self, totals: &Totals, watermarks: &kswapd::Watermarks) -> Option<String> {
+        self.kswapd.as_ref()?;
+        let stalls = totals.global.latencies.count();
+        kswapd::verdict(stalls, totals.while_kswapd_awake, watermarks)
     }
 
     /// Counts a stall of any kind in the tables and metrics.
@@ -522,6 +569,11 @@ impl DirectReclaim {
             if self.compaction.is_some() && totals.compaction.kcompactd.woke > 0 {
                 write!(out, "{}", totals.compaction.kcompactd_line())?;
             }
+            if self.kswapd.is_some() && totals.kswapd.any() {
+                let mut text = String::new();
+                totals.kswapd.render(self.throttling, &mut text);
+                write!(out, "{text}")?;
+            }
             return Ok(());
         }
         writeln!(
@@ -548,11 +600,19 @@ impl DirectReclaim {
             write!(out, "{}", latencies.render_log2())?;
             writeln!(out, "     {}", latencies.percentiles_line())?;
         }
+        let mut text = String::new();
         if self.compaction.is_some() {
-            let mut text = String::new();
             totals.compaction.render(&mut text);
-            write!(out, "{text}")?;
         }
+        if self.kswapd.is_some() {
+            totals.kswapd.render(self.throttling, &mut text);
+        }
+        let watermarks = kswapd::Watermarks::read();
+        watermarks.render(&mut text);
+        if let Some(verdict) = self.verdict(totals, &watermarks) {
+            text.push_str(&format!("=> {verdict}\n"));
+        }
+        write!(out, "{text}")?;
         let columns = |key, name| tally::Columns {
             key,
             count: "STALLS",
@@ -643,16 +703,24 @@ struct CompactionJson<'a> {
 }
 
 #[derive(Serialize)]
-struct SummaryJson {
+struct SummaryJson<'a> {
     r#type: &'static str,
     time: String,
     interval_s: f64,
     lost: u64,
     global: KindJson,
+    /// Of `global`'s stalls, those that began while kswapd was awake.
+    stalls_while_kswapd_awake: u64,
     memcg: KindJson,
     /// Absent where the kernel cannot show compaction.
     #[serde(skip_serializing_if = "Option::is_none")]
     compaction: Option<compaction::CompactionJson>,
+    /// Absent where the kernel cannot show kswapd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kswapd: Option<kswapd::KswapdJson<'a>>,
+    watermarks: kswapd::Watermarks,
+    /// What the numbers say about the watermarks, when they say something.
+    verdict: Option<String>,
     processes: Vec<TallyJson<ProcessKey>>,
     cgroups: Vec<TallyJson<CgroupKey>>,
 }
@@ -664,8 +732,9 @@ struct KindJson {
     latency: LatencySummary,
 }
 
-impl SummaryJson {
-    fn new(totals: &Totals, window: &Window, compaction: bool) -> Self {
+impl<'a> SummaryJson<'a> {
+    fn new(totals: &'a Totals, window: &Window, tool: &DirectReclaim) -> Self {
+        let watermarks = kswapd::Watermarks::read();
         let kind = |kind: &KindTotals| KindJson {
             stalls: kind.latencies.count(),
             pages_reclaimed: kind.pages,
@@ -677,8 +746,15 @@ impl SummaryJson {
             interval_s: window.length.as_secs_f64(),
             lost: window.lost,
             global: kind(&totals.global),
+            stalls_while_kswapd_awake: totals.while_kswapd_awake,
             memcg: kind(&totals.memcg),
-            compaction: compaction.then(|| totals.compaction.json()),
+            compaction: tool.compaction.is_some().then(|| totals.compaction.json()),
+            kswapd: tool
+                .kswapd
+                .is_some()
+                .then(|| totals.kswapd.json(tool.throttling)),
+            verdict: tool.verdict(totals, &watermarks),
+            watermarks,
             processes: tally::process_rows(&totals.processes, true),
             cgroups: tally::cgroup_rows(&totals.cgroups, true),
         }
