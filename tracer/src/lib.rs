@@ -26,6 +26,7 @@ mod tally;
 mod tls;
 mod tracefs;
 mod usdt;
+mod watermarks;
 mod workload;
 
 mod direct_reclaim;
