@@ -2,18 +2,23 @@
 
 use std::os::unix::process::ExitStatusExt;
 
-use tracer_tests::{Cgroup, Finished, Json, Tracer, assert_refused, sh_in, vmstat};
+use tracer_tests::{
+    Cgroup, Finished, Json, SwapDevice, Sysctl, Tracer, assert_refused, cgroup_v2_only,
+    meminfo_kib, sh_in, vmstat,
+};
 
 /// Runs dd with a 256 MiB buffer in a memory cgroup limited to 64 MiB, where the OOM killer
 /// must kill it; returns dd's pid and the rise of `oom_kill` in /proc/vmstat.
 fn oom_kill_in(memcg: &Cgroup) -> (u32, u64) {
-    let before = vmstat()["oom_kill"];
-    let mut dd = sh_in(
-        &[memcg],
+    oom_kill_of(
         "exec dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null",
+        memcg,
     )
-    .spawn()
-    .unwrap();
+}
+
+fn oom_kill_of(script: &str, memcg: &Cgroup) -> (u32, u64) {
+    let before = vmstat()["oom_kill"];
+    let mut dd = sh_in(&[memcg], script).spawn().unwrap();
     let pid = dd.id();
     let status = dd.wait().unwrap();
     assert_eq!(
@@ -111,6 +116,122 @@ fn classic_tracepoints_report_the_same_kill() {
     assert_eq!(killed[0]["victim"]["cgroup"], memcg.relative());
     assert_eq!(killed[0]["oom_memcg"], memcg.relative());
     assert!(killed[0]["anon_rss_kb"].as_u64().unwrap() >= 32 << 10);
+}
+
+/// The kill the issue names: swap free, page cache (tmpfs) in the cgroup, and swappiness 0 (the
+/// cgroup's on v1, `vm.swappiness` on v2) keeping anonymous and shared memory out of swap.
+/// The explanation's numbers against the cgroup's own files read right after the kill; the
+/// same work with swappiness 60 swaps and is not killed.
+#[test]
+fn a_kill_with_swap_free_is_blamed_on_swappiness_0() {
+    let _swap = SwapDevice::on(512);
+    let memcg = Cgroup::memory("tracer-oom-swappiness", "64M");
+    let shm = TmpfsFile(format!("/dev/shm/tracer-oom-{}", std::process::id()).into());
+    let v2 = cgroup_v2_only();
+    let swappiness = |value: &str| match v2 {
+        true => Some(Sysctl::set("vm.swappiness", value)),
+        false => {
+            memcg.set("memory.swappiness", value);
+            None
+        }
+    };
+    if v2 {
+        memcg.set("memory.swap.max", "max");
+    }
+    let _zero = swappiness("0");
+    let tracer = Tracer::start(&["oom", "--json"]);
+    let status = sh_in(
+        &[&memcg],
+        &format!(
+            "exec dd if=/dev/zero of={} bs=1M count=24 2>/dev/null",
+            shm.0.display()
+        ),
+    )
+    .status()
+    .unwrap();
+    assert!(status.success(), "{status}");
+    let (pid, oom_kills) = oom_kill_of(
+        "exec dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null",
+        &memcg,
+    );
+    let stat = memory_stat(&memcg);
+    let swap_free = meminfo_kib("SwapFree:");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let finished = tracer.stop();
+    assert_eq!(oom_kills, 1);
+
+    let kills = kills(&finished);
+    let kill = kills
+        .iter()
+        .find(|kill| kill["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("dd {pid} not among {kills:#?}"));
+    let explanation = &kill["explanation"];
+    let pool = &explanation["pool"];
+    let kb = |field: &str| pool[field].as_u64().unwrap();
+    let (file, shmem) = match v2 {
+        true => (stat["file"], stat["shmem"]),
+        false => (stat["total_cache"], stat["total_shmem"]),
+    };
+    eprintln!("{explanation:#}");
+    assert_eq!(kb("limit_kb"), 64 << 10);
+    assert!((60 << 10..=64 << 10).contains(&kb("usage_kb")), "{pool}");
+    assert_eq!(kb("shmem_kb"), shmem / 1024);
+    assert!(kb("shmem_kb") >= 24 << 10, "{pool}");
+    assert!(
+        kb("file_kb").abs_diff(file / 1024) <= 256,
+        "{pool} vs {file}"
+    );
+    assert!(kb("anon_kb") >= 32 << 10, "{pool}");
+    assert!(
+        explanation["swap_free_kb"]
+            .as_u64()
+            .unwrap()
+            .abs_diff(swap_free)
+            <= 1024
+    );
+    assert_eq!(explanation["allocation"]["order"], 0, "{explanation}");
+    if !v2 {
+        assert_eq!(pool["swappiness"], 0);
+    }
+    let verdict = explanation["verdict"].as_str().unwrap();
+    assert!(verdict.contains("swap free: swappiness 0"), "{verdict}");
+    assert!(verdict.contains("out of swap"), "{verdict}");
+
+    // With swappiness 60 the same work swaps out and goes on.
+    drop(_zero);
+    let _sixty = swappiness("60");
+    let status = sh_in(
+        &[&memcg],
+        "exec dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null",
+    )
+    .status()
+    .unwrap();
+    assert!(
+        status.success(),
+        "dd was killed with swappiness 60: {status}"
+    );
+    assert_eq!(memcg.oom_kills(), 1);
+}
+
+/// A tmpfs file, removed on drop (its pages stay charged to the cgroup that wrote them).
+struct TmpfsFile(std::path::PathBuf);
+
+impl Drop for TmpfsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A memory cgroup's `memory.stat`, in bytes.
+fn memory_stat(memcg: &Cgroup) -> std::collections::HashMap<String, u64> {
+    memcg
+        .read("memory.stat")
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 #[test]

@@ -259,6 +259,10 @@ fn metrics_count_what_the_kernel_counts_and_an_oom_kill_is_recorded() {
         .iter()
         .position(|line| line["type"] == "oom_kill" && line["victim"]["pid"] == victim)
         .unwrap_or_else(|| panic!("no kill of {victim} in {recording}"));
+    // The kill is explained in the recording as `tracer oom` explains it.
+    let pool = &lines[kill]["explanation"]["pool"];
+    assert_eq!(pool["memcg"], oomcg.relative(), "{}", lines[kill]);
+    assert!(lines[kill]["explanation"]["verdict"].is_string());
     let summaries_before = lines[1..kill]
         .iter()
         .filter(|line| line["type"] == "summary")

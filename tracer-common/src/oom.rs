@@ -44,6 +44,31 @@ pub struct Victim {
     /// not count those).
     pub killed: u8,
     pub _pad: [u8; 5],
+    /// The allocation that failed, as the trigger's last reclaim before the kill began it:
+    /// order (-1 when none was seen) and gfp flags.
+    pub alloc_order: i32,
+    /// The page allocator's retries before giving up (global OOMs): the most reclaim rounds
+    /// without progress (`oom:reclaim_retry_zone`), and compaction retries (`oom:compact_retry`).
+    pub no_progress_loops: u32,
+    pub compact_retries: u32,
+    pub _pad2: u32,
+    pub alloc_gfp: u64,
+    /// The OOM memcg's usage and limit at the kill, in pages (0 for a global OOM).
+    pub memcg_usage_pages: u64,
+    pub memcg_limit_pages: u64,
+}
+
+/// What a thread's allocation went through, for the kill it may end in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Allocating {
+    pub order: i32,
+    pub no_progress_loops: u32,
+    pub compact_retries: u32,
+    pub _pad: u32,
+    pub gfp: u64,
+    /// When it last reclaimed: an entry older than a second is another allocation's.
+    pub at_ns: u64,
 }
 
 /// The OOM reaper at work on a victim's memory, or the victim gone.
@@ -100,5 +125,5 @@ pub struct OomLayout {
 /// failed was at most a huge page plus a charge batch.
 pub const MEMCG_OOM_MARGIN_PAGES: u64 = 1024;
 
-plain_old_data!(Victim, Reaping, OomLayout);
+plain_old_data!(Victim, Reaping, OomLayout, Allocating);
 crate::record::records!(crate::record::tool::OOM => Victim, Reaping);

@@ -8,7 +8,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    oom::{MEMCG_OOM_MARGIN_PAGES, OomLayout, Reaping, SIGKILL, Victim, kind},
+    direct_reclaim::GfpField,
+    oom::{Allocating, MEMCG_OOM_MARGIN_PAGES, OomLayout, Reaping, SIGKILL, Victim, kind},
     task::{Task, TaskLayout},
 };
 
@@ -32,6 +33,21 @@ static SIGKILL_SENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1, 0);
 /// Victims not gone yet: process id -> the victim thread's id (as the reaper names it).
 #[map]
 static VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1, 0);
+
+/// Each allocating thread's last reclaim and retries, by thread id: the kill it ends in names
+/// the allocation.
+#[map]
+static ALLOCATING: LruHashMap<u32, Allocating> = LruHashMap::with_max_entries(1, 0);
+
+/// Where the reclaim begin records keep `gfp_flags` on this kernel.
+#[unsafe(no_mangle)]
+static OOM_GFP_FIELD: Global<GfpField> = Global::new(GfpField {
+    offset: 16,
+    size: 8,
+});
+
+/// An entry of [`ALLOCATING`] older than this is another allocation's.
+const ALLOCATION_NS: u64 = 1_000_000_000;
 
 /// Memory cgroups nested deeper than this are not searched for the one at its limit.
 const MAX_MEMCG_DEPTH: usize = 16;
@@ -72,40 +88,60 @@ fn emit_victim(victim: Task, uid: u32, memory: Memory) {
     }
     let layout = OOM_LAYOUT.load();
     let task_layout = task::layout();
+    let now = unsafe { bpf_ktime_get_ns() };
+    let trigger = task::current_unfiltered();
+    let allocating = unsafe { ALLOCATING.get(trigger.tid) }
+        .copied()
+        .filter(|allocating| now.saturating_sub(allocating.at_ns) < ALLOCATION_NS)
+        .unwrap_or(Allocating {
+            order: -1,
+            ..Allocating::default()
+        });
+    let (oom_memcg, memcg_usage_pages, memcg_limit_pages) = memcg_at_limit(&layout, &task_layout);
     events::emit(Victim {
         kind: kind::VICTIM,
         uid,
-        time_ns: unsafe { bpf_ktime_get_ns() },
+        time_ns: now,
         victim,
-        trigger: task::current_unfiltered(),
+        trigger,
         total_vm_kb: memory.total_vm_kb,
         anon_rss_kb: memory.anon_rss_kb,
         file_rss_kb: memory.file_rss_kb,
         shmem_rss_kb: memory.shmem_rss_kb,
         pgtables_kb: memory.pgtables_kb,
-        oom_memcg: memcg_at_limit(&layout, &task_layout),
+        oom_memcg,
         oom_score_adj: memory.oom_score_adj,
         killed: killed as u8,
         _pad: [0; 5],
+        alloc_order: allocating.order,
+        no_progress_loops: allocating.no_progress_loops,
+        compact_retries: allocating.compact_retries,
+        _pad2: 0,
+        alloc_gfp: allocating.gfp,
+        memcg_usage_pages,
+        memcg_limit_pages,
     });
 }
 
 /// The id of the memory cgroup, from the allocating task's up to the root, whose usage has
-/// reached its limit: a memcg OOM charges there and fails. 0 when none has: a global OOM.
+/// reached its limit (a memcg OOM charges there and fails), with its usage and limit in pages.
+/// Zeros when none has: a global OOM.
 #[inline(always)]
-fn memcg_at_limit(layout: &OomLayout, task_layout: &TaskLayout) -> u64 {
+fn memcg_at_limit(layout: &OomLayout, task_layout: &TaskLayout) -> (u64, u64, u64) {
     let current = unsafe { bpf_get_current_task() } as *const u8;
     // A `struct mem_cgroup` begins with its css, so the css pointer is the memcg pointer.
     let mut memcg = task::subsys_state(task_layout, current, layout.memory_subsys);
     if memcg.is_null() {
-        return 0;
+        return (0, 0, 0);
     }
     let mut at_limit = core::ptr::null();
+    let (mut usage_pages, mut limit_pages) = (0, 0);
     for _ in 0..MAX_MEMCG_DEPTH {
         let usage: u64 = read_or_zero(memcg, layout.memcg_usage);
         let max: u64 = read_or_zero(memcg, layout.memcg_max);
         if (max.wrapping_sub(1) < UNLIMITED_PAGES - 1) & (usage + MEMCG_OOM_MARGIN_PAGES >= max) {
             at_limit = memcg;
+            (usage_pages, limit_pages) = (usage, max);
             break;
         }
         memcg = read_or_zero(memcg, layout.css_parent);
@@ -113,7 +149,68 @@ fn memcg_at_limit(layout: &OomLayout, task_layout: &TaskLayout) -> u64 {
             break;
         }
     }
-    task::cgroup_id(task_layout, read_or_zero(at_limit, task_layout.css_cgroup))
+    let id = task::cgroup_id(task_layout, read_or_zero(at_limit, task_layout.css_cgroup));
+    (id, usage_pages, limit_pages)
+}
+
+// The allocation behind a kill: its reclaim and the page allocator's retries, per thread.
+
+/// The current thread's entry, begun anew for a new allocation.
+#[inline(always)]
+fn allocating(now: u64) -> Option<&'static mut Allocating> {
+    let tid = task::current_tid();
+    let fresh = unsafe { ALLOCATING.get(tid) }
+        .is_some_and(|allocating| now.saturating_sub(allocating.at_ns) < ALLOCATION_NS);
+    if !fresh {
+        let _ = ALLOCATING.insert(tid, Allocating::default(), 0);
+    }
+    let allocating = unsafe { &mut *ALLOCATING.get_ptr_mut(tid)? };
+    allocating.at_ns = now;
+    Some(allocating)
+}
+
+#[inline(always)]
+fn reclaim_begins(ctx: &TracePointContext) -> u32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let field = OOM_GFP_FIELD.load();
+    let gfp = if field.size == 4 {
+        unsafe { ctx.read_at::<u32>(field.offset as usize) }.map(u64::from)
+    } else {
+        unsafe { ctx.read_at::<u64>(field.offset as usize) }
+    };
+    if let Some(allocating) = allocating(now) {
+        allocating.order = unsafe { ctx.read_at(8) }.unwrap_or(-1);
+        allocating.gfp = gfp.unwrap_or(0);
+    }
+    0
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_begin")]
+pub fn oom_direct_reclaim_begin_tp(ctx: TracePointContext) -> u32 {
+    reclaim_begins(&ctx)
+}
+
+#[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_begin")]
+pub fn oom_memcg_reclaim_begin_tp(ctx: TracePointContext) -> u32 {
+    reclaim_begins(&ctx)
+}
+
+#[tracepoint(category = "oom", name = "reclaim_retry_zone")]
+pub fn oom_reclaim_retry_tp(ctx: TracePointContext) -> u32 {
+    let loops: i32 = unsafe { ctx.read_at(48) }.unwrap_or(0);
+    if let Some(allocating) = allocating(unsafe { bpf_ktime_get_ns() }) {
+        allocating.no_progress_loops = allocating.no_progress_loops.max(loops.max(0) as u32);
+    }
+    0
+}
+
+#[tracepoint(category = "oom", name = "compact_retry")]
+pub fn oom_compact_retry_tp(ctx: TracePointContext) -> u32 {
+    let retries: i32 = unsafe { ctx.read_at(20) }.unwrap_or(0);
+    if let Some(allocating) = allocating(unsafe { bpf_ktime_get_ns() }) {
+        allocating.compact_retries = allocating.compact_retries.max(retries.max(0) as u32);
+    }
+    0
 }
 
 /// Reads what the classic record carries from the task itself (zeros where unreadable).

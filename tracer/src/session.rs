@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use crate::{
     cgroup::Hierarchy,
     event_loop::{self, Tool},
-    loader::{self, Kernel, Loading, Probes, Setting, Settings, Tracepoint},
+    loader::{self, AttachMode, Kernel, Loading, Probes, Setting, Settings, Tracepoint},
     options::TraceOptions,
     output::Output,
 };
@@ -48,6 +48,20 @@ pub struct Context<'a> {
     pub probes: &'a mut Probes,
     /// The cgroup hierarchy task records are attributed in.
     pub hierarchy: &'a Hierarchy,
+}
+
+impl Context<'_> {
+    /// Attaches a part a tool can do without where the kernel has it; says so where not.
+    pub fn attach_or_say(&mut self, tracepoints: &[Tracepoint], what: &str) -> bool {
+        let attached =
+            self.probes
+                .attach_tracepoints(self.kernel, tracepoints, AttachMode::Classic, None);
+        if let Err(error) = &attached {
+            eprintln!("tracer: {what} not traced: {error:#}");
+            self.probes.detach(tracepoints);
+        }
+        attached.is_ok()
+    }
 }
 
 /// The loaded object.

@@ -283,11 +283,7 @@ mod tests {
         let watermarks = Watermarks {
             min_free_kbytes: Some(67584),
             watermark_scale_factor: Some(10),
-            zones: vec![
-                zone(10, 13),
-                zone(2116, 2888),
-                zone(14769, 20163),
-            ],
+            zones: vec![zone(10, 13), zone(2116, 2888), zone(14769, 20163)],
             ..Watermarks::default()
         };
         assert_eq!(verdict(0, 0, &watermarks), None);

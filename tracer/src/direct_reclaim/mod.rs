@@ -157,9 +157,10 @@ impl Plan for Args {
             .kernel
             .tracefs
             .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
-        let kswapd =
-            attach_or_say(context, kswapd::TRACEPOINTS, "kswapd").then(kswapd::Nodes::default);
-        let throttling = attach_or_say(context, kswapd::THROTTLING, "reclaim throttling");
+        let kswapd = context
+            .attach_or_say(kswapd::TRACEPOINTS, "kswapd")
+            .then(kswapd::Nodes::default);
+        let throttling = context.attach_or_say(kswapd::THROTTLING, "reclaim throttling");
         Ok(Box::new(DirectReclaim {
             compaction: attach_compaction(context),
             kswapd,
@@ -200,22 +201,9 @@ fn attach_compaction(context: &mut Context) -> Option<compaction::Statuses> {
     }
 }
 
-/// Attaches a part a tool can do without where the kernel has it; says so where not.
-fn attach_or_say(context: &mut Context, tracepoints: &[Tracepoint], what: &str) -> bool {
-    let attached =
-        context
-            .probes
-            .attach_tracepoints(context.kernel, tracepoints, AttachMode::Classic, None);
-    if let Err(error) = &attached {
-        eprintln!("tracer: {what} not traced: {error:#}");
-        context.probes.detach(tracepoints);
-    }
-    attached.is_ok()
-}
-
 /// Where the classic begin tracepoints keep `gfp_flags` on this kernel (both share one record
 /// layout): its size changed from 4 to 8 bytes over the kernels users run.
-fn gfp_field(tracefs: &Tracefs) -> Result<GfpField> {
+pub(crate) fn gfp_field(tracefs: &Tracefs) -> Result<GfpField> {
     let format = tracefs.format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
     gfp_field_of(&format)
 }

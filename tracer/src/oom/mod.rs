@@ -1,4 +1,7 @@
-//! `tracer oom`: every OOM kill, who it hit and why, and how long its memory took to come back.
+//! `tracer oom`: every OOM kill, who it hit and why ([`explain`]), and how long its memory took
+//! to come back.
+
+mod explain;
 
 use std::{collections::HashMap, io::Write, rc::Rc};
 
@@ -14,6 +17,7 @@ use crate::manual::Example;
 use crate::{
     cgroup::{self, Hierarchy},
     event_loop::{Tool, Window, read_record},
+    flags::Names,
     histogram::human_ns,
     kernel_btf::KernelBtf,
     loader::{Kernel, Setting, Tracepoint},
@@ -24,6 +28,7 @@ use crate::{
     tracefs::Tracefs,
     workload::Workload,
 };
+use explain::kib;
 
 /// What `tracer --help` and the man page show first.
 pub const EXAMPLES: &[Example] = &[
@@ -113,6 +118,39 @@ const TRACEPOINTS: &[Tracepoint] = &[
     },
 ];
 
+/// What the kill's explanation reads of the failing allocation: classic tracepoints, each
+/// traced where the kernel has it.
+const ALLOCATION_TRACEPOINTS: &[Tracepoint] = &[
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_direct_reclaim_begin",
+        program: "oom_direct_reclaim_begin",
+        args: None,
+        fields: &[("order", 8, 4)],
+    },
+    Tracepoint {
+        category: "vmscan",
+        name: "mm_vmscan_memcg_reclaim_begin",
+        program: "oom_memcg_reclaim_begin",
+        args: None,
+        fields: &[("order", 8, 4)],
+    },
+    Tracepoint {
+        category: "oom",
+        name: "reclaim_retry_zone",
+        program: "oom_reclaim_retry",
+        args: None,
+        fields: &[("no_progress_loops", 48, 4)],
+    },
+    Tracepoint {
+        category: "oom",
+        name: "compact_retry",
+        program: "oom_compact_retry",
+        args: None,
+        fields: &[("retries", 20, 4)],
+    },
+];
+
 pub fn run(args: Args) -> Result<()> {
     let trace = args.trace.clone();
     session::run(&trace, Box::new(args), true)
@@ -148,13 +186,32 @@ impl Plan for Args {
                 name: "VICTIMS",
                 size: 1024,
             },
+            Setting::MapSize {
+                name: "ALLOCATING",
+                size: 4096,
+            },
+            Setting::global(
+                "OOM_GFP_FIELD",
+                &crate::direct_reclaim::gfp_field(&kernel.tracefs)?,
+            ),
         ])
     }
 
     fn start(self: Box<Self>, context: &mut Context) -> Result<Box<dyn Tool>> {
+        for tracepoint in ALLOCATION_TRACEPOINTS {
+            let what = format!("{}:{}", tracepoint.category, tracepoint.name);
+            context.attach_or_say(std::slice::from_ref(tracepoint), &what);
+        }
+        let begin = context
+            .kernel
+            .tracefs
+            .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
+        let memory = Hierarchy::for_memory()?;
         Ok(Box::new(Oom {
             cgroups: cgroup::Names::new(context.hierarchy),
-            memcgs: cgroup::Names::new(&Hierarchy::for_memory()?),
+            memcgs: cgroup::Names::new(&memory),
+            memory_mount: memory.mount,
+            gfp: Names::from_print_fmt(&begin.print_fmt, "__print_flags", "gfp_flags"),
             victims: HashMap::new(),
             window: Totals::default(),
             metrics: None,
@@ -235,6 +292,8 @@ struct Oom {
     cgroups: cgroup::Names,
     /// Paths in the memory controller's hierarchy, where limits live.
     memcgs: cgroup::Names,
+    memory_mount: std::path::PathBuf,
+    gfp: Names,
     /// Victims by thread id (what the reaper reports), until their memory is back.
     victims: HashMap<u32, Killed>,
     window: Totals,
@@ -380,6 +439,14 @@ impl Oom {
         let trigger = described(&victim.trigger, &mut self.cgroups);
         let oom_memcg = (victim.oom_memcg != 0).then(|| self.memcgs.path(victim.oom_memcg));
         let exiting = victim.killed == 0;
+        let explanation = (!exiting).then(|| {
+            let memcg = oom_memcg.as_deref().map(|path| {
+                let dir = self.memory_mount.join(path.trim_start_matches('/'));
+                (path, dir)
+            });
+            let late_ns = output::monotonic_ns().saturating_sub(victim.time_ns);
+            explain::Explanation::read(&victim, memcg, &self.gfp, late_ns)
+        });
 
         let constraint = if oom_memcg.is_some() {
             "memcg"
@@ -431,6 +498,7 @@ impl Oom {
                 oom_score_adj: victim.oom_score_adj,
                 victim: killed,
                 trigger,
+                explanation,
             })?);
         }
         let constraint = match &oom_memcg {
@@ -461,6 +529,9 @@ impl Oom {
             trigger.comm,
             trigger.cgroup.as_deref().unwrap_or("?"),
         )?;
+        if let Some(explanation) = explanation {
+            write!(out, "{}", explanation.render())?;
+        }
         Ok(())
     }
 
@@ -554,14 +625,6 @@ fn from_proc(tid: u32) -> (u32, String, u64) {
     (pid, field("Name:").unwrap_or_else(|| "?".into()), 0)
 }
 
-fn kib(kb: u64) -> String {
-    match kb {
-        kb if kb >= 1 << 20 => format!("{:.1}GiB", kb as f64 / (1u64 << 20) as f64),
-        kb if kb >= 1 << 10 => format!("{:.1}MiB", kb as f64 / 1024.0),
-        kb => format!("{kb}KiB"),
-    }
-}
-
 #[derive(Serialize)]
 struct TaskJson {
     pid: u32,
@@ -592,6 +655,9 @@ struct VictimJson {
     oom_score_adj: i16,
     victim: TaskJson,
     trigger: TaskJson,
+    /// The memory state at the kill and its verdict (kills only, not marks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<explain::Explanation>,
 }
 
 #[derive(Serialize)]
@@ -660,6 +726,8 @@ print fmt: \"comm=%s pid=%d prio=%d\", REC->comm, REC->pid, REC->prio
         Oom {
             cgroups: cgroup::Names::new(&nowhere),
             memcgs: cgroup::Names::new(&nowhere),
+            memory_mount: "/nonexistent".into(),
+            gfp: Names::default(),
             victims: HashMap::new(),
             window: Totals::default(),
             metrics: None,
@@ -688,6 +756,13 @@ print fmt: \"comm=%s pid=%d prio=%d\", REC->comm, REC->pid, REC->prio
             oom_score_adj: 0,
             killed: killed as u8,
             _pad: [0; 5],
+            alloc_order: 0,
+            no_progress_loops: 0,
+            compact_retries: 0,
+            _pad2: 0,
+            alloc_gfp: 0,
+            memcg_usage_pages: 0,
+            memcg_limit_pages: 0,
         }
     }
 
