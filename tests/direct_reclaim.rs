@@ -1,7 +1,7 @@
 //! `tracer direct-reclaim` against reclaim caused on purpose, checked with the kernel's own
 //! counters.
 
-use std::{path::Path, process::Command};
+use std::{collections::HashMap, path::Path, process::Command};
 
 use tracer_tests::{
     Cgroup, Scratch, Tracer, cause_direct_compaction, cause_global_reclaim, cgroup_v2_only,
@@ -92,13 +92,16 @@ fn kswapd_runs_and_pages_match_pageoutrun_and_pgsteal_kswapd() {
         let value = std::fs::read_to_string(format!("/proc/sys/vm/{setting}")).unwrap();
         assert_eq!(watermarks[setting], value.trim().parse::<u64>().unwrap());
     }
-    let zones: Vec<String> = watermarks["zones"]
+    // Each zone's watermarks as /proc/zoneinfo has them, boost (which kswapd undoes) aside.
+    let zones: Vec<(String, [u64; 3])> = watermarks["zones"]
         .as_array()
         .unwrap()
         .iter()
-        .inspect(|zone| assert!(zone["min"].as_u64() <= zone["low"].as_u64(), "{zone}"))
-        .inspect(|zone| assert!(zone["low"].as_u64() <= zone["high"].as_u64(), "{zone}"))
-        .map(|zone| format!("{} {}", zone["node"], zone["zone"].as_str().unwrap()))
+        .map(|zone| {
+            let pages = |name: &str| zone[name].as_u64().unwrap() - zone["boost"].as_u64().unwrap();
+            let name = format!("{} {}", zone["node"], zone["zone"].as_str().unwrap());
+            (name, [pages("min"), pages("low"), pages("high")])
+        })
         .collect();
     assert_eq!(zones, zones_with_memory());
 
@@ -122,7 +125,7 @@ fn kswapd_runs_and_pages_match_pageoutrun_and_pgsteal_kswapd() {
 }
 
 /// `/proc/vmstat` once kswapd has slept a while: its counters still for half a second.
-fn vmstat_once_kswapd_sleeps() -> std::collections::HashMap<String, u64> {
+fn vmstat_once_kswapd_sleeps() -> HashMap<String, u64> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut last = vmstat();
     loop {
@@ -139,20 +142,30 @@ fn vmstat_once_kswapd_sleeps() -> std::collections::HashMap<String, u64> {
     }
 }
 
-/// `node zone` of each zone with memory, from `/proc/zoneinfo`.
-fn zones_with_memory() -> Vec<String> {
+/// `node zone` and the min, low and high watermarks less boost of each zone with memory, from
+/// `/proc/zoneinfo`.
+fn zones_with_memory() -> Vec<(String, [u64; 3])> {
     let zoneinfo = std::fs::read_to_string("/proc/zoneinfo").unwrap();
     let mut zones = Vec::new();
-    let mut current = None;
-    for line in zoneinfo.lines() {
+    let mut current: Option<(String, HashMap<String, u64>)> = None;
+    for line in zoneinfo.lines().chain(["Node end, zone end"]) {
         if let Some(rest) = line.strip_prefix("Node ") {
+            if let Some((zone, values)) = current.take()
+                && values.get("managed").is_some_and(|&pages| pages > 0)
+            {
+                let less_boost = |name: &str| values[name] - values["boost"];
+                zones.push((
+                    zone,
+                    [less_boost("min"), less_boost("low"), less_boost("high")],
+                ));
+            }
             let (node, zone) = rest.split_once(", zone").unwrap();
-            current = Some(format!("{} {}", node.trim(), zone.trim()));
-        } else if let (Some(zone), ["managed", pages]) =
-            (&current, &line.split_whitespace().collect::<Vec<_>>()[..])
-            && *pages != "0"
+            current = Some((format!("{} {}", node.trim(), zone.trim()), HashMap::new()));
+        } else if let Some((_, values)) = &mut current
+            && let [name, value] = line.split_whitespace().collect::<Vec<_>>()[..]
+            && let Ok(value) = value.parse()
         {
-            zones.push(zone.clone());
+            values.entry(name.to_owned()).or_insert(value);
         }
     }
     zones

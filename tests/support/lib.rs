@@ -740,23 +740,23 @@ impl SwapDevice {
     pub fn on(mib: u64) -> Self {
         let file = Scratch::new("swap");
         let image = file.dir.join("swap.img");
+        // Options busybox (the guests') and util-linux share.
         run(Command::new("truncate")
-            .arg(format!("--size={mib}M"))
+            .arg(format!("-s{mib}M"))
             .arg(&image));
-        let output = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image)
-            .output()
-            .expect("losetup");
+        let output = Command::new("losetup").arg("-f").output().expect("losetup");
         assert!(output.status.success(), "losetup: {output:?}");
         let device = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        run(Command::new("losetup").arg(&device).arg(&image));
         let zswap = Path::new("/sys/module/zswap/parameters/enabled");
         let swap = Self {
             device,
             _zswap: zswap.exists().then(|| Sysctl::write(zswap.into(), "N")),
             _file: file,
         };
-        run(Command::new("mkswap").arg("--quiet").arg(&swap.device));
+        run(Command::new("mkswap")
+            .arg(&swap.device)
+            .stdout(std::process::Stdio::null()));
         run(Command::new("swapon").arg(&swap.device));
         swap
     }
