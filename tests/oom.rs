@@ -126,7 +126,7 @@ fn classic_tracepoints_report_the_same_kill() {
 fn a_kill_with_swap_free_is_blamed_on_swappiness_0() {
     let _swap = SwapDevice::on(512);
     let memcg = Cgroup::memory("tracer-oom-swappiness", "64M");
-    let shm = TmpfsFile(format!("/dev/shm/tracer-oom-{}", std::process::id()).into());
+    let shm = TmpfsFile::new();
     let v2 = cgroup_v2_only();
     let swappiness = |value: &str| match v2 {
         true => Some(Sysctl::set("vm.swappiness", value)),
@@ -213,12 +213,29 @@ fn a_kill_with_swap_free_is_blamed_on_swappiness_0() {
     assert_eq!(memcg.oom_kills(), 1);
 }
 
-/// A tmpfs file, removed on drop (its pages stay charged to the cgroup that wrote them).
+/// A file on a tmpfs of its own (the guests have no /dev/shm), gone on drop: until then its
+/// pages stay charged to the cgroup that wrote them.
 struct TmpfsFile(std::path::PathBuf);
+
+impl TmpfsFile {
+    fn new() -> Self {
+        let mount = std::env::temp_dir().join(format!("tracer-tmpfs-{}", std::process::id()));
+        std::fs::create_dir_all(&mount).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&mount)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs: {status}");
+        Self(mount.join("file"))
+    }
+}
 
 impl Drop for TmpfsFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let mount = self.0.parent().unwrap();
+        let _ = std::process::Command::new("umount").arg(mount).status();
+        let _ = std::fs::remove_dir(mount);
     }
 }
 
