@@ -176,7 +176,8 @@ fn a_kill_with_swap_free_is_blamed_on_swappiness_0() {
     assert_eq!(kb("limit_kb"), 64 << 10);
     assert!((60 << 10..=64 << 10).contains(&kb("usage_kb")), "{pool}");
     assert_eq!(kb("shmem_kb"), shmem / 1024);
-    assert!(kb("shmem_kb") >= 24 << 10, "{pool}");
+    // The tmpfs file's 24 MiB, give or take pages the kernel charged elsewhere (5.10: 24 KiB).
+    assert!(kb("shmem_kb") >= 23 << 10, "{pool}");
     assert!(
         kb("file_kb").abs_diff(file / 1024) <= 256,
         "{pool} vs {file}"
