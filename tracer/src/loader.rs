@@ -1,6 +1,6 @@
 //! Loading tracer's kernel programs and attaching them, with errors a person can act on.
 
-use std::{os::fd::AsFd, path::Path};
+use std::{collections::HashMap, os::fd::AsFd, path::Path};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::{
@@ -305,15 +305,7 @@ impl Probes {
         if let Some(index) = index {
             self.load_btf(tracepoints, &mut btf_results, index);
         }
-        if mode != AttachMode::Btf {
-            let classic: Vec<String> = tracepoints
-                .iter()
-                .zip(&btf_results)
-                .filter(|(_, result)| result.is_err())
-                .map(|(tp, _)| format!("{}_tp", tp.program))
-                .collect();
-            self.load_classic(&classic);
-        }
+        let mut classic = Vec::new();
         for ((tp, format), btf_result) in tracepoints.iter().zip(&formats).zip(btf_results) {
             let btf_result = btf_result.and_then(|()| {
                 let program: &mut BtfTracePoint = self.program(tp.program)?;
@@ -336,7 +328,11 @@ impl Probes {
             format
                 .expect_fields(tp.fields)
                 .with_context(|| format!("cannot attach {}:{}", tp.category, tp.name))?;
-            self.attach_classic(tp)?;
+            classic.push((tp, why_not_btf));
+        }
+        let attached = self.attach_classic(classic.iter().map(|(tp, _)| *tp).collect());
+        for ((tp, why_not_btf), attached) in classic.iter().zip(attached) {
+            attached?;
             self.say(format_args!(
                 "{}:{}: classic tracepoint (not BTF: {why_not_btf:#})",
                 tp.category, tp.name
@@ -393,33 +389,34 @@ impl Probes {
         on_two_threads(&mut loads, |load| load.run(index, verbose));
     }
 
-    /// Loads the classic programs named, on two threads as [`Self::load_btf`] does. One the
-    /// verifier rejects stays unloaded: [`Self::attach_classic`] tries again and says why.
-    fn load_classic(&mut self, names: &[String]) {
-        let mut programs: Vec<&mut TracePoint> = self
+    /// Loads (where not loaded yet) and attaches classic programs, on two threads: the
+    /// verifier and opening each tracepoint's perf event take most of starting up.
+    fn attach_classic(&mut self, tracepoints: Vec<&Tracepoint>) -> Vec<Result<()>> {
+        let verbose = self.verbose;
+        let mut programs: HashMap<String, &mut TracePoint> = self
             .ebpf
             .programs_mut()
-            .filter(|(name, _)| names.iter().any(|wanted| wanted == name))
-            .filter_map(|(_, program)| program.try_into().ok())
+            .filter(|(name, _)| {
+                tracepoints
+                    .iter()
+                    .any(|tp| *name == format!("{}_tp", tp.program))
+            })
+            .filter_map(|(name, program)| Some((name.to_owned(), program.try_into().ok()?)))
             .collect();
-        on_two_threads(&mut programs, |program| {
-            let _ = program.load();
-        });
-    }
-
-    fn attach_classic(&mut self, tp: &Tracepoint) -> Result<()> {
-        let name = format!("{}_tp", tp.program);
-        let verbose = self.verbose;
-        let program: &mut TracePoint = self.program(&name)?;
-        if program.fd().is_err() {
-            program
-                .load()
-                .map_err(|err| rejected(&name, err, verbose))?;
-        }
-        program
-            .attach(tp.category, tp.name)
-            .with_context(|| format!("cannot attach {}:{}", tp.category, tp.name))?;
-        Ok(())
+        let mut jobs: Vec<ClassicAttach> = tracepoints
+            .into_iter()
+            .map(|tracepoint| {
+                let name = format!("{}_tp", tracepoint.program);
+                ClassicAttach {
+                    tracepoint,
+                    program: programs.remove(&name),
+                    result: Err(anyhow!("tracer's eBPF object has no program {name}")),
+                    name,
+                }
+            })
+            .collect();
+        on_two_threads(&mut jobs, |job| job.run(verbose));
+        jobs.into_iter().map(|job| job.result).collect()
     }
 
     /// Attaches the uprobe program `program` (loading it first) at `uprobe`, with `cookie` for
@@ -681,6 +678,34 @@ fn on_two_threads<T: Send>(items: &mut [T], run: impl Fn(&mut T) + Sync) {
         scope.spawn(|| first.iter_mut().for_each(&run));
         second.iter_mut().for_each(&run);
     });
+}
+
+/// Loading and attaching one tracepoint's classic program.
+struct ClassicAttach<'a> {
+    tracepoint: &'a Tracepoint,
+    name: String,
+    program: Option<&'a mut TracePoint>,
+    result: Result<()>,
+}
+
+impl ClassicAttach<'_> {
+    fn run(&mut self, verbose: bool) {
+        let Some(program) = self.program.as_deref_mut() else {
+            return;
+        };
+        let tp = self.tracepoint;
+        self.result = (|| {
+            if program.fd().is_err() {
+                program
+                    .load()
+                    .map_err(|err| rejected(&self.name, err, verbose))?;
+            }
+            program
+                .attach(tp.category, tp.name)
+                .with_context(|| format!("cannot attach {}:{}", tp.category, tp.name))?;
+            Ok(())
+        })();
+    }
 }
 
 /// Loading one tracepoint's BTF program.
