@@ -90,7 +90,7 @@ fn emit_victim(victim: Task, uid: u32, memory: Memory) {
     let task_layout = task::layout();
     let now = unsafe { bpf_ktime_get_ns() };
     let trigger = task::current_unfiltered();
-    let allocating = unsafe { ALLOCATING.get(trigger.tid) }
+    let allocating = unsafe { ALLOCATING.get(kernel_tid()) }
         .copied()
         .filter(|allocating| now.saturating_sub(allocating.at_ns) < ALLOCATION_NS)
         .unwrap_or(Allocating {
@@ -155,10 +155,17 @@ fn memcg_at_limit(layout: &OomLayout, task_layout: &TaskLayout) -> (u64, u64, u6
 
 // The allocation behind a kill: its reclaim and the page allocator's retries, per thread.
 
+/// The current thread's id as the kernel numbers it: a sidecar's namespace has no number for
+/// the host's threads.
+#[inline(always)]
+fn kernel_tid() -> u32 {
+    aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32
+}
+
 /// The current thread's entry, begun anew for a new allocation.
 #[inline(always)]
 fn allocating(now: u64) -> Option<&'static mut Allocating> {
-    let tid = task::current_tid();
+    let tid = kernel_tid();
     let fresh = unsafe { ALLOCATING.get(tid) }
         .is_some_and(|allocating| now.saturating_sub(allocating.at_ns) < ALLOCATION_NS);
     if !fresh {

@@ -12,7 +12,7 @@ use aya::maps::Array;
 use serde::Serialize;
 use tracer_common::direct_reclaim::{KswapdNode, KswapdWoken, MAX_NODES, Throttled};
 
-pub use crate::watermarks::Watermarks;
+use crate::watermarks::Watermarks;
 use crate::{histogram::human_ns, loader::Tracepoint, output};
 
 /// wake-ups, sleeps and kswapd's reclaim passes.

@@ -429,7 +429,11 @@ impl DirectReclaim {
     }
 
     /// What the stalls say about the watermarks, where kswapd is traced.
-    fn verdict(&self, totals: &Totals, watermarks: &kswapd::Watermarks) -> Option<String> {
+    fn verdict(
+        &self,
+        totals: &Totals,
+        watermarks: &crate::watermarks::Watermarks,
+    ) -> Option<String> {
         self.kswapd.as_ref()?;
         let stalls = totals.global.latencies.count();
         kswapd::verdict(stalls, totals.while_kswapd_awake, watermarks)
@@ -595,7 +599,7 @@ impl DirectReclaim {
         if self.kswapd.is_some() {
             totals.kswapd.render(self.throttling, &mut text);
         }
-        let watermarks = kswapd::Watermarks::read();
+        let watermarks = crate::watermarks::Watermarks::read();
         watermarks.render(&mut text);
         if let Some(verdict) = self.verdict(totals, &watermarks) {
             text.push_str(&format!("=> {verdict}\n"));
@@ -706,7 +710,7 @@ struct SummaryJson<'a> {
     /// Absent where the kernel cannot show kswapd.
     #[serde(skip_serializing_if = "Option::is_none")]
     kswapd: Option<kswapd::KswapdJson<'a>>,
-    watermarks: kswapd::Watermarks,
+    watermarks: crate::watermarks::Watermarks,
     /// What the numbers say about the watermarks, when they say something.
     verdict: Option<String>,
     processes: Vec<TallyJson<ProcessKey>>,
@@ -722,7 +726,7 @@ struct KindJson {
 
 impl<'a> SummaryJson<'a> {
     fn new(totals: &'a Totals, window: &Window, tool: &DirectReclaim) -> Self {
-        let watermarks = kswapd::Watermarks::read();
+        let watermarks = crate::watermarks::Watermarks::read();
         let kind = |kind: &KindTotals| KindJson {
             stalls: kind.latencies.count(),
             pages_reclaimed: kind.pages,
