@@ -171,7 +171,9 @@ fn zones_with_memory() -> Vec<(String, [u64; 3])> {
             if let Some((zone, values)) = current.take()
                 && values.get("managed").is_some_and(|&pages| pages > 0)
             {
-                let less_boost = |name: &str| values[name] - values["boost"];
+                // 5.10's zoneinfo has no boost line.
+                let boost = values.get("boost").copied().unwrap_or(0);
+                let less_boost = |name: &str| values[name] - boost;
                 zones.push((
                     zone,
                     [less_boost("min"), less_boost("low"), less_boost("high")],

@@ -559,11 +559,12 @@ impl Queries {
             let parts = breakdown::slow_line(self.breakdown, &done.breakdown);
             writeln!(
                 out,
-                "{} {:>7} {:>10.3} {:>10.3} {parts}{}",
+                "{} {:>7} {:>10.3} {:>10.3} {:>10.3} {parts}{}",
                 output::clock_time(time),
                 done.task.pid,
                 done.latency_ns as f64 / 1e6,
                 done.reclaim_ns as f64 / 1e6,
+                done.compaction_ns as f64 / 1e6,
                 query
             )?;
         }
