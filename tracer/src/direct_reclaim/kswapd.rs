@@ -12,10 +12,9 @@ use aya::maps::Array;
 use serde::Serialize;
 use tracer_common::direct_reclaim::{KswapdNode, KswapdWoken, MAX_NODES, Throttled};
 
-use crate::watermarks::Watermarks;
-use crate::{histogram::human_ns, loader::Tracepoint, output};
+use crate::{histogram::human_ns, loader::Tracepoint, output, watermarks::Watermarks};
 
-/// wake-ups, sleeps and kswapd's reclaim passes.
+/// kswapd's wake-ups, sleeps and reclaim passes.
 pub const TRACEPOINTS: &[Tracepoint] = &[
     classic(
         "mm_vmscan_wakeup_kswapd",
