@@ -317,17 +317,11 @@ pub struct KcompactdTotals {
 
 impl KcompactdTotals {
     fn line(&self) -> String {
-        let mut askers: Vec<_> = self.askers.iter().collect();
-        askers.sort_by(|a, b| b.1.cmp(a.1));
-        let askers: Vec<String> = askers
-            .iter()
-            .take(3)
-            .map(|((pid, comm), count)| format!("{comm} ({pid}) {count}"))
-            .collect();
+        let askers = busiest(&self.askers);
         let asked = if askers.is_empty() {
             String::new()
         } else {
-            format!("; asked by {}", askers.join(", "))
+            format!("; asked by {askers}")
         };
         format!(
             "kcompactd (background): woke {} times, worked {}{asked}\n",
@@ -335,6 +329,18 @@ impl KcompactdTotals {
             human_ns(self.awake_ns)
         )
     }
+}
+
+/// The three tasks with the most requests of a background thread, as `comm (pid) count`.
+pub fn busiest(requests: &BTreeMap<(u32, String), u64>) -> String {
+    let mut busiest: Vec<_> = requests.iter().collect();
+    busiest.sort_by(|a, b| b.1.cmp(a.1));
+    let busiest: Vec<String> = busiest
+        .iter()
+        .take(3)
+        .map(|((pid, comm), count)| format!("{comm} ({pid}) {count}"))
+        .collect();
+    busiest.join(", ")
 }
 
 /// Times kcompactd's work from its wake-up to its sleep, per node.

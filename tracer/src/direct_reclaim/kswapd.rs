@@ -77,21 +77,24 @@ pub fn node_count() -> u32 {
 }
 
 /// Reads the kernel's per-node counters and keeps what they were, for the next window's share.
-#[derive(Default)]
 pub struct Nodes {
     seen: Vec<KswapdNode>,
 }
 
 impl Nodes {
+    pub fn new() -> Self {
+        let count = node_count() as usize;
+        Self {
+            seen: vec![KswapdNode::default(); count],
+        }
+    }
+
     /// Adds to `totals` what each node's kswapd did since the last read.
     pub fn collect(&mut self, map: &mut aya::maps::Map, totals: &mut Totals) -> Result<()> {
         let nodes: Array<_, KswapdNode> = Array::try_from(map)?;
         let now = output::monotonic_ns();
-        let count = node_count();
-        self.seen.resize(count as usize, KswapdNode::default());
-        for nid in 0..count {
+        for (nid, seen) in (0u32..).zip(&mut self.seen) {
             let node = nodes.get(&nid, 0).context("read KSWAPD_NODES")?;
-            let seen = &mut self.seen[nid as usize];
             totals.wakes += node.wakes - seen.wakes;
             totals.scanned += node.scanned - seen.scanned;
             totals.reclaimed += node.reclaimed - seen.reclaimed;
@@ -161,13 +164,7 @@ impl Totals {
 
     /// kswapd's line, and throttling's where the kernel shows it.
     pub fn render(&self, throttling: bool, out: &mut String) {
-        let mut askers: Vec<_> = self.woken_by.iter().collect();
-        askers.sort_by(|a, b| b.1.cmp(a.1));
-        let askers: Vec<String> = askers
-            .iter()
-            .take(3)
-            .map(|((pid, comm), count)| format!("{comm} ({pid}) {count}"))
-            .collect();
+        let askers = super::compaction::busiest(&self.woken_by);
         let woken_by = if askers.is_empty() {
             String::new()
         } else {
@@ -176,7 +173,7 @@ impl Totals {
                 .iter()
                 .map(|(order, count)| format!("order {order}: {count}"))
                 .collect();
-            format!("; woken by {} ({})", askers.join(", "), orders.join(", "))
+            format!("; woken by {askers} ({})", orders.join(", "))
         };
         out.push_str(&format!(
             "kswapd (background): ran {} times, awake {}, scanned {} pages, reclaimed {}{woken_by}\n",

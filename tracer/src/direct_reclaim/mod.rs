@@ -159,7 +159,7 @@ impl Plan for Args {
             .format("vmscan", "mm_vmscan_direct_reclaim_begin")?;
         let kswapd = context
             .attach_or_say(kswapd::TRACEPOINTS, "kswapd")
-            .then(kswapd::Nodes::default);
+            .then(kswapd::Nodes::new);
         let throttling = context.attach_or_say(kswapd::THROTTLING, "reclaim throttling");
         Ok(Box::new(DirectReclaim {
             compaction: attach_compaction(context),
