@@ -308,7 +308,7 @@ fn sigkill_leaves_nothing_attached() {
 }
 
 /// Every tool a user runs, each with its completions and man page.
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 8] = [
     "direct-reclaim",
     "writeback",
     "oom",
@@ -316,6 +316,7 @@ const TOOLS: [&str; 7] = [
     "pg",
     "mysql",
     "serve",
+    "report",
 ];
 
 /// As a user installs them: bash completes tool names and options from the script `tracer
@@ -369,4 +370,24 @@ fn completions_complete_and_man_pages_have_examples() {
         let shown = examples.matches(&command).count();
         assert_eq!(shown, 5, "tracer-{tool}.1 shows {shown} examples:\n{page}");
     }
+}
+
+/// `tracer report` is handed what it cannot draw: it says what and where in one line.
+#[test]
+fn report_refuses_what_is_not_a_tools_ndjson() {
+    let scratch = Scratch::new("report-input");
+    let missing = scratch.file("missing.ndjson");
+    let refused = |file: &str, expected: &str| {
+        let finished = run_tracer(&["report", file, "-o", &scratch.file("page.html")], as_is);
+        tracer_tests::assert_one_line_refusal(&format!("report {file}"), finished, expected);
+    };
+    refused(&missing, &format!("cannot read {missing}"));
+    // A tool's text output, not --json.
+    let text = scratch.file("text.out");
+    std::fs::write(&text, "Tracing direct reclaim... Hit Ctrl-C to end.\n").unwrap();
+    refused(&text, &format!("{text}:1: not NDJSON"));
+    let nothing = scratch.file("nothing.ndjson");
+    std::fs::write(&nothing, "{\"type\":\"lost\",\"count\":1}\n").unwrap();
+    refused(&nothing, "nothing to draw");
+    assert!(!std::path::Path::new(&scratch.file("page.html")).exists());
 }

@@ -19,6 +19,7 @@ mod perf;
 mod pidns;
 mod processes;
 mod query;
+mod report;
 mod session;
 mod socket;
 mod sql;
@@ -67,6 +68,8 @@ enum ToolCommand {
     /// Run several tools at once as a node agent: Prometheus metrics per container and pod
     /// over HTTP, and a flight recorder
     Serve(serve::Args),
+    /// Draw a flight recording or tools' --json output as one HTML page that needs no network
+    Report(report::Args),
     /// Print the shell completion script of SHELL
     Completions {
         #[arg(value_enum)]
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
         ToolCommand::KvmExit(args) => kvm_exit::run(args),
         ToolCommand::Mysql(args) => mysql::run(args),
         ToolCommand::Serve(args) => serve::run(args),
+        ToolCommand::Report(args) => report::run(args),
         ToolCommand::Pipeline(args) => pipeline::run(args),
         ToolCommand::Completions { shell } => {
             manual::write_completions(shell, &mut std::io::stdout());

@@ -28,6 +28,7 @@ const EXAMPLES: &[(&str, &[Example])] = &[
     ("pg", crate::pg::EXAMPLES),
     ("mysql", crate::mysql::EXAMPLES),
     ("serve", crate::serve::EXAMPLES),
+    ("report", crate::report::EXAMPLES),
     ("completions", COMPLETIONS),
     ("man", MAN),
 ];

@@ -146,6 +146,25 @@ pub fn rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// Seconds since the epoch of an RFC 3339 time in UTC, as [`rfc3339`] writes it.
+pub fn parse_rfc3339(text: &str) -> Option<f64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(str::parse::<i32>);
+    let (whole, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut clock = whole.splitn(3, ':').map(str::parse::<i32>);
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = date.next()?.ok()? - 1900;
+    tm.tm_mon = date.next()?.ok()? - 1;
+    tm.tm_mday = date.next()?.ok()?;
+    tm.tm_hour = clock.next()?.ok()?;
+    tm.tm_min = clock.next()?.ok()?;
+    tm.tm_sec = clock.next()?.ok()?;
+    // SAFETY: timegm reads the struct it is given.
+    let secs = unsafe { libc::timegm(&mut tm) };
+    let fraction: f64 = format!("0.{fraction}").parse().ok()?;
+    Some(secs as f64 + fraction)
+}
+
 /// `text` for a one-line message: control characters (a comm or a path may hold any) escaped.
 pub fn printable(text: &str) -> String {
     String::from_utf8_lossy(&escape_controls(text, "")).into_owned()
