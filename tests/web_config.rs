@@ -178,6 +178,18 @@ fn only_a_client_with_the_right_certificate_and_password_reads_metrics() {
     assert_eq!(status, 200, "{health}");
     // Query texts are not served unless asked for.
     assert_eq!(certified(&["--user", &login], "/debug/summary").1, 404);
+    // The report holds them too: behind the same password (503 until its first second).
+    assert_eq!(certified(&[], "/report").1, 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (_, status, page) = loop {
+        let answer = certified(&["--user", &login], "/report");
+        if answer.1 != 503 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<svg class=\"chart\""), "{page}");
 
     // Without a client certificate, or with one another authority signed, no TLS session.
     let (code, status, _) = with(&["--user", &login], "/metrics");

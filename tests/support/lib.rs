@@ -2088,3 +2088,93 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// A page as headless Chromium (Debian's `chromium`) drew it.
+pub struct Drawn {
+    /// The DOM once the page loaded and drew its first frame.
+    pub dom: String,
+    /// What the page said on its console (errors, uncaught exceptions).
+    pub console: Vec<String>,
+}
+
+/// Loads `page` in headless Chromium, with no network, and saves a screenshot of it to
+/// `target/test-artifacts/<screenshot>`.
+pub fn draw_in_chromium(page: &Path, screenshot: &str) -> Drawn {
+    let url = format!("file://{}", page.canonicalize().unwrap().display());
+    let chromium = || {
+        let mut command = Command::new("chromium");
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            // Nothing from the network: the page must hold everything it shows.
+            "--proxy-server=127.0.0.1:9",
+            "--run-all-compositor-stages-before-draw",
+            "--enable-logging=stderr",
+            "--v=0",
+        ]);
+        command
+    };
+    let output = chromium()
+        .args(["--virtual-time-budget=10000", "--dump-dom", &url])
+        .output()
+        .expect("run chromium");
+    assert!(output.status.success(), "chromium: {output:?}");
+    let console = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| line.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join(screenshot);
+    let shot = chromium()
+        .args([
+            "--window-size=1050,2400",
+            &format!("--screenshot={}", png.display()),
+            &url,
+        ])
+        .output()
+        .expect("run chromium");
+    assert!(shot.status.success(), "chromium: {shot:?}");
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "{png:?}");
+    // The DOM beside the screenshot, for whoever looks into a failure.
+    std::fs::write(png.with_extension("dom.html"), &output.stdout).unwrap();
+    Drawn {
+        dom: String::from_utf8(output.stdout).unwrap(),
+        console,
+    }
+}
+
+/// The start tags named `tag` in `html`, each as its attributes (values unescaped of `&quot;`
+/// and `&amp;`), with the text of the element's first `<title>` child under `title`.
+pub fn elements(html: &str, tag: &str) -> Vec<HashMap<String, String>> {
+    let open = format!("<{tag} ");
+    let mut found = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find(&open) {
+        rest = &rest[start + open.len()..];
+        let end = rest.find('>').unwrap_or(rest.len());
+        let mut attributes = HashMap::new();
+        let mut text = &rest[..end];
+        while let Some(eq) = text.find("=\"") {
+            let name = text[..eq].trim().trim_end_matches('/').to_owned();
+            let value_end = text[eq + 2..].find('"').map_or(text.len(), |e| eq + 2 + e);
+            let value = text[eq + 2..value_end]
+                .replace("&quot;", "\"")
+                .replace("&amp;", "&");
+            attributes.insert(name, value);
+            text = &text[(value_end + 1).min(text.len())..];
+        }
+        if let Some(title) = rest[(end + 1).min(rest.len())..]
+            .trim_start()
+            .strip_prefix("<title>")
+            .and_then(|after| after.split_once("</title>"))
+        {
+            attributes.insert("title".into(), title.0.replace("&amp;", "&"));
+        }
+        found.push(attributes);
+    }
+    found
+}

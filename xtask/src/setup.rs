@@ -26,7 +26,7 @@ pub struct Needs {
 /// `tracer serve` exposes, Prometheus itself (promtool tests the alerting rules; the server
 /// fires them), a docker engine with what to make container
 /// images from without a registry (a static busybox, debootstrap), and podman (with its pause
-/// process) to run the DaemonSet's pod.
+/// process) to run the DaemonSet's pod; headless Chromium loads `tracer report`'s pages.
 const TEST_PACKAGES: &[&str] = &[
     "postgresql",
     "mariadb-server",
@@ -41,6 +41,7 @@ const TEST_PACKAGES: &[&str] = &[
     "debootstrap",
     "podman",
     "catatonit",
+    "chromium",
 ];
 /// What `cargo xtask image` builds with: musl's C compiler for the C of tracer's crates (ring,
 /// rustls's cryptography) in the static binary, and docker.

@@ -33,6 +33,7 @@ const HOST_ONLY: &[(&str, &str)] = &[
     ("web_config", "Prometheus, curl"),
     ("kubernetes", "podman, docker"),
     ("pipeline", "a second CPU to itself"),
+    ("report", "Chromium, PostgreSQL"),
 ];
 /// Tests skipped in guests, and why.
 const SKIPPED: &[(&str, &str)] = &[

@@ -1,5 +1,5 @@
 //! `tracer serve`'s HTTP side: `/metrics` for Prometheus (OpenMetrics when asked for),
-//! `/healthz`, and (with `--debug-summary`) `/debug/summary` with the last NDJSON summary of
+//! `/healthz`, `/report` (`tracer report`'s page of the flight recorder's history), and (with `--debug-summary`) `/debug/summary` with the last NDJSON summary of
 //! every tool; over TLS and behind basic auth with `--web-config`.
 //!
 //! Whoever reaches the port gets no more than a bounded share of the agent: connections are
@@ -49,6 +49,8 @@ pub struct State {
     /// The last summary each tool printed (NDJSON).
     pub summaries: BTreeMap<&'static str, Bytes>,
     pub health: Health,
+    /// The flight recorder, whose history `/report` draws.
+    pub recorder: super::recorder::Recorder,
 }
 
 #[derive(Serialize)]
@@ -160,7 +162,38 @@ impl Site {
             response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
             return response;
         }
+        if request.method() == Method::GET && request.uri().path() == "/report" {
+            return self.report().await;
+        }
         respond(&request, &self.state.borrow(), self.debug_summary)
+    }
+
+    /// `tracer report`'s page of the flight recorder's history, drawn off the thread that
+    /// drains the kernel's events.
+    async fn report(&self) -> Response<Full<Bytes>> {
+        let (history, keep) = {
+            let state = self.state.borrow();
+            (state.recorder.history(), state.recorder.keep())
+        };
+        let page = tokio::task::spawn_blocking(move || {
+            let ndjson: Vec<u8> = history.concat();
+            let title = format!("tracer serve, the last {} s", keep.as_secs());
+            crate::report::render(&[("history".into(), &ndjson)], &title)
+        })
+        .await;
+        match page {
+            Ok(Ok(page)) => reply(StatusCode::OK, "text/html; charset=utf-8", page),
+            Ok(Err(err)) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("no report yet: {err:#}\n"),
+            ),
+            Err(err) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{err}\n"),
+            ),
+        }
     }
 }
 
@@ -238,7 +271,7 @@ fn respond(
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics or /healthz\n",
+            "not found: try /metrics, /report or /healthz\n",
         ),
     }
 }

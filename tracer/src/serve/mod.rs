@@ -4,7 +4,7 @@
 //! and keeps what it prints.
 
 mod http;
-mod recorder;
+pub mod recorder;
 mod web_config;
 
 use std::{
@@ -81,7 +81,7 @@ pub struct Args {
     /// Seconds a gone container's series stay before they are dropped
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub grace: u64,
-    /// Seconds of per-second summaries kept in memory for the flight recorder
+    /// Seconds of per-second summaries kept in memory for the flight recorder and /report
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub history: u64,
     /// Write a recording here on an OOM kill, or a stall or query over its threshold
@@ -263,16 +263,16 @@ pub fn run(args: Args) -> Result<()> {
         metrics,
         summaries: BTreeMap::new(),
         health,
-    }));
-    let mut serving = Serving {
-        tools,
-        state: state.clone(),
         recorder: recorder::Recorder::new(
             Duration::from_secs(args.history),
             args.record_dir.clone(),
             Duration::from_secs(args.record_span),
             args.record_max_mb << 20,
         ),
+    }));
+    let mut serving = Serving {
+        tools,
+        state: state.clone(),
         thresholds: recorder::Thresholds {
             stall_us: args.stall_threshold.map(|ms| ms * 1000.0),
             query_us: args.query_threshold.map(|ms| ms * 1000.0),
@@ -298,7 +298,7 @@ pub fn run(args: Args) -> Result<()> {
         &mut out,
         server,
     )?;
-    serving.recorder.write_due(true)
+    serving.state.borrow_mut().recorder.write_due(true)
 }
 
 /// One tool running under serve, printing into memory.
@@ -317,7 +317,6 @@ struct Running {
 struct Serving {
     tools: Vec<Running>,
     state: Rc<RefCell<http::State>>,
-    recorder: recorder::Recorder,
     thresholds: recorder::Thresholds,
     listen: SocketAddr,
 }
@@ -394,10 +393,10 @@ impl Tool for Serving {
             second.extend_from_slice(&printed);
         }
         state.metrics.tick();
-        drop(state);
-        self.recorder
+        state
+            .recorder
             .push(SystemTime::now(), Bytes::from(second), &self.thresholds);
-        self.recorder.write_due(false)
+        state.recorder.write_due(false)
     }
 }
 

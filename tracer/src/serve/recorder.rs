@@ -52,6 +52,19 @@ impl Recorder {
         }
     }
 
+    /// How long the history goes back.
+    pub fn keep(&self) -> Duration {
+        self.keep
+    }
+
+    /// What the tools printed over the history kept, second by second, oldest first.
+    pub fn history(&self) -> Vec<Bytes> {
+        self.history
+            .iter()
+            .map(|(_, lines)| lines.clone())
+            .collect()
+    }
+
     /// One second's NDJSON; looks in it for what triggers a recording.
     pub fn push(&mut self, now: SystemTime, lines: Bytes, thresholds: &Thresholds) {
         if let Some(reason) = trigger(&lines, thresholds)
