@@ -110,6 +110,17 @@ fn an_oom_kill_after_reclaim_is_drawn_where_it_happened() {
         "--record-span",
         "3",
     ]);
+    // Beside it, a serve that marks seconds with a stall over 1 ms.
+    let marking_port = free_port();
+    let marking = Tracer::start(&[
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{marking_port}"),
+        "--tools",
+        "direct-reclaim",
+        "--stall-threshold",
+        "1",
+    ]);
     // Reclaim in a memory cgroup right before the kill, as a leak inside a pod looks.
     let file = scratch.file("data");
     run(&mut sh_in(
@@ -144,6 +155,8 @@ fn an_oom_kill_after_reclaim_is_drawn_where_it_happened() {
     std::thread::sleep(Duration::from_millis(200));
     let (status, kind, live) = http_get(port, "/report", None);
     serve.stop().assert_success();
+    let (_, _, marked) = http_get(marking_port, "/report", None);
+    marking.stop().assert_success();
     assert_eq!(status, 200, "{live}");
     assert_eq!(kind, "text/html; charset=utf-8");
 
@@ -251,6 +264,29 @@ fn an_oom_kill_after_reclaim_is_drawn_where_it_happened() {
             .any(|g| g["class"] == "mark oom_kill"
                 && (number(g, "data-time") - killed_at).abs() < 1e-3),
         "/report has no mark of the kill"
+    );
+
+    // The other serve marked the seconds whose slowest stall passed 1 ms: one of them is a
+    // second of the recording's with such a stall.
+    let over: Vec<f64> = summaries("direct-reclaim")
+        .iter()
+        .filter(|s| {
+            ["global", "memcg"]
+                .iter()
+                .any(|kind| s[kind]["latency"]["max_us"].as_f64().unwrap() >= 1000.0)
+        })
+        .map(|s| seconds_since_epoch(&s["time"]))
+        .collect();
+    assert!(!over.is_empty(), "no stall over 1 ms recorded");
+    let crossings: Vec<f64> = elements(&marked, "g")
+        .iter()
+        .filter(|g| g["class"] == "mark threshold")
+        .map(|g| number(g, "data-time"))
+        .collect();
+    assert!(
+        over.iter()
+            .any(|t| crossings.iter().any(|c| (c - t).abs() < 1.5)),
+        "recorded over 1 ms at {over:?}, marked at {crossings:?}"
     );
 
     // An hour of such seconds: the recording's seconds over and over, each a second later.

@@ -23,6 +23,8 @@ svg .cells rect { fill: #c2410c; }
 svg .mark-line { stroke-width: 1.5; }
 svg .oom_kill .mark-line { stroke: #d62728; }
 svg .trigger .mark-line { stroke: #222; stroke-dasharray: 4 3; }
+svg .threshold .mark-line { stroke: #e8a200; }
+li.mark.threshold::marker { color: #e8a200; }
 svg .mark-hit { stroke: transparent; stroke-width: 9; }
 table { border-collapse: collapse; margin-top: 4px; }
 th, td { padding: 2px 10px 2px 0; text-align: left; vertical-align: top; font-size: 13px; }

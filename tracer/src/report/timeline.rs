@@ -283,6 +283,7 @@ impl Builder {
         match json["type"].as_str() {
             Some("summary") => self.summary(json, time),
             Some("oom_kill") => self.kill(json, time),
+            Some("threshold") => self.threshold(json, time),
             Some("recording") => {
                 let reason = text(&json["reason"]);
                 self.span = Some((time, num(&json["span_s"])));
@@ -450,6 +451,39 @@ impl Builder {
         }
         self.kills
             .push(vec![clock(time), who, cgroup, anon, verdict]);
+    }
+
+    /// A threshold crossed: one mark for a run of seconds over it.
+    fn threshold(&mut self, json: &Value, time: Time) {
+        let reason = text(&json["reason"]).replace('_', " ");
+        let value_ms = num(&json["value_us"]) / 1e3;
+        let last = self
+            .marks
+            .iter_mut()
+            .rev()
+            .find(|mark| mark.kind == "threshold");
+        if let Some(run) = last.filter(|mark| mark.label.ends_with(&reason)) {
+            let seconds = run.details.len() + 1;
+            if time - run.time <= seconds as f64 + 0.5 {
+                run.details
+                    .push(format!("{} {value_ms:.1} ms", clock(time)));
+                return;
+            }
+        }
+        self.marks.push(Mark {
+            time,
+            kind: "threshold",
+            label: format!(
+                "over --{}-threshold ({:.1} ms): {reason}",
+                if reason == "slow query" {
+                    "query"
+                } else {
+                    "stall"
+                },
+                num(&json["threshold_us"]) / 1e3
+            ),
+            details: vec![format!("{} {value_ms:.1} ms", clock(time))],
+        });
     }
 
     fn finish(self) -> Result<Timeline> {
@@ -659,6 +693,26 @@ mod tests {
         let pages = &chart(&timeline, "Writeback pages by reason").series;
         assert_eq!(pages[0].name, "all");
         assert_eq!(pages[0].values, [12.0]);
+    }
+
+    #[test]
+    fn a_run_of_seconds_over_a_threshold_is_one_mark() {
+        let crossed = |time: &str| {
+            serde_json::json!({"type": "threshold", "time": time, "reason": "reclaim_stall",
+                "value_us": 5000.0, "threshold_us": 1000.0})
+        };
+        let timeline = read(&[
+            crossed("2026-12-07T10:00:01Z"),
+            crossed("2026-12-07T10:00:02Z"),
+            crossed("2026-12-07T10:00:09Z"),
+        ]);
+        let marks: Vec<(&str, usize)> = timeline
+            .marks
+            .iter()
+            .map(|mark| (mark.label.as_str(), mark.details.len()))
+            .collect();
+        let label = "over --stall-threshold (1.0 ms): reclaim stall";
+        assert_eq!(marks, [(label, 2), (label, 1)]);
     }
 
     #[test]

@@ -65,13 +65,33 @@ impl Recorder {
             .collect()
     }
 
-    /// One second's NDJSON; looks in it for what triggers a recording.
+    /// One second's NDJSON; looks in it for what triggers a recording. A threshold crossed is
+    /// noted in the second as a `threshold` line, for whoever draws it.
     pub fn push(&mut self, now: SystemTime, lines: Bytes, thresholds: &Thresholds) {
-        if let Some(reason) = trigger(&lines, thresholds)
-            && self.dir.is_some()
-            && self.pending.is_empty()
-        {
-            self.pending.push(Pending { reason, at: now });
+        let mut lines = lines;
+        if let Some(trigger) = trigger(&lines, thresholds) {
+            if let Some((value_us, threshold_us)) = trigger.crossed {
+                let mut noted = lines.to_vec();
+                noted.extend_from_slice(
+                    serde_json::json!({
+                        "type": "threshold",
+                        "time": rfc3339(now),
+                        "reason": trigger.reason,
+                        "value_us": value_us,
+                        "threshold_us": threshold_us,
+                    })
+                    .to_string()
+                    .as_bytes(),
+                );
+                noted.push(b'\n');
+                lines = Bytes::from(noted);
+            }
+            if self.dir.is_some() && self.pending.is_empty() {
+                self.pending.push(Pending {
+                    reason: trigger.reason.into(),
+                    at: now,
+                });
+            }
         }
         self.history.push_back((now, lines));
         while self
@@ -156,15 +176,27 @@ impl Recorder {
     }
 }
 
+/// Why a second calls for a recording.
+struct Trigger {
+    reason: &'static str,
+    /// For a threshold crossed: the value and the threshold (us).
+    crossed: Option<(f64, f64)>,
+}
+
 /// Why `lines` (one second of NDJSON) calls for a recording, if it does.
-fn trigger(lines: &[u8], thresholds: &Thresholds) -> Option<String> {
-    let over = |limit: Option<f64>, us: Option<f64>| limit.zip(us).is_some_and(|(l, us)| us >= l);
+fn trigger(lines: &[u8], thresholds: &Thresholds) -> Option<Trigger> {
+    let over = |limit: Option<f64>, us: Option<f64>| limit.zip(us).filter(|(l, us)| us >= l);
     for line in lines.split(|&byte| byte == b'\n') {
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(line) else {
             continue;
         };
         match json["type"].as_str() {
-            Some("oom_kill") if json["killed"] == true => return Some("oom_kill".into()),
+            Some("oom_kill") if json["killed"] == true => {
+                return Some(Trigger {
+                    reason: "oom_kill",
+                    crossed: None,
+                });
+            }
             Some("summary") => {
                 let stall = ["global", "memcg"]
                     .iter()
@@ -172,11 +204,18 @@ fn trigger(lines: &[u8], thresholds: &Thresholds) -> Option<String> {
                     .fold(None, |max: Option<f64>, us| {
                         Some(max.map_or(us, |m| m.max(us)))
                     });
-                if over(thresholds.stall_us, stall) {
-                    return Some("reclaim_stall".into());
+                if let Some((limit, us)) = over(thresholds.stall_us, stall) {
+                    return Some(Trigger {
+                        reason: "reclaim_stall",
+                        crossed: Some((us, limit)),
+                    });
                 }
-                if over(thresholds.query_us, json["latency"]["max_us"].as_f64()) {
-                    return Some("slow_query".into());
+                let query = json["latency"]["max_us"].as_f64();
+                if let Some((limit, us)) = over(thresholds.query_us, query) {
+                    return Some(Trigger {
+                        reason: "slow_query",
+                        crossed: Some((us, limit)),
+                    });
                 }
             }
             _ => {}
@@ -202,7 +241,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tracer-recorder-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let span = Duration::from_secs(2);
-        let mut recorder = Recorder::new(Duration::from_secs(60), Some(dir.clone()), span, 300);
+        let mut recorder = Recorder::new(Duration::from_secs(60), Some(dir.clone()), span, 450);
         let start = SystemTime::now() - Duration::from_secs(30);
         let at = |secs| start + Duration::from_secs(secs);
         second(&mut recorder, at(0), r#"{"type":"summary","n":0}"#);
@@ -219,7 +258,7 @@ mod tests {
         // Two seconds before the kill and what came after it; not the first second.
         assert_eq!(lines[1..].len(), 4, "{text}");
         assert!(lines[1].contains(r#""n":1"#), "{text}");
-        // A stall over the threshold makes another; the oldest goes to stay within 300 bytes.
+        // A stall over the threshold makes another; the oldest goes to stay within 450 bytes.
         second(
             &mut recorder,
             at(5),
@@ -233,6 +272,12 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         assert!(names[0].ends_with("-reclaim_stall.ndjson"), "{names:?}");
+        // The second that crossed the threshold says so.
+        let text = std::fs::read_to_string(dir.join(&names[0])).unwrap();
+        let crossed = text.lines().last().unwrap();
+        assert!(crossed.contains(r#""type":"threshold""#), "{text}");
+        assert!(crossed.contains(r#""value_us":5000.0"#), "{text}");
+        assert!(crossed.contains(r#""threshold_us":1000.0"#), "{text}");
         assert_eq!(recorder.written, 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
