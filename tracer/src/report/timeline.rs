@@ -696,6 +696,21 @@ mod tests {
     }
 
     #[test]
+    fn kvm_exits_are_drawn_by_reason_per_second() {
+        let second = serde_json::json!({"type": "summary", "time": "2026-12-07T10:00:01Z",
+            "interval_s": 2.0, "total_exits": 30, "exits": [
+                {"reason": "HLT", "count": 20}, {"reason": "IO_INSTRUCTION", "count": 10}]});
+        let timeline = read(&[second]);
+        let exits = chart(&timeline, "KVM exits by reason");
+        let rates: Vec<(&str, f64)> = exits
+            .series
+            .iter()
+            .map(|s| (s.name.as_str(), s.values[0]))
+            .collect();
+        assert_eq!(rates, [("HLT", 10.0), ("IO_INSTRUCTION", 5.0)]);
+    }
+
+    #[test]
     fn a_run_of_seconds_over_a_threshold_is_one_mark() {
         let crossed = |time: &str| {
             serde_json::json!({"type": "threshold", "time": time, "reason": "reclaim_stall",
