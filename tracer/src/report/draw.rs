@@ -265,6 +265,8 @@ pub fn heatmap(heatmap: &Heatmap, axis: &Axis, events: &[Mark]) -> Document {
         };
         match heatmap.unit {
             "us" => duration(value),
+            "ns" if value < 1e3 => format!("{}ns", short(value)),
+            "ns" => duration(value / 1e3),
             unit => format!("{}{unit}", short(value)),
         }
     };

@@ -323,9 +323,12 @@ impl Builder {
         } else if json.get("total_exits").is_some() {
             let chart = self.chart("KVM exits by reason", "exits/s", time);
             chart.fold = true;
-            for exit in json["exits"].as_array().into_iter().flatten() {
+            let exits = json["exits"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            for exit in exits {
                 chart.add(&text(&exit["reason"]), num(&exit["count"]) * per_second);
             }
+            let handling: Vec<&Value> = exits.iter().collect();
+            self.heatmap("KVM exit handling time", "ns", time, &handling);
         }
     }
 
@@ -708,6 +711,8 @@ mod tests {
             .map(|s| (s.name.as_str(), s.values[0]))
             .collect();
         assert_eq!(rates, [("HLT", 10.0), ("IO_INSTRUCTION", 5.0)]);
+        // No exit had a handling time: no heatmap of them.
+        assert!(timeline.heatmaps.is_empty());
     }
 
     #[test]
