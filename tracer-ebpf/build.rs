@@ -13,4 +13,9 @@ fn main() {
     // exported builtins a copy it cannot expand fails the build instead of costing a call.
     println!("cargo:rustc-link-arg=--disable-expand-memcpy-in-order");
     println!("cargo:rustc-link-arg=--disable-memory-builtins");
+    // The architecture the programs read registers and system calls of: tracer's (build.rs
+    // passes it), else this machine's, for cargo check and clippy.
+    if let Err(err) = aya_build::emit_bpf_target_arch_cfg() {
+        println!("cargo:warning=bpf_target_arch: {err}");
+    }
 }

@@ -5,6 +5,7 @@
 
 include!("objects/shared.rs");
 
+mod arch;
 mod usdt;
 
 mod direct_reclaim;

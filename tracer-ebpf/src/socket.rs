@@ -3,12 +3,16 @@
 //! call below them, whose registers still hold its arguments.
 
 use aya_ebpf::{
-    bindings::pt_regs,
     helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
     programs::TracePointContext,
 };
 
 use crate::{
+    arch::{
+        SavedRegs,
+        syscall::{READ, RECVFROM, SENDTO, WRITE},
+        system_call,
+    },
     kernel::{field, read_or_zero},
     task,
 };
@@ -25,12 +29,6 @@ pub mod offset {
     pub const SENDTO_LEN: usize = 32;
 }
 
-/// System call numbers (x86-64) of the calls whose arguments are (fd, buffer, length).
-const READ: u64 = 0;
-const WRITE: u64 = 1;
-const SENDTO: u64 = 44;
-const RECVFROM: u64 = 45;
-
 /// The kernel stack's size on x86-64 (without KASAN, as distributions build), at whose top a
 /// task's user registers are saved.
 const THREAD_SIZE: usize = 16 << 10;
@@ -45,15 +43,22 @@ const PT_REGS_SIZE: usize = 168;
 fn syscall() -> (u64, Io) {
     let stack = task::layout().task_stack;
     if stack == 0 {
-        let regs = unsafe { &*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs) };
-        let io = Io {
-            fd: regs.rdi,
-            buffer: regs.rsi,
-            len: regs.rdx,
-        };
-        return (regs.orig_rax, io);
+        let regs = unsafe { &*(bpf_task_pt_regs(bpf_get_current_task_btf()) as *const SavedRegs) };
+        let (number, [fd, buffer, len]) = system_call(regs);
+        return (number, Io { fd, buffer, len });
     }
-    // Before 5.15 (no bpf_task_pt_regs): where task_pt_regs() finds them.
+    // Before 5.15 (no bpf_task_pt_regs): where task_pt_regs() finds them, on x86-64 (an arm64
+    // kernel that old is refused the socket path by userspace).
+    if cfg!(not(bpf_target_arch = "x86_64")) {
+        return (
+            u64::MAX,
+            Io {
+                fd: 0,
+                buffer: 0,
+                len: 0,
+            },
+        );
+    }
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let stack: *const u8 = read_or_zero(task, stack);
     let at = (THREAD_SIZE - PT_REGS_SIZE + PT_REGS_DX) as u32;

@@ -279,11 +279,11 @@ impl session::Plan for PgPlan {
                 sites.used().join("; ")
             }
             Via::Socket => {
-                crate::socket::say_registers(context.kernel, probes);
+                crate::socket::check_registers(context.kernel, probes)?;
                 sockets
             }
             Via::Auto => {
-                crate::socket::say_registers(context.kernel, probes);
+                crate::socket::check_registers(context.kernel, probes)?;
                 sites.load_programs(probes)?;
                 format!("{sockets}; encrypted backends through OpenSSL's probes")
             }

@@ -215,8 +215,31 @@ fn parse_note(desc: &[u8]) -> Result<Note<'_>> {
     })
 }
 
-/// One argument spec (`8@%rbx`, `-4@-20(%rbp)`, `4@$5`) as an [`Arg`].
+/// The architecture whose notes a spec is read for: its assembler's syntax, and where its
+/// registers are in the `pt_regs` a probe sees.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// tracer's own: the programs it probes run on the machine it runs on.
+    pub const HOST: Arch = if cfg!(target_arch = "aarch64") {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    };
+}
+
+/// One argument spec, as the host's assembler writes it, as an [`Arg`].
 pub(crate) fn parse_arg(spec: &str) -> Result<Arg> {
+    parse_arg_for(spec, Arch::HOST)
+}
+
+/// One argument spec as an [`Arg`]: x86-64's `8@%rbx`, `-4@-20(%rbp)`, `4@$5`; arm64's `8@x0`,
+/// `-4@[sp, 12]`, `8@[x1]`, `4@5`.
+pub(crate) fn parse_arg_for(spec: &str, arch: Arch) -> Result<Arg> {
     let (size, operand) = spec.split_once('@').context("no size")?;
     let size: i8 = size.parse().context("bad size")?;
     if ![1, 2, 4, 8].contains(&size.unsigned_abs()) {
@@ -227,7 +250,9 @@ pub(crate) fn parse_arg(spec: &str) -> Result<Arg> {
         signed: (size < 0) as u8,
         ..Arg::default()
     };
-    if let Some(constant) = operand.strip_prefix('$') {
+    if arch == Arch::Aarch64 {
+        parse_arm64_operand(operand, &mut arg)?;
+    } else if let Some(constant) = operand.strip_prefix('$') {
         arg.location = Arg::CONSTANT;
         arg.value = parse_number(constant)?;
     } else if let Some(register) = operand.strip_prefix('%') {
@@ -252,6 +277,44 @@ pub(crate) fn parse_arg(spec: &str) -> Result<Arg> {
         bail!("unsupported operand");
     }
     Ok(arg)
+}
+
+/// arm64's operands: a register, `[register]`, `[register, offset]` or a constant.
+fn parse_arm64_operand(operand: &str, arg: &mut Arg) -> Result<()> {
+    if let Some(memory) = operand.strip_prefix('[') {
+        let memory = memory
+            .strip_suffix(']')
+            .context("unsupported memory operand")?;
+        let (register, offset) = match memory.split_once(',') {
+            Some((register, offset)) => (register.trim(), parse_number(offset.trim())?),
+            None => (memory.trim(), 0),
+        };
+        arg.location = Arg::MEMORY;
+        arg.register = arm64_register_offset(register)?;
+        arg.value = offset;
+    } else if operand.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        arg.location = Arg::CONSTANT;
+        arg.value = parse_number(operand)?;
+    } else {
+        arg.location = Arg::REGISTER;
+        arg.register = arm64_register_offset(operand)?;
+    }
+    Ok(())
+}
+
+/// Offset in arm64's `struct user_pt_regs` (`regs[31]`, `sp`, `pc`) of `x0`-`x30` (or their
+/// 32-bit halves `w0`-`w30`, the same slots) and `sp`.
+fn arm64_register_offset(name: &str) -> Result<u32> {
+    if name == "sp" {
+        return Ok(31 * 8);
+    }
+    let number = name
+        .strip_prefix('x')
+        .or_else(|| name.strip_prefix('w'))
+        .and_then(|number| number.parse::<u32>().ok())
+        .filter(|&number| number <= 30)
+        .ok_or_else(|| anyhow!("unsupported register {name}"))?;
+    Ok(number * 8)
 }
 
 fn parse_number(text: &str) -> Result<i64> {
@@ -346,6 +409,30 @@ mod tests {
             "8@rbx",
         ] {
             assert!(parse_arg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decodes_arm64_argument_specs() {
+        let arm64 = |spec: &str| parse_arg_for(spec, Arch::Aarch64);
+        let arg = arm64("8@x0").unwrap();
+        assert_eq!(
+            (arg.location, arg.register, arg.size),
+            (Arg::REGISTER, 0, 8)
+        );
+        let arg = arm64("-4@[sp, 12]").unwrap();
+        assert_eq!(
+            (arg.location, arg.register, arg.value, arg.signed),
+            (Arg::MEMORY, 248, 12, 1)
+        );
+        let arg = arm64("8@[x29, -8]").unwrap();
+        assert_eq!((arg.register, arg.value), (29 * 8, -8));
+        assert_eq!(arm64("8@[x1]").unwrap().value, 0);
+        assert_eq!(arm64("-4@w19").unwrap().register, 19 * 8);
+        let arg = arm64("4@5").unwrap();
+        assert_eq!((arg.location, arg.value), (Arg::CONSTANT, 5));
+        for bad in ["8@x31", "8@%rbx", "8@[x1, x2]", "8@[x1", "8@v0"] {
+            assert!(arm64(bad).is_err(), "{bad}");
         }
     }
 

@@ -8,8 +8,41 @@ use anyhow::{Context, Result};
 
 use crate::shell;
 
-/// The musl target: a static binary needs nothing from the image.
-pub const TARGET: &str = "x86_64-unknown-linux-musl";
+/// The architectures tracer is built for: fleets mix x86-64 and arm64 nodes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Arch {
+    #[value(name = "x86_64")]
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// This machine's.
+    pub const HOST: Arch = if cfg!(target_arch = "aarch64") {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    };
+
+    /// The musl target: a static binary needs nothing from the image.
+    pub const fn triple(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Aarch64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// Debian's cross toolchain for the C in tracer's crates (ring) and the link.
+    pub const fn cross_prefix(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-linux-gnu",
+            Arch::Aarch64 => "aarch64-linux-gnu",
+        }
+    }
+}
+
+/// The host's musl target.
+pub const TARGET: &str = Arch::HOST.triple();
 
 /// The image's name and tag.
 pub fn name() -> String {
@@ -21,19 +54,39 @@ pub fn archive() -> PathBuf {
     shell::workspace_root().join("target/tracer-image.tar")
 }
 
-/// Builds tracer as a static (musl) binary and returns its path.
+/// Builds tracer as a static (musl) binary for the host and returns its path.
 pub fn static_binary() -> Result<PathBuf> {
-    shell::run(shell::cargo().args([
+    static_binary_for(Arch::HOST)
+}
+
+/// Builds tracer as a static (musl) binary for `arch` (its kernel programs built for it too)
+/// and returns its path.
+pub fn static_binary_for(arch: Arch) -> Result<PathBuf> {
+    let triple = arch.triple();
+    let mut cargo = shell::cargo();
+    cargo.args([
         "build",
         "--release",
         "--package",
         "tracer",
         "--target",
-        TARGET,
-    ]))?;
+        triple,
+    ]);
+    if arch != Arch::HOST {
+        let prefix = arch.cross_prefix();
+        let target = triple.replace('-', "_");
+        cargo
+            .env(format!("CC_{target}"), format!("{prefix}-gcc"))
+            .env(format!("AR_{target}"), format!("{prefix}-ar"))
+            .env(
+                format!("CARGO_TARGET_{}_LINKER", target.to_uppercase()),
+                format!("{prefix}-gcc"),
+            );
+    }
+    shell::run(&mut cargo)?;
     Ok(shell::workspace_root()
         .join("target")
-        .join(TARGET)
+        .join(triple)
         .join("release/tracer"))
 }
 

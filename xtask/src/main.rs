@@ -45,6 +45,10 @@ enum Task {
     Build {
         #[arg(long)]
         release: bool,
+        /// A static (musl, release) binary for this architecture, e.g. aarch64 on an x86-64
+        /// machine
+        #[arg(long, value_enum)]
+        target: Option<image::Arch>,
     },
     /// Set up, build and run tracer with the given arguments, e.g. `cargo xtask run -- direct-reclaim`.
     Run {
@@ -103,6 +107,7 @@ fn run(task: Task) -> Result<()> {
             bench,
             image: test,
             kernels: test,
+            aarch64: false,
         }),
         Task::Image => {
             setup::run(setup::Needs {
@@ -122,7 +127,19 @@ fn run(task: Task) -> Result<()> {
             setup::run(setup::Needs::default())?;
             manual::write(&build(true)?, &dir)
         }
-        Task::Build { release } => {
+        Task::Build {
+            target: Some(arch), ..
+        } => {
+            setup::run(setup::Needs {
+                image: true,
+                aarch64: arch == image::Arch::Aarch64,
+                ..Default::default()
+            })?;
+            let binary = image::static_binary_for(arch)?;
+            println!("{}", binary.display());
+            Ok(())
+        }
+        Task::Build { release, .. } => {
             setup::run(setup::Needs::default())?;
             build(release).map(drop)
         }
@@ -193,20 +210,28 @@ fn test(filter: Option<String>) -> Result<()> {
     })?;
     shell::run(shell::cargo().args(["fmt", "--all", "--", "--check"]))?;
     shell::run(shell::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    // The kernel programs only build for the BPF target.
-    shell::run(shell::cargo().env("RUSTC_BOOTSTRAP", "1").args([
-        "clippy",
-        "--package",
-        "tracer-ebpf",
-        "--release",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    // The kernel programs only build for the BPF target; they read registers and system
+    // calls of tracer's architecture: x86-64's and arm64's are both checked.
+    for arch in ["x86_64", "aarch64"] {
+        shell::run(
+            shell::cargo()
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("AYA_BPF_TARGET_ARCH", arch)
+                .args([
+                    "clippy",
+                    "--package",
+                    "tracer-ebpf",
+                    "--release",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--target-dir",
+                ])
+                .arg(shell::workspace_root().join("target/clippy").join(arch))
+                .args(["--", "-D", "warnings"]),
+        )?;
+    }
     let tracer = build(false)?;
     if !shell::is_root() {
         anyhow::bail!("the end-to-end tests load eBPF programs: run `sudo cargo xtask test`");

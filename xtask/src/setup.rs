@@ -18,6 +18,8 @@ pub struct Needs {
     pub image: bool,
     /// Test kernels in QEMU: the emulator and what guests are made of.
     pub kernels: bool,
+    /// tracer for arm64 as well: its musl target, a cross toolchain, and qemu-user to run it.
+    pub aarch64: bool,
 }
 
 /// Debian packages the end-to-end tests drive: PostgreSQL (server, psql, pgbench and
@@ -58,6 +60,13 @@ const KERNEL_PACKAGES: &[&str] = &[
     "xz-utils",
     "kmod",
 ];
+/// What tracer for arm64 is built with on an x86-64 machine (the C of ring, the link) and run
+/// with (`qemu-aarch64`).
+const AARCH64_PACKAGES: &[&str] = &[
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+    "qemu-user",
+];
 /// Peer tools the benchmarks measure tracer against, and what they load.
 const BENCH_PACKAGES: &[&str] = &[
     "bpftrace",
@@ -73,7 +82,10 @@ pub fn run(needs: Needs) -> Result<()> {
     rust_src(&sysroot)?;
     bpf_linker(&sysroot)?;
     if needs.image || needs.kernels {
-        musl_target(&sysroot)?;
+        musl_target(&sysroot, crate::image::TARGET)?;
+    }
+    if needs.aarch64 {
+        musl_target(&sysroot, crate::image::Arch::Aarch64.triple())?;
     }
     let mut packages = Vec::new();
     if needs.image {
@@ -87,6 +99,9 @@ pub fn run(needs: Needs) -> Result<()> {
     }
     if needs.kernels {
         packages.extend_from_slice(KERNEL_PACKAGES);
+    }
+    if needs.aarch64 {
+        packages.extend_from_slice(AARCH64_PACKAGES);
     }
     packages.sort_unstable();
     packages.dedup();
@@ -134,18 +149,14 @@ fn sysroot() -> Result<PathBuf> {
 }
 
 /// The image's static binary is built for musl.
-fn musl_target(sysroot: &std::path::Path) -> Result<()> {
-    if sysroot
-        .join("lib/rustlib")
-        .join(crate::image::TARGET)
-        .is_dir()
-    {
+fn musl_target(sysroot: &std::path::Path, triple: &str) -> Result<()> {
+    if sysroot.join("lib/rustlib").join(triple).is_dir() {
         return Ok(());
     }
     shell::run(
         shell::cmd("rustup")
             .current_dir(shell::workspace_root())
-            .args(["target", "add", crate::image::TARGET]),
+            .args(["target", "add", triple]),
     )
 }
 

@@ -148,17 +148,11 @@ pub fn mysql_handing_on(ctx: ProbeContext) -> u32 {
     let Some(&accepted_ns) = (unsafe { MYSQL_LISTENING.get(task::current_tid()) }) else {
         return 0;
     };
-    // Both registers read in place: the verifier refuses a context pointer chosen by a branch.
-    let regs = ctx.regs;
-    let [rdi, rsi] = unsafe {
-        [
-            core::ptr::read_volatile(&(*regs).rdi),
-            core::ptr::read_volatile(&(*regs).rsi),
-        ]
-    };
+    // The registers read in place: the verifier refuses a context pointer chosen by a branch.
+    let [first, second, ..] = crate::arch::arguments(ctx.regs);
     let connect = match super::server_signature() {
-        signature::MYSQL8 => rsi,
-        _ => rdi,
+        signature::MYSQL8 => second,
+        _ => first,
     };
     let _ = MYSQL_ACCEPTED.insert(connect, accepted_ns, 0);
     0

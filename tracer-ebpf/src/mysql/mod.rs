@@ -75,29 +75,20 @@ pub fn mysql_dispatch(ctx: ProbeContext) -> u32 {
     {
         return 0;
     }
-    // Each register read once, in place: the verifier refuses a context pointer moved first.
-    let regs = ctx.regs;
-    let [rdi, rsi, rdx, rcx] = unsafe {
-        [
-            core::ptr::read_volatile(&(*regs).rdi),
-            core::ptr::read_volatile(&(*regs).rsi),
-            core::ptr::read_volatile(&(*regs).rdx),
-            core::ptr::read_volatile(&(*regs).rcx),
-        ]
-    };
+    let [first, second, third, fourth] = crate::arch::arguments(ctx.regs);
     let (command, session, packet, len) = match server_signature() {
-        signature::MARIADB => (rdi as u32, rsi, rdx, rcx as usize),
+        signature::MARIADB => (first as u32, second, third, fourth as usize),
         signature::MYSQL8 => {
-            let command = rdx as u32;
-            let data = rsi;
+            let command = third as u32;
+            let data = second;
             if command == COM_QUERY || command == COM_STMT_PREPARE || command == INIT_DB {
                 // A query's COM_DATA (or a schema's): its text's address, then its length.
                 let address = unsafe { bpf_probe_read_user(data as *const u64) }.unwrap_or(0);
                 let len = unsafe { bpf_probe_read_user((data + 8) as *const u32) }.unwrap_or(0);
-                (command, rdi, address, len as usize)
+                (command, first, address, len as usize)
             } else {
                 // Other commands' data begins with what identifies them (a statement id).
-                (command, rdi, data, 8)
+                (command, first, data, 8)
             }
         }
         _ => return 0,

@@ -25,7 +25,7 @@ use tracer_common::{
 mod spill;
 
 use crate::{
-    events,
+    arch, events,
     kernel::field,
     query::{self, Database, Thread, link},
     socket::{self, offset},
@@ -133,7 +133,7 @@ fn probe(ctx: &ProbeContext, slot: u32) -> u32 {
 #[inline(always)]
 fn start_at_site(ctx: &ProbeContext, site: &Site, tid: u32, thread: &mut Thread, origin: u32) {
     // The load bias, to find the server's globals by their link-time addresses.
-    thread.detail = unsafe { (*ctx.regs).rip }.wrapping_sub(site.address);
+    thread.detail = arch::instruction_pointer(ctx.regs).wrapping_sub(site.address);
     query::start::<Pg>(tid, thread, origin);
 }
 

@@ -369,7 +369,7 @@ impl session::Plan for MysqlPlan {
         query::attach_compaction(context.kernel, probes);
         let counters = counters::usable(counters, probes);
         if args.via != Via::Probes {
-            crate::socket::say_registers(context.kernel, probes);
+            crate::socket::check_registers(context.kernel, probes)?;
         }
         match args.via {
             Via::Probes => {
