@@ -32,11 +32,6 @@ th { border-bottom: 1px solid #999; }
 td.query { font-family: ui-monospace, monospace; max-width: 420px; overflow-wrap: anywhere; }
 ";
 
-/// How long the page took to be drawn, for whoever asks (the tests that load it in a browser).
-const SCRIPT: &str = "addEventListener('load', () => requestAnimationFrame(() => {
-  document.documentElement.dataset.drawnMs = performance.now().toFixed(0);
-}));";
-
 fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
@@ -143,6 +138,6 @@ pub fn page(timeline: &Timeline, title: &str) -> String {
         }
         html.push_str("</table>\n");
     }
-    let _ = write!(html, "<script>{SCRIPT}</script>\n</body></html>\n");
+    html.push_str("</body></html>\n");
     html
 }
