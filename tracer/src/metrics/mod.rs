@@ -205,6 +205,14 @@ impl Metrics {
                 up.get_or_create(&label).set(value);
             }
         }
+        // Each running tool's lost count from the first scrape, at 0: a series that appears
+        // only with the first loss hides it from `increase()`, and changes what a scrape holds.
+        for tool in running {
+            let label = ToolLabel {
+                tool: tool.to_string(),
+            };
+            self.lost.get_or_create(&label).inc_by(0);
+        }
         self.registry.register(
             "tracer_tool_up",
             "Whether each tool serve was asked for runs (1) or could not start (0)",

@@ -133,13 +133,15 @@ impl ChartBuilder {
 
     fn finish(self, title: String) -> Chart {
         let seconds = self.times.len();
+        // In time order: recordings given in any order, or overlapping, draw forwards.
+        let order = time_order(&self.times);
         let mut series: Vec<Series> = self
             .series
             .into_iter()
             .map(|(name, values)| {
                 let mut dense = vec![0.0; seconds];
                 for (at, value) in values {
-                    dense[at] = value;
+                    dense[order[at]] = value;
                 }
                 Series {
                     name,
@@ -163,13 +165,26 @@ impl ChartBuilder {
                 values: other,
             });
         }
+        let mut times = self.times;
+        times.sort_by(f64::total_cmp);
         Chart {
             title,
             unit: self.unit,
-            times: self.times,
+            times,
             series,
         }
     }
+}
+
+/// Where each of `times` goes when they are sorted.
+fn time_order(times: &[Time]) -> Vec<usize> {
+    let mut sorted: Vec<usize> = (0..times.len()).collect();
+    sorted.sort_by(|&a, &b| times[a].total_cmp(&times[b]));
+    let mut place = vec![0; times.len()];
+    for (position, index) in sorted.into_iter().enumerate() {
+        place[index] = position;
+    }
+    place
 }
 
 /// Rows summed over the window: count, total and max time (us), pages or calls, and a
@@ -612,7 +627,13 @@ impl Builder {
             heatmaps: self
                 .heatmaps
                 .into_iter()
-                .map(|(_, heatmap)| heatmap)
+                .map(|(_, mut heatmap)| {
+                    let mut seconds: Vec<(Time, Vec<u64>)> =
+                        heatmap.times.into_iter().zip(heatmap.counts).collect();
+                    seconds.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (heatmap.times, heatmap.counts) = seconds.into_iter().unzip();
+                    heatmap
+                })
                 .filter(|heatmap| heatmap.counts.iter().flatten().any(|&count| count > 0))
                 .collect(),
             marks,
@@ -696,6 +717,19 @@ mod tests {
         let pages = &chart(&timeline, "Writeback pages by reason").series;
         assert_eq!(pages[0].name, "all");
         assert_eq!(pages[0].values, [12.0]);
+    }
+
+    #[test]
+    fn recordings_in_any_order_are_drawn_forwards() {
+        let second = |time: &str, kills: u64| serde_json::json!({"type": "summary", "time": time, "interval_s": 1.0, "kills": kills});
+        let timeline = read(&[
+            second("2026-12-07T10:00:05Z", 5),
+            second("2026-12-07T10:00:01Z", 1),
+            second("2026-12-07T10:00:03Z", 3),
+        ]);
+        let kills = chart(&timeline, "OOM kills");
+        assert!(kills.times.is_sorted());
+        assert_eq!(kills.series[0].values, [1.0, 3.0, 5.0]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `tracer serve`'s HTTP side: `/metrics` for Prometheus (OpenMetrics when asked for),
-//! `/healthz`, `/report` (`tracer report`'s page of the flight recorder's history), and (with `--debug-summary`) `/debug/summary` with the last NDJSON summary of
-//! every tool; over TLS and behind basic auth with `--web-config`.
+//! `/healthz`, `/report` (`tracer report`'s page of the flight recorder's history), and (with
+//! `--debug-summary`) `/debug/summary` with the last NDJSON summary of every tool; over TLS and
+//! behind basic auth with `--web-config`.
 //!
 //! Whoever reaches the port gets no more than a bounded share of the agent: connections are
 //! capped, a client has [`HEADER_TIMEOUT`] to send its request's headers, and a connection is

@@ -4,7 +4,7 @@
 //! and keeps what it prints.
 
 mod http;
-pub mod recorder;
+mod recorder;
 mod web_config;
 
 use std::{
