@@ -45,22 +45,20 @@ pub fn instruction_pointer(regs: *const pt_regs) -> u64 {
 }
 
 /// Numbers of the system calls whose arguments are (fd, buffer, length).
+#[cfg(bpf_target_arch = "x86_64")]
 pub mod syscall {
-    #[cfg(bpf_target_arch = "x86_64")]
     pub const READ: u64 = 0;
-    #[cfg(bpf_target_arch = "x86_64")]
     pub const WRITE: u64 = 1;
-    #[cfg(bpf_target_arch = "x86_64")]
     pub const SENDTO: u64 = 44;
-    #[cfg(bpf_target_arch = "x86_64")]
     pub const RECVFROM: u64 = 45;
-    #[cfg(bpf_target_arch = "aarch64")]
+}
+
+/// Numbers of the system calls whose arguments are (fd, buffer, length).
+#[cfg(bpf_target_arch = "aarch64")]
+pub mod syscall {
     pub const READ: u64 = 63;
-    #[cfg(bpf_target_arch = "aarch64")]
     pub const WRITE: u64 = 64;
-    #[cfg(bpf_target_arch = "aarch64")]
     pub const SENDTO: u64 = 206;
-    #[cfg(bpf_target_arch = "aarch64")]
     pub const RECVFROM: u64 = 207;
 }
 
